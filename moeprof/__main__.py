@@ -1,0 +1,5 @@
+import sys
+
+from moeprof.cli import main
+
+sys.exit(main())
