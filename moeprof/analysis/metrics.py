@@ -1,0 +1,298 @@
+"""Measured metrics per (format, batch, role) and per layer call, set against the roofline.
+
+Inputs: a classified kernel table (classify.classify), points.csv, the analytical cost per point
+(expected.point_costs) and the peaks (capture clocks where ncu read them, else the spec).
+
+Sources, stated in `*_source` columns:
+  times      a timing collector's kernel durations (nsys > torch > ncu: ncu replays each kernel
+             with flushed caches, so its durations are a last resort); layer times from points.csv
+             (CUDA events) where present.
+  counters   ncu rows: bytes and tensor ops summed per layer call, median over calls.
+  tensor ops ncu counts one FMA as 2 ops (sm__ops_path_tensor_*: a 256x2880x5760 BF16 GEMM reads
+             exactly 2*M*N*K), so executed ops and useful FLOPs share a unit and
+             executed/useful - 1 is the work spent on padding (tile remainders, block-aligned
+             expert groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from moeprof.analysis.classify import GEMM_ROLES, ROLES
+
+TIMING_PREFERENCE = ("nsys", "torch", "ncu")
+COUNTER_SUM_COLUMNS = ["gpu_time_ns", "dram_read_bytes", "dram_write_bytes", "tensor_pipe_active_cycles",
+                       "tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma"]
+
+
+@dataclass
+class Peaks:
+    sm_clock_hz: float = np.nan
+    sm_count: float = np.nan
+    dram_bytes_per_s: float = np.nan
+    tensor_flops_per_s: dict[str, float] = field(default_factory=dict)  # path -> FLOP/s
+    tensor_source: str = "n/a"
+    dram_source: str = "n/a"
+
+    def tensor(self, path: str | None) -> float:
+        return self.tensor_flops_per_s.get(str(path), np.nan)
+
+
+def _median(df: pd.DataFrame, col: str) -> float:
+    return float(df[col].median()) if col in df and len(df) else np.nan
+
+
+def peaks(kernels: pd.DataFrame, manifest: dict, gpu) -> Peaks:
+    """Peaks from the capture's own clocks: ncu per-cycle peaks x measured clock, where ncu read
+    them; else the spec's per-SM per-cycle rate x SMs x measured clock; else the spec's peaks."""
+    p = Peaks()
+    ncu = kernels[kernels["collector"] == "ncu"]
+    sm_clock, sm_count = _median(ncu, "sm_clock_hz"), _median(ncu, "sm_count")
+    if not np.isfinite(sm_count):
+        sm_count = float((manifest.get("gpu") or {}).get("sm_count") or (gpu.sm_count if gpu else np.nan))
+    p.sm_clock_hz, p.sm_count = sm_clock, sm_count
+    per_cycle = {"fp8": _median(ncu, "tensor_ops_fp8_peak_per_cycle"),
+                 "bf16": _median(ncu, "tensor_ops_bf16_hgmma_peak_per_cycle")}
+    if np.isfinite(sm_clock) and all(np.isfinite(v) for v in per_cycle.values()):
+        p.tensor_flops_per_s = {d: v * sm_clock for d, v in per_cycle.items()}
+        p.tensor_source = (f"ncu per-cycle peaks (BF16 {per_cycle['bf16']:,.0f}, FP8 {per_cycle['fp8']:,.0f} "
+                           f"FLOP/cycle) x capture SM clock {sm_clock / 1e9:.3f} GHz")
+    elif gpu is not None:
+        paths = ["bf16", "fp8"] + (["fp4"] if gpu.native_fp4_mma else [])
+        if np.isfinite(sm_clock) and np.isfinite(sm_count):
+            p.tensor_flops_per_s = {d: gpu.tensor_flops_per_cycle_per_sm(d) * sm_count * sm_clock for d in paths}
+            p.tensor_source = (f"spec per-cycle rate x {sm_count:.0f} SMs x capture SM clock {sm_clock / 1e9:.3f} GHz")
+        else:
+            p.tensor_flops_per_s = {d: gpu.tensor_flops_per_s(d) for d in paths}
+            p.tensor_source = f"spec ({gpu.display_name} at {gpu.boost_clock_hz / 1e9:.2f} GHz; no clock in capture)"
+    if gpu is not None and gpu.native_fp4_mma and "fp4" not in p.tensor_flops_per_s and np.isfinite(sm_clock):
+        p.tensor_flops_per_s["fp4"] = gpu.tensor_flops_per_cycle_per_sm("fp4") * sm_count * sm_clock
+    dram_clock, bytes_per_cycle = _median(ncu, "dram_clock_hz"), _median(ncu, "dram_bytes_per_cycle_peak")
+    if np.isfinite(dram_clock) and np.isfinite(bytes_per_cycle):
+        p.dram_bytes_per_s = dram_clock * bytes_per_cycle
+        p.dram_source = f"ncu {bytes_per_cycle:,.0f} B/cycle x capture DRAM clock {dram_clock / 1e9:.3f} GHz"
+    elif gpu is not None:
+        p.dram_bytes_per_s = gpu.hbm_bandwidth_bytes_per_s
+        p.dram_source = f"spec ({gpu.display_name})"
+    return p
+
+
+def timing_collector(kernels: pd.DataFrame, prefer: str | None = None) -> str | None:
+    """The collector whose durations time the kernels."""
+    have = set(kernels.loc[kernels["duration_ns"].notna() & kernels["batch"].notna(), "collector"].unique())
+    if prefer:
+        return prefer if prefer in have else None
+    return next((c for c in TIMING_PREFERENCE if c in have), None)
+
+
+def _point_rows(kernels: pd.DataFrame, collector: str) -> pd.DataFrame:
+    k = kernels[(kernels["collector"] == collector) & kernels["batch"].notna()]
+    return k.assign(batch=k["batch"].astype("int64"))
+
+
+def call_role_times(kernels: pd.DataFrame, collector: str) -> pd.DataFrame:
+    """format, batch, call_id, role -> time_ns (sum of durations), launches. Missing roles count 0."""
+    k = _point_rows(kernels, collector)
+    cols = ["format", "batch", "call_id", "role"]
+    g = k.groupby(cols, observed=True, sort=False)["duration_ns"].agg(["sum", "size"]).reset_index()
+    g = g.rename(columns={"sum": "time_ns", "size": "launches"})
+    g["role"] = g["role"].astype(str)
+    # A role seen at a point counts 0 in the point's calls that lack it (so medians stay per call).
+    roles_at = g[["format", "batch", "role"]].drop_duplicates()
+    calls = g[["format", "batch", "call_id"]].drop_duplicates()
+    full = calls.merge(roles_at, on=["format", "batch"])
+    g = full.merge(g, on=cols, how="left").fillna({"time_ns": 0.0, "launches": 0})
+    return g
+
+
+def _counters_per_call(kernels: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """ncu counters summed per layer call (and `by`), then median over calls."""
+    k = _point_rows(kernels, "ncu")
+    if k.empty:
+        return pd.DataFrame(columns=by)
+    k = k.assign(role=k["role"].astype(str),
+                 _pipe_w=k["tensor_pipe_active_pct"] * k["gpu_time_ns"])
+    per_call = k.groupby(by + ["call_id"], observed=True, sort=False)[COUNTER_SUM_COLUMNS + ["_pipe_w"]].sum(min_count=1)
+    per_call = per_call.reset_index()
+    med = per_call.groupby(by, observed=True, sort=False).median(numeric_only=True).reset_index()
+    med = med.drop(columns=["call_id"])
+    med["tensor_pipe_active_pct"] = med["_pipe_w"] / med["gpu_time_ns"]
+    med["ncu_calls"] = per_call.groupby(by, observed=True, sort=False).size().to_numpy()
+    return med.drop(columns=["_pipe_w"])
+
+
+def tensor_path(fp8_ops: pd.Series, bf16_ops: pd.Series) -> pd.Series:
+    """Which MMA path executed the tensor ops: fp8 | bf16 | mixed | none | '' (no counters)."""
+    f, b = fp8_ops.to_numpy(dtype=float), bf16_ops.to_numpy(dtype=float)
+    out = np.where(np.isnan(f) & np.isnan(b), "", "none").astype(object)
+    fp, bp = np.nan_to_num(f) > 0, np.nan_to_num(b) > 0
+    out[fp & ~bp] = "fp8"
+    out[bp & ~fp] = "bf16"
+    out[fp & bp] = "mixed"
+    return pd.Series(out, index=fp8_ops.index)
+
+
+def _add_counter_metrics(t: pd.DataFrame, pk: Peaks) -> pd.DataFrame:
+    for col in COUNTER_SUM_COLUMNS + ["tensor_pipe_active_pct", "ncu_calls"]:
+        if col not in t.columns:
+            t[col] = np.nan
+    t["dram_bytes"] = t["dram_read_bytes"] + t["dram_write_bytes"]
+    t["tensor_ops_bf16"] = t[["tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma"]].sum(axis=1, min_count=1)
+    t["tensor_ops"] = t[["tensor_ops_fp8", "tensor_ops_bf16"]].sum(axis=1, min_count=1)
+    t["tensor_path"] = tensor_path(t["tensor_ops_fp8"], t["tensor_ops_bf16"])
+    t["executed_tflop_per_s"] = t["tensor_ops"] / t["gpu_time_ns"] * 1e-3
+    return t
+
+
+def _add_roofline(t: pd.DataFrame, pk: Peaks, flops: pd.Series, nbytes: pd.Series, time_ns: pd.Series,
+                  path: pd.Series) -> pd.DataFrame:
+    """Achieved rates and % of roofline for rows with analytic FLOPs/bytes and a measured time."""
+    t["useful_flops"] = flops
+    t["useful_tflop_per_s"] = flops / time_ns * 1e-3
+    t["padding_pct"] = (t["tensor_ops"] / flops - 1.0) * 100.0
+    counters = t["dram_bytes"].notna() & (t["gpu_time_ns"] > 0)
+    t["dram_bw_bytes_per_s"] = np.where(counters, t["dram_bytes"] / t["gpu_time_ns"] * 1e9, nbytes / time_ns * 1e9)
+    t["dram_bw_source"] = np.where(counters, "ncu counters",
+                                   np.where(nbytes.notna(), "analytic bytes / measured time", "n/a"))
+    t["peak_dram_bytes_per_s"] = pk.dram_bytes_per_s
+    t["dram_bw_pct_of_peak"] = t["dram_bw_bytes_per_s"] / pk.dram_bytes_per_s * 100.0
+    t["peak_tensor_flop_per_s"] = [pk.tensor(p) for p in path]
+    t["tensor_pct_of_peak"] = t["useful_tflop_per_s"] * 1e12 / t["peak_tensor_flop_per_s"] * 100.0
+    t_roof = np.maximum(flops / t["peak_tensor_flop_per_s"], nbytes / pk.dram_bytes_per_s)
+    t["t_roofline_ns"] = t_roof * 1e9
+    t["pct_of_roofline"] = t["t_roofline_ns"] / time_ns * 100.0
+    t["bound_measured"] = np.where(
+        t["dram_bw_pct_of_peak"].isna() | t["tensor_pct_of_peak"].isna(), "",
+        np.where(t["dram_bw_pct_of_peak"] >= t["tensor_pct_of_peak"], "memory", "compute"))
+    return t
+
+
+def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector: str) -> pd.DataFrame:
+    """Per (format, batch, role): time median and spread over calls, share, rates, % of roofline."""
+    crt = call_role_times(kernels, collector)
+    keys = ["format", "batch", "role"]
+    g = crt.groupby(keys, sort=False)
+    t = g["time_ns"].agg(time_median_ns="median",
+                         time_p10_ns=lambda s: s.quantile(0.10),
+                         time_p90_ns=lambda s: s.quantile(0.90),
+                         n_calls="size").reset_index()
+    t["launches_per_call"] = g["launches"].median().to_numpy()
+    total = t.groupby(["format", "batch"])["time_median_ns"].transform("sum")
+    t["share_pct"] = t["time_median_ns"] / total * 100.0
+    t["tokens_per_s"] = t["batch"] / (t["time_median_ns"] * 1e-9)
+    t["timing_source"] = collector
+    t = t.merge(_counters_per_call(kernels, keys), on=keys, how="left")
+    t = _add_counter_metrics(t, pk)
+    # Analytic FLOPs/bytes exist for the expert GEMMs only.
+    flops = pd.Series(np.nan, index=t.index)
+    nbytes = pd.Series(np.nan, index=t.index)
+    path = pd.Series("", index=t.index, dtype=object)
+    if not costs.empty:
+        c = t[keys].merge(costs, on=["format", "batch"], how="left")
+        for r in GEMM_ROLES:
+            sel = (t["role"] == r).to_numpy()
+            flops[sel] = c.loc[sel, f"{r}_flops"].to_numpy()
+            nbytes[sel] = c.loc[sel, f"{r}_bytes"].to_numpy()
+        path = c["mma_path_model"].fillna("").astype(object)
+    path = path.where(~t["tensor_path"].isin(["fp8", "bf16"]), t["tensor_path"])
+    t = _add_roofline(t, pk, flops, nbytes, t["time_median_ns"], path)
+    t["role"] = pd.Categorical(t["role"], categories=ROLES)
+    return t.sort_values(["format", "batch", "role"]).reset_index(drop=True)
+
+
+def _gemms_seen(kernels: pd.DataFrame, collector: str | None, points: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per point row: was gemm1 / gemm2 measured at all."""
+    k = kernels if collector is None else kernels[kernels["collector"] == collector]
+    k = k[k["batch"].notna()]
+    have = set(zip(k["format"], k["batch"].astype("int64"), k["role"].astype(str)))
+    return {r: pd.Series([(f, int(b), r) in have for f, b in zip(points["format"], points["batch"])],
+                         index=points.index) for r in GEMM_ROLES}
+
+
+def layer_samples(kernels: pd.DataFrame, points: pd.DataFrame, collector: str | None) -> pd.DataFrame:
+    """format, batch, time_ns: one row per layer call (CUDA events, else the call's kernel sum)."""
+    pts = points[points["layer_time_ns"].notna()]
+    if not pts.empty:
+        return pd.DataFrame({"format": pts["format"].to_numpy(), "batch": pts["batch"].astype("int64").to_numpy(),
+                             "time_ns": pts["layer_time_ns"].to_numpy(dtype=float)})
+    if collector is None:
+        return pd.DataFrame(columns=["format", "batch", "time_ns"])
+    k = _point_rows(kernels, collector)
+    g = k.groupby(["format", "batch", "call_id"], sort=False)["duration_ns"].sum().reset_index()
+    return g.rename(columns={"duration_ns": "time_ns"}).drop(columns=["call_id"])
+
+
+def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame, pk: Peaks,
+                collector: str | None) -> pd.DataFrame:
+    """Per (format, batch): layer time (CUDA events), throughput, time outside the expert GEMMs,
+    achieved rates of the expert GEMMs and of the whole layer against the roofline."""
+    keys = ["format", "batch"]
+    pts = points[points["layer_time_ns"].notna()]
+    if not pts.empty:
+        pts = pts.assign(batch=pts["batch"].astype("int64"))
+        g = pts.groupby(keys, sort=False)
+        t = g["layer_time_ns"].agg(layer_time_median_ns="median",
+                                   layer_time_p10_ns=lambda s: s.quantile(0.10),
+                                   layer_time_p90_ns=lambda s: s.quantile(0.90),
+                                   repeats="size").reset_index()
+        t["layer_time_source"] = "points.csv (CUDA events)"
+        if "experts_touched" in pts:
+            t["experts_touched"] = g["experts_touched"].median().to_numpy()
+    else:
+        t = pd.DataFrame(columns=keys)
+    if collector is not None:
+        crt = call_role_times(kernels, collector)
+        crt["gemm"] = crt["role"].isin(GEMM_ROLES)
+        per_call = crt.groupby(keys + ["call_id"], sort=False).apply(
+            lambda d: pd.Series({"kernel_ns": d["time_ns"].sum(), "gemm_ns": d.loc[d["gemm"], "time_ns"].sum()}),
+            include_groups=False).reset_index()
+        k = per_call.groupby(keys, sort=False).agg(
+            kernel_time_median_ns=("kernel_ns", "median"), gemm_time_median_ns=("gemm_ns", "median"),
+            kernel_calls=("kernel_ns", "size"),
+            kernel_time_p10_ns=("kernel_ns", lambda s: s.quantile(0.10)),
+            kernel_time_p90_ns=("kernel_ns", lambda s: s.quantile(0.90))).reset_index()
+        t = k if t.empty else t.merge(k, on=keys, how="outer")
+        if "layer_time_median_ns" not in t or t["layer_time_median_ns"].isna().all():
+            t["layer_time_median_ns"] = t["kernel_time_median_ns"]
+            t["layer_time_p10_ns"] = t["kernel_time_p10_ns"]
+            t["layer_time_p90_ns"] = t["kernel_time_p90_ns"]
+            t["repeats"] = t["kernel_calls"]
+            t["layer_time_source"] = f"sum of {collector} kernel durations"
+        t["outside_gemm_ns"] = t["kernel_time_median_ns"] - t["gemm_time_median_ns"]
+        t["outside_gemm_pct"] = t["outside_gemm_ns"] / t["kernel_time_median_ns"] * 100.0
+        t["launch_gap_ns"] = t["layer_time_median_ns"] - t["kernel_time_median_ns"]
+    if t.empty:
+        return t
+    t["tokens_per_s"] = t["batch"] / (t["layer_time_median_ns"] * 1e-9)
+    # Expert-GEMM counters (gemm1 + gemm2) and whole-layer DRAM bytes.
+    ncu = kernels[kernels["role"].isin(GEMM_ROLES)].assign(role="gemm") if "role" in kernels else kernels.iloc[:0]
+    gc = _counters_per_call(ncu, keys)
+    if not gc.empty:
+        t = t.merge(gc, on=keys, how="left")
+    t = _add_counter_metrics(t, pk)
+    lc = _counters_per_call(kernels.assign(role="layer"), keys)
+    t["layer_dram_bytes"] = (t[keys].merge(lc, on=keys, how="left")[["dram_read_bytes", "dram_write_bytes"]]
+                             .sum(axis=1, min_count=1).to_numpy() if not lc.empty else np.nan)
+    if not costs.empty:
+        t = t.merge(costs, on=keys, how="left")
+        if "experts_touched" in t:
+            t["experts_touched_source"] = np.where(t["experts_touched"].notna(), "points.csv", "model")
+        path = t["mma_path_model"].fillna("").astype(object)
+        path = path.where(~t["tensor_path"].isin(["fp8", "bf16"]), t["tensor_path"])
+        # Analytic work of the expert GEMMs that were measured (a capture may lack one).
+        seen = _gemms_seen(kernels, collector, t[keys])
+        gflops = sum(t[f"{r}_flops"].where(seen[r], 0.0) for r in GEMM_ROLES)
+        gbytes = sum(t[f"{r}_bytes"].where(seen[r], 0.0) for r in GEMM_ROLES)
+        gemm_time = t.get("gemm_time_median_ns", pd.Series(np.nan, index=t.index))
+        t["gemms_measured"] = [",".join(r for r in GEMM_ROLES if seen[r].iloc[i]) for i in range(len(t))]
+        t = _add_roofline(t, pk, gflops.where(gflops > 0), gbytes.where(gbytes > 0), gemm_time, path)
+        # Whole layer against its roofline (routing etc. add time the model does not count).
+        other_flops = t["flops"] - t["gemm1_flops"] - t["gemm2_flops"]
+        other_bytes = t["bytes"] - t["gemm1_bytes"] - t["gemm2_bytes"]
+        t["layer_t_roofline_ns"] = np.maximum((gflops + other_flops) / t["peak_tensor_flop_per_s"],
+                                              (gbytes + other_bytes) / pk.dram_bytes_per_s) * 1e9
+        t["layer_pct_of_roofline"] = t["layer_t_roofline_ns"] / t["layer_time_median_ns"] * 100.0
+    return t.sort_values(keys).reset_index(drop=True)

@@ -1,0 +1,67 @@
+"""`analyze(capture)`: load -> classify -> metrics -> verdicts, in one result object for the reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from moeprof.analysis import classify, expected, metrics, verdict
+from moeprof.analysis.load import Capture
+from moeprof.errors import MoeprofError
+
+
+@dataclass
+class Analysis:
+    capture: Capture
+    kernels: pd.DataFrame          # classified
+    roles: pd.DataFrame            # per (format, batch, role)
+    layer: pd.DataFrame            # per (format, batch)
+    samples: pd.DataFrame          # per layer call: format, batch, time_ns
+    verdicts: list[verdict.Verdict]
+    summary: dict[str, Any]
+    peaks: metrics.Peaks
+    memory: pd.DataFrame
+    timing_collector: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_label(self) -> str:
+        return self.capture.gpu_name
+
+
+def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str | None = None) -> Analysis:
+    k = classify.classify(capture.kernels)
+    notes = list(capture.warnings)
+    collector = metrics.timing_collector(k, timing)
+    if timing and collector is None:
+        raise MoeprofError(f"capture has no kernel timings from collector {timing!r}")
+    if collector is None and capture.points["layer_time_ns"].notna().sum() == 0:
+        raise MoeprofError(f"{capture.path}: no layer times in points.csv and no kernel timings in kernels.csv")
+    if collector == "ncu":
+        notes.append("kernel times come from ncu replay (caches flushed, serialized): slower than real runs")
+    exp = expected.resolve(capture.manifest)
+    notes += [f"{what}: {why}" for what, why in exp.notes.items()]
+    pts = k[k["batch"].notna()]
+    points = sorted(set(zip(pts["format"], pts["batch"].astype("int64"))) |
+                    set(zip(capture.points["format"], capture.points["batch"].dropna().astype("int64"))))
+    costs, cost_note = expected.point_costs(exp, points)
+    if cost_note:
+        notes.append(f"cost model: {cost_note}")
+    pk = metrics.peaks(k, capture.manifest, exp.gpu)
+    roles = metrics.role_table(k, costs, pk, collector) if collector else pd.DataFrame()
+    layer = metrics.layer_table(k, capture.points, costs, pk, collector)
+    samples = metrics.layer_samples(k, capture.points, collector)
+    ncu = capture.manifest.get("collectors", {}).get("ncu", {}) or {}
+    why = (f"ncu {ncu.get('status')}: {ncu.get('reason')}" if ncu.get("status") not in (None, "ok")
+           else "no ncu counters for these kernels")
+    vds = verdict.verdicts(layer, roles, samples, why_no_counters=why)
+    formats = sorted(layer["format"].unique()) if not layer.empty else []
+    chosen = verdict.pick_pair(formats, pair)
+    if pair and chosen is None:
+        raise MoeprofError(f"--pair {','.join(pair)}: capture has formats {', '.join(formats) or 'none'}")
+    memory, mem_note = expected.memory(exp, formats)
+    predicted = expected.predicted_crossover(exp, *chosen) if chosen else (None, "n/a")
+    summ = verdict.summary(layer, vds, chosen, predicted, memory, mem_note, capture.gpu_name)
+    return Analysis(capture, k, roles, layer, samples, vds, summ, pk, memory, collector, notes)
