@@ -1,0 +1,185 @@
+"""Quantizers and dequantizers for the weight/activation formats moeprof profiles.
+
+All functions take and return torch tensors and work on CPU or CUDA. Conventions:
+
+* Weights are stored "output-major" like ``nn.Linear``: ``w[E, N, K]`` (K contiguous).
+* ``fp8``: e4m3 weights with one fp32 scale per output channel ``s[E, N]``
+  (w ~= q * s[..., None]); activations quantized dynamically per token (row): ``a ~= q * s[T, 1]``.
+* ``fp8-block``: e4m3 weights with one fp32 scale per 128x128 block ``s[E, ceil(N/128), ceil(K/128)]``;
+  activations per token per 128 channels ``s[T, ceil(K/128)]``.
+* ``mxfp4``: OCP MX (v1.0) E2M1 elements, one E8M0 scale (biased exponent, uint8) per 32
+  consecutive K elements: ``scale[E, N, K/32]``. shared_exp = floor(log2(amax)) - emax_elem with
+  emax_elem = 2 for E2M1; elements = RNE(x / 2^shared_exp) saturated to +-6.
+
+MXFP4 storage ("moeprof pack", chosen for the GEMM kernel, see kernels/moe_gemm.py): K is split into
+groups of 32 (one scale each); inside a group, byte pos(j) (j = 0..15) holds element j in its low
+nibble and element j+16 in its high nibble, where pos(j) = (j & ~3) | PERM4[j & 3] and
+PERM4 = (0, 2, 1, 3) swaps the middle two bytes of every 4-byte word. So a K-group is 16 contiguous
+bytes, loaded as one 16-byte vector; the low / high nibbles form two 16-wide K slabs that feed two
+tensor-core dots without any register shuffle, and the byte swap makes the packed 32-bit
+E2M1->bf16x2 conversion (kernels/moe_gemm.py, inline PTX) emit its pairs in element order. K must be a multiple of 32 (GPT-OSS: 2880 = 90*32). Nibble code: bit 3 = sign,
+bits 2..0 = magnitude index into E2M1_VALUES.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FP8_MAX = 448.0            # e4m3fn
+E2M1_MAX = 6.0
+E2M1_EMAX = 2
+MX_BLOCK = 32
+FP8_BLOCK = 128
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+FORMATS = ("bf16", "fp8", "fp8-block", "mxfp4", "mxfp4-w4a8")
+
+
+def _fp8_dtype():
+    return torch.float8_e4m3fn
+
+
+# ----------------------------------------------------------------------------- FP8
+def quant_fp8_rowwise(x: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize along the last dim: one scale per row. Returns (q e4m3 [..., K], scale fp32 [...])."""
+    xf = x.float()
+    amax = xf.abs().amax(dim=-1).clamp_min(eps)
+    scale = amax / FP8_MAX
+    q = (xf / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(_fp8_dtype())
+    return q, scale
+
+
+def dequant_fp8_rowwise(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale[..., None].float()
+
+
+def quant_fp8_groups(x: torch.Tensor, group: int = FP8_BLOCK, eps: float = 1e-12):
+    """Per row, per `group` consecutive channels of the last dim (last group may be short).
+    Returns (q [..., K], scale [..., ceil(K/group)])."""
+    k = x.shape[-1]
+    ng = -(-k // group)
+    pad = ng * group - k
+    xf = torch.nn.functional.pad(x.float(), (0, pad))
+    xg = xf.reshape(*x.shape[:-1], ng, group)
+    amax = xg.abs().amax(dim=-1).clamp_min(eps)
+    scale = amax / FP8_MAX
+    q = (xg / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(_fp8_dtype())
+    q = q.reshape(*x.shape[:-1], ng * group)[..., :k].contiguous()
+    return q, scale
+
+
+def dequant_fp8_groups(q: torch.Tensor, scale: torch.Tensor, group: int = FP8_BLOCK) -> torch.Tensor:
+    k = q.shape[-1]
+    s = scale.float().repeat_interleave(group, dim=-1)[..., :k]
+    return q.float() * s
+
+
+def quant_fp8_blocks(w: torch.Tensor, block: int = FP8_BLOCK, eps: float = 1e-12):
+    """128x128 blocks over the last two dims of w[..., N, K]. Returns (q, scale[..., nN, nK])."""
+    n, k = w.shape[-2:]
+    nb, kb = -(-n // block), -(-k // block)
+    wf = torch.nn.functional.pad(w.float(), (0, kb * block - k, 0, nb * block - n))
+    wb = wf.reshape(*w.shape[:-2], nb, block, kb, block)
+    amax = wb.abs().amax(dim=(-3, -1)).clamp_min(eps)  # [..., nb, kb]
+    scale = amax / FP8_MAX
+    q = (wb / scale[..., :, None, :, None]).clamp(-FP8_MAX, FP8_MAX).to(_fp8_dtype())
+    q = q.reshape(*w.shape[:-2], nb * block, kb * block)[..., :n, :k].contiguous()
+    return q, scale
+
+
+def dequant_fp8_blocks(q: torch.Tensor, scale: torch.Tensor, block: int = FP8_BLOCK) -> torch.Tensor:
+    n, k = q.shape[-2:]
+    s = scale.float().repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., :n, :k]
+    return q.float() * s
+
+
+# ----------------------------------------------------------------------------- E2M1 / MXFP4
+def e2m1_round(x: torch.Tensor) -> torch.Tensor:
+    """Round fp32 values to the nearest E2M1 value (ties to even mantissa), saturating at +-6.
+    Returns the 4-bit codes (uint8, bit 3 = sign)."""
+    xf = x.float()
+    sign = (xf < 0) | ((xf == 0) & torch.signbit(xf))
+    a = xf.abs().clamp(max=E2M1_MAX)
+    a = torch.where(torch.isnan(xf), torch.zeros_like(a), a)
+    # Magnitude codes 0..7 for 0, .5, 1, 1.5, 2, 3, 4, 6. Midpoints and the tie rule (RNE:
+    # a tie goes to the code with an even mantissa bit, i.e. even code):
+    #   0.25 -> 0 (code 0 even), 0.75 -> 1.0 (code 2), 1.25 -> 1.0 (code 2), 1.75 -> 2.0 (code 4),
+    #   2.5 -> 2.0 (code 4), 3.5 -> 4.0 (code 6), 5.0 -> 4.0 (code 6).
+    code = torch.zeros_like(a, dtype=torch.uint8)
+    code = torch.where(a > 0.25, 1, code)
+    code = torch.where(a >= 0.75, 2, code)
+    code = torch.where(a > 1.25, 3, code)
+    code = torch.where(a >= 1.75, 4, code)
+    code = torch.where(a > 2.5, 5, code)
+    code = torch.where(a >= 3.5, 6, code)
+    code = torch.where(a > 5.0, 7, code)
+    return (code.to(torch.uint8) | (sign.to(torch.uint8) << 3)).to(torch.uint8)
+
+
+def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
+    """4-bit codes (uint8) -> fp32 values."""
+    lut = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=codes.device)
+    c = codes.to(torch.int64)
+    v = lut[c & 7]
+    return torch.where((c & 8) != 0, -v, v)
+
+
+def quant_mxfp4(w: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """OCP MX quantization of w[..., N, K] (K % 32 == 0) to E2M1 codes and E8M0 scales.
+
+    Returns (codes uint8 [..., N, K] (one code per byte, unpacked), scale_e8m0 uint8 [..., N, K/32]).
+    """
+    k = w.shape[-1]
+    if k % MX_BLOCK:
+        raise ValueError(f"mxfp4 needs K % 32 == 0, got K={k}")
+    wf = w.float().reshape(*w.shape[:-1], k // MX_BLOCK, MX_BLOCK)
+    amax = wf.abs().amax(dim=-1)
+    # shared_exp = floor(log2(amax)) - emax_elem; amax == 0 -> smallest scale (all elements 0).
+    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+    shared_exp = torch.floor(torch.log2(safe)) - E2M1_EMAX
+    shared_exp = torch.where(amax > 0, shared_exp, torch.full_like(shared_exp, -127.0))
+    shared_exp = shared_exp.clamp(-127, 127)
+    scaled = wf * torch.exp2(-shared_exp)[..., None]
+    codes = e2m1_round(scaled).reshape(*w.shape)
+    scale = (shared_exp + 127).to(torch.uint8)
+    return codes, scale
+
+
+def dequant_mxfp4(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """codes uint8 [..., N, K] (unpacked) + E8M0 scale [..., N, K/32] -> fp32 [..., N, K]."""
+    k = codes.shape[-1]
+    v = e2m1_decode(codes).reshape(*codes.shape[:-1], k // MX_BLOCK, MX_BLOCK)
+    s = torch.exp2(scale.float() - 127.0)
+    return (v * s[..., None]).reshape(codes.shape)
+
+
+PERM4 = (0, 2, 1, 3)
+_POS16 = [(j & ~3) | PERM4[j & 3] for j in range(16)]  # plane index j -> byte position in the group
+
+
+def pack_mxfp4(codes: torch.Tensor) -> torch.Tensor:
+    """Unpacked codes [..., K] -> moeprof pack [..., K/2] (see module doc)."""
+    k = codes.shape[-1]
+    c = codes.to(torch.uint8).reshape(*codes.shape[:-1], k // MX_BLOCK, 2, MX_BLOCK // 2)
+    planes = c[..., 0, :] | (c[..., 1, :] << 4)           # plane order j
+    inv = torch.tensor(_POS16, device=codes.device).argsort()  # byte position -> plane index
+    packed = planes[..., inv]
+    return packed.reshape(*codes.shape[:-1], k // 2).contiguous()
+
+
+def unpack_mxfp4(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of pack_mxfp4."""
+    k2 = packed.shape[-1]
+    p = packed.reshape(*packed.shape[:-1], k2 // 16, 16)[..., _POS16]
+    lo, hi = p & 0xF, p >> 4
+    return torch.stack([lo, hi], dim=-2).reshape(*packed.shape[:-1], k2 * 2)
+
+
+def pack_mxfp4_rowmajor(codes: torch.Tensor) -> torch.Tensor:
+    """Plain packing (byte j = code[2j] | code[2j+1] << 4), as in OCP / triton dot_scaled / checkpoints."""
+    c = codes.to(torch.uint8)
+    return (c[..., 0::2] | (c[..., 1::2] << 4)).contiguous()
+
+
+def dequant_packed_mxfp4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return dequant_mxfp4(unpack_mxfp4(packed), scale)

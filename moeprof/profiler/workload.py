@@ -1,0 +1,314 @@
+"""One MoE layer with GPT-OSS semantics, at real shapes, in one weight format, ready to time.
+
+``build_layer(...)`` makes seeded synthetic weights (one bf16 master set, quantized per format with
+the real quantizers of profiler/quant.py), a seeded input batch and its routing, and returns a
+``MoeLayer`` whose ``__call__`` runs one layer call (route, sort, quant, gemm1(+act), gemm2,
+combine) through the chosen implementation:
+
+  kernel="triton"         moeprof's Triton grouped GEMMs (profiler/kernels/moe_gemm.py)
+  kernel="torch-grouped"  torch._grouped_mm (bf16) / torch._scaled_grouped_mm (fp8 rowwise)
+  kernel="torch-loop"     naive per-expert loop of torch matmuls (bf16 weights)
+
+Sharding: one rank's shard. tp splits the intermediate dim (rank 0 holds I/tp columns of gate/up and
+rows of down; it adds the down bias, the other ranks would not). ep splits the experts (rank 0 holds
+experts [0, E/ep)); tokens routed elsewhere contribute zeros to this rank's partial output.
+MXFP4 needs K % 32 == 0: where I/tp is not, the shard is zero-padded up to a multiple of 32 (exact;
+the padding's bytes are counted in weight_bytes_read).
+
+Routing: "uniform" (random router, logits ~ N(0, 1)) or "skew:<s>" (adds -s*ln(1+e) to expert e's
+router bias: expert 0 hottest, Zipf-like). Seeded: same seed -> same weights, input and routing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from moeprof.profiler.quant import FORMATS
+
+# Fallback shapes until moeprof.models.presets lands.
+_LOCAL_PRESETS = {
+    "gpt-oss-120b": dict(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4),
+    "gpt-oss-20b": dict(hidden_size=2880, intermediate_size=2880, num_experts=32, top_k=4),
+}
+
+
+def model_shapes(model) -> dict:
+    if isinstance(model, dict):
+        return dict(model)
+    if not isinstance(model, str):
+        return dict(hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
+                    num_experts=model.num_experts, top_k=model.top_k)
+    try:
+        from moeprof.models.presets import get_model  # type: ignore
+
+        m = get_model(model)
+        return dict(hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+                    num_experts=m.num_experts, top_k=m.top_k)
+    except Exception:  # noqa: BLE001 - presets not there yet, or unknown there
+        if model in _LOCAL_PRESETS:
+            return dict(_LOCAL_PRESETS[model])
+        from moeprof.errors import MoeprofError
+
+        raise MoeprofError(f"unknown model {model!r}")
+
+
+# ----------------------------------------------------------------------------- weights
+@dataclass
+class ExpertWeights:
+    fmt: str
+    num_experts: int          # local experts
+    hidden: int               # H
+    inter: int                # I (shard, padded)
+    w1: object                # see kernels/moe_gemm.py for layouts
+    w1_s: object
+    b1: object                # fp32 [E, 2I]
+    w2: object
+    w2_s: object
+    b2: object                # fp32 [E, H]
+    per_expert_bytes: int
+    extra: dict = field(default_factory=dict)
+
+
+def _master(e_local, h, i_shard, i_pad, seed, device, expert_offset):
+    """bf16 master weights of the shard, generated per expert from (seed, global expert id)."""
+    import torch
+
+    w1 = torch.zeros(e_local, 2 * i_pad, h, dtype=torch.bfloat16, device=device)
+    w2 = torch.zeros(e_local, h, i_pad, dtype=torch.bfloat16, device=device)
+    b1 = torch.zeros(e_local, 2 * i_pad, dtype=torch.float32, device=device)
+    b2 = torch.zeros(e_local, h, dtype=torch.float32, device=device)
+    for e in range(e_local):
+        g = torch.Generator(device=device)
+        g.manual_seed(seed * 100003 + 17 * (e + expert_offset) + 1)
+        w1[e, :i_shard] = (torch.randn(i_shard, h, generator=g, device=device) * (1.5 / math.sqrt(h))).bfloat16()
+        w1[e, i_pad:i_pad + i_shard] = (torch.randn(i_shard, h, generator=g, device=device) * (1.5 / math.sqrt(h))).bfloat16()
+        w2[e, :, :i_shard] = (torch.randn(h, i_shard, generator=g, device=device) * (1.0 / math.sqrt(i_shard))).bfloat16()
+        b1[e, :i_shard] = torch.randn(i_shard, generator=g, device=device) * 0.1
+        b1[e, i_pad:i_pad + i_shard] = torch.randn(i_shard, generator=g, device=device) * 0.1
+        b2[e] = torch.randn(h, generator=g, device=device) * 0.1
+    return w1, b1, w2, b2
+
+
+def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
+    import torch
+
+    from moeprof.profiler import quant as q
+
+    e, two_i, h = w1.shape
+    i = two_i // 2
+    bias_bytes = (two_i + h) * 2  # biases stored bf16 in checkpoints; we keep fp32 copies but count bf16
+    if fmt == "bf16":
+        return ExpertWeights(fmt, e, h, i, w1.contiguous(), None, b1, w2.contiguous(), None, b2,
+                             (two_i * h + h * i) * 2 + bias_bytes)
+    if fmt == "fp8":
+        q1 = torch.empty_like(w1, dtype=torch.float8_e4m3fn)
+        s1 = torch.empty(e, two_i, dtype=torch.float32, device=w1.device)
+        q2 = torch.empty_like(w2, dtype=torch.float8_e4m3fn)
+        s2 = torch.empty(e, h, dtype=torch.float32, device=w1.device)
+        for x in range(e):
+            q1[x], s1[x] = q.quant_fp8_rowwise(w1[x])
+            q2[x], s2[x] = q.quant_fp8_rowwise(w2[x])
+        return ExpertWeights(fmt, e, h, i, q1, s1, b1, q2, s2, b2,
+                             (two_i * h + h * i) + (two_i + h) * 4 + bias_bytes)
+    if fmt == "fp8-block":
+        nbi, nbk, nbh = -(-i // 128), -(-h // 128), -(-h // 128)
+        q1 = torch.empty_like(w1, dtype=torch.float8_e4m3fn)
+        s1 = torch.empty(e, 2 * nbi, nbk, dtype=torch.float32, device=w1.device)
+        q2 = torch.empty_like(w2, dtype=torch.float8_e4m3fn)
+        s2 = torch.empty(e, nbh, -(-i // 128), dtype=torch.float32, device=w1.device)
+        for x in range(e):
+            q1[x, :i], s1[x, :nbi] = q.quant_fp8_blocks(w1[x, :i])
+            q1[x, i:], s1[x, nbi:] = q.quant_fp8_blocks(w1[x, i:])
+            q2[x], s2[x] = q.quant_fp8_blocks(w2[x])
+        return ExpertWeights(fmt, e, h, i, q1, s1, b1, q2, s2, b2,
+                             (two_i * h + h * i) + (s1[0].numel() + s2[0].numel()) * 4 + bias_bytes)
+    if fmt in ("mxfp4", "mxfp4-w4a8"):
+        p1 = torch.empty(e, two_i, h // 2, dtype=torch.uint8, device=w1.device)
+        s1 = torch.empty(e, two_i, h // 32, dtype=torch.uint8, device=w1.device)
+        p2 = torch.empty(e, h, i // 2, dtype=torch.uint8, device=w1.device)
+        s2 = torch.empty(e, h, i // 32, dtype=torch.uint8, device=w1.device)
+        for x in range(e):
+            c, s1[x] = q.quant_mxfp4(w1[x])
+            p1[x] = q.pack_mxfp4(c)
+            c, s2[x] = q.quant_mxfp4(w2[x])
+            p2[x] = q.pack_mxfp4(c)
+        return ExpertWeights(fmt, e, h, i, p1, s1, b1, p2, s2, b2,
+                             (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def dequantize_expert(wt: ExpertWeights, e: int):
+    """fp32 (w1 [2I, H], b1, w2 [H, I], b2) of local expert e, exactly as the kernels see them."""
+    from moeprof.profiler import quant as q
+
+    f = wt.fmt
+    if f == "bf16":
+        w1, w2 = wt.w1[e].float(), wt.w2[e].float()
+    elif f == "fp8":
+        w1, w2 = q.dequant_fp8_rowwise(wt.w1[e], wt.w1_s[e]), q.dequant_fp8_rowwise(wt.w2[e], wt.w2_s[e])
+    elif f == "fp8-block":
+        i = wt.inter
+        nbi = -(-i // 128)
+        import torch
+
+        w1 = torch.cat([q.dequant_fp8_blocks(wt.w1[e, :i], wt.w1_s[e, :nbi]),
+                        q.dequant_fp8_blocks(wt.w1[e, i:], wt.w1_s[e, nbi:])])
+        w2 = q.dequant_fp8_blocks(wt.w2[e], wt.w2_s[e])
+    else:
+        w1 = q.dequant_packed_mxfp4(wt.w1[e], wt.w1_s[e])
+        w2 = q.dequant_packed_mxfp4(wt.w2[e], wt.w2_s[e])
+    return w1, wt.b1[e], w2, wt.b2[e]
+
+
+_WEIGHT_CACHE: dict = {}
+
+
+def get_weights(*, fmt, hidden_size, intermediate_size, num_experts, tp, ep, seed, device, cache=True):
+    key = (fmt, hidden_size, intermediate_size, num_experts, tp, ep, seed, str(device))
+    if cache and key in _WEIGHT_CACHE:
+        return _WEIGHT_CACHE[key]
+    if intermediate_size % tp or num_experts % ep:
+        from moeprof.errors import MoeprofError
+
+        raise MoeprofError(f"tp={tp} must divide intermediate_size and ep={ep} num_experts")
+    i_shard = intermediate_size // tp
+    i_pad = i_shard
+    if fmt.startswith("mxfp4"):
+        i_pad = -(-i_shard // 32) * 32
+        if hidden_size % 32:
+            from moeprof.errors import MoeprofError
+
+            raise MoeprofError(f"mxfp4 needs hidden_size % 32 == 0 (got {hidden_size})")
+    e_local = num_experts // ep
+    master = _master(e_local, hidden_size, i_shard, i_pad, seed, device, 0)
+    wt = quantize_weights(fmt, *master)
+    del master
+    if cache:
+        _WEIGHT_CACHE[key] = wt
+    return wt
+
+
+def clear_weight_cache():
+    _WEIGHT_CACHE.clear()
+
+
+# ----------------------------------------------------------------------------- layer
+class MoeLayer:
+    def __init__(self, *, wt: ExpertWeights, x, router_w, router_b, top_k, num_experts_total,
+                 fmt, batch, kernel, expert_offset=0, cfg=None):
+        import torch
+
+        from moeprof.profiler import reference
+
+        self.wt, self.x, self.router_w, self.router_b = wt, x, router_w, router_b
+        self.top_k, self.fmt, self.batch, self.kernel = top_k, fmt, batch, kernel
+        self.num_experts_total = num_experts_total
+        self.expert_offset = expert_offset
+        ids, _ = reference.route(x, router_w, router_b, top_k)
+        local = ids.long() - expert_offset
+        local = local[(local >= 0) & (local < wt.num_experts)]
+        self.experts_touched = int(torch.unique(local).numel())
+        self.weight_bytes_read = self.experts_touched * wt.per_expert_bytes
+        self.kernel_name = {"triton": "moeprof-triton", "torch-grouped": "torch-grouped-mm",
+                            "torch-loop": "torch-loop"}.get(kernel, kernel)
+        h, i = wt.hidden, wt.inter
+        self.flops = 2 * batch * top_k * (h * 2 * i + i * h) if True else 0
+        # only the local share of slots does work
+        self.flops = 2 * int(local.numel()) * (h * 2 * i + i * h)
+        m_per_expert = max(1.0, local.numel() / max(1, wt.num_experts))
+        self.m_per_expert = m_per_expert
+        if kernel == "triton":
+            from moeprof.profiler.kernels import moe_gemm as mg
+
+            self.cfg1 = dict(cfg[0]) if cfg else mg.get_config(fmt, "gemm1", m_per_expert, i, h, True)
+            self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False)
+            self.cfg2["BM"] = self.cfg1["BM"]
+        dev = x.device
+        nv = batch * top_k
+        self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
+        self.out_sorted = torch.empty(nv, h, dtype=torch.bfloat16, device=dev)
+        self.out = torch.empty(batch, h, dtype=torch.bfloat16, device=dev)
+        if kernel != "triton":
+            from moeprof.profiler import peers
+
+            self._peer = peers.make_peer(self)
+
+    # -- one call
+    def __call__(self, nvtx: bool = False):
+        from moeprof.profiler.nvtx import layer_ranges
+
+        with layer_ranges(nvtx, self.fmt, self.batch) as phase:
+            if self.kernel == "triton":
+                return self._forward_triton(phase)
+            return self._peer(phase)
+
+    def _forward_triton(self, phase):
+        import torch
+
+        from moeprof.profiler import reference
+        from moeprof.profiler.kernels import moe_gemm as mg
+
+        wt, fmt = self.wt, self.fmt
+        h, i = wt.hidden, wt.inter
+        with phase("route"):
+            ids, tw = reference.route(self.x, self.router_w, self.router_b, self.top_k)
+        with phase("sort"):
+            sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
+        tw = tw.reshape(-1)
+        a, a_s = self.x, None
+        if fmt in ("fp8", "fp8-block", "mxfp4-w4a8"):
+            with phase("quant"):
+                a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
+        with phase("gemm1"):
+            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, n=i, k=h,
+                        a_div=self.top_k, fmt=fmt, gated=True, mul_routed=False, cfg=self.cfg1,
+                        up_off=i, up_soff=-(-i // 128))
+        a, a_s = self.inter_buf, None
+        if fmt in ("fp8", "fp8-block", "mxfp4-w4a8"):
+            with phase("quant"):
+                a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
+        with phase("gemm2"):
+            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, n=h, k=i,
+                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2)
+        with phase("combine"):
+            torch.sum(self.out_sorted.view(self.batch, self.top_k, h), dim=1, out=self.out)
+        return self.out
+
+    # -- reference
+    def reference(self):
+        from moeprof.profiler import reference
+
+        ids, tw = reference.route(self.x, self.router_w, self.router_b, self.top_k)
+        return reference.moe_reference(self.x, ids, tw, lambda e: dequantize_expert(self.wt, e),
+                                       expert_offset=self.expert_offset, num_local=self.wt.num_experts)
+
+
+def build_layer(*, hidden_size, intermediate_size, num_experts, top_k, fmt, batch, tp=1, ep=1,
+                routing="uniform", seed=0, device="cuda", kernel="triton", cfg=None, cache_weights=True):
+    import torch
+
+    from moeprof.errors import MoeprofError
+
+    if fmt not in FORMATS:
+        raise MoeprofError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    wt = get_weights(fmt=fmt, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                     num_experts=num_experts, tp=tp, ep=ep, seed=seed, device=device, cache=cache_weights)
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 7919 + 3)
+    router_w = (torch.randn(num_experts, hidden_size, generator=g, device=device) / math.sqrt(hidden_size)).bfloat16()
+    router_b = torch.zeros(num_experts, dtype=torch.float32, device=device)
+    if routing.startswith("skew"):
+        s = float(routing.split(":", 1)[1]) if ":" in routing else 1.0
+        router_b -= s * torch.log1p(torch.arange(num_experts, device=device, dtype=torch.float32))
+    elif routing != "uniform":
+        raise MoeprofError(f"unknown routing {routing!r} (uniform | skew:<s>)")
+    gx = torch.Generator(device=device)
+    gx.manual_seed(seed * 104729 + batch)
+    x = torch.randn(batch, hidden_size, generator=gx, device=device).bfloat16()
+    return MoeLayer(wt=wt, x=x, router_w=router_w, router_b=router_b, top_k=top_k,
+                    num_experts_total=num_experts, fmt=fmt, batch=batch, kernel=kernel, cfg=cfg)
+
+
+def build_layer_for_model(model, fmt, batch, **kw):
+    return build_layer(**model_shapes(model), fmt=fmt, batch=batch, **kw)
