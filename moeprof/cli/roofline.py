@@ -1,3 +1,129 @@
-"""`moeprof roofline` command (to be filled by its owner)."""
+"""`moeprof roofline`: analytical lower bound of one MoE layer per weight format over batch sizes. No GPU needed."""
 
-from moeprof.cli import app  # noqa: F401
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import typer
+
+from moeprof.cli import app
+from moeprof.errors import MoeprofError
+
+_HELP = (
+    "Roofline lower bound of one MoE layer per weight format over batch sizes: which format is faster, "
+    "by how much, where they cross over, and the whole-model weight memory. No GPU needed."
+)
+
+
+def _positive_int(text: str, option: str) -> int:
+    if not re.fullmatch(r"\s*\+?\d+\s*", text or "") or int(text) < 1:
+        raise MoeprofError(f"{option} must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_lists(as_json: bool) -> None:
+    from moeprof.models.formats import all_formats
+    from moeprof.models.gpus import all_gpus
+    from moeprof.models.presets import all_models
+
+    models = [
+        {"name": m.name, "experts": m.num_experts, "top_k": m.top_k, "moe_layers": m.num_moe_layers,
+         "hidden": m.hidden_size, "intermediate": m.expert_intermediate_size, "total_params": m.total_params}
+        for m in all_models()
+    ]
+    gpus = [{"name": g.name, "display_name": g.display_name, "aliases": list(g.aliases)} for g in all_gpus()]
+    formats = [{"name": f.name, "description": f.description} for f in all_formats()]
+    if as_json:
+        print(json.dumps({"models": models, "gpus": gpus, "formats": formats}, indent=2))
+        return
+    print("models:")
+    for m in models:
+        print(f"  {m['name']:<18} {m['experts']} experts, top-{m['top_k']}, {m['moe_layers']} MoE layers, "
+              f"{m['total_params'] / 1e9:.1f}B params")
+    print("gpus:")
+    for g in gpus:
+        print(f"  {g['name']:<10} {g['display_name']} (aliases: {', '.join(g['aliases'])})")
+    print("formats:")
+    for f in formats:
+        print(f"  {f['name']:<11} {f['description']}")
+
+
+@app.command("roofline", help=_HELP)
+def roofline(
+    model: str = typer.Option("gpt-oss-120b", "--model", "-m", help="Preset name or path to a Hugging Face config.json."),
+    gpu: str = typer.Option("h200", "--gpu", "-g", help="GPU: h100-sxm, h100-pcie, h200-sxm, h20, b200 (aliases ok)."),
+    formats: str = typer.Option("bf16,fp8,mxfp4", "--formats", "-f", help="Comma-separated weight formats."),
+    batch: str = typer.Option("1..16384", "--batch", "-b", help="Tokens per layer call: 1,2,4 or LO..HI (doubling)."),
+    tp: str = typer.Option("1", "--tp", metavar="INT", help="Tensor-parallel size (splits expert intermediate dim)."),
+    ep: str = typer.Option("1", "--ep", metavar="INT", help="Expert-parallel size (splits routed experts)."),
+    routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | hist:N1,N2,... (per-expert counts)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (records, verdicts, crossover, memory)."),
+    list_all: bool = typer.Option(False, "--list", help="List models, GPUs and formats, then exit."),
+) -> None:
+    if list_all:
+        _print_lists(as_json)
+        return
+
+    # Imported here so that `moeprof --help` does not pay for pandas.
+    from moeprof.models import roofline as rl
+    from moeprof.models.cost import check_parallelism, parse_routing
+    from moeprof.models.gpus import get_gpu
+    from moeprof.models.presets import get_model
+
+    m, g = get_model(model), get_gpu(gpu)
+    fmts = rl.parse_formats(formats)
+    batches = rl.parse_batches(batch)
+    tp_n, ep_n = _positive_int(tp, "--tp"), _positive_int(ep, "--ep")
+    check_parallelism(m, tp_n, ep_n)
+    route = parse_routing(routing)
+
+    table = rl.roofline_table(m, g, fmts, batches, tp=tp_n, ep=ep_n, routing=route)
+    verdict = rl.verdicts(table)
+    cross = rl.all_crossovers(table, m, g, tp=tp_n, ep=ep_n, routing=route)
+    summary = rl.summary_lines(table, cross)
+    mem = rl.memory_table(m, g, fmts, tp=tp_n, ep=ep_n)
+    mem_text = rl.memory_lines(mem, g)
+
+    if as_json:
+        payload = {
+            "model": m.name,
+            "gpu": g.name,
+            "tp": tp_n,
+            "ep": ep_n,
+            "routing": route.label,
+            "formats": [f.name for f in fmts],
+            "batches": batches,
+            "records": table.to_dict(orient="records"),
+            "verdicts": verdict.to_dict(orient="records"),
+            "crossover": [c.as_record() for c in cross],
+            "memory": mem.to_dict(orient="records"),
+            "summary": summary + mem_text,
+        }
+        print(json.dumps(_plain(payload), indent=2, allow_nan=False))
+        return
+
+    from rich.console import Console
+
+    from moeprof.reports.roofline_view import render_roofline
+
+    title = (
+        f"{m.name} on {g.display_name}: one MoE layer, roofline lower bound "
+        f"(tp={tp_n}, ep={ep_n}, routing {route.label})"
+    )
+    render_roofline(Console(), table, verdict, summary, mem_text, title)

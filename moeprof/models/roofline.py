@@ -1,0 +1,350 @@
+"""Roofline tables over batch sizes and formats, per-batch verdicts, crossovers, plain-words summary."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from moeprof.errors import MoeprofError
+from moeprof.models.cost import (
+    Routing,
+    layer_cost,
+    memory_plan,
+    min_tp_to_fit,
+    parse_routing,
+)
+from moeprof.models.formats import DEFAULT_FORMATS, WeightFormat, get_format
+from moeprof.models.gpus import GpuSpec, get_gpu
+from moeprof.models.presets import MoeModel, get_model
+
+DEFAULT_BATCH_SPEC = "1..16384"
+DEFAULT_BATCHES = tuple(2**i for i in range(15))  # 1 .. 16384
+MAX_BATCH = 1 << 24
+TIE_RTOL = 1e-9  # relative time difference under which two formats tie
+
+TABLE_COLUMNS = [
+    "model", "gpu", "format", "batch", "tp", "ep", "routing", "mma_path",
+    "experts_touched", "token_expert_pairs", "flops", "bytes", "weight_bytes", "act_bytes",
+    "intensity_flop_per_byte", "t_compute_us", "t_memory_us", "t_roofline_us", "bound",
+    "peak_flops_per_s", "hbm_bytes_per_s",
+    "gemm1_flops", "gemm2_flops", "shared_flops",
+    "gemm1_weight_bytes", "gemm2_weight_bytes", "shared_weight_bytes",
+    "gemm1_act_bytes", "gemm2_act_bytes", "shared_act_bytes",
+    "gemm1_t_roofline_us", "gemm2_t_roofline_us", "shared_t_roofline_us",
+    "experts_touched_total", "tokens",
+]
+
+
+def parse_batches(spec: str | int | Iterable[int]) -> list[int]:
+    """'1,2,4', '1..16384' (doubling from the low end up to the high end), or a mix: '1..8,100'."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        values = list(spec)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise MoeprofError(f"batch sizes must be positive integers, got {v!r}")
+        return sorted(set(values))
+    out: set[int] = set()
+    for item in spec.split(","):
+        item = item.strip()
+        m = re.fullmatch(r"(\d+)\s*(?:\.\.|-|:)\s*(\d+)", item)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo < 1 or hi < lo:
+                raise MoeprofError(f"bad batch range {item!r}: need 1 <= LO <= HI, e.g. 1..16384")
+            b = lo
+            while b <= hi:
+                out.add(b)
+                b *= 2
+        elif re.fullmatch(r"[-+]?\d+", item):
+            b = int(item)
+            if b < 1:
+                raise MoeprofError(f"batch sizes must be >= 1, got {item!r}")
+            out.add(b)
+        else:
+            raise MoeprofError(f"bad batch {item!r}: use a list like 1,2,4 or a range like 1..16384")
+    if not out:
+        raise MoeprofError("no batch sizes given")
+    if max(out) > MAX_BATCH:
+        raise MoeprofError(f"batch {max(out)} is larger than the supported {MAX_BATCH}")
+    return sorted(out)
+
+
+def parse_formats(spec: str | Iterable[str | WeightFormat]) -> list[WeightFormat]:
+    items = [s for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    if not items:
+        raise MoeprofError("no formats given")
+    fmts: list[WeightFormat] = []
+    for item in items:
+        f = get_format(item)
+        if f not in fmts:
+            fmts.append(f)
+    return fmts
+
+
+def roofline_table(
+    model: MoeModel | str,
+    gpu: GpuSpec | str,
+    formats: Sequence[WeightFormat | str] | str = DEFAULT_FORMATS,
+    batches: Iterable[int] | str = DEFAULT_BATCHES,
+    tp: int = 1,
+    ep: int = 1,
+    routing: Routing | str | float = "uniform",
+) -> pd.DataFrame:
+    """One row per (format, batch): the layer_cost record (see TABLE_COLUMNS)."""
+    model, gpu = get_model(model), get_gpu(gpu)
+    fmts = parse_formats(formats)
+    routing = parse_routing(routing)
+    rows = [
+        layer_cost(model, f, gpu, b, tp=tp, ep=ep, routing=routing).as_record()
+        for f in fmts
+        for b in parse_batches(batches)
+    ]
+    return pd.DataFrame(rows)[TABLE_COLUMNS]
+
+
+def _times(table: pd.DataFrame) -> pd.DataFrame:
+    """batch x format matrix of t_roofline_us, formats in table order."""
+    order = list(dict.fromkeys(table["format"]))
+    return table.pivot(index="batch", columns="format", values="t_roofline_us")[order].sort_index()
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per batch: fastest format, runner-up, speedup = t(runner-up) / t(winner), and any ties."""
+    times = _times(table)
+    bound = table.pivot(index="batch", columns="format", values="bound")
+    rows = []
+    for batch, t in times.iterrows():
+        ranked = t.sort_values(kind="stable")
+        winner, t_win = ranked.index[0], float(ranked.iloc[0])
+        tied = [f for f in ranked.index[1:] if abs(float(ranked[f]) - t_win) <= TIE_RTOL * t_win]
+        runner = ranked.index[1] if len(ranked) > 1 else None
+        t_run = float(ranked.iloc[1]) if runner is not None else float("nan")
+        rows.append({
+            "batch": int(batch),
+            "winner": winner,
+            "winner_t_us": t_win,
+            "winner_bound": bound.loc[batch, winner],
+            "runner_up": runner,
+            "runner_up_t_us": t_run,
+            "speedup": t_run / t_win if runner is not None else float("nan"),
+            "tied_with": ",".join(tied),
+        })
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Crossover:
+    a: str
+    b: str
+    batch: int               # first batch (of the table) where `winner` wins
+    prev_batch: int          # last batch of the table where `loser` won
+    winner: str
+    loser: str
+    batch_exact: int | None = None  # smallest integer batch where `winner` wins (bisection), if computed
+
+    def as_record(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _pair_winner(t_a: float, t_b: float, a: str, b: str) -> str | None:
+    if abs(t_a - t_b) <= TIE_RTOL * min(t_a, t_b):
+        return None
+    return a if t_a < t_b else b
+
+
+def crossovers(table: pd.DataFrame, a: str, b: str) -> list[Crossover]:
+    """Batches where the faster of formats a and b changes (ties keep the previous winner)."""
+    times = _times(table)
+    for f in (a, b):
+        if f not in times.columns:
+            raise MoeprofError(f"format {f!r} is not in the table; it has {', '.join(times.columns)}")
+    out: list[Crossover] = []
+    last: tuple[str, int] | None = None
+    for batch, t in times.iterrows():
+        w = _pair_winner(float(t[a]), float(t[b]), a, b)
+        if w is None:
+            continue
+        if last is not None and w != last[0]:
+            out.append(Crossover(a, b, int(batch), last[1], w, last[0]))
+        last = (w, int(batch))
+    return out
+
+
+def first_win(table: pd.DataFrame, a: str, b: str) -> int | None:
+    """First batch of the table where format a is strictly faster than b."""
+    times = _times(table)
+    for batch, t in times.iterrows():
+        if _pair_winner(float(t[a]), float(t[b]), a, b) == a:
+            return int(batch)
+    return None
+
+
+def refine_crossover(
+    model: MoeModel | str,
+    gpu: GpuSpec | str,
+    c: Crossover,
+    tp: int = 1,
+    ep: int = 1,
+    routing: Routing | str | float = "uniform",
+) -> Crossover:
+    """Bisect integer batches in (prev_batch, batch] for the first one where c.winner wins."""
+    def winner_at(b: int) -> str | None:
+        ta = layer_cost(model, c.a, gpu, b, tp=tp, ep=ep, routing=routing).t_roofline_s
+        tb = layer_cost(model, c.b, gpu, b, tp=tp, ep=ep, routing=routing).t_roofline_s
+        return _pair_winner(ta, tb, c.a, c.b)
+
+    lo, hi = c.prev_batch, c.batch  # loser (or tie) at lo, winner at hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if winner_at(mid) == c.winner:
+            hi = mid
+        else:
+            lo = mid
+    return Crossover(c.a, c.b, c.batch, c.prev_batch, c.winner, c.loser, batch_exact=hi)
+
+
+def all_crossovers(
+    table: pd.DataFrame,
+    model: MoeModel | str | None = None,
+    gpu: GpuSpec | str | None = None,
+    tp: int = 1,
+    ep: int = 1,
+    routing: Routing | str | float = "uniform",
+) -> list[Crossover]:
+    """Crossovers for every pair of formats in the table; refined to the exact batch if model and gpu given."""
+    formats = list(dict.fromkeys(table["format"]))
+    out: list[Crossover] = []
+    for a, b in combinations(formats, 2):
+        for c in crossovers(table, a, b):
+            if model is not None and gpu is not None:
+                c = refine_crossover(model, gpu, c, tp=tp, ep=ep, routing=routing)
+            out.append(c)
+    return out
+
+
+def memory_table(
+    model: MoeModel | str,
+    gpu: GpuSpec | str,
+    formats: Sequence[WeightFormat | str] | str = DEFAULT_FORMATS,
+    tp: int = 1,
+    ep: int = 1,
+) -> pd.DataFrame:
+    """Per format: whole-model weight bytes, per-GPU weights and KV-cache room; smallest tp that fits."""
+    rows = []
+    for f in parse_formats(formats):
+        rec = memory_plan(model, f, gpu, tp=tp, ep=ep).as_record()
+        rec["min_tp_to_fit"] = min_tp_to_fit(model, f, gpu)
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain-words summary
+
+def _label(fmt: str) -> str:
+    return fmt.upper()
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB"
+
+
+def _batch_range(batches: list[int]) -> str:
+    return f"batch {batches[0]}" if len(batches) == 1 else f"batches {batches[0]}-{batches[-1]}"
+
+
+def summary_lines(table: pd.DataFrame, crossover_list: Sequence[Crossover] | None = None) -> list[str]:
+    """The verdict in plain words (no markup), from a roofline table of one model and GPU."""
+    if table.empty:
+        return []
+    v = verdicts(table)
+    rows = table.set_index(["format", "batch"])
+    first_batch = int(v["batch"].iloc[0])
+    formats = list(dict.fromkeys(table["format"]))
+    lines: list[str] = []
+
+    # 1. Small batches: who moves the fewest bytes.
+    w0 = v["winner"].iloc[0]
+    if rows.loc[(w0, first_batch), "bound"] == "memory" and len(formats) > 1:
+        ratios = ", ".join(
+            f"{rows.loc[(w0, first_batch), 'bytes'] / rows.loc[(f, first_batch), 'bytes']:.2f}x the bytes of {_label(f)}"
+            for f in formats if f != w0
+        )
+        lines.append(f"At batch {first_batch} the layer is memory-bound: {_label(w0)} moves {ratios}.")
+
+    # 2. Segments of the same winner.
+    segments: list[tuple[str, list[int]]] = []
+    for batch, winner in zip(v["batch"], v["winner"]):
+        if segments and segments[-1][0] == winner:
+            segments[-1][1].append(int(batch))
+        else:
+            segments.append((winner, [int(batch)]))
+    exact = {(c.winner, c.batch): c.batch_exact for c in (crossover_list or []) if c.batch_exact}
+    for i, (winner, batches) in enumerate(segments if len(formats) > 1 else []):
+        seg = v[v["batch"].isin(batches)]
+        lead = f"{_label(winner)} is fastest for {_batch_range(batches)}"
+        if seg["runner_up"].notna().all():
+            lo, hi = seg["speedup"].min(), seg["speedup"].max()
+            spread = f"{lo:.2f}x" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}x-{hi:.2f}x"
+            lead += f" ({spread} faster than the runner-up)"
+        if i == 0:
+            lines.append(lead + ".")
+            continue
+        prev = segments[i - 1][0]
+        b = batches[0]
+        a_row, w_row = rows.loc[(prev, b)], rows.loc[(winner, b)]
+        near = exact.get((winner, b))
+        where = f" (crossover at batch {near})" if near else ""
+        if a_row["bound"] == "compute" and a_row["peak_flops_per_s"] < w_row["peak_flops_per_s"]:
+            ratio = a_row["peak_flops_per_s"] / w_row["peak_flops_per_s"]
+            share = "half" if abs(ratio - 0.5) < 0.01 else f"{ratio:.2g}x"
+            why = (
+                f"{_label(prev)} has become compute-bound and runs its MMA in {a_row['mma_path'].upper()} "
+                f"at {a_row['peak_flops_per_s'] / 1e12:.0f} TFLOP/s, {share} of {_label(winner)}'s "
+                f"{w_row['peak_flops_per_s'] / 1e12:.0f} TFLOP/s ({w_row['mma_path'].upper()} MMA)"
+            )
+        elif a_row["bound"] == "memory" and w_row["bound"] == "memory":
+            why = f"{_label(winner)} moves {w_row['bytes'] / a_row['bytes']:.2f}x the bytes of {_label(prev)}"
+        else:
+            why = f"{w_row['t_roofline_us']:.0f} vs {a_row['t_roofline_us']:.0f} us"
+        lines.append(f"From batch {b}{where}: {lead}, because {why}.")
+
+    # 3. Where each format turns compute-bound.
+    turns = []
+    for f in formats:
+        cb = table[(table["format"] == f) & (table["bound"] == "compute")]["batch"]
+        turns.append(f"{_label(f)} from batch {int(cb.min())}" if len(cb) else f"{_label(f)} never (up to batch {int(v['batch'].max())})")
+    lines.append("Compute-bound: " + "; ".join(turns) + ".")
+    lines.append(
+        "These are lower bounds (max of FLOPs/peak and bytes/bandwidth); real kernels add dequantization, "
+        "routing, quantization and launch costs. `moeprof capture` measures them."
+    )
+    return lines
+
+
+def memory_lines(mem: pd.DataFrame, gpu: GpuSpec | str) -> list[str]:
+    """Whole-model weight memory per format and the KV-cache room it leaves, in plain words."""
+    gpu = get_gpu(gpu)
+    if mem.empty:
+        return []
+    r0 = mem.iloc[0]
+    where = f"{r0['num_gpus']}x {gpu.display_name} (tp={r0['tp']}, ep={r0['ep']})"
+    lines = [
+        f"Weights per GPU on {where}, {r0['reserve_fraction']:.0%} of HBM reserved for the runtime, "
+        f"non-expert weights in BF16:"
+    ]
+    for _, r in mem.iterrows():
+        head = f"{_label(r['format'])}: model {_gb(r['model_weight_bytes'])}, {_gb(r['weight_bytes_per_gpu'])} per GPU"
+        if r["fits"]:
+            lines.append(f"{head}, leaves {_gb(r['free_bytes_per_gpu'])} per GPU for the KV cache.")
+        else:
+            need = r["min_tp_to_fit"]
+            hint = f"; fits from tp={int(need)}" if pd.notna(need) and need else ""
+            lines.append(f"{head}: does not fit ({_gb(-r['free_bytes_per_gpu'])} over){hint}.")
+    return lines
