@@ -6,21 +6,10 @@ import json
 
 import pytest
 
-from moeprof.cli import _register, app, main
+from moeprof.cli import main
 
 RECORD_KEYS = {"model", "gpu", "format", "batch", "experts_touched", "flops", "bytes", "t_compute_us",
                "t_memory_us", "t_roofline_us", "bound"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _command_group():
-    # Typer runs a one-command app as that command (no sub-command name). Until `capture` and
-    # `analyze` register theirs, add a hidden no-op so `moeprof roofline ...` parses as it will.
-    _register()
-    if len(app.registered_commands) < 2:
-        @app.command("_noop", hidden=True)
-        def _noop() -> None:
-            pass
 
 
 def run(capsys, *args):

@@ -18,6 +18,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Profile MoE layers in BF16, FP8 and MXFP4 and explain which format is faster, where and why."""
+
+
 def _register() -> None:
     # Imported here so that `moeprof --help` stays fast and each command owns its module.
     from moeprof.cli import analyze, capture, roofline  # noqa: F401
@@ -37,12 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer/click exits (help, usage errors)
         return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001 - last resort: never show a traceback to users
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # Usage errors (click's, bundled inside typer) know how to show themselves.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+            return int(exc.exit_code)
+        if type(exc).__name__ == "Abort":
             typer.echo("moeprof: aborted", err=True)
             return 1
         if os.environ.get("MOEPROF_DEBUG"):
