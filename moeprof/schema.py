@@ -56,6 +56,10 @@ COUNTER_METRICS: dict[str, str] = {
     "dram_clock_hz": "dram__cycles_elapsed.avg.per_second",
     "dram_bytes_per_cycle_peak": "dram__bytes.sum.peak_sustained",
     "sm_count": "device__attribute_multiprocessor_count",
+    # per-cycle peaks and elapsed cycles, to derive tensor peaks (ops/cycle x cycles)
+    "tensor_ops_fp8_peak_per_cycle": "sm__ops_path_tensor_src_fp8_sparsity_off.sum.peak_sustained",
+    "tensor_ops_bf16_hgmma_peak_per_cycle": "sm__ops_path_tensor_op_hgmma_src_bf16_dst_fp32_sparsity_off.sum.peak_sustained",
+    "sm_cycles_elapsed_max": "sm__cycles_elapsed.max",
 }
 
 # points.csv: CUDA-event timing of whole layer calls, always collected.

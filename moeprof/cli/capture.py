@@ -1,3 +1,86 @@
-"""`moeprof capture` command (to be filled by its owner)."""
+"""`moeprof capture`: run the MoE sweep (or `-- CMD ARGS...`) under nsys/ncu/torch into a capture folder."""
 
-from moeprof.cli import app  # noqa: F401
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from moeprof.cli import app
+from moeprof.errors import MoeprofError
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise MoeprofError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise MoeprofError(f"{what}: empty list")
+    return vals
+
+
+def _words(text: str) -> list[str]:
+    return [x for x in text.replace(" ", "").split(",") if x]
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def capture(
+    command: Optional[list[str]] = typer.Argument(None, help="External mode: `moeprof capture [OPTIONS] -- CMD ARGS...`"),
+    model: str = typer.Option("gpt-oss-120b", "--model", "-m", help="MoE preset giving the layer shape"),
+    formats: str = typer.Option("bf16,fp8,mxfp4", "--formats", "-f", help="Weight formats, comma-separated"),
+    batch: str = typer.Option("1,8,32,128,512", "--batch", "-b", help="Tokens per layer call, comma-separated"),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (shards the expert weights)"),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree"),
+    routing: str = typer.Option("uniform", "--routing", help="Router distribution"),
+    collect: str = typer.Option("nsys,ncu,torch", "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
+    repeats: int = typer.Option(20, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed calls before measuring, outside NVTX ranges"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Capture folder (default captures/<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted capture in --out"),
+    ncu_repeats: int = typer.Option(1, "--ncu-repeats", help="Layer calls per point replayed by ncu"),
+    ncu_launch_count: int = typer.Option(200, "--ncu-launch-count", help="Most kernels ncu profiles per run (0: no bound)"),
+    nvtx_include: Optional[list[str]] = typer.Option(None, "--nvtx-include", help="ncu NVTX filter (default moe/; none in external mode)"),
+    clock_control: str = typer.Option("none", "--clock-control", help="ncu --clock-control (none keeps boost clocks)"),
+    cache_control: str = typer.Option("all", "--cache-control", help="ncu --cache-control (all: flush caches per replay)"),
+    seed: int = typer.Option(0, "--seed"),
+    workload: str = typer.Option("moeprof", "--workload", hidden=True, help="moeprof | toy (self-test layer)"),
+    shape: Optional[str] = typer.Option(None, "--shape", help="Custom layer shape hidden,intermediate,experts,top_k (overrides --model)"),
+    timeout: float = typer.Option(3600, "--timeout", help="Seconds allowed to each profiler run"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
+) -> None:
+    """Profile MoE layers over a batch sweep (or any program) into one self-describing capture folder."""
+    from moeprof.profiler.capture import CaptureConfig
+    from moeprof.profiler.capture import capture as run_capture
+
+    if out is None:
+        if resume:
+            raise MoeprofError("--resume needs --out DIR (the capture to continue)")
+        out = Path("captures") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    shp = None
+    if shape:
+        h, i, e, k = (_ints(shape, "--shape") + [0] * 4)[:4]
+        if not all((h, i, e, k)):
+            raise MoeprofError("--shape needs four positive integers: hidden,intermediate,experts,top_k")
+        shp = {"hidden_size": h, "intermediate_size": i, "num_experts": e, "top_k": k}
+    if workload not in ("moeprof", "toy"):
+        raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
+    cfg = CaptureConfig(
+        out=out, formats=_words(formats), batches=_ints(batch, "--batch"), model=model, shape=shp, tp=tp, ep=ep,
+        routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),
+        ncu_repeats=ncu_repeats, ncu_launch_count=ncu_launch_count or None, ncu_nvtx_include=nvtx_include or None,
+        clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None,
+        resume=resume, timeout_s=timeout, command_line=["moeprof", *sys.argv[1:]], quiet=quiet,
+    )
+    m = run_capture(cfg)
+    typer.echo(f"capture {m['status']}: {out}")
+    for name, ent in m["collectors"].items():
+        extra = ent.get("reason") or ", ".join(ent.get("files", [])[:2])
+        typer.echo(f"  {name:6s} {ent['status']:8s} {extra}")
+    for fmt, b, reason in m.get("points_failed", []):
+        typer.echo(f"  point {fmt}/{b} failed: {reason}")
+    if m["status"] == "failed":
+        raise MoeprofError(f"capture failed; see {out}/manifest.json and {out}/raw/logs/")
