@@ -1,3 +1,91 @@
-"""`moeprof analyze` command (to be filled by its owner)."""
+"""`moeprof analyze` (which format wins, where and why) and `moeprof diff` (what changed beyond noise)."""
 
-from moeprof.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from moeprof.cli import app
+from moeprof.errors import MoeprofError
+
+FORMATS = ("table", "markdown", "json", "csv")
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise MoeprofError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return fmt
+
+
+@app.command("analyze")
+def analyze_cmd(
+    capture: Optional[Path] = typer.Argument(None, help="Capture folder (default: the example capture shipped with moeprof)."),
+    format: str = typer.Option("table", "--format", "-f", help="table | markdown | json | csv"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write roofline, breakdown and speedup charts (PNG, SVG) here."),
+    pair: Optional[str] = typer.Option(None, "--pair", help="The two formats to answer about, e.g. fp8,mxfp4 (default: FP8 vs MXFP4 when both ran)."),
+    timing: Optional[str] = typer.Option(None, "--timing", help="Collector whose kernel durations to use: nsys | torch | ncu (default: best available)."),
+) -> None:
+    """Which weight format is faster for this capture's model on its GPU, at which batch sizes, and why."""
+    from moeprof.analysis.load import load_capture
+    from moeprof.analysis.pipeline import analyze
+
+    _check_format(format)
+    pair_t = None
+    if pair:
+        parts = [p.strip() for p in pair.split(",") if p.strip()]
+        if len(parts) != 2:
+            raise MoeprofError(f"--pair takes two formats separated by a comma, got {pair!r}")
+        pair_t = (parts[0], parts[1])
+    result = analyze(load_capture(capture), pair=pair_t, timing=timing)
+    if format == "json":
+        from moeprof.reports.export import analysis_json
+        typer.echo(analysis_json(result))
+    elif format == "csv":
+        from moeprof.reports.export import analysis_csv
+        typer.echo(analysis_csv(result), nl=False)
+    elif format == "markdown":
+        from moeprof.reports.markdown import analysis_markdown
+        typer.echo(analysis_markdown(result), nl=False)
+    else:
+        from moeprof.reports.terminal import render_analysis
+        render_analysis(result)
+    if plot is not None:
+        from moeprof.reports.plots import write_plots
+        paths = write_plots(result, plot)
+        typer.echo(f"wrote {len(paths)} charts to {plot}", err=True)
+
+
+@app.command("diff")
+def diff_cmd(
+    a: Path = typer.Argument(..., help="Baseline capture folder."),
+    b: Path = typer.Argument(..., help="Capture folder to compare with the baseline."),
+    format: str = typer.Option("table", "--format", "-f", help="table | markdown | json | csv"),
+    force: bool = typer.Option(False, "--force", help="Compare captures from different GPUs or workloads anyway."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Mann-Whitney significance level."),
+    min_effect: float = typer.Option(0.03, "--min-effect", help="Smallest relative change that counts (0.03 = 3%)."),
+    noise_floor: float = typer.Option(0.05, "--noise-floor", help="Relative change that counts when a side has too few repeats."),
+) -> None:
+    """What changed between two captures beyond noise, per format, batch and kernel role."""
+    from moeprof.analysis.diff import DiffOptions, diff
+    from moeprof.analysis.load import load_capture
+
+    _check_format(format)
+    for name, v in (("--alpha", alpha), ("--min-effect", min_effect), ("--noise-floor", noise_floor)):
+        if not 0 <= v < 1:
+            raise MoeprofError(f"{name} must be in [0, 1), got {v}")
+    result = diff(load_capture(a), load_capture(b),
+                  DiffOptions(alpha=alpha, min_effect=min_effect, noise_floor=noise_floor, force=force))
+    if format == "json":
+        from moeprof.reports.export import diff_json
+        typer.echo(diff_json(result))
+    elif format == "csv":
+        from moeprof.reports.export import diff_csv
+        typer.echo(diff_csv(result), nl=False)
+    elif format == "markdown":
+        from moeprof.reports.markdown import diff_markdown
+        typer.echo(diff_markdown(result), nl=False)
+    else:
+        from moeprof.reports.terminal import render_diff
+        render_diff(result)

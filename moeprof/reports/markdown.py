@@ -1,0 +1,70 @@
+"""Markdown rendering of an analysis and of a diff (for PRs, issues, docs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from moeprof.analysis.classify import ROLES
+from moeprof.analysis.diff import DiffResult
+from moeprof.analysis.pipeline import Analysis
+from moeprof.analysis.verdict import fmt_time
+
+
+def _n(x, fmt: str = "{:.0f}", suffix: str = "") -> str:
+    try:
+        if x is None or x is pd.NA or not np.isfinite(float(x)):
+            return "n/a"
+    except (TypeError, ValueError):
+        return str(x) if x else "n/a"
+    return fmt.format(float(x)) + suffix
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def analysis_markdown(a: Analysis) -> str:
+    w = a.capture.workload
+    out = [f"# moeprof analysis: {w.get('model', 'workload')} on {a.gpu_label}", "",
+           f"Capture `{a.capture.path}`; kernel times from {a.timing_collector or 'n/a'}.", "",
+           f"Peaks: tensor {a.peaks.tensor_source}; DRAM {a.peaks.dram_source}.", ""]
+    out += [f"> note: {n}" for n in a.notes]
+    s = a.summary
+    out += ["", "## Verdict", "", f"**{s.get('answer')}**", ""] + [f"- {x}" for x in s.get("lines", [])]
+    for v in a.verdicts:
+        out += ["", f"### Batch {v.batch}: {v.winner} wins, {v.speedup:.2f}x over {v.runner_up}", ""]
+        out += [f"- {r}" for r in v.reasons]
+    out += ["", "## Layer calls", ""]
+    rows = [[str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
+             f"{fmt_time(r.get('layer_time_p10_ns'))}–{fmt_time(r.get('layer_time_p90_ns'))}",
+             _n(r.get("tokens_per_s"), "{:,.0f}"), _n(r.get("pct_of_roofline"), suffix="%"),
+             _n(r.get("dram_bw_pct_of_peak"), suffix="%"), _n(r.get("tensor_pct_of_peak"), suffix="%"),
+             str(r.get("tensor_path") or r.get("mma_path_model") or "n/a"), _n(r.get("padding_pct"), "{:.1f}", "%"),
+             _n(r.get("outside_gemm_pct"), suffix="%")] for _, r in a.layer.iterrows()]
+    out.append(_table(["format", "batch", "time", "p10–p90", "tokens/s", "GEMM % roofline", "DRAM % peak",
+                       "tensor % peak", "MMA path", "padding", "outside GEMMs"], rows))
+    if not a.roles.empty:
+        present = [r for r in ROLES if (a.roles["role"] == r).any()]
+        rows = []
+        for (fmt, batch), g in a.roles.groupby(["format", "batch"], sort=True):
+            by = g.set_index(g["role"].astype(str))
+            rows.append([str(fmt), str(batch)] + [
+                f"{fmt_time(by.loc[r, 'time_median_ns'])} ({by.loc[r, 'share_pct']:.0f}%)" if r in by.index else "–"
+                for r in present])
+        out += ["", "## Time by role", "", _table(["format", "batch"] + present, rows)]
+    return "\n".join(out) + "\n"
+
+
+def diff_markdown(d: DiffResult) -> str:
+    out = [f"# moeprof diff", "", f"A: `{d.label_a}`  ", f"B: `{d.label_b}`", ""]
+    out += [f"> incomparable (forced): {e}" for e in d.errors]
+    out += [f"> warning: {w}" for w in d.warnings]
+    out += ["", ", ".join(f"{k}: {v}" for k, v in d.counts().items()), ""]
+    rows = [[r["status"], str(r["format"]), str(r["batch"]), str(r["role"]), fmt_time(r["time_a_ns"]),
+             fmt_time(r["time_b_ns"]), _n(r["change_pct"], "{:+.1f}", "%"), _n(r["p_value"], "{:.2g}"),
+             f"{r['n_a']}/{r['n_b']}"] for _, r in d.rows.iterrows()]
+    out.append(_table(["status", "format", "batch", "role", "A", "B", "change", "p", "n A/B"], rows))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,133 @@
+"""Charts of an analysis (matplotlib, Agg): roofline with measured points, time by role, speedup.
+
+Every chart names the GPU in its title: numbers from different cards are not comparable.
+Each chart is written as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from moeprof.analysis.classify import ROLES
+from moeprof.analysis.pipeline import Analysis
+from moeprof.errors import MoeprofError
+
+ROLE_COLORS = {"route": "#8c564b", "sort": "#e377c2", "quant": "#bcbd22", "gemm1": "#1f77b4", "act": "#ff7f0e",
+               "gemm2": "#2ca02c", "combine": "#9467bd", "other": "#7f7f7f"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=120, bbox_inches="tight")
+    return paths
+
+
+def roofline_chart(a: Analysis, out: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    lay = a.layer
+    have = {"useful_tflop_per_s", "gemm1_bytes", "gemm2_bytes"} <= set(lay.columns)
+    pts = lay[lay["useful_tflop_per_s"].notna()] if have else lay.iloc[:0]
+    bw = a.peaks.dram_bytes_per_s
+    xs = np.logspace(-1, 4, 200)
+    for path, peak in sorted(a.peaks.tensor_flops_per_s.items()):
+        if np.isfinite(bw) and np.isfinite(peak):
+            ax.plot(xs, np.minimum(xs * bw, peak) / 1e12, lw=1.2, label=f"{path.upper()} roof ({peak / 1e12:.0f} TFLOP/s)")
+    for fmt, g in pts.groupby("format"):
+        # Intensity of the expert GEMMs (the measured work): analytic FLOPs / analytic bytes.
+        x = g["useful_flops"] / _gemm_bytes(g)
+        ax.plot(x, g["useful_tflop_per_s"], "o-", label=f"{fmt} (measured)")
+        for xi, yi, b in zip(x, g["useful_tflop_per_s"], g["batch"]):
+            ax.annotate(str(b), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity of the expert GEMMs (FLOP/byte, analytic)")
+    ax.set_ylabel("useful TFLOP/s (analytic FLOPs / measured time)")
+    ax.set_title(f"Roofline, {a.gpu_label} (DRAM {bw / 1e12:.2f} TB/s)" if np.isfinite(bw) else f"Roofline, {a.gpu_label}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if pts.empty:
+        ax.text(0.5, 0.5, "no measured points with analytic FLOPs", transform=ax.transAxes, ha="center")
+    paths = _save(fig, out, "roofline")
+    plt.close(fig)
+    return paths
+
+
+def _gemm_bytes(g):
+    seen = g["gemms_measured"].fillna("") if "gemms_measured" in g else None
+    b1 = g["gemm1_bytes"].where(seen.str.contains("gemm1"), 0.0) if seen is not None else g["gemm1_bytes"]
+    b2 = g["gemm2_bytes"].where(seen.str.contains("gemm2"), 0.0) if seen is not None else g["gemm2_bytes"]
+    return b1 + b2
+
+
+def breakdown_chart(a: Analysis, out: Path) -> list[Path]:
+    plt = _plt()
+    r = a.roles
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * max(1, r[["format", "batch"]].drop_duplicates().shape[0]) + 2), 4.5))
+    if r.empty:
+        ax.text(0.5, 0.5, "no kernel timings", transform=ax.transAxes, ha="center")
+    else:
+        piv = r.assign(role=r["role"].astype(str)).pivot_table(index=["batch", "format"], columns="role",
+                                                               values="time_median_ns", aggfunc="sum").fillna(0)
+        labels = [f"{f}\n{b}" for b, f in piv.index]
+        bottom = np.zeros(len(piv))
+        for role in [x for x in ROLES if x in piv.columns]:
+            vals = piv[role].to_numpy() / 1e3
+            ax.bar(labels, vals, bottom=bottom, label=role, color=ROLE_COLORS[role])
+            bottom += vals
+        ax.set_ylabel("µs per layer call (median kernel time)")
+        ax.legend(fontsize=8, ncols=4)
+    ax.set_title(f"Time by role, {a.gpu_label} ({a.timing_collector or 'n/a'})")
+    paths = _save(fig, out, "breakdown")
+    plt.close(fig)
+    return paths
+
+
+def speedup_chart(a: Analysis, out: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pair = a.summary.get("pair")
+    if pair and not a.layer.empty:
+        fa, fb = pair
+        t = a.layer.pivot_table(index="batch", columns="format", values="layer_time_median_ns")
+        if fa in t and fb in t:
+            s = (t[fb] / t[fa]).dropna()
+            ax.plot(s.index, s.to_numpy(), "o-", label=f"{fa} speedup over {fb} (time {fb} / time {fa})")
+        ax.axhline(1.0, color="k", lw=0.8)
+        xm, xp = a.summary.get("measured_crossover_batch"), a.summary.get("predicted_crossover_batch")
+        if xm:
+            ax.axvline(xm, color="C1", ls="--", label=f"measured crossover ~{xm:.0f}")
+        if xp:
+            ax.axvline(xp, color="C2", ls=":", label=f"predicted crossover ~{xp:.0f}")
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "fewer than two formats", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("batch (tokens per layer call)")
+    ax.set_ylabel("speedup")
+    ax.set_title(f"Speedup vs batch, {a.gpu_label}")
+    ax.grid(True, alpha=0.3)
+    paths = _save(fig, out, "speedup")
+    plt.close(fig)
+    return paths
+
+
+def write_plots(a: Analysis, out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MoeprofError(f"cannot create plot folder {out}: {exc.strerror}") from None
+    return roofline_chart(a, out) + breakdown_chart(a, out) + speedup_chart(a, out)

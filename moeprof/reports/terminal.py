@@ -1,0 +1,119 @@
+"""Rich terminal rendering of an analysis (tables + verdict panel) and of a diff."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from moeprof.analysis.classify import ROLES
+from moeprof.analysis.diff import DiffResult
+from moeprof.analysis.pipeline import Analysis
+from moeprof.analysis.verdict import fmt_time
+
+
+def _num(x, fmt: str = "{:.0f}", suffix: str = "") -> str:
+    try:
+        if x is None or x is pd.NA or not np.isfinite(float(x)):
+            return "n/a"
+    except (TypeError, ValueError):
+        return str(x) if x else "n/a"
+    return fmt.format(float(x)) + suffix
+
+
+def _spread(r: pd.Series, p10: str, p90: str) -> str:
+    if p10 in r and p90 in r and np.isfinite(r[p10]) and np.isfinite(r[p90]):
+        return f"{fmt_time(r[p10])}–{fmt_time(r[p90])}"
+    return "n/a"
+
+
+def layer_table(a: Analysis) -> Table:
+    t = Table(title=f"Layer calls on {a.gpu_label} (GEMM columns: expert GEMMs vs their roofline)",
+              title_justify="left")
+    # GEMM columns are about the expert GEMMs: % of roofline, DRAM and tensor % of peak, MMA path, padding.
+    for col, just in [("fmt", "left"), ("batch", "right"), ("median", "right"), ("p10–p90", "right"),
+                      ("n", "right"), ("tok/s", "right"), ("%roof", "right"), ("DRAM%", "right"),
+                      ("TC%", "right"), ("MMA", "left"), ("pad", "right"), ("non-GEMM", "right")]:
+        t.add_column(col, justify=just, no_wrap=True)
+    for _, r in a.layer.iterrows():
+        t.add_row(str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
+                  _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), _num(r.get("repeats")),
+                  _num(r.get("tokens_per_s"), "{:,.0f}"), _num(r.get("pct_of_roofline"), suffix="%"),
+                  _num(r.get("dram_bw_pct_of_peak"), suffix="%"), _num(r.get("tensor_pct_of_peak"), suffix="%"),
+                  str(r.get("tensor_path") or r.get("mma_path_model") or "n/a"),
+                  _num(r.get("padding_pct"), "{:.1f}", "%"), _num(r.get("outside_gemm_pct"), suffix="%"))
+    return t
+
+
+def role_table(a: Analysis) -> Table:
+    t = Table(title=f"Time by role ({a.timing_collector or 'n/a'} kernel durations, median per layer call)",
+              title_justify="left")
+    t.add_column("format")
+    t.add_column("batch", justify="right")
+    present = [r for r in ROLES if not a.roles.empty and (a.roles["role"] == r).any()]
+    for r in present:
+        t.add_column(r, justify="right")
+    if a.roles.empty:
+        return t
+    for (fmt, batch), g in a.roles.groupby(["format", "batch"], sort=True):
+        by = g.set_index(g["role"].astype(str))
+        cells = [f"{fmt_time(by.loc[r, 'time_median_ns'])} ({by.loc[r, 'share_pct']:.0f}%)" if r in by.index else "–"
+                 for r in present]
+        t.add_row(str(fmt), str(batch), *cells)
+    return t
+
+
+def verdict_panel(a: Analysis) -> Panel:
+    parts: list = []
+    s = a.summary
+    parts.append(Text(f"Answer: {s.get('answer')}", style="bold"))
+    for line in s.get("lines", []):
+        parts.append(Text("  " + line))
+    for v in a.verdicts:
+        parts.append(Text(""))
+        style = "bold green" if v.significant else ("bold yellow" if v.significant is None else "bold")
+        parts.append(Text(f"batch {v.batch}: {v.winner} wins, {v.speedup:.2f}x over {v.runner_up}", style=style))
+        for reason in v.reasons:
+            parts.append(Text("  • " + reason))
+    pair = " vs ".join(s.get("pair") or []) or "formats"
+    return Panel(Group(*parts), title=f"Verdict: {pair} on {a.gpu_label}", expand=True)
+
+
+def render_analysis(a: Analysis, console: Console | None = None) -> None:
+    c = console or Console()
+    w = a.capture.workload
+    c.print(f"[bold]moeprof analyze[/] {a.capture.path}  —  {w.get('model', 'workload')} on [bold]{a.gpu_label}[/]")
+    c.print(f"peaks: tensor {a.peaks.tensor_source}; DRAM {a.peaks.dram_source}")
+    for n in a.notes:
+        c.print(f"[yellow]note:[/] {n}")
+    c.print(layer_table(a))
+    c.print(role_table(a))
+    c.print(verdict_panel(a))
+
+
+def render_diff(d: DiffResult, console: Console | None = None) -> None:
+    c = console or Console()
+    for e in d.errors:
+        c.print(f"[red]incomparable (forced):[/] {e}")
+    for wmsg in d.warnings:
+        c.print(f"[yellow]warning:[/] {wmsg}")
+    counts = d.counts()
+    c.print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    t = Table(title=f"{d.label_a} -> {d.label_b}", title_justify="left")
+    for col in ("status", "format", "batch", "role", "A (median)", "B (median)", "change", "p", "n A/B",
+                "DRAM bytes Δ", "tensor ops Δ"):
+        t.add_column(col, justify="left" if col in ("status", "format", "role") else "right")
+    style = {"faster": "green", "slower": "red", "added": "cyan", "removed": "magenta", "unchanged": "dim"}
+    for _, r in d.rows.iterrows():
+        t.add_row(f"[{style.get(r['status'], '')}]{r['status']}[/]", str(r["format"]), str(r["batch"]), str(r["role"]),
+                  fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]), _num(r["change_pct"], "{:+.1f}", "%"),
+                  _num(r["p_value"], "{:.2g}"), f"{r['n_a']}/{r['n_b']}",
+                  _num(r.get("dram_bytes_change_pct"), "{:+.1f}", "%"),
+                  _num(r.get("tensor_ops_change_pct"), "{:+.1f}", "%"))
+    c.print(t)
+    o = d.options
+    c.print(f"significance: Mann-Whitney U, alpha {o.alpha}, min effect {o.min_effect:.0%}; "
+            f"noise floor {o.noise_floor:.0%} below {o.min_repeats} repeats")
