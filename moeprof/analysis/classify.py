@@ -99,7 +99,13 @@ def classify(kernels: pd.DataFrame) -> pd.DataFrame:
 
     phase = df["phase"].fillna("").astype(str) if "phase" in df.columns else pd.Series("", index=df.index)
     from_nvtx = phase.isin(PHASES)
-    df["call_id"] = _call_ids(df, name_role.where(~from_nvtx, phase))
+    base = name_role.where(~from_nvtx, phase)
+    # A dense GEMM launched right before a top-k is the router projection: it opens the call.
+    order = df.sort_values(["collector", "start_ns"], kind="stable").index if "start_ns" in df else df.index
+    nxt = base.loc[order].shift(-1)
+    router = (generic.loc[order] & (base.loc[order] == "gemm") & (nxt == "route"))
+    base.loc[router[router].index] = "route"
+    df["call_id"] = _call_ids(df, base)
 
     role = name_role.copy()
     pending = ~from_nvtx & (role == "gemm")
