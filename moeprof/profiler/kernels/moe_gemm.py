@@ -192,22 +192,21 @@ def moe_gemm_kernel(
         # ---------------- MXFP4: one 32-element K group (16 bytes / row) per step
         j = tl.arange(0, 16)
         jperm = (j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)      # byte position <-> plane index
+        # One dot per 32-group with K = 32: the lo and hi nibble planes are joined along a new last
+        # axis (element 2j+h = plane h, row j) and A is loaded in the same order.
+        kk = tl.arange(0, 32)
+        kj = kk // 2
+        kh = kk % 2
+        if WF == 4 and UNPACK_ASM:
+            a_cols = kh * 16 + ((kj & ~3) | ((kj & 1) << 1) | ((kj & 2) >> 1))
+        else:
+            a_cols = kh * 16 + kj
         ws_e = w_s_ptr + expert * stride_wse
         for g in range(0, K // 32):
-            if WF == 3:
-                if UNPACK_ASM:
-                    a_lo = tl.load(a_row_ptr + (g * 32 + j)[None, :], mask=tok_mask[:, None], other=0.0)
-                    a_hi = tl.load(a_row_ptr + (g * 32 + 16 + j)[None, :], mask=tok_mask[:, None], other=0.0)
-                else:
-                    a_lo = tl.load(a_row_ptr + (g * 32 + j)[None, :], mask=tok_mask[:, None], other=0.0)
-                    a_hi = tl.load(a_row_ptr + (g * 32 + 16 + j)[None, :], mask=tok_mask[:, None], other=0.0)
-            else:
-                # fp8 activations; weights unpacked in byte order, so gather A in byte order
-                a_lo = tl.load(a_row_ptr + (g * 32 + jperm)[None, :], mask=tok_mask[:, None], other=0.0)
-                a_hi = tl.load(a_row_ptr + (g * 32 + 16 + jperm)[None, :], mask=tok_mask[:, None], other=0.0)
+            a = tl.load(a_row_ptr + (g * 32 + a_cols)[None, :], mask=tok_mask[:, None], other=0.0)
             for half in tl.static_range(2 if GATED else 1):
                 nrow = offs_n_safe + half * up_off
-                if WF == 3 and not UNPACK_ASM:
+                if not UNPACK_ASM:
                     wb = tl.load(w_e + nrow[:, None] * stride_wn + (g * 16 + jperm)[None, :]).to(tl.int32)
                 else:
                     wb = tl.load(w_e + nrow[:, None] * stride_wn + (g * 16 + j)[None, :])
@@ -226,8 +225,6 @@ def moe_gemm_kernel(
                             sexp = tl.zeros_like(sc)[:, None]
                         w_lo = _e2m1_nibble_to_bf16_bits(wb & 15, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
                         w_hi = _e2m1_nibble_to_bf16_bits(wb >> 4, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
-                    part = _dot(a_lo, tl.trans(w_lo), tl.zeros((BM, BN), tl.float32), DOT_F32)
-                    part = _dot(a_hi, tl.trans(w_hi), part, DOT_F32)
                     if SCALE_PRE:
                         fs = tl.full((BN,), 1.0, tl.float32)
                     else:
@@ -236,12 +233,11 @@ def moe_gemm_kernel(
                     if UNPACK_ASM:
                         w_lo, w_hi = _e2m1x4_to_fp8_asm(wb)
                     else:
-                        wi = wb.to(tl.int32)
-                        w_lo = _e2m1_nibble_to_fp8_bits(wi & 15).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
-                        w_hi = _e2m1_nibble_to_fp8_bits(wi >> 4).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
-                    part = _dot(a_lo, tl.trans(w_lo), tl.zeros((BM, BN), tl.float32), DOT_F32)
-                    part = _dot(a_hi, tl.trans(w_hi), part, DOT_F32)
+                        w_lo = _e2m1_nibble_to_fp8_bits(wb & 15).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+                        w_hi = _e2m1_nibble_to_fp8_bits(wb >> 4).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
                     fs = tl.exp2((sc - 121).to(tl.float32))  # 2^(s-127) * 2^6
+                w = tl.reshape(tl.join(w_lo, w_hi), (BN, 32))
+                part = _dot(a, tl.trans(w), tl.zeros((BM, BN), tl.float32), DOT_F32)
                 if half == 0:
                     if SCALE_PRE:
                         acc += part
@@ -293,7 +289,7 @@ def moe_gemm_kernel(
             w_ptrs += BK
 
     # ---------------- epilogue: scales, bias, SwiGLU, routing weight
-    if AQ == AQ_ROW:
+    if AQ == 1:  # per-row activation scale
         a_s = tl.load(a_s_ptr + arow.to(tl.int64) * stride_asm, mask=tok_mask, other=0.0)
         acc = acc * a_s[:, None]
         if GATED:
