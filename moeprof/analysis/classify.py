@@ -66,8 +66,7 @@ def _call_ids(df: pd.DataFrame, base_role: pd.Series) -> pd.Series:
     if "repeat" in df.columns:
         known = df["repeat"].notna() & df["batch"].notna()
         if known.any():
-            ids[known] = df.loc[known, have].astype(str).agg("|".join, axis=1).pipe(
-                lambda s: pd.Series(pd.factorize(s)[0], index=s.index))
+            ids[known] = df.loc[known, have].groupby(have, sort=False, dropna=False).ngroup().to_numpy()
     unknown = ids < 0
     if unknown.any():
         # Start a new call where a routing/sort kernel follows a kernel of any other role.

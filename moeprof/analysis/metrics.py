@@ -175,10 +175,9 @@ def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector:
     crt = call_role_times(kernels, collector)
     keys = ["format", "batch", "role"]
     g = crt.groupby(keys, sort=False)
-    t = g["time_ns"].agg(time_median_ns="median",
-                         time_p10_ns=lambda s: s.quantile(0.10),
-                         time_p90_ns=lambda s: s.quantile(0.90),
-                         n_calls="size").reset_index()
+    t = g["time_ns"].agg(time_median_ns="median", n_calls="size").reset_index()
+    t["time_p10_ns"] = g["time_ns"].quantile(0.10).to_numpy()
+    t["time_p90_ns"] = g["time_ns"].quantile(0.90).to_numpy()
     t["launches_per_call"] = g["launches"].median().to_numpy()
     total = t.groupby(["format", "batch"])["time_median_ns"].transform("sum")
     t["share_pct"] = t["time_median_ns"] / total * 100.0
@@ -206,7 +205,7 @@ def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector:
 def _gemms_seen(kernels: pd.DataFrame, collector: str | None, points: pd.DataFrame) -> dict[str, pd.Series]:
     """Per point row: was gemm1 / gemm2 measured at all."""
     k = kernels if collector is None else kernels[kernels["collector"] == collector]
-    k = k[k["batch"].notna()]
+    k = k.loc[k["batch"].notna(), ["format", "batch", "role"]].drop_duplicates()
     have = set(zip(k["format"], k["batch"].astype("int64"), k["role"].astype(str)))
     return {r: pd.Series([(f, int(b), r) in have for f, b in zip(points["format"], points["batch"])],
                          index=points.index) for r in GEMM_ROLES}
@@ -234,10 +233,9 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
     if not pts.empty:
         pts = pts.assign(batch=pts["batch"].astype("int64"))
         g = pts.groupby(keys, sort=False)
-        t = g["layer_time_ns"].agg(layer_time_median_ns="median",
-                                   layer_time_p10_ns=lambda s: s.quantile(0.10),
-                                   layer_time_p90_ns=lambda s: s.quantile(0.90),
-                                   repeats="size").reset_index()
+        t = g["layer_time_ns"].agg(layer_time_median_ns="median", repeats="size").reset_index()
+        t["layer_time_p10_ns"] = g["layer_time_ns"].quantile(0.10).to_numpy()
+        t["layer_time_p90_ns"] = g["layer_time_ns"].quantile(0.90).to_numpy()
         t["layer_time_source"] = "points.csv (CUDA events)"
         if "experts_touched" in pts:
             t["experts_touched"] = g["experts_touched"].median().to_numpy()
@@ -245,15 +243,13 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
         t = pd.DataFrame(columns=keys)
     if collector is not None:
         crt = call_role_times(kernels, collector)
-        crt["gemm"] = crt["role"].isin(GEMM_ROLES)
-        per_call = crt.groupby(keys + ["call_id"], sort=False).apply(
-            lambda d: pd.Series({"kernel_ns": d["time_ns"].sum(), "gemm_ns": d.loc[d["gemm"], "time_ns"].sum()}),
-            include_groups=False).reset_index()
-        k = per_call.groupby(keys, sort=False).agg(
-            kernel_time_median_ns=("kernel_ns", "median"), gemm_time_median_ns=("gemm_ns", "median"),
-            kernel_calls=("kernel_ns", "size"),
-            kernel_time_p10_ns=("kernel_ns", lambda s: s.quantile(0.10)),
-            kernel_time_p90_ns=("kernel_ns", lambda s: s.quantile(0.90))).reset_index()
+        crt["gemm_ns"] = crt["time_ns"].where(crt["role"].isin(GEMM_ROLES), 0.0)
+        per_call = crt.groupby(keys + ["call_id"], sort=False)[["time_ns", "gemm_ns"]].sum().reset_index()
+        g = per_call.groupby(keys, sort=False)
+        k = g.agg(kernel_time_median_ns=("time_ns", "median"), gemm_time_median_ns=("gemm_ns", "median"),
+                  kernel_calls=("time_ns", "size")).reset_index()
+        k["kernel_time_p10_ns"] = g["time_ns"].quantile(0.10).to_numpy()
+        k["kernel_time_p90_ns"] = g["time_ns"].quantile(0.90).to_numpy()
         t = k if t.empty else t.merge(k, on=keys, how="outer")
         if "layer_time_median_ns" not in t or t["layer_time_median_ns"].isna().all():
             t["layer_time_median_ns"] = t["kernel_time_median_ns"]
