@@ -68,10 +68,9 @@ def profile_command(ncu: str, out_base: Path, argv: list[str], metric_list: list
                     clock_control: str = "none", cache_control: str = "all", replay_mode: str = "kernel") -> list[str]:
     cmd = [ncu, "--clock-control", clock_control, "--cache-control", cache_control, "--replay-mode", replay_mode,
            "--metrics", ",".join(metric_list), "-o", str(out_base), "-f"]
-    if nvtx_include:
-        cmd += ["--nvtx"]
-        for f in nvtx_include:
-            cmd += ["--nvtx-include", f]
+    cmd += ["--nvtx"]  # without it the report carries no NVTX state at all
+    for f in nvtx_include or []:
+        cmd += ["--nvtx-include", f]
     if launch_count:
         cmd += ["--launch-count", str(launch_count)]
     return [*cmd, *argv]

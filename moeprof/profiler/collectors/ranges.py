@@ -147,15 +147,14 @@ def number_repeats_by_call(df: pd.DataFrame) -> pd.Series:
 
 def number_repeats_by_phase(df: pd.DataFrame) -> pd.Series:
     """Repeat index without timestamps (ncu): in launch order per (format, batch), a new layer call
-    starts when the phase goes back to an earlier one in PHASES order."""
-    order = {p: i for i, p in enumerate(PHASES)}
+    starts where the first phase (route) begins again after other phases."""
+    first = PHASES[0]
     rep = pd.Series(pd.NA, index=df.index, dtype="Int64")
     has = df["format"] != ""
     if not has.any():
         return rep
     sub = df.loc[has, ["format", "batch", "phase"]].copy()
-    sub["_p"] = sub["phase"].map(order).fillna(-1).astype("int64")
-    prev = sub.groupby(["format", "batch"])["_p"].shift()
-    sub["_new"] = (sub["_p"] < prev).astype("int64")
+    prev = sub.groupby(["format", "batch"])["phase"].shift().fillna(first)
+    sub["_new"] = ((sub["phase"] == first) & (prev != first)).astype("int64")
     rep.loc[has] = sub.groupby(["format", "batch"])["_new"].cumsum().astype("int64").to_numpy()
     return rep

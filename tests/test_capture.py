@@ -1,0 +1,169 @@
+"""Capture orchestration on CPU: children are faked, folder/manifest/resume/failure logic is real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from moeprof import schema
+from moeprof.cli import main
+from moeprof.errors import MoeprofError
+from moeprof.profiler import capture as cap
+
+FIX = Path(__file__).parent / "fixtures"
+SHAPE = dict(hidden_size=64, intermediate_size=32, num_experts=4, top_k=2)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A machine with a GPU and torch, whose children succeed except where `fail` says."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "torch" else real(n, *a))
+    monkeypatch.setattr(cap, "describe_machine", lambda timeout=300: {
+        "gpu": {"name": "NVIDIA H200", "compute_capability": "9.0", "sm_count": 132},
+        "software": {"torch": "2.11.0"}, "cuda_available": True})
+    state = {"fail": set(), "calls": [], "interrupt_after": None}
+
+    def run(cmd, log, env, timeout):
+        spec = json.loads(Path(cmd[-1]).read_text())
+        state["calls"].append((spec["mode"], spec["format"], tuple(spec["batches"])))
+        if state["interrupt_after"] is not None and len(state["calls"]) > state["interrupt_after"]:
+            raise KeyboardInterrupt
+        with open(spec["status"], "a") as f:
+            for b in spec["batches"]:
+                if (spec["format"], b) in state["fail"]:
+                    f.write(json.dumps({"format": spec["format"], "batch": b, "status": "failed",
+                                        "reason": "OutOfMemoryError: CUDA out of memory"}) + "\n")
+                else:
+                    f.write(json.dumps({"format": spec["format"], "batch": b, "status": "ok", "kernel": "k",
+                                        "layer_time_ns": [1e5, 1.1e5], "experts_touched": 3}) + "\n")
+        log.write_text("done\n")
+        return 0, "done\n"
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    return state
+
+
+def _cfg(out, **kw):
+    base = dict(out=out, formats=["bf16", "fp8"], batches=[1, 8], shape=dict(SHAPE), collect=[], repeats=2, quiet=True)
+    base.update(kw)
+    return cap.CaptureConfig(**base)
+
+
+def test_sweep_writes_folder(fake_gpu, tmp_path):
+    m = cap.capture(_cfg(tmp_path / "c"))
+    assert m["status"] == "complete" and m["manifest_version"] == schema.MANIFEST_VERSION
+    assert m["points_done"] == [["bf16", 1], ["bf16", 8], ["fp8", 1], ["fp8", 8]]
+    assert m["workload"]["model"] == "custom" and m["workload"]["hidden_size"] == 64
+    assert m["collectors"]["nsys"]["status"] == "skipped"
+    on_disk = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(m, default=str))
+    p = pd.read_csv(tmp_path / "c" / "points.csv")
+    assert list(p.columns) == list(schema.POINT_COLUMNS) and len(p) == 8
+    k = pd.read_csv(tmp_path / "c" / "kernels.csv")
+    assert len(k) == 0 and list(k.columns)[:3] == ["collector", "format", "batch"]
+    # one child per format, not per point
+    assert fake_gpu["calls"] == [("events", "bf16", (1, 8)), ("events", "fp8", (1, 8))]
+    assert not list((tmp_path / "c").glob("*.tmp"))
+
+
+def test_failed_point_is_isolated_and_resumed(fake_gpu, tmp_path):
+    fake_gpu["fail"] = {("fp8", 8)}
+    m = cap.capture(_cfg(tmp_path / "c"))
+    assert m["status"] == "partial"
+    assert m["points_failed"] == [["fp8", 8, "OutOfMemoryError: CUDA out of memory"]]
+    assert ["fp8", 8] not in m["points_done"] and len(m["points_done"]) == 3
+    with pytest.raises(MoeprofError, match="already holds a capture"):
+        cap.capture(_cfg(tmp_path / "c"))
+    fake_gpu["fail"], fake_gpu["calls"] = set(), []
+    m = cap.capture(_cfg(tmp_path / "c", resume=True, formats=["ignored"], batches=[99]))
+    assert m["status"] == "complete" and m["points_failed"] == []
+    assert fake_gpu["calls"] == [("events", "fp8", (8,))]  # only the unfinished point ran again
+    p = pd.read_csv(tmp_path / "c" / "points.csv")
+    assert sorted(set(zip(p["format"], p["batch"]))) == [("bf16", 1), ("bf16", 8), ("fp8", 1), ("fp8", 8)]
+    assert len(p) == 8  # no duplicated rows
+    assert m["resumed_utc"]
+
+
+def test_interrupted_sweep_keeps_finished_points(fake_gpu, tmp_path):
+    fake_gpu["interrupt_after"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        cap.capture(_cfg(tmp_path / "c"))
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["status"] == "running" and m["points_done"] == [["bf16", 1], ["bf16", 8]]
+    fake_gpu["interrupt_after"], fake_gpu["calls"] = None, []
+    m = cap.capture(_cfg(tmp_path / "c", resume=True))
+    assert m["status"] == "complete" and fake_gpu["calls"] == [("events", "fp8", (1, 8))]
+
+
+def test_missing_tools_recorded(fake_gpu, tmp_path, monkeypatch):
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: None)
+    monkeypatch.setattr(cap.tools, "find_ncu", lambda: None)
+    m = cap.capture(_cfg(tmp_path / "c", collect=["nsys", "ncu", "torch"]))
+    assert m["collectors"]["nsys"]["status"] == "failed" and "nsys not found" in m["collectors"]["nsys"]["reason"]
+    assert m["collectors"]["ncu"]["status"] == "failed"
+    assert m["collectors"]["torch"]["status"] in ("ok", "failed")  # fallback ran (fake child writes no trace)
+    assert ("torch", "bf16", (1, 8)) in fake_gpu["calls"]
+    assert m["status"] == "complete"  # events timing still covers every point
+
+
+def test_nsys_unit_reads_real_export(fake_gpu, tmp_path, monkeypatch):
+    """The nsys unit end to end with the real fixture export standing in for the profiler's output."""
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: "/fake/nsys")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+    run0 = cap._run_logged
+
+    def run(cmd, log, env, timeout):
+        if cmd[0] == "/fake/nsys":
+            out = Path(cmd[cmd.index("-o") + 1])
+            out.with_suffix(".nsys-rep").write_bytes(b"rep")
+            return run0(cmd[cmd.index("--force-overwrite=true") + 1:], log, env, timeout)
+        return run0(cmd, log, env, timeout)
+
+    def export(nsys, rep, env=None, timeout=0):
+        dst = rep.with_suffix(".sqlite")
+        shutil.copy(FIX / "nsys_nested.sqlite", dst)
+        return dst
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    monkeypatch.setattr(cap.nsys_mod, "export_sqlite", export)
+    m = cap.capture(_cfg(tmp_path / "c", formats=["bf16"], batches=[256], collect=["nsys"]))
+    assert m["collectors"]["nsys"]["status"] == "ok"
+    assert m["collectors"]["nsys"]["files"] == ["raw/nsys/bf16_b256.nsys-rep", "raw/nsys/bf16_b256.sqlite"]
+    k = pd.read_csv(tmp_path / "c" / "kernels.csv", keep_default_na=False, na_values=[""])
+    assert len(k) == 18 and set(k["format"]) == {"bf16"}  # setup kernels and the fp8 calls are not this point's
+    assert set(k["repeat"]) == {0, 1}
+
+
+def test_no_gpu_is_one_line_error(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "torch" else real(n, *a))
+    monkeypatch.setattr(cap, "describe_machine", lambda timeout=300: {"gpu": {}, "software": {}, "cuda_available": False})
+    rc = main(["capture", "-q", "--shape", "64,32,4,2", "-o", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("moeprof: error: no CUDA GPU") and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_no_torch_is_one_line_error(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    rc = main(["capture", "-q", "--shape", "64,32,4,2", "-o", str(tmp_path / "c")])
+    assert rc == 2 and "PyTorch is not installed" in capsys.readouterr().err
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    assert main(["capture", "--batch", "1,x", "-o", str(tmp_path / "c")]) == 2
+    assert "--batch" in capsys.readouterr().err
+    assert main(["capture", "--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
