@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--autotune", default="", help="fmt:batch,... points to autotune before the sweep")
     ap.add_argument("--loop-max", type=int, default=64, help="largest batch for the torch-loop peer")
     ap.add_argument("--budget-s", type=float, default=420, help="stop the sweep after this many seconds")
+    ap.add_argument("--gemm-only", action="store_true", help="also time the expert GEMMs alone")
+    ap.add_argument("--peers", default="torch-grouped,torch-loop")
     args = ap.parse_args()
     t_start = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -160,9 +162,9 @@ def main():
     for b in batches:
         for fmt in formats:
             kernels = ["triton"]
-            if fmt in ("bf16", "fp8") and meta["grouped_mm"]:
+            if fmt in ("bf16", "fp8") and meta["grouped_mm"] and "torch-grouped" in args.peers:
                 kernels.append("torch-grouped")
-            if fmt == "bf16" and b <= args.loop_max:
+            if fmt == "bf16" and b <= args.loop_max and "torch-loop" in args.peers:
                 kernels.append("torch-loop")
             for kern in kernels:
                 if time.time() - t_start > args.budget_s:
@@ -178,6 +180,11 @@ def main():
                                bw_TBps=layer.weight_bytes_read / t / 1e12, bw_pct_copy=100 * layer.weight_bytes_read / t / copy_bw,
                                tflops=layer.flops / t / 1e12,
                                cfg=getattr(layer, "cfg1", None))
+                    if kern == "triton" and args.gemm_only:
+                        rg = timing.time_fn(layer.gemm_only(), repeats=args.repeats, warmup=2)
+                        row["gemm_us"] = rg.median_ns / 1e3
+                        row["gemm_bw_pct_copy"] = 100 * layer.weight_bytes_read / (rg.median_ns * 1e-9) / copy_bw
+                        log(f"GEMM-ONLY {fmt:11s} b={b:5d} {row['gemm_us']:9.1f} us ({row['gemm_bw_pct_copy']:.0f}% of copy bw)")
                     rows.append(row)
                     log(f"RUN {fmt:11s} {row['kernel']:16s} b={b:5d} {row['median_us']:9.1f} us "
                         f"[{row['p10_us']:.1f},{row['p90_us']:.1f}] E={row['experts_touched']:3d} "
@@ -211,13 +218,14 @@ def main():
         pass
     # short table last
     log("\nSUMMARY card=%s copy=%.2fTB/s" % (meta["card"], copy_bw / 1e12))
-    log(f"{'fmt':11s} {'kernel':16s} {'batch':>6s} {'us':>9s} {'E':>4s} {'%copy':>6s} {'TF/s':>6s} {'vs_peer':>8s}")
+    log(f"{'fmt':11s} {'kernel':16s} {'batch':>6s} {'us':>9s} {'E':>4s} {'%copy':>6s} {'TF/s':>6s} {'vs_peer':>8s} {'gemm_us':>8s} {'g%copy':>6s}")
     for r in rows:
         if "median_us" not in r:
             continue
         sp = [v for k, v in r.items() if k.startswith("speedup_vs_torch-grouped")]
         log(f"{r['format']:11s} {r['kernel']:16s} {r['batch']:6d} {r['median_us']:9.1f} {r['experts_touched']:4d} "
-            f"{r['bw_pct_copy']:6.0f} {r['tflops']:6.1f} {(sp[0] if sp else float('nan')):8.2f}")
+            f"{r['bw_pct_copy']:6.0f} {r['tflops']:6.1f} {(sp[0] if sp else float('nan')):8.2f} "
+            f"{r.get('gemm_us', float('nan')):8.1f} {r.get('gemm_bw_pct_copy', float('nan')):6.0f}")
     bad = [c for c in checks if not c.get("ok")]
     log(f"CHECKS: {len(checks) - len(bad)}/{len(checks)} ok" + (f"; failed: {[(c['fmt'], c['kernel'], c['batch']) for c in bad]}" if bad else ""))
 

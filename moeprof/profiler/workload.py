@@ -275,6 +275,34 @@ class MoeLayer:
             torch.sum(self.out_sorted.view(self.batch, self.top_k, h), dim=1, out=self.out)
         return self.out
 
+    # -- the expert GEMMs alone (activation quant + gemm1 with fused SwiGLU + gemm2), routing and
+    #    sort precomputed: separates the weight-streaming kernels from the layer's fixed overhead.
+    def gemm_only(self):
+        from moeprof.profiler import reference
+        from moeprof.profiler.kernels import moe_gemm as mg
+
+        wt, fmt = self.wt, self.fmt
+        h, i = wt.hidden, wt.inter
+        ids, tw = reference.route(self.x, self.router_w, self.router_b, self.top_k)
+        sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
+        tw = tw.reshape(-1)
+        q = fmt in ("fp8", "fp8-block", "mxfp4-w4a8")
+
+        def run():
+            a, a_s = self.x, None
+            if q:
+                a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
+            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, n=i, k=h,
+                        a_div=self.top_k, fmt=fmt, gated=True, mul_routed=False, cfg=self.cfg1,
+                        up_off=i, up_soff=-(-i // 128))
+            a, a_s = self.inter_buf, None
+            if q:
+                a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
+            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, n=h, k=i,
+                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2)
+
+        return run
+
     # -- reference
     def reference(self):
         from moeprof.profiler import reference
