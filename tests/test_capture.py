@@ -167,3 +167,34 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "--batch" in capsys.readouterr().err
     assert main(["capture", "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
+
+
+def test_ncu_unit_reads_real_csv_and_flags_launch_bound(fake_gpu, tmp_path, monkeypatch):
+    monkeypatch.setattr(cap.tools, "find_ncu", lambda: "/fake/ncu")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+    monkeypatch.setattr(cap.tools, "import_ncu_report", lambda path=None: None)
+    names = cap.ncu_mod.parse_query_metrics((FIX / "ncu_query_metrics_gh100_slice.txt").read_text())
+    monkeypatch.setattr(cap.ncu_mod, "query_metrics", lambda ncu, chip, timeout=0: names)
+    run0 = cap._run_logged
+
+    def run(cmd, log, env, timeout):
+        if cmd[0] == "/fake/ncu":
+            assert "--nvtx-include" in cmd and cmd[cmd.index("--nvtx-include") + 1] == "moe/"
+            Path(cmd[cmd.index("-o") + 1] + ".ncu-rep").write_bytes(b"rep")
+            return run0(cmd[cmd.index("-f") + 1:], log, env, timeout)
+        return run0(cmd, log, env, timeout)
+
+    def export(ncu, rep, timeout=0):
+        dst = rep.with_suffix(".csv")
+        shutil.copy(FIX / "ncu_raw_base_slice.csv", dst)
+        return dst
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    monkeypatch.setattr(cap.ncu_mod, "export_csv", export)
+    m = cap.capture(_cfg(tmp_path / "c", formats=["bf16"], batches=[256], collect=["ncu"], ncu_launch_count=20))
+    ent = m["collectors"]["ncu"]
+    assert ent["status"] == "ok" and ent["options"]["reader"] == "csv"
+    assert ent["options"]["metrics_unknown_to_chip"] == [] and ent["options"]["metrics_missing"] == []
+    assert ent["options"]["launch_count_reached"] == ["bf16_b256"]
+    k = pd.read_csv(tmp_path / "c" / "kernels.csv", keep_default_na=False, na_values=[""])
+    assert set(k["collector"]) == {"ncu"} and len(k) == 20 and k["dram_read_bytes"].notna().all()

@@ -42,7 +42,7 @@ def capture(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Capture folder (default captures/<time>)"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted capture in --out"),
     ncu_repeats: int = typer.Option(1, "--ncu-repeats", help="Layer calls per point replayed by ncu"),
-    ncu_launch_count: int = typer.Option(200, "--ncu-launch-count", help="Most kernels ncu profiles per run (0: no bound)"),
+    ncu_launch_count: int = typer.Option(200, "--ncu-launch-count", help="Most kernels ncu profiles per point (0: no bound); must cover a whole layer call"),
     nvtx_include: Optional[list[str]] = typer.Option(None, "--nvtx-include", help="ncu NVTX filter (default moe/; none in external mode)"),
     clock_control: str = typer.Option("none", "--clock-control", help="ncu --clock-control (none keeps boost clocks)"),
     cache_control: str = typer.Option("all", "--cache-control", help="ncu --cache-control (all: flush caches per replay)"),
@@ -80,6 +80,9 @@ def capture(
     for name, ent in m["collectors"].items():
         extra = ent.get("reason") or ", ".join(ent.get("files", [])[:2])
         typer.echo(f"  {name:6s} {ent['status']:8s} {extra}")
+    cut = m["collectors"].get("ncu", {}).get("options", {}).get("launch_count_reached")
+    if cut:
+        typer.echo(f"  warning: ncu stopped at --ncu-launch-count in {', '.join(cut)}; raise it to cover a whole layer call")
     for fmt, b, reason in m.get("points_failed", []):
         typer.echo(f"  point {fmt}/{b} failed: {reason}")
     if m["status"] == "failed":

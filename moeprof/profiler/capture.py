@@ -310,6 +310,8 @@ class Capture:
             c.shape = {k: w[k] for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}
             c.model, c.tp, c.ep, c.routing, c.seed = w.get("model"), w["tp"], w["ep"], w["routing"], w["seed"]
             c.repeats, c.warmup, c.workload = w["repeats"], w.get("warmup", c.warmup), w.get("workload", "moeprof")
+            if c.workload == "moeprof":
+                c.kernel = w.get("kernel", c.kernel)
         desc = self._check_host()
         old.setdefault("resumed_utc", []).append(now())
         old["status"] = "running"
@@ -477,6 +479,9 @@ class Capture:
         missing = ncu_mod.missing_after(self.ncu_metrics, present)
         ent["options"]["metrics_missing"] = sorted(set(ent["options"]["metrics_missing"]) | set(missing))
         folder.append(schema.KERNELS_FILE, k, table.empty_kernels())
+        if self.cfg.ncu_launch_count and len(k) >= self.cfg.ncu_launch_count:
+            # the bound cut the run short: later phases (often the GEMMs) may lack counters
+            ent["options"].setdefault("launch_count_reached", []).append(name)
         ent["files"] += [folder.rel(rep), folder.rel(csv_path)]
         if ent["status"] == "pending":
             ent["status"] = "ok"
