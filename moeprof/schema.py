@@ -48,6 +48,9 @@ COUNTER_METRICS: dict[str, str] = {
     "tensor_ops_fp8": "sm__ops_path_tensor_src_fp8_sparsity_off.sum",
     "tensor_ops_bf16_hgmma": "sm__ops_path_tensor_op_hgmma_src_bf16_dst_fp32_sparsity_off.sum",
     "tensor_ops_bf16_hmma": "sm__ops_path_tensor_op_hmma_src_bf16_dst_fp32_sparsity_off.sum",
+    # FP16-source tensor ops: where a compiler upcasts FP8 operands (e.g. mma.sync paths) they land here
+    "tensor_ops_fp16": "sm__ops_path_tensor_src_fp16.sum",
+    "tensor_inst_executed": "sm__inst_executed_pipe_tensor.sum",
     "sm_throughput_pct": "sm__throughput.avg.pct_of_peak_sustained_elapsed",
     "dram_throughput_pct": "dram__throughput.avg.pct_of_peak_sustained_elapsed",
     "l2_hit_rate_pct": "lts__t_sector_hit_rate.pct",

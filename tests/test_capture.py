@@ -194,7 +194,10 @@ def test_ncu_unit_reads_real_csv_and_flags_launch_bound(fake_gpu, tmp_path, monk
     m = cap.capture(_cfg(tmp_path / "c", formats=["bf16"], batches=[256], collect=["ncu"], ncu_launch_count=20))
     ent = m["collectors"]["ncu"]
     assert ent["status"] == "ok" and ent["options"]["reader"] == "csv"
-    assert ent["options"]["metrics_unknown_to_chip"] == [] and ent["options"]["metrics_missing"] == []
+    # The real CSV predates the fp16 / tensor-instruction counters: they are reported missing, not silently empty.
+    assert ent["options"]["metrics_unknown_to_chip"] == []
+    assert sorted(ent["options"]["metrics_missing"]) == ["sm__inst_executed_pipe_tensor.sum",
+                                                          "sm__ops_path_tensor_src_fp16.sum"]
     assert ent["options"]["launch_count_reached"] == ["bf16_b256"]
     k = pd.read_csv(tmp_path / "c" / "kernels.csv", keep_default_na=False, na_values=[""])
     assert set(k["collector"]) == {"ncu"} and len(k) == 20 and k["dram_read_bytes"].notna().all()

@@ -86,18 +86,25 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def _table_file(folder: Path, name: str) -> Path:
+    """`name`, or its gzip-compressed form `name.gz` (shipped examples are compressed)."""
+    plain, packed = folder / name, folder / f"{name}.gz"
+    return packed if not plain.exists() and packed.exists() else plain
+
+
 def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.DataFrame:
     if not file.is_file():
         raise MoeprofError(f"{file.parent}: capture is missing {file.name}")
     if file.stat().st_size == 0:
         raise MoeprofError(f"{file}: empty file (truncated capture?)")
-    with open(file, "rb") as fh:  # a writer that died mid-row leaves no final newline
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) not in (b"\n", b"\r"):
-            raise MoeprofError(f"{file}: truncated (last line is incomplete)")
+    if file.suffix != ".gz":  # gzip carries its own length and CRC checks
+        with open(file, "rb") as fh:  # a writer that died mid-row leaves no final newline
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) not in (b"\n", b"\r"):
+                raise MoeprofError(f"{file}: truncated (last line is incomplete)")
     try:
         header = pd.read_csv(file, nrows=0).columns
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise MoeprofError(f"{file}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     missing = [c for c in required if c not in header]
     if missing:
@@ -112,7 +119,7 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
         # Int64 columns are parsed as floats (fast C path), converted below.
     try:
         df = pd.read_csv(file, dtype=dtypes, keep_default_na=False, na_values=[""], low_memory=False)
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise MoeprofError(f"{file}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     for col, kind in columns.items():
         if col not in df.columns:
@@ -150,8 +157,8 @@ def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
     if not folder.is_dir():
         raise MoeprofError(f"{folder}: not a folder (a capture is a folder holding {MANIFEST_FILE})")
     manifest = _read_manifest(folder)
-    kernels = normalize_kernels(_read_csv(folder / KERNELS_FILE, KERNEL_COLUMNS, REQUIRED_KERNEL_COLUMNS))
-    points = _read_csv(folder / POINTS_FILE, POINT_COLUMNS, REQUIRED_POINT_COLUMNS)
+    kernels = normalize_kernels(_read_csv(_table_file(folder, KERNELS_FILE), KERNEL_COLUMNS, REQUIRED_KERNEL_COLUMNS))
+    points = _read_csv(_table_file(folder, POINTS_FILE), POINT_COLUMNS, REQUIRED_POINT_COLUMNS)
     warnings: list[str] = []
     if manifest.get("status") not in (None, "complete"):
         warnings.append(f"capture status is {manifest.get('status')!r}: some points or collectors may be missing")
