@@ -78,3 +78,25 @@ def test_timing_quantiles():
 
     assert _quantile([1, 2, 3, 4, 5], 0.5) == 3
     assert _quantile([1, 2, 3, 4, 5], 0.1) == pytest.approx(1.4)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") != "1" and not torch.cuda.is_available(),
+                    reason="kernels need CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("t,k,e,bm,off", [(1, 4, 128, 16, 0), (13, 2, 8, 16, 0), (300, 4, 16, 16, 0), (50, 4, 8, 4, 8)])
+def test_moe_align_kernel_matches_torch(t, k, e, bm, off):
+    """The one-launch sort kernel gives the torch version's blocks, expert ids, padding and counts
+    (rows of one expert may come in another order: compared as sets per expert segment)."""
+    from moeprof.profiler.kernels import moe_gemm as mg
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(t)
+    ids = torch.randint(0, e + 2 * off, (t, k), generator=g, dtype=torch.int32).to(dev)
+    a = mg.moe_align(ids, e, bm, off)
+    r = mg.moe_align_torch(ids, e, bm, off)
+    for x, y in zip(a[1:], r[1:]):
+        assert torch.equal(x.cpu(), y.cpu())
+    n = int(a[2])
+    assert torch.equal(a[0][n:].cpu(), r[0][n:].cpu())
+    seg = torch.repeat_interleave(a[1][: n // bm].long().cpu(), bm)
+    key = lambda s: (seg * (t * k + 1) + s.long().cpu()).sort().values  # noqa: E731
+    assert torch.equal(key(a[0][:n]), key(r[0][:n]))

@@ -133,8 +133,11 @@ def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
             p1[x] = q.pack_mxfp4(c)
             c, s2[x] = q.quant_mxfp4(w2[x])
             p2[x] = q.pack_mxfp4(c)
+        # largest E8M0 byte: the kernel's folded-scale unpack is exact up to 128 (see moe_gemm)
+        smax = int(max(int(s1.max()), int(s2.max()))) if e else 0
         return ExpertWeights(fmt, e, h, i, p1, s1, b1, p2, s2, b2,
-                             (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes)
+                             (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes,
+                             extra=dict(mx_scale_max=smax))
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
@@ -221,9 +224,11 @@ class MoeLayer:
         if kernel == "triton":
             from moeprof.profiler.kernels import moe_gemm as mg
 
-            self.cfg1 = dict(cfg[0]) if cfg else mg.get_config(fmt, "gemm1", m_per_expert, i, h, True)
-            self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False)
+            slots = int(local.numel())
+            self.cfg1 = dict(cfg[0]) if cfg else mg.get_config(fmt, "gemm1", m_per_expert, i, h, True, slots=slots)
+            self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False, slots=slots)
             self.cfg2["BM"] = self.cfg1["BM"]
+        self._big = wt.extra.get("mx_scale_max", 0) > 128
         dev = x.device
         nv = batch * top_k
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
@@ -263,14 +268,15 @@ class MoeLayer:
         with phase("gemm1"):
             mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, n=i, k=h,
                         a_div=self.top_k, fmt=fmt, gated=True, mul_routed=False, cfg=self.cfg1,
-                        up_off=i, up_soff=-(-i // 128))
+                        up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
         a, a_s = self.inter_buf, None
         if fmt in ("fp8", "fp8-block", "mxfp4-w4a8"):
             with phase("quant"):
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
         with phase("gemm2"):
             mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, n=h, k=i,
-                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2)
+                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2,
+                        mx_big_scale=self._big)
         with phase("combine"):
             torch.sum(self.out_sorted.view(self.batch, self.top_k, h), dim=1, out=self.out)
         return self.out
@@ -294,12 +300,13 @@ class MoeLayer:
                 a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
             mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, n=i, k=h,
                         a_div=self.top_k, fmt=fmt, gated=True, mul_routed=False, cfg=self.cfg1,
-                        up_off=i, up_soff=-(-i // 128))
+                        up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
             a, a_s = self.inter_buf, None
             if q:
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
             mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, n=h, k=i,
-                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2)
+                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2,
+                        mx_big_scale=self._big)
 
         return run
 

@@ -91,6 +91,58 @@ def _e2m1x4_to_bf16_asm(w):
 
 
 @triton.jit
+def _e2m1x4_scaled_bf16_asm(w, s):
+    """Packed uint8 tile + its E8M0 scale bytes (same shape; the 4 bytes of one 32-bit word share
+    one MX group, so only byte 0 of each scale word is read) -> (lo, hi) bf16 tiles of
+    E2M1 * 2^(S-127), scale folded in: the same bit placement as _e2m1x4_to_bf16_asm (value *
+    2^-126, exact) and one mul.bf16x2 by 2^(S-1) built in integer space ((S + 126) << 7 in both
+    halves). Exact for S <= 128 (2^(S-1) representable); the launcher uses the unscaled unpack + a
+    separate multiply when a weight tensor has larger scales. Results below 2^-126 are bf16
+    subnormals (mul.bf16x2 keeps them). ~2.9 instructions per element, no accumulator rescale."""
+    return tl.inline_asm_elementwise(
+        asm="""
+        {
+        .reg .b32 t0, t1, m, s, bias;
+        and.b32 bias, $5, 0xFF;
+        add.u32 bias, bias, 126;
+        shl.b32 bias, bias, 7;
+        prmt.b32 bias, bias, 0, 0x1010;
+        mov.b32 m, 0x01C001C0;
+        mov.b32 s, 0x80008000;
+        shl.b32 t0, $4, 6;
+        shl.b32 t1, $4, 12;
+        and.b32 t0, t0, m;
+        and.b32 t1, t1, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $0, t0, bias;
+        shr.b32 t0, $4, 2;
+        shl.b32 t1, $4, 4;
+        and.b32 t0, t0, m;
+        and.b32 t1, t1, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $1, t0, bias;
+        shl.b32 t0, $4, 2;
+        shl.b32 t1, $4, 8;
+        and.b32 t0, t0, m;
+        and.b32 t1, t1, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $2, t0, bias;
+        shr.b32 t0, $4, 6;
+        and.b32 t0, t0, m;
+        and.b32 t1, $4, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $3, t0, bias;
+        }
+        """,
+        constraints="=r,=r,=r,=r,r,r",
+        args=[w, s],
+        dtype=(tl.bfloat16, tl.bfloat16),
+        is_pure=True,
+        pack=4,
+    )
+
+
+@triton.jit
 def _e2m1x4_to_fp8_asm(w):
     """Packed uint8 tile -> (lo, hi) e4m3 tiles holding E2M1 * 2^-6 exactly (e4m3 subnormals),
     four elements per instruction. Output byte i comes from input byte i (no swap)."""
@@ -124,7 +176,10 @@ def _e2m1_nibble_to_bf16_bits(nib, sexp):
     Used by the interpreter path (and as a fallback): ~10 integer ops per element."""
     em = nib & 7
     sign = (nib & 8) << 12
-    mag = tl.where(em >= 2, (em << 6) + ((126 + sexp) << 7), tl.where(em == 1, (126 + sexp) << 7, 0))
+    # exponent field: e + S - 1 (e >= 1), S - 1 for the subnormal 0.5; <= 0 flushes to zero (the
+    # value is below 2^-126: only all-zero MX groups, whose scale byte is 0, get there in practice)
+    fe = tl.where(em >= 2, (em >> 1) + 126 + sexp, 126 + sexp)
+    mag = tl.where((em >= 2) & (fe > 0), (fe << 7) | ((em & 1) << 6), tl.where((em == 1) & (fe > 0), fe << 7, 0))
     return mag | sign
 
 
@@ -155,7 +210,8 @@ def moe_gemm_kernel(
     GATED: tl.constexpr, HAS_BIAS: tl.constexpr, MUL_ROUTED: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, UNPACK_ASM: tl.constexpr, SCALE_PRE: tl.constexpr,
-    DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1,
+    DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1, MXV: tl.constexpr = 0,
+    BIG_SCALE: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(tl.load(npp_ptr), BM)
@@ -188,8 +244,65 @@ def moe_gemm_kernel(
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     acc_up = tl.zeros((BM, BN), dtype=tl.float32)
 
-    if WF >= 3:
-        # ---------------- MXFP4: one 32-element K group (16 bytes / row) per step
+    if WF == 3 and MXV == 1:
+        # ---------------- MXFP4 x bf16, v2: one K tile of BK elements (BK/32 MX groups) per step.
+        # The E8M0 scale is folded into the bf16 exponent while unpacking (no accumulator rescale),
+        # so a K tile is two tensor-core dots: the low-nibble plane (elements 0..15 of each group)
+        # and the high-nibble plane (16..31), each [BN, BK/2], against A columns gathered to match.
+        G: tl.constexpr = BK // 32
+        gg = tl.arange(0, G)
+        jj = tl.arange(0, 16)
+        if UNPACK_ASM:
+            jpos = jj                                   # asm pairs undo the pack's byte swap
+        else:
+            jpos = (jj & ~3) | ((jj & 1) << 1) | ((jj & 2) >> 1)  # byte position of plane j
+        boff = gg[:, None] * 16 + jpos[None, :]         # [G, 16] byte offsets inside the tile
+        qq = tl.arange(0, BK // 2)
+        a_lo_cols = tl.max_contiguous(tl.multiple_of((qq // 16) * 32 + (qq % 16), 16), 16)
+        ws_e = w_s_ptr + expert * stride_wse
+        for k0 in range(0, K, BK):
+            if EVEN_K:
+                a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
+                a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
+            else:
+                akm = (k0 + a_lo_cols) < K
+                a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
+                a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
+            for half in tl.static_range(2 if GATED else 1):
+                nrow = offs_n_safe + half * up_off
+                wp = w_e + nrow[:, None, None] * stride_wn + (k0 // 2 + boff)[None, :, :]
+                sp = ws_e + nrow[:, None] * stride_wsn + (k0 // 32 + gg)[None, :]
+                if EVEN_K:
+                    wb = tl.load(wp)
+                    sc = tl.load(sp)
+                else:
+                    gm = (k0 // 32 + gg) < (K // 32)
+                    wb = tl.load(wp, mask=gm[None, :, None], other=0)
+                    sc = tl.load(sp, mask=gm[None, :], other=0)
+                if UNPACK_ASM:
+                    if BIG_SCALE:
+                        w_lo, w_hi = _e2m1x4_to_bf16_asm(wb)
+                        f = tl.exp2((sc.to(tl.int32) - 127).to(tl.float32))[:, :, None]
+                        w_lo = (w_lo.to(tl.float32) * f).to(tl.bfloat16)
+                        w_hi = (w_hi.to(tl.float32) * f).to(tl.bfloat16)
+                    else:
+                        sc3 = tl.broadcast_to(sc[:, :, None], (BN, G, 16))
+                        w_lo, w_hi = _e2m1x4_scaled_bf16_asm(wb, sc3)
+                else:
+                    wi = wb.to(tl.int32)
+                    sexp = (sc.to(tl.int32) - 127)[:, :, None]
+                    w_lo = _e2m1_nibble_to_bf16_bits(wi & 15, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
+                    w_hi = _e2m1_nibble_to_bf16_bits(wi >> 4, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
+                w_lo = tl.reshape(w_lo, (BN, BK // 2))
+                w_hi = tl.reshape(w_hi, (BN, BK // 2))
+                if half == 0:
+                    acc = _dot(a_lo, tl.trans(w_lo), acc, DOT_F32)
+                    acc = _dot(a_hi, tl.trans(w_hi), acc, DOT_F32)
+                else:
+                    acc_up = _dot(a_lo, tl.trans(w_lo), acc_up, DOT_F32)
+                    acc_up = _dot(a_hi, tl.trans(w_hi), acc_up, DOT_F32)
+    elif WF >= 3:
+        # ---------------- MXFP4 v1: one 32-element K group (16 bytes / row) per step
         j = tl.arange(0, 16)
         jperm = (j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)      # byte position <-> plane index
         # One dot per 32-group with K = 32: the lo and hi nibble planes are joined along a new last
@@ -362,6 +475,58 @@ def act_quant(x: torch.Tensor, per_group: bool, force_kernel: bool = False) -> t
 
 
 # ----------------------------------------------------------------------------- sort (moe_align)
+# One-program sort kernel up to this many token slots (H100: 6.6 / 10.8 / 36.9 us at 4 / 256 / 4096
+# slots vs 75-116 us for the torch version; 480 us vs 170 us at 65536 slots, where torch is used).
+ALIGN_KERNEL_MAX_SLOTS = 8192
+
+
+@triton.jit
+def moe_align_kernel(ids_ptr, sorted_ptr, eid_ptr, npp_ptr, counts_ptr, scratch_ptr,
+                     nv, E, expert_offset, cap, nblocks,
+                     BM: tl.constexpr, NB: tl.constexpr, CH: tl.constexpr, CB: tl.constexpr):
+    """The whole sort in one program (one launch): histogram of the bucket per slot (local expert, or
+    E = foreign), padded starts by a scan, expert id per BM block, then each slot's destination from
+    an atomic per-bucket counter. Order inside an expert's rows follows the atomics (not stable);
+    every row is computed independently, so results do not depend on it. scratch: int32 [2 * NB]."""
+    b_idx = tl.arange(0, NB)
+    tl.store(scratch_ptr + b_idx, tl.zeros([NB], tl.int32))
+    # pad value everywhere first; real slots overwrite below (after a CTA barrier)
+    for c0 in range(0, cap, CH):
+        offs = c0 + tl.arange(0, CH)
+        tl.store(sorted_ptr + offs, tl.full([CH], 0, tl.int32) + nv, mask=offs < cap)
+    cnt = tl.zeros([NB], tl.int32)
+    for c0 in range(0, nv, CH):
+        offs = c0 + tl.arange(0, CH)
+        m = offs < nv
+        g = tl.load(ids_ptr + offs, mask=m, other=0).to(tl.int32) - expert_offset
+        bk = tl.where((g >= 0) & (g < E), g, E)
+        bk = tl.where(m, bk, NB - 1)  # NB >= E + 2: the last bin collects the masked lanes
+        cnt += tl.histogram(bk, NB)
+    cnt = tl.where(b_idx <= E, cnt, 0)
+    padded = (cnt + BM - 1) // BM * BM
+    ends = tl.cumsum(padded, 0)
+    starts = ends - padded
+    tl.store(scratch_ptr + NB + b_idx, starts)
+    tl.store(counts_ptr + b_idx, cnt, mask=b_idx < E)
+    total = tl.sum(padded, 0)
+    tl.store(npp_ptr, total)
+    ends_v = tl.where(b_idx <= E, ends, total + 1)
+    for c0 in range(0, nblocks, CB):
+        blk = c0 + tl.arange(0, CB)
+        e = tl.sum((ends_v[None, :] <= (blk * BM)[:, None]).to(tl.int32), 1)
+        e = tl.where(e >= E, -1, e)
+        tl.store(eid_ptr + blk, e, mask=blk < nblocks)
+    tl.debug_barrier()
+    for c0 in range(0, nv, CH):
+        offs = c0 + tl.arange(0, CH)
+        m = offs < nv
+        g = tl.load(ids_ptr + offs, mask=m, other=0).to(tl.int32) - expert_offset
+        bk = tl.where((g >= 0) & (g < E), g, E)
+        rank = tl.atomic_add(scratch_ptr + bk, 1, mask=m)
+        dest = tl.load(scratch_ptr + NB + bk, mask=m, other=0) + rank
+        tl.store(sorted_ptr + dest, offs, mask=m)
+
+
 def moe_align(topk_ids: torch.Tensor, num_experts: int, block_m: int, expert_offset: int = 0):
     """Sort token slots by expert and pad each expert's rows to block_m; graph-capturable (no host sync).
 
@@ -369,7 +534,34 @@ def moe_align(topk_ids: torch.Tensor, num_experts: int, block_m: int, expert_off
     the rest go to one "foreign" bucket whose blocks have expert id -1 (EP: written as zeros).
     Returns sorted_ids [cap] int32 (pad value T*k), expert_ids [cap/block_m] int32, npp [1] int32
     (rows after padding) and counts [num_experts] int32 (tokens per local expert).
+    On CUDA (and under TRITON_INTERPRET) this is one Triton launch plus the output allocations;
+    moe_align_torch is the torch version (about 40 small kernels).
     """
+    if not (topk_ids.is_cuda or INTERPRET) or topk_ids.numel() > ALIGN_KERNEL_MAX_SLOTS:
+        return moe_align_torch(topk_ids, num_experts, block_m, expert_offset)
+    dev = topk_ids.device
+    flat = topk_ids.reshape(-1)
+    if flat.dtype not in (torch.int32, torch.int64) or not flat.is_contiguous():
+        flat = flat.to(torch.int32).contiguous()
+    nv = flat.numel()
+    nb = num_experts + 1
+    cap = nv + min(nb, nv) * (block_m - 1)
+    cap = (cap + block_m - 1) // block_m * block_m
+    nblocks = cap // block_m
+    NB = triton.next_power_of_2(num_experts + 2)
+    sorted_ids = torch.empty((cap,), dtype=torch.int32, device=dev)
+    eid = torch.empty((nblocks,), dtype=torch.int32, device=dev)
+    npp = torch.empty((1,), dtype=torch.int32, device=dev)
+    counts = torch.empty((num_experts,), dtype=torch.int32, device=dev)
+    scratch = torch.empty((2 * NB,), dtype=torch.int32, device=dev)
+    moe_align_kernel[(1,)](flat, sorted_ids, eid, npp, counts, scratch, nv, num_experts, expert_offset,
+                           cap, nblocks, BM=block_m, NB=NB, CH=1024 if nv > 256 else 256, CB=32,
+                           num_warps=8 if nv > 2048 else 4)
+    return sorted_ids, eid, npp, counts
+
+
+def moe_align_torch(topk_ids: torch.Tensor, num_experts: int, block_m: int, expert_offset: int = 0):
+    """moe_align in torch ops (stable order inside each expert); the reference for the kernel."""
     dev = topk_ids.device
     flat = topk_ids.reshape(-1).to(torch.int64)
     nv = flat.numel()
@@ -401,7 +593,7 @@ def moe_align(topk_ids: torch.Tensor, num_experts: int, block_m: int, expert_off
 
 # ----------------------------------------------------------------------------- configs
 # Defaults by regime: rows per expert small (decode: weight streaming) vs large (prefill).
-def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool) -> dict:
+def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None) -> dict:
     wf, _ = FMT_CODES[fmt]
     mx = wf >= 3
     if m_per_expert <= 16:
@@ -420,8 +612,17 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool) -
             cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, GPI=3)
         else:
             cfg = dict(BM=128, BN=64, BK=64, GROUP_M=8, num_warps=8, num_stages=3, GPI=1)
+        if wf == WF_MX_BF16:
+            # v2 loop (scale folded into the unpack, one K tile of BK elements per step)
+            if m_per_expert <= 64:
+                # few experts touched (<= 16 slots): BN=32 doubles the programs (H100, batch 1:
+                # 69 vs 80 us for the two GEMMs); BN=64 from there (batch 64: 919 vs 991 us)
+                bn = 32 if (slots is not None and slots <= 16) else 64
+                cfg = dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
+            else:
+                cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
     if INTERPRET:
-        cfg.update(BM=16, BN=16, BK=32, num_stages=1, GPI=min(cfg.get("GPI", 1), 3))
+        cfg.update(BM=16, BN=16, BK=64 if cfg.get("MXV") else 32, num_stages=1, GPI=min(cfg.get("GPI", 1), 3))
     return cfg
 
 
@@ -435,11 +636,12 @@ def m_bucket(m_per_expert: float) -> int:
 _TUNED: dict = {}   # (fmt, gemm, m_bucket, N, K) -> config (filled by autotune())
 
 
-def get_config(fmt: str, which: str, m_per_expert: float, n: int, k: int, gated: bool) -> dict:
+def get_config(fmt: str, which: str, m_per_expert: float, n: int, k: int, gated: bool,
+               slots: int | None = None) -> dict:
     key = (fmt, which, m_bucket(m_per_expert), n, k)
     if key in _TUNED:
         return dict(_TUNED[key])
-    return default_config(fmt, m_per_expert, n, k, gated)
+    return default_config(fmt, m_per_expert, n, k, gated, slots=slots)
 
 
 def candidate_configs(fmt: str, m_per_expert: float, gated: bool) -> list[dict]:
@@ -470,7 +672,7 @@ def candidate_configs(fmt: str, m_per_expert: float, gated: bool) -> list[dict]:
 # ----------------------------------------------------------------------------- launcher
 def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, n, k, a_div,
              fmt: str, gated: bool, mul_routed: bool, cfg: dict, up_off: int = 0, up_soff: int = 0,
-             unpack_asm: bool | None = None):
+             unpack_asm: bool | None = None, mx_big_scale: bool | None = None):
     wf, aq = FMT_CODES[fmt]
     if wf == WF_MX_BF16:
         aq = AQ_NONE
@@ -489,6 +691,11 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     if not has_bias:
         bias = w
     scale_pre = wf == WF_MX_BF16 and bm >= 64
+    mxv = cfg.get("MXV", 0) if wf == WF_MX_BF16 else 0
+    if mxv:
+        assert bk % 32 == 0 and k % 32 == 0
+    if mx_big_scale is None:
+        mx_big_scale = bool(mxv == 1 and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
     moe_gemm_kernel[grid](
         a, a_s, w, w_s, bias, out, topk_w, sorted_ids, expert_ids, npp,
         n, k, topk_w.numel(), up_off, up_soff,
@@ -499,6 +706,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"], EVEN_K=(k % bk == 0),
         UNPACK_ASM=bool(unpack_asm), SCALE_PRE=scale_pre, DOT_F32=INTERPRET,
         GPI=(cfg.get("GPI", 1) if (wf >= 3 and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
+        MXV=mxv, BIG_SCALE=bool(mx_big_scale),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
