@@ -71,7 +71,7 @@ def point_costs(exp: Expected, points: list[tuple[str, int]]) -> tuple[pd.DataFr
     """Analytical cost per (format, batch): FLOPs, bytes, predicted bound. Note says why if empty."""
     if exp.gpu is None or exp.model is None:
         return pd.DataFrame(), "; ".join(exp.notes.values()) or "no GPU spec or model"
-    from moeprof.models import cost
+    from moeprof.models import cost, formats
 
     rows, skipped = [], []
     for fmt, batch in points:
@@ -82,6 +82,7 @@ def point_costs(exp: Expected, points: list[tuple[str, int]]) -> tuple[pd.DataFr
             continue
         rows.append({
             "format": fmt, "batch": int(batch), "mma_path_model": c.mma_path,
+            "weight_bits": formats.get_format(fmt).weight_bits,
             "flops": c.flops, "gemm1_flops": c.gemm1_flops, "gemm2_flops": c.gemm2_flops,
             "bytes": c.bytes, "weight_bytes": c.weight_bytes,
             "gemm1_bytes": c.gemm1_bytes, "gemm2_bytes": c.gemm2_bytes,
@@ -105,10 +106,14 @@ def memory(exp: Expected, formats: list[str]) -> tuple[pd.DataFrame, str | None]
             plan = cost.memory_plan(exp.model, fmt, exp.gpu, tp=exp.tp, ep=exp.ep)
         except MoeprofError:
             continue
+        try:
+            min_tp = cost.min_tp_to_fit(exp.model, fmt, exp.gpu) if not plan.fits else exp.tp
+        except MoeprofError:
+            min_tp = None
         rows.append({"format": fmt, "weight_bytes_per_gpu": plan.weight_bytes_per_gpu,
                      "kv_free_bytes_per_gpu": plan.free_bytes_per_gpu, "hbm_bytes": plan.hbm_bytes,
-                     "reserve_fraction": plan.reserve_fraction, "fits": plan.fits,
-                     "num_moe_layers": exp.model.num_moe_layers})
+                     "reserve_fraction": plan.reserve_fraction, "fits": plan.fits, "tp": exp.tp, "ep": exp.ep,
+                     "min_tp_to_fit": min_tp, "num_moe_layers": exp.model.num_moe_layers})
     return pd.DataFrame(rows), None if rows else "cost model knows none of the formats"
 
 

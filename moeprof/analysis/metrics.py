@@ -9,9 +9,14 @@ Sources, stated in `*_source` columns:
              (CUDA events) where present.
   counters   ncu rows: bytes and tensor ops summed per layer call, median over calls.
   tensor ops ncu counts one FMA as 2 ops (sm__ops_path_tensor_*: a 256x2880x5760 BF16 GEMM reads
-             exactly 2*M*N*K), so executed ops and useful FLOPs share a unit and
-             executed/useful - 1 is the work spent on padding (tile remainders, block-aligned
-             expert groups).
+             exactly 2*M*N*K), so executed ops and useful FLOPs share a unit:
+             executed/useful is the overcount and (executed - useful)/executed the share of the
+             executed tensor work spent on padding (tile remainders, block-aligned expert groups).
+             Counted types: FP8, BF16 and (newer captures) FP16 source; `tensor_inst_executed`
+             tells "tensor instructions of an uncounted type" from "no tensor-core work".
+  bound      measured class of the expert GEMMs: memory (DRAM >= BUSY_PCT of peak), compute (tensor
+             pipe >= BUSY_PCT active), else latency/issue (neither unit is busy: stalls, unpacking,
+             too little parallelism).
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from moeprof.analysis.classify import GEMM_ROLES, ROLES
 
 TIMING_PREFERENCE = ("nsys", "torch", "ncu")
 COUNTER_SUM_COLUMNS = ["gpu_time_ns", "dram_read_bytes", "dram_write_bytes", "tensor_pipe_active_cycles",
-                       "tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma"]
+                       "tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma", "tensor_ops_fp16",
+                       "tensor_inst_executed"]
+# Counters averaged over a call, weighted by each kernel's ncu duration.
+COUNTER_TIME_WEIGHTED = ["tensor_pipe_active_pct", "sm_throughput_pct"]
+BUSY_PCT = 60.0  # a unit at or above this share of its peak is what bounds the kernel
+MEASURED_PATHS = ("fp8", "bf16", "fp16")  # a measured path that names one MMA type sets the roofline peak
+# MMA paths -> the peak they run at (FP16-source MMAs run at the BF16 rate on every tensor-core GPU).
+_PEAK_ALIAS = {"fp16": "bf16"}
 
 
 @dataclass
@@ -38,7 +50,8 @@ class Peaks:
     dram_source: str = "n/a"
 
     def tensor(self, path: str | None) -> float:
-        return self.tensor_flops_per_s.get(str(path), np.nan)
+        path = _PEAK_ALIAS.get(str(path), str(path))
+        return self.tensor_flops_per_s.get(path, np.nan)
 
 
 def _median(df: pd.DataFrame, col: str) -> float:
@@ -113,36 +126,75 @@ def _counters_per_call(kernels: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     k = _point_rows(kernels, "ncu")
     if k.empty:
         return pd.DataFrame(columns=by)
-    k = k.assign(role=k["role"].astype(str),
-                 _pipe_w=k["tensor_pipe_active_pct"] * k["gpu_time_ns"])
-    per_call = k.groupby(by + ["call_id"], observed=True, sort=False)[COUNTER_SUM_COLUMNS + ["_pipe_w"]].sum(min_count=1)
+    weighted = {f"_w_{c}": k[c] * k["gpu_time_ns"] for c in COUNTER_TIME_WEIGHTED}
+    k = k.assign(role=k["role"].astype(str), **weighted)
+    per_call = k.groupby(by + ["call_id"], observed=True, sort=False)[COUNTER_SUM_COLUMNS + list(weighted)].sum(min_count=1)
     per_call = per_call.reset_index()
     med = per_call.groupby(by, observed=True, sort=False).median(numeric_only=True).reset_index()
     med = med.drop(columns=["call_id"])
-    med["tensor_pipe_active_pct"] = med["_pipe_w"] / med["gpu_time_ns"]
+    for c in COUNTER_TIME_WEIGHTED:
+        med[c] = med[f"_w_{c}"] / med["gpu_time_ns"]
     med["ncu_calls"] = per_call.groupby(by, observed=True, sort=False).size().to_numpy()
-    return med.drop(columns=["_pipe_w"])
+    return med.drop(columns=list(weighted))
 
 
-def tensor_path(fp8_ops: pd.Series, bf16_ops: pd.Series) -> pd.Series:
-    """Which MMA path executed the tensor ops: fp8 | bf16 | mixed | none | '' (no counters)."""
-    f, b = fp8_ops.to_numpy(dtype=float), bf16_ops.to_numpy(dtype=float)
-    out = np.where(np.isnan(f) & np.isnan(b), "", "none").astype(object)
-    fp, bp = np.nan_to_num(f) > 0, np.nan_to_num(b) > 0
-    out[fp & ~bp] = "fp8"
-    out[bp & ~fp] = "bf16"
-    out[fp & bp] = "mixed"
+# tensor_path values that are not an MMA type
+PATH_NOT_COLLECTED = "n/a"     # no FP8/BF16 ops counted, FP16 ops and tensor instructions not collected
+PATH_UNCOUNTED = "uncounted"   # tensor instructions ran, but none of the counted op types
+PATH_NONE = "none"             # no tensor instructions at all: no tensor-core work
+
+
+def tensor_path(fp8_ops: pd.Series, bf16_ops: pd.Series, fp16_ops: pd.Series | None = None,
+                tensor_inst: pd.Series | None = None) -> pd.Series:
+    """Which MMA path executed the tensor ops.
+
+    fp8 | bf16 | fp16 | mixed (more than one counted type) where ops were counted; where none were:
+    'uncounted' (tensor instructions > 0), 'none' (tensor instructions == 0), 'n/a' (neither FP16 ops
+    nor tensor instructions collected, so "no tensor work" cannot be told from "an uncounted type");
+    '' without any tensor counters.
+    """
+    nan = pd.Series(np.nan, index=fp8_ops.index)
+    f = fp8_ops.to_numpy(dtype=float)
+    b = bf16_ops.to_numpy(dtype=float)
+    h = (fp16_ops if fp16_ops is not None else nan).to_numpy(dtype=float)
+    inst = (tensor_inst if tensor_inst is not None else nan).to_numpy(dtype=float)
+    counted = [(name, np.nan_to_num(x) > 0) for name, x in (("fp8", f), ("bf16", b), ("fp16", h))]
+    n_types = sum(m.astype(int) for _, m in counted)
+    any_counter = ~(np.isnan(f) & np.isnan(b) & np.isnan(h))
+    out = np.where(any_counter, PATH_NOT_COLLECTED, "").astype(object)
+    zero = any_counter & (n_types == 0)
+    known_h = ~np.isnan(h)
+    out[zero & ~np.isnan(inst) & (inst > 0)] = PATH_UNCOUNTED
+    out[zero & ~np.isnan(inst) & (inst == 0)] = PATH_NONE
+    # FP16 ops collected as 0 and no instruction count: every common MMA type was counted, so none ran.
+    out[zero & np.isnan(inst) & known_h] = PATH_NONE
+    for name, m in counted:
+        out[m & (n_types == 1)] = name
+    out[n_types > 1] = "mixed"
     return pd.Series(out, index=fp8_ops.index)
 
 
+def classify_bound(dram_pct: pd.Series, tensor_busy_pct: pd.Series, threshold: float = BUSY_PCT) -> pd.Series:
+    """memory | compute | latency/issue | '' (counters missing), from how busy DRAM and the tensor pipe are."""
+    d, t = dram_pct.to_numpy(dtype=float), tensor_busy_pct.to_numpy(dtype=float)
+    out = np.where(np.isnan(d) | np.isnan(t), "", "latency/issue").astype(object)
+    mem, comp = np.nan_to_num(d) >= threshold, np.nan_to_num(t) >= threshold
+    out[mem & ~comp] = "memory"
+    out[comp & ~mem] = "compute"
+    both = mem & comp
+    out[both] = np.where(d[both] / threshold >= t[both] / threshold, "memory", "compute")
+    return pd.Series(out, index=dram_pct.index)
+
+
 def _add_counter_metrics(t: pd.DataFrame, pk: Peaks) -> pd.DataFrame:
-    for col in COUNTER_SUM_COLUMNS + ["tensor_pipe_active_pct", "ncu_calls"]:
+    for col in COUNTER_SUM_COLUMNS + COUNTER_TIME_WEIGHTED + ["ncu_calls"]:
         if col not in t.columns:
             t[col] = np.nan
     t["dram_bytes"] = t["dram_read_bytes"] + t["dram_write_bytes"]
     t["tensor_ops_bf16"] = t[["tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma"]].sum(axis=1, min_count=1)
-    t["tensor_ops"] = t[["tensor_ops_fp8", "tensor_ops_bf16"]].sum(axis=1, min_count=1)
-    t["tensor_path"] = tensor_path(t["tensor_ops_fp8"], t["tensor_ops_bf16"])
+    t["tensor_ops"] = t[["tensor_ops_fp8", "tensor_ops_bf16", "tensor_ops_fp16"]].sum(axis=1, min_count=1)
+    t["tensor_path"] = tensor_path(t["tensor_ops_fp8"], t["tensor_ops_bf16"], t["tensor_ops_fp16"],
+                                   t["tensor_inst_executed"])
     t["executed_tflop_per_s"] = t["tensor_ops"] / t["gpu_time_ns"] * 1e-3
     return t
 
@@ -152,7 +204,11 @@ def _add_roofline(t: pd.DataFrame, pk: Peaks, flops: pd.Series, nbytes: pd.Serie
     """Achieved rates and % of roofline for rows with analytic FLOPs/bytes and a measured time."""
     t["useful_flops"] = flops
     t["useful_tflop_per_s"] = flops / time_ns * 1e-3
-    t["padding_pct"] = (t["tensor_ops"] / flops - 1.0) * 100.0
+    # Padding: share of the executed tensor work that was not useful. Undefined without executed ops,
+    # and where fewer ops were counted than the GEMM needs (part of the work ran on an uncounted type).
+    ex = t["tensor_ops"]
+    t["executed_over_useful"] = (ex / flops).where((ex > 0) & (flops > 0))
+    t["padding_pct"] = ((ex - flops) / ex * 100.0).where(t["executed_over_useful"] >= 1.0 - 1e-6).clip(lower=0.0)
     counters = t["dram_bytes"].notna() & (t["gpu_time_ns"] > 0)
     t["dram_bw_bytes_per_s"] = np.where(counters, t["dram_bytes"] / t["gpu_time_ns"] * 1e9, nbytes / time_ns * 1e9)
     t["dram_bw_source"] = np.where(counters, "ncu counters",
@@ -164,9 +220,14 @@ def _add_roofline(t: pd.DataFrame, pk: Peaks, flops: pd.Series, nbytes: pd.Serie
     t_roof = np.maximum(flops / t["peak_tensor_flop_per_s"], nbytes / pk.dram_bytes_per_s)
     t["t_roofline_ns"] = t_roof * 1e9
     t["pct_of_roofline"] = t["t_roofline_ns"] / time_ns * 100.0
-    t["bound_measured"] = np.where(
-        t["dram_bw_pct_of_peak"].isna() | t["tensor_pct_of_peak"].isna(), "",
-        np.where(t["dram_bw_pct_of_peak"] >= t["tensor_pct_of_peak"], "memory", "compute"))
+    # How busy the tensor pipe was: ncu's active share where read (padding work included), else useful
+    # FLOP/s against the path's peak.
+    pipe = t["tensor_pipe_active_pct"] if "tensor_pipe_active_pct" in t else pd.Series(np.nan, index=t.index)
+    t["tensor_busy_pct"] = pipe.where(pipe.notna(), t["tensor_pct_of_peak"])
+    t["tensor_busy_source"] = np.where(pipe.notna(), "tensor pipe active (ncu)",
+                                       np.where(t["tensor_pct_of_peak"].notna(), "useful FLOP/s / MMA peak", "n/a"))
+    dram_known = t["dram_bw_source"].eq("ncu counters")
+    t["bound_measured"] = classify_bound(t["dram_bw_pct_of_peak"].where(dram_known), t["tensor_busy_pct"])
     return t
 
 
@@ -196,7 +257,7 @@ def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector:
             flops[sel] = c.loc[sel, f"{r}_flops"].to_numpy()
             nbytes[sel] = c.loc[sel, f"{r}_bytes"].to_numpy()
         path = c["mma_path_model"].fillna("").astype(object)
-    path = path.where(~t["tensor_path"].isin(["fp8", "bf16"]), t["tensor_path"])
+    path = path.where(~t["tensor_path"].isin(MEASURED_PATHS), t["tensor_path"])
     t = _add_roofline(t, pk, flops, nbytes, t["time_median_ns"], path)
     t["role"] = pd.Categorical(t["role"], categories=ROLES)
     return t.sort_values(["format", "batch", "role"]).reset_index(drop=True)
@@ -277,7 +338,7 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
         if "experts_touched" in t:
             t["experts_touched_source"] = np.where(t["experts_touched"].notna(), "points.csv", "model")
         path = t["mma_path_model"].fillna("").astype(object)
-        path = path.where(~t["tensor_path"].isin(["fp8", "bf16"]), t["tensor_path"])
+        path = path.where(~t["tensor_path"].isin(MEASURED_PATHS), t["tensor_path"])
         # Analytic work of the expert GEMMs that were measured (a capture may lack one).
         seen = _gemms_seen(kernels, collector, t[keys])
         gflops = sum(t[f"{r}_flops"].where(seen[r], 0.0) for r in GEMM_ROLES)

@@ -56,11 +56,11 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     ncu = capture.manifest.get("collectors", {}).get("ncu", {}) or {}
     why = (f"ncu {ncu.get('status')}: {ncu.get('reason')}" if ncu.get("status") not in (None, "ok")
            else "no ncu counters for these kernels")
-    vds = verdict.verdicts(layer, roles, samples, why_no_counters=why)
     formats = sorted(layer["format"].unique()) if not layer.empty else []
     chosen = verdict.pick_pair(formats, pair)
     if pair and chosen is None:
         raise MoeprofError(f"--pair {','.join(pair)}: capture has formats {', '.join(formats) or 'none'}")
+    vds = verdict.verdicts(layer, roles, samples, why_no_counters=why, pair=chosen)
     memory, mem_note = expected.memory(exp, formats)
     predicted = expected.predicted_crossover(exp, *chosen) if chosen else (None, "n/a")
     summ = verdict.summary(layer, vds, chosen, predicted, memory, mem_note, capture.gpu_name)

@@ -9,6 +9,7 @@ from moeprof.analysis.classify import ROLES
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
 from moeprof.analysis.verdict import fmt_time
+from moeprof.reports.terminal import mma_cell, verdict_heading
 
 
 def _n(x, fmt: str = "{:.0f}", suffix: str = "") -> str:
@@ -35,17 +36,20 @@ def analysis_markdown(a: Analysis) -> str:
     s = a.summary
     out += ["", "## Verdict", "", f"**{s.get('answer')}**", ""] + [f"- {x}" for x in s.get("lines", [])]
     for v in a.verdicts:
-        out += ["", f"### Batch {v.batch}: {v.winner} wins, {v.speedup:.2f}x over {v.runner_up}", ""]
+        h = verdict_heading(v)
+        out += ["", f"### B{h[1:]}", ""]
         out += [f"- {r}" for r in v.reasons]
     out += ["", "## Layer calls", ""]
     rows = [[str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
              f"{fmt_time(r.get('layer_time_p10_ns'))}–{fmt_time(r.get('layer_time_p90_ns'))}",
              _n(r.get("tokens_per_s"), "{:,.0f}"), _n(r.get("pct_of_roofline"), suffix="%"),
              _n(r.get("dram_bw_pct_of_peak"), suffix="%"), _n(r.get("tensor_pct_of_peak"), suffix="%"),
-             str(r.get("tensor_path") or r.get("mma_path_model") or "n/a"), _n(r.get("padding_pct"), "{:.1f}", "%"),
+             _n(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
+             mma_cell(r), _n(r.get("padding_pct"), suffix="%"),
              _n(r.get("outside_gemm_pct"), suffix="%")] for _, r in a.layer.iterrows()]
     out.append(_table(["format", "batch", "time", "p10–p90", "tokens/s", "GEMM % roofline", "DRAM % peak",
-                       "tensor % peak", "MMA path", "padding", "outside GEMMs"], rows))
+                       "tensor % peak (useful)", "tensor pipe active", "bound (measured)", "MMA path",
+                       "padding (% of executed)", "outside GEMMs"], rows))
     if not a.roles.empty:
         present = [r for r in ROLES if (a.roles["role"] == r).any()]
         rows = []

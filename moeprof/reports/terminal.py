@@ -31,21 +31,40 @@ def _spread(r: pd.Series, p10: str, p90: str) -> str:
 
 
 def layer_table(a: Analysis) -> Table:
-    t = Table(title=f"Layer calls on {a.gpu_label} (GEMM columns: expert GEMMs vs their roofline)",
-              title_justify="left")
+    t = Table(title=f"Layer calls on {a.gpu_label} (GEMM columns: expert GEMMs vs their roofline; TC%: useful "
+                    f"FLOP/s of the MMA peak; pipe%: tensor pipe active; pad: share of executed tensor ops that is "
+                    f"padding)", title_justify="left")
     # GEMM columns are about the expert GEMMs: % of roofline, DRAM and tensor % of peak, MMA path, padding.
     for col, just in [("fmt", "left"), ("batch", "right"), ("median", "right"), ("p10–p90", "right"),
                       ("n", "right"), ("tok/s", "right"), ("%roof", "right"), ("DRAM%", "right"),
-                      ("TC%", "right"), ("MMA", "left"), ("pad", "right"), ("non-GEMM", "right")]:
+                      ("TC%", "right"), ("pipe%", "right"), ("bound", "left"), ("MMA", "left"), ("pad", "right"),
+                      ("non-GEMM", "right")]:
         t.add_column(col, justify=just, no_wrap=True)
     for _, r in a.layer.iterrows():
         t.add_row(str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
                   _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), _num(r.get("repeats")),
                   _num(r.get("tokens_per_s"), "{:,.0f}"), _num(r.get("pct_of_roofline"), suffix="%"),
                   _num(r.get("dram_bw_pct_of_peak"), suffix="%"), _num(r.get("tensor_pct_of_peak"), suffix="%"),
-                  str(r.get("tensor_path") or r.get("mma_path_model") or "n/a"),
-                  _num(r.get("padding_pct"), "{:.1f}", "%"), _num(r.get("outside_gemm_pct"), suffix="%"))
+                  _num(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
+                  mma_cell(r), _num(r.get("padding_pct"), suffix="%"), _num(r.get("outside_gemm_pct"), suffix="%"))
     return t
+
+
+def mma_cell(r: pd.Series) -> str:
+    """Measured MMA path; where unknown, say so next to the format's expected path."""
+    path, model = r.get("tensor_path") or "", r.get("mma_path_model") or ""
+    if path in ("", "n/a", "uncounted"):
+        return f"{path or 'n/a'} (exp. {model})" if model else (path or "n/a")
+    return str(path)
+
+
+def verdict_heading(v) -> str:
+    head = f"batch {v.batch}: {v.winner} {v.speedup:.2f}x faster than {v.runner_up}"
+    if v.fastest and v.fastest != v.winner:
+        head += f"; fastest overall: {v.fastest} ({v.fastest_margin:.2f}x over {v.next_fastest})"
+    elif v.fastest and len(v.times_ns) > 2:
+        head += f"; also fastest overall ({v.fastest_margin:.2f}x over {v.next_fastest})"
+    return head
 
 
 def role_table(a: Analysis) -> Table:
@@ -75,7 +94,7 @@ def verdict_panel(a: Analysis) -> Panel:
     for v in a.verdicts:
         parts.append(Text(""))
         style = "bold green" if v.significant else ("bold yellow" if v.significant is None else "bold")
-        parts.append(Text(f"batch {v.batch}: {v.winner} wins, {v.speedup:.2f}x over {v.runner_up}", style=style))
+        parts.append(Text(verdict_heading(v), style=style))
         for reason in v.reasons:
             parts.append(Text("  • " + reason))
     pair = " vs ".join(s.get("pair") or []) or "formats"
