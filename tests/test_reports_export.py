@@ -23,4 +23,4 @@ def test_exports_real_capture():
     assert doc["peaks"]["tensor_source"].startswith("ncu per-cycle peaks")
     assert analysis_csv(a).splitlines()[0].startswith("format,batch,role,")
     md = analysis_markdown(a)
-    assert "NVIDIA H200" in md and "### Batch 256: fp8 wins" in md
+    assert "NVIDIA H200" in md and "### Batch 256: fp8 " in md and "x faster than bf16" in md
