@@ -45,16 +45,20 @@ def roofline_chart(a: Analysis, out: Path) -> list[Path]:
     for path, peak in sorted(a.peaks.tensor_flops_per_s.items()):
         if np.isfinite(bw) and np.isfinite(peak):
             ax.plot(xs, np.minimum(xs * bw, peak) / 1e12, lw=1.2, label=f"{path.upper()} roof ({peak / 1e12:.0f} TFLOP/s)")
-    for fmt, g in pts.groupby("format"):
+    for i, (fmt, g) in enumerate(pts.groupby("format")):
         # Intensity of the expert GEMMs (the measured work): analytic FLOPs / analytic bytes.
         x = g["useful_flops"] / _gemm_bytes(g)
-        ax.plot(x, g["useful_tflop_per_s"], "o-", label=f"{fmt} (measured)")
+        line, = ax.plot(x, g["useful_tflop_per_s"], "o-", label=f"{fmt} (measured expert GEMMs)")
+        # Batch labels: alternate above/below per format so neighbouring series do not overprint.
+        dy = 4 if i % 2 == 0 else -10
         for xi, yi, b in zip(x, g["useful_tflop_per_s"], g["batch"]):
-            ax.annotate(str(b), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.annotate(str(b), (xi, yi), textcoords="offset points", xytext=(4, dy), fontsize=7, color=line.get_color())
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity of the expert GEMMs (FLOP/byte, analytic)")
     ax.set_ylabel("useful TFLOP/s (analytic FLOPs / measured time)")
+    ax.text(0.99, 0.02, "labels: batch (tokens per layer call)", transform=ax.transAxes, ha="right", fontsize=7,
+            color="0.4")
     ax.set_title(f"Roofline, {a.gpu_label} (DRAM {bw / 1e12:.2f} TB/s)" if np.isfinite(bw) else f"Roofline, {a.gpu_label}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -73,26 +77,57 @@ def _gemm_bytes(g):
 
 
 def breakdown_chart(a: Analysis, out: Path) -> list[Path]:
+    """Share of each role in the layer's kernel time (stacked to 100%), total time on top of each bar.
+
+    Shares, not absolute times: layer times span orders of magnitude across batches (µs to tens of
+    ms), which would flatten every small batch on a linear axis and distort stacks on a log axis.
+    """
     plt = _plt()
     r = a.roles
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * max(1, r[["format", "batch"]].drop_duplicates().shape[0]) + 2), 4.5))
+    n = 1 if r.empty else r[["format", "batch"]].drop_duplicates().shape[0]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), 4.8))
     if r.empty:
         ax.text(0.5, 0.5, "no kernel timings", transform=ax.transAxes, ha="center")
     else:
         piv = r.assign(role=r["role"].astype(str)).pivot_table(index=["batch", "format"], columns="role",
                                                                values="time_median_ns", aggfunc="sum").fillna(0)
-        labels = [f"{f}\n{b}" for b, f in piv.index]
+        total = piv.sum(axis=1).to_numpy()
+        # Bars grouped by batch, a gap between batches.
+        xs, x, prev = [], 0.0, None
+        for b, _ in piv.index:
+            if prev is not None and b != prev:
+                x += 0.6
+            xs.append(x)
+            x += 1.0
+            prev = b
+        xs = np.array(xs)
         bottom = np.zeros(len(piv))
         for role in [x for x in ROLES if x in piv.columns]:
-            vals = piv[role].to_numpy() / 1e3
-            ax.bar(labels, vals, bottom=bottom, label=role, color=ROLE_COLORS[role])
-            bottom += vals
-        ax.set_ylabel("µs per layer call (median kernel time)")
-        ax.legend(fontsize=8, ncols=4)
-    ax.set_title(f"Time by role, {a.gpu_label} ({a.timing_collector or 'n/a'})")
+            share = piv[role].to_numpy() / np.where(total > 0, total, 1) * 100
+            ax.bar(xs, share, bottom=bottom, label=role, color=ROLE_COLORS[role], width=0.85)
+            bottom += share
+        for xi, t in zip(xs, total):
+            ax.text(xi, 101, _short_time(t), ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.set_xticks(xs, [f for _, f in piv.index], fontsize=7, rotation=90)
+        import matplotlib.transforms as mtransforms
+        below = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+        batches = np.array([b for b, _ in piv.index])
+        for b in dict.fromkeys(batches):
+            ax.text(xs[batches == b].mean(), -0.17, f"batch {b}", transform=below, ha="center", va="top", fontsize=8)
+        ax.set_ylim(0, 118)
+        ax.set_ylabel("share of kernel time per layer call (%)")
+        ax.legend(fontsize=7, ncols=len(piv.columns), loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.set_title(f"Time by role, {a.gpu_label} ({a.timing_collector or 'n/a'} kernel durations)\n"
+                 f"share of each layer call's kernel time; on top of each bar: median kernel time per call", fontsize=10)
     paths = _save(fig, out, "breakdown")
     plt.close(fig)
     return paths
+
+
+def _short_time(ns: float) -> str:
+    if ns >= 1e6:
+        return f"{ns / 1e6:.1f} ms"
+    return f"{ns / 1e3:.0f} µs"
 
 
 def speedup_chart(a: Analysis, out: Path) -> list[Path]:
@@ -104,20 +139,30 @@ def speedup_chart(a: Analysis, out: Path) -> list[Path]:
         t = a.layer.pivot_table(index="batch", columns="format", values="layer_time_median_ns")
         if fa in t and fb in t:
             s = (t[fb] / t[fa]).dropna()
-            ax.plot(s.index, s.to_numpy(), "o-", label=f"{fa} speedup over {fb} (time {fb} / time {fa})")
+            ax.plot(s.index, s.to_numpy(), "o-", label=f"time {fb} / time {fa} (measured, CUDA events)")
+            for xi, yi in zip(s.index, s.to_numpy()):
+                ax.annotate(f"{yi:.2f}x", (xi, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
         ax.axhline(1.0, color="k", lw=0.8)
         xm, xp = a.summary.get("measured_crossover_batch"), a.summary.get("predicted_crossover_batch")
-        if xm:
-            ax.axvline(xm, color="C1", ls="--", label=f"measured crossover ~{xm:.0f}")
+        ax.axvline(xm, color="C1", ls="--", label=f"measured crossover ~{xm:.0f}") if xm else ax.plot(
+            [], [], " ", label="measured crossover: none in the measured batches")
         if xp:
-            ax.axvline(xp, color="C2", ls=":", label=f"predicted crossover ~{xp:.0f}")
+            ax.axvline(xp, color="C2", ls=":", label=f"predicted crossover ~{xp:.0f} ({a.summary.get('predicted_crossover_source')})")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.margins(y=0.12)
+        from matplotlib.ticker import FuncFormatter, LogLocator
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_ylabel(f"{fa} speedup over {fb} (>1: {fa} faster; log)")
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "fewer than two formats", transform=ax.transAxes, ha="center")
-    ax.set_xlabel("batch (tokens per layer call)")
-    ax.set_ylabel("speedup")
-    ax.set_title(f"Speedup vs batch, {a.gpu_label}")
+        ax.set_ylabel("speedup")
+    ax.set_xlabel("batch (tokens per layer call, log)")
+    ax.set_title(f"Speedup vs batch, {' vs '.join(pair or [])} on {a.gpu_label}".replace(",  on", " on"))
     ax.grid(True, alpha=0.3)
     paths = _save(fig, out, "speedup")
     plt.close(fig)
