@@ -30,23 +30,36 @@ def _spread(r: pd.Series, p10: str, p90: str) -> str:
     return "n/a"
 
 
-def layer_table(a: Analysis) -> Table:
-    t = Table(title=f"Layer calls on {a.gpu_label} (GEMM columns: expert GEMMs vs their roofline; TC%: useful "
-                    f"FLOP/s of the MMA peak; pipe%: tensor pipe active; pad: share of executed tensor ops that is "
-                    f"padding)", title_justify="left")
-    # GEMM columns are about the expert GEMMs: % of roofline, DRAM and tensor % of peak, MMA path, padding.
-    for col, just in [("fmt", "left"), ("batch", "right"), ("median", "right"), ("p10–p90", "right"),
-                      ("n", "right"), ("tok/s", "right"), ("%roof", "right"), ("DRAM%", "right"),
-                      ("TC%", "right"), ("pipe%", "right"), ("bound", "left"), ("MMA", "left"), ("pad", "right"),
-                      ("non-GEMM", "right")]:
+def _table(title: str, columns: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col, just in columns:
         t.add_column(col, justify=just, no_wrap=True)
+    return t
+
+
+def layer_table(a: Analysis) -> Table:
+    """Whole layer calls: time, spread, throughput, share outside the expert GEMMs."""
+    t = _table(f"Layer calls on {a.gpu_label} (per layer call; non-GEMM: share of kernel time outside the expert GEMMs)",
+               [("fmt", "left"), ("batch", "right"), ("median", "right"), ("p10–p90", "right"), ("n", "right"),
+                ("tok/s", "right"), ("non-GEMM", "right")])
     for _, r in a.layer.iterrows():
         t.add_row(str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
                   _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), _num(r.get("repeats")),
-                  _num(r.get("tokens_per_s"), "{:,.0f}"), _num(r.get("pct_of_roofline"), suffix="%"),
+                  _num(r.get("tokens_per_s"), "{:,.0f}"), _num(r.get("outside_gemm_pct"), suffix="%"))
+    return t
+
+
+def gemm_table(a: Analysis) -> Table:
+    """The expert GEMMs against their roofline: efficiency, what bounds them, MMA path, padding."""
+    t = _table(f"Expert GEMMs vs roofline on {a.gpu_label} (%roof: roofline bound / measured; DRAM%, TC%: of peak; "
+               f"pipe%: tensor pipe active; pad: share of executed tensor ops that is padding)",
+               [("fmt", "left"), ("batch", "right"), ("%roof", "right"), ("DRAM%", "right"), ("TC%", "right"),
+                ("pipe%", "right"), ("bound (measured)", "left"), ("MMA", "left"), ("pad", "right")])
+    for _, r in a.layer.iterrows():
+        t.add_row(str(r["format"]), str(r["batch"]), _num(r.get("pct_of_roofline"), suffix="%"),
                   _num(r.get("dram_bw_pct_of_peak"), suffix="%"), _num(r.get("tensor_pct_of_peak"), suffix="%"),
                   _num(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
-                  mma_cell(r), _num(r.get("padding_pct"), suffix="%"), _num(r.get("outside_gemm_pct"), suffix="%"))
+                  mma_cell(r), _num(r.get("padding_pct"), suffix="%"))
     return t
 
 
@@ -109,6 +122,7 @@ def render_analysis(a: Analysis, console: Console | None = None) -> None:
     for n in a.notes:
         c.print(f"[yellow]note:[/] {n}")
     c.print(layer_table(a))
+    c.print(gemm_table(a))
     c.print(role_table(a))
     c.print(verdict_panel(a))
 
