@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 
 from moeprof.analysis.classify import ROLES
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
 from moeprof.analysis.verdict import fmt_time
+from moeprof.reports.terminal import _num as _n
 from moeprof.reports.terminal import mma_cell, verdict_heading
-
-
-def _n(x, fmt: str = "{:.0f}", suffix: str = "") -> str:
-    try:
-        if x is None or x is pd.NA or not np.isfinite(float(x)):
-            return "n/a"
-    except (TypeError, ValueError):
-        return str(x) if x else "n/a"
-    return fmt.format(float(x)) + suffix
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
