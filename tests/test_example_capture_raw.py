@@ -1,0 +1,55 @@
+"""The shipped example capture re-parses to itself: its raw ncu CSV exports, read again with the ncu
+collector's reader, give exactly the counter rows of its normalized kernel table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moeprof.analysis.load import example_capture_path, load_capture
+from moeprof.profiler.collectors import ncu
+
+EXAMPLE = example_capture_path()
+COUNTERS = ["gpu_time_ns", "dram_read_bytes", "dram_write_bytes", "tensor_ops_bf16_hgmma", "tensor_pipe_active_cycles"]
+
+
+@pytest.fixture(scope="module")
+def capture():
+    return load_capture(EXAMPLE)
+
+
+@pytest.mark.parametrize("name", ["bf16_b1", "fp8_b64", "mxfp4_b1024"])
+def test_raw_ncu_csv_matches_kernel_table(capture, name: str):
+    raw, present = ncu.read_csv(EXAMPLE / "raw" / "ncu" / f"{name}.csv")
+    fmt, batch = name.split("_b")
+    assert ncu.missing_after([ncu.COUNTER_METRICS[c] for c in COUNTERS], present) == []
+    table = capture.kernels[(capture.kernels["collector"] == "ncu") & (capture.kernels["format"] == fmt)
+                            & (capture.kernels["batch"] == int(batch))]
+    assert len(raw) == len(table) > 0
+    # Only the expert GEMMs were replayed under ncu (NVTX filter moe/*/*/gemm1/ and gemm2/).
+    assert set(raw["phase"]) == {"gemm1", "gemm2"}
+    for col in COUNTERS:
+        np.testing.assert_allclose(raw[col].to_numpy(float), table[col].to_numpy(float), rtol=1e-9)
+
+
+def test_manifest_describes_the_run(capture):
+    m = capture.manifest
+    assert m["gpu"]["name"].startswith("NVIDIA H")
+    assert m["collectors"]["ncu"]["options"]["clock_control"] == "none"
+    assert m["status"] == "complete"
+    # Files dropped for size are listed, and no listed raw file is silently missing.
+    dropped = set(m.get("shipped", {}).get("dropped", []))
+    for info in m["collectors"].values():
+        for f in info.get("files", []):
+            assert f in dropped or (EXAMPLE / f).exists(), f
+
+
+def test_points_cover_the_sweep(capture):
+    w = capture.manifest["workload"]
+    got = capture.points.groupby(["format", "batch"]).size()
+    assert len(got) == len(w["formats"]) * len(w["batches"])
+    assert (got == w["repeats"]).all()
+    assert (capture.points["layer_time_ns"] > 0).all()
+    assert Path(EXAMPLE / "manifest.json").is_file()
