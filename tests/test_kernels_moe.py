@@ -73,3 +73,47 @@ def test_poison_detects_unwritten():
 @pytest.mark.parametrize("batch", [1, 37, 1024])
 def test_gpu_real_shapes(fmt, batch):
     _check(fmt, batch, h=2880, i=2880, e=32, k=4, seed=5)
+
+
+# swapped A/B (MXV=2) and split-K configs, forced (the defaults pick them at real decode shapes only)
+def _cfg(**kw):
+    c = dict(BM=16, BN=16, BK=64, GROUP_M=1, num_warps=4, num_stages=1)
+    c.update(kw)
+    return c
+
+
+@pytest.mark.parametrize("fmt,kw,routing,ep", [
+    ("mxfp4", dict(MXV=2), "skew:3", 1),
+    ("mxfp4", dict(MXV=2, SPLIT_K=2), "uniform", 2),
+    ("mxfp4", dict(MXV=1, SPLIT_K=3), "skew:3", 1),
+    ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
+    ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
+    ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
+])
+def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
+    """Split configs split both GEMMs (gemm1 -> fp32 gate|up + swiglu, gemm2 -> fused combine).
+    K = 160 (5 MX groups; ragged against BK=64); skew leaves experts empty; ep=2 has foreign rows."""
+    from moeprof.profiler.reference import rel_err
+    from moeprof.profiler.workload import build_layer
+
+    c = _cfg(**kw)
+    layer = build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt=fmt, batch=7,
+                        ep=ep, routing=routing, seed=9, device=DEV, cache_weights=False, cfg=(c, dict(c)))
+    assert layer._split1 == layer._split2 == (c.get("SPLIT_K", 1) > 1)
+    layer.out.fill_(float("nan"))
+    layer.out_sorted.fill_(float("nan"))
+    layer.inter_buf.fill_(float("nan"))
+    out = layer()
+    assert torch.isfinite(out.float()).all()
+    err = rel_err(out, layer.reference())
+    assert err < BOUNDS[fmt], (fmt, kw, routing, ep, err)
+
+
+def test_split_k_heuristic():
+    from moeprof.profiler.kernels import moe_gemm as mg
+
+    c = dict(BM=16, BN=64, BK=128)
+    # batch 1 of gpt-oss-120b: 4 experts, 45 N tiles -> split; batch 64: 109 experts -> none
+    assert mg.split_k_for(c, 2880, 2880, experts=4, slots=4) > 1
+    assert mg.split_k_for(c, 2880, 2880, experts=109, slots=256) == 1
+    assert mg.split_k_for(c, 2880, 2880, experts=None, slots=None) == 1

@@ -225,8 +225,9 @@ class MoeLayer:
             from moeprof.profiler.kernels import moe_gemm as mg
 
             slots = int(local.numel())
-            self.cfg1 = dict(cfg[0]) if cfg else mg.get_config(fmt, "gemm1", m_per_expert, i, h, True, slots=slots)
-            self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False, slots=slots)
+            et = self.experts_touched
+            self.cfg1 = dict(cfg[0]) if cfg else mg.get_config(fmt, "gemm1", m_per_expert, i, h, True, slots=slots, experts=et)
+            self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False, slots=slots, experts=et)
             self.cfg2["BM"] = self.cfg1["BM"]
         self._big = wt.extra.get("mx_scale_max", 0) > 128
         dev = x.device
@@ -234,6 +235,11 @@ class MoeLayer:
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
         self.out_sorted = torch.empty(nv, h, dtype=torch.bfloat16, device=dev)
         self.out = torch.empty(batch, h, dtype=torch.bfloat16, device=dev)
+        # split-K (decode): fp32 partial-sum buffers, zeroed in the same phase as their GEMM
+        self._split1 = kernel == "triton" and self.cfg1.get("SPLIT_K", 1) > 1
+        self._split2 = kernel == "triton" and self.cfg2.get("SPLIT_K", 1) > 1
+        self.ws1 = torch.empty(nv, 2 * i, dtype=torch.float32, device=dev) if self._split1 else None
+        self.out32 = torch.empty(batch, h, dtype=torch.float32, device=dev) if self._split2 else None
         if kernel != "triton":
             from moeprof.profiler import peers
 
@@ -266,20 +272,51 @@ class MoeLayer:
             with phase("quant"):
                 a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
         with phase("gemm1"):
-            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, n=i, k=h,
-                        a_div=self.top_k, fmt=fmt, gated=True, mul_routed=False, cfg=self.cfg1,
-                        up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
+            self._gemm1(a, a_s, tw, sids, eids, npp)
         a, a_s = self.inter_buf, None
         if fmt in ("fp8", "fp8-block", "mxfp4-w4a8"):
             with phase("quant"):
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
         with phase("gemm2"):
-            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, n=h, k=i,
-                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2,
-                        mx_big_scale=self._big)
+            self._gemm2(a, a_s, tw, sids, eids, npp)
         with phase("combine"):
-            torch.sum(self.out_sorted.view(self.batch, self.top_k, h), dim=1, out=self.out)
+            self._combine()
         return self.out
+
+    def _gemm1(self, a, a_s, tw, sids, eids, npp):
+        from moeprof.profiler.kernels import moe_gemm as mg
+
+        wt, i, h = self.wt, self.wt.inter, self.wt.hidden
+        kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
+                  up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
+        if self._split1:
+            self.ws1.zero_()
+            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.ws1, **kw)
+            mg.swiglu(self.ws1, self.inter_buf, i)
+        else:
+            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)
+
+    def _gemm2(self, a, a_s, tw, sids, eids, npp):
+        from moeprof.profiler.kernels import moe_gemm as mg
+
+        wt, i, h = self.wt, self.wt.inter, self.wt.hidden
+        kw = dict(n=h, k=i, a_div=1, fmt=self.fmt, gated=False, mul_routed=True, cfg=self.cfg2,
+                  mx_big_scale=self._big)
+        if self._split2:
+            # split-K partial sums go straight to the token's output row (combine fused)
+            self.out32.zero_()
+            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out32,
+                        c_div=self.top_k, **kw)
+        else:
+            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
+
+    def _combine(self):
+        import torch
+
+        if self._split2:
+            self.out.copy_(self.out32)
+        else:
+            torch.sum(self.out_sorted.view(self.batch, self.top_k, self.wt.hidden), dim=1, out=self.out)
 
     # -- the expert GEMMs alone (activation quant + gemm1 with fused SwiGLU + gemm2), routing and
     #    sort precomputed: separates the weight-streaming kernels from the layer's fixed overhead.
@@ -298,15 +335,11 @@ class MoeLayer:
             a, a_s = self.x, None
             if q:
                 a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
-            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, n=i, k=h,
-                        a_div=self.top_k, fmt=fmt, gated=True, mul_routed=False, cfg=self.cfg1,
-                        up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
+            self._gemm1(a, a_s, tw, sids, eids, npp)
             a, a_s = self.inter_buf, None
             if q:
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
-            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, n=h, k=i,
-                        a_div=1, fmt=fmt, gated=False, mul_routed=True, cfg=self.cfg2,
-                        mx_big_scale=self._big)
+            self._gemm2(a, a_s, tw, sids, eids, npp)
 
         return run
 

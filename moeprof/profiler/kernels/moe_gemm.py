@@ -143,6 +143,60 @@ def _e2m1x4_scaled_bf16_asm(w, s):
 
 
 @triton.jit
+def _e2m1x4_scaled_bf16_asm_ew(w, s):
+    """Element-wise form of _e2m1x4_scaled_bf16_asm: output element i depends only on input byte i
+    and scale byte i, whatever 4 elements Triton packs into one register (the swapped-A/B path's
+    dot-operand layout packs pairs along K, kWidth=2). A prmt first moves bytes (0, 1, 2, 3) to
+    positions (0, 2, 1, 3), so the 16-bit halves pair elements (0, 1) and (2, 3); the scale bias is
+    built per half from its own scale byte. Unpacks the plain (unswapped) nibble order like the
+    integer path, i.e. the pack's byte swap is undone by the caller's byte offsets."""
+    return tl.inline_asm_elementwise(
+        asm="""
+        {
+        .reg .b32 t0, t1, m, s, b01, b23, x;
+        prmt.b32 x, $4, 0, 0x3120;
+        prmt.b32 b01, $5, 0, 0x4140;
+        prmt.b32 b23, $5, 0, 0x4342;
+        add.u32 b01, b01, 0x007E007E;
+        add.u32 b23, b23, 0x007E007E;
+        shl.b32 b01, b01, 7;
+        shl.b32 b23, b23, 7;
+        mov.b32 m, 0x01C001C0;
+        mov.b32 s, 0x80008000;
+        shl.b32 t0, x, 6;
+        shl.b32 t1, x, 12;
+        and.b32 t0, t0, m;
+        and.b32 t1, t1, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $0, t0, b01;
+        shr.b32 t0, x, 2;
+        shl.b32 t1, x, 4;
+        and.b32 t0, t0, m;
+        and.b32 t1, t1, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $1, t0, b23;
+        shl.b32 t0, x, 2;
+        shl.b32 t1, x, 8;
+        and.b32 t0, t0, m;
+        and.b32 t1, t1, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $2, t0, b01;
+        shr.b32 t0, x, 6;
+        and.b32 t0, t0, m;
+        and.b32 t1, x, s;
+        or.b32 t0, t0, t1;
+        mul.rn.bf16x2 $3, t0, b23;
+        }
+        """,
+        constraints="=r,=r,=r,=r,r,r",
+        args=[w, s],
+        dtype=(tl.bfloat16, tl.bfloat16),
+        is_pure=True,
+        pack=4,
+    )
+
+
+@triton.jit
 def _e2m1x4_to_fp8_asm(w):
     """Packed uint8 tile -> (lo, hi) e4m3 tiles holding E2M1 * 2^-6 exactly (e4m3 subnormals),
     four elements per instruction. Output byte i comes from input byte i (no swap)."""
@@ -211,9 +265,14 @@ def moe_gemm_kernel(
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, UNPACK_ASM: tl.constexpr, SCALE_PRE: tl.constexpr,
     DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1, MXV: tl.constexpr = 0,
-    BIG_SCALE: tl.constexpr = False,
+    BIG_SCALE: tl.constexpr = False, SPLIT_K: tl.constexpr = 1, C_DIV: tl.constexpr = 1,
 ):
+    # SPLIT_K > 1 (decode: few experts -> few tiles): program_id(1) takes one BK-aligned K chunk and
+    # adds its fp32 partial into c with atomics (c zeroed by the caller). Gated: c is fp32
+    # [slots, 2 * up_off] (gate | up, bias from chunk 0), SwiGLU runs after (swiglu()); not gated:
+    # rows tok // C_DIV of c (C_DIV = top_k fuses the combine), routing weight applied per chunk.
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     num_pid_m = tl.cdiv(tl.load(npp_ptr), BM)
     num_pid_n = tl.cdiv(N, BN)
     if pid >= num_pid_m * num_pid_n:
@@ -236,16 +295,24 @@ def moe_gemm_kernel(
     c_ptrs = c_ptr + tok.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
     c_mask = tok_mask[:, None] & n_mask[None, :]
     if expert < 0:
-        tl.store(c_ptrs, tl.zeros((BM, BN), dtype=c_ptr.dtype.element_ty), mask=c_mask)
+        if SPLIT_K == 1:
+            tl.store(c_ptrs, tl.zeros((BM, BN), dtype=c_ptr.dtype.element_ty), mask=c_mask)
         return
+    if SPLIT_K > 1:
+        kch = tl.cdiv(tl.cdiv(K, BK), SPLIT_K) * BK
+        k_lo = pid_k * kch
+        k_hi = tl.minimum(K, k_lo + kch)
+    else:
+        k_lo = 0
+        k_hi = K
 
     a_row_ptr = a_ptr + arow.to(tl.int64)[:, None] * stride_am
     w_e = w_ptr + expert * stride_we
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     acc_up = tl.zeros((BM, BN), dtype=tl.float32)
 
-    if WF == 3 and MXV == 1:
-        # ---------------- MXFP4 x bf16, v2: one K tile of BK elements (BK/32 MX groups) per step.
+    if WF == 3 and MXV >= 1:
+        # ---------------- MXFP4 x bf16, v2 (MXV=1) / v3 (MXV=2: swapped A/B): one K tile of BK elements (BK/32 MX groups) per step.
         # The E8M0 scale is folded into the bf16 exponent while unpacking (no accumulator rescale),
         # so a K tile is two tensor-core dots: the low-nibble plane (elements 0..15 of each group)
         # and the high-nibble plane (16..31), each [BN, BK/2], against A columns gathered to match.
@@ -253,15 +320,35 @@ def moe_gemm_kernel(
         gg = tl.arange(0, G)
         jj = tl.arange(0, 16)
         if UNPACK_ASM:
-            jpos = jj                                   # asm pairs undo the pack's byte swap
+            jpos = jj                                   # contiguous 16-byte weight loads
         else:
             jpos = (jj & ~3) | ((jj & 1) << 1) | ((jj & 2) >> 1)  # byte position of plane j
         boff = gg[:, None] * 16 + jpos[None, :]         # [G, 16] byte offsets inside the tile
         qq = tl.arange(0, BK // 2)
         a_lo_cols = tl.max_contiguous(tl.multiple_of((qq // 16) * 32 + (qq % 16), 16), 16)
+        if MXV == 2 and UNPACK_ASM:
+            # the element-wise unpack keeps the pack's byte order (bytes 1 and 2 of each 4 swapped)
+            # in the weight tile's K order; gather the activation columns the same way instead of
+            # permuting the weight bytes (which would turn the 16-byte weight loads into byte loads)
+            q16 = qq % 16
+            a_lo_cols = (qq // 16) * 32 + ((q16 & ~3) | ((q16 & 1) << 1) | ((q16 & 2) >> 1))
         ws_e = w_s_ptr + expert * stride_wse
-        for k0 in range(0, K, BK):
-            if EVEN_K:
+        # MXV=2 computes out^T [BN, BM] = W [BN, BK] @ X^T [BK, BM]: the unpacked weight tile is the
+        # MMA's A operand (64-row wgmma over weight rows, tokens as the MMA's N), so it can feed the
+        # tensor cores from registers; X^T is loaded directly in [BK/2, BM] form.
+        acc_t = tl.zeros((BN, BM), dtype=tl.float32)
+        acc_ut = tl.zeros((BN, BM), dtype=tl.float32)
+        a_t_ptr = a_ptr + arow.to(tl.int64)[None, :] * stride_am
+        for k0 in range(k_lo, k_hi, BK):
+            if MXV == 2:
+                if EVEN_K:
+                    a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
+                    a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
+                else:
+                    akm = (k0 + a_lo_cols) < K
+                    a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
+                    a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
+            elif EVEN_K:
                 a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
                 a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
             else:
@@ -279,7 +366,17 @@ def moe_gemm_kernel(
                     gm = (k0 // 32 + gg) < (K // 32)
                     wb = tl.load(wp, mask=gm[None, :, None], other=0)
                     sc = tl.load(sp, mask=gm[None, :], other=0)
-                if UNPACK_ASM:
+                if UNPACK_ASM and MXV == 2:
+                    # element-wise unpack (any register packing); big scales: scale byte 128 + a multiply
+                    sc3 = tl.broadcast_to(sc[:, :, None], (BN, G, 16))
+                    if BIG_SCALE:
+                        w_lo, w_hi = _e2m1x4_scaled_bf16_asm_ew(wb, tl.full((BN, G, 16), 128, tl.uint8))
+                        f = tl.exp2((sc.to(tl.int32) - 128).to(tl.float32))[:, :, None]
+                        w_lo = (w_lo.to(tl.float32) * f).to(tl.bfloat16)
+                        w_hi = (w_hi.to(tl.float32) * f).to(tl.bfloat16)
+                    else:
+                        w_lo, w_hi = _e2m1x4_scaled_bf16_asm_ew(wb, sc3)
+                elif UNPACK_ASM:
                     if BIG_SCALE:
                         w_lo, w_hi = _e2m1x4_to_bf16_asm(wb)
                         f = tl.exp2((sc.to(tl.int32) - 127).to(tl.float32))[:, :, None]
@@ -295,12 +392,23 @@ def moe_gemm_kernel(
                     w_hi = _e2m1_nibble_to_bf16_bits(wi >> 4, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
                 w_lo = tl.reshape(w_lo, (BN, BK // 2))
                 w_hi = tl.reshape(w_hi, (BN, BK // 2))
-                if half == 0:
+                if MXV == 2:
+                    if half == 0:
+                        acc_t = _dot(w_lo, a_lo_t, acc_t, DOT_F32)
+                        acc_t = _dot(w_hi, a_hi_t, acc_t, DOT_F32)
+                    else:
+                        acc_ut = _dot(w_lo, a_lo_t, acc_ut, DOT_F32)
+                        acc_ut = _dot(w_hi, a_hi_t, acc_ut, DOT_F32)
+                elif half == 0:
                     acc = _dot(a_lo, tl.trans(w_lo), acc, DOT_F32)
                     acc = _dot(a_hi, tl.trans(w_hi), acc, DOT_F32)
                 else:
                     acc_up = _dot(a_lo, tl.trans(w_lo), acc_up, DOT_F32)
                     acc_up = _dot(a_hi, tl.trans(w_hi), acc_up, DOT_F32)
+        if MXV == 2:
+            acc = tl.trans(acc_t)
+            if GATED:
+                acc_up = tl.trans(acc_ut)
     elif WF >= 3:
         # ---------------- MXFP4 v1: one 32-element K group (16 bytes / row) per step
         j = tl.arange(0, 16)
@@ -366,15 +474,15 @@ def moe_gemm_kernel(
     else:
         # ---------------- BF16 / FP8 weights
         offs_k = tl.arange(0, BK)
-        w_ptrs = w_e + offs_n_safe[None, :] * stride_wn + offs_k[:, None]
+        w_ptrs = w_e + offs_n_safe[None, :] * stride_wn + (k_lo + offs_k)[:, None]
         wu_ptrs = w_ptrs + up_off * stride_wn
-        a_ptrs = a_row_ptr + offs_k[None, :]
+        a_ptrs = a_row_ptr + (k_lo + offs_k)[None, :]
         if WF == 2:
             nblk = offs_n_safe // 128
             ws_row = w_s_ptr + expert * stride_wse + nblk * stride_wsn
             wsu_row = w_s_ptr + expert * stride_wse + (nblk + up_soff) * stride_wsn
             as_row = a_s_ptr + arow.to(tl.int64) * stride_asm
-        for k0 in range(0, K, BK):
+        for k0 in range(k_lo, k_hi, BK):
             if EVEN_K:
                 a = tl.load(a_ptrs, mask=tok_mask[:, None], other=0.0)
                 w = tl.load(w_ptrs)
@@ -416,9 +524,23 @@ def moe_gemm_kernel(
             acc_up = acc_up * tl.load(ws_e + (offs_n_safe + up_off) * stride_wsn)[None, :]
     if HAS_BIAS:
         b_e = b_ptr + expert * stride_be
-        acc += tl.load(b_e + offs_n_safe).to(tl.float32)[None, :]
+        bsc = 1.0
+        if SPLIT_K > 1:
+            bsc = (pid_k == 0).to(tl.float32)  # bias once, from the first K chunk
+        acc += tl.load(b_e + offs_n_safe).to(tl.float32)[None, :] * bsc
         if GATED:
-            acc_up += tl.load(b_e + offs_n_safe + up_off).to(tl.float32)[None, :]
+            acc_up += tl.load(b_e + offs_n_safe + up_off).to(tl.float32)[None, :] * bsc
+    if SPLIT_K > 1:
+        if GATED:
+            tl.atomic_add(c_ptrs, acc, mask=c_mask, sem="relaxed")
+            tl.atomic_add(c_ptrs + up_off, acc_up, mask=c_mask, sem="relaxed")
+        else:
+            if MUL_ROUTED:
+                rw = tl.load(topk_w_ptr + tok, mask=tok_mask, other=0.0)
+                acc = acc * rw[:, None]
+            crow = (tok // C_DIV).to(tl.int64)
+            tl.atomic_add(c_ptr + crow[:, None] * stride_cm + offs_n[None, :], acc, mask=c_mask, sem="relaxed")
+        return
     if GATED:
         gate = tl.minimum(acc, 7.0)
         up = tl.minimum(tl.maximum(acc_up, -7.0), 7.0)
@@ -593,7 +715,31 @@ def moe_align_torch(topk_ids: torch.Tensor, num_experts: int, block_m: int, expe
 
 # ----------------------------------------------------------------------------- configs
 # Defaults by regime: rows per expert small (decode: weight streaming) vs large (prefill).
-def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None) -> dict:
+# Split-K for decode: when the (expert, N-tile) programs are too few to keep 132 SMs streaming,
+# split K so that about SPLIT_TARGET_CTAS programs run (each chunk >= SPLIT_MIN_STEPS K tiles).
+SPLIT_TARGET_CTAS = 528
+SPLIT_MAX = 8
+SPLIT_MIN_STEPS = 3
+# Off by default: on H100 (run 8) split-K did not speed up batch 1 for mxfp4 (GEMMs 72-80 us with
+# split 2-8 vs 73 us without) or fp8 (67-71 vs 67 us); the memsets + SwiGLU pass eat the gain.
+SPLIT_K_AUTO = False
+
+
+def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | None,
+                target: int = SPLIT_TARGET_CTAS) -> int:
+    if experts is None or slots is None or experts <= 0:
+        return 1
+    m_blocks = experts + max(0, slots - experts) // cfg["BM"]   # lower bound on BM blocks in use
+    tiles = m_blocks * -(-n // cfg["BN"])
+    steps = -(-k // cfg["BK"])
+    s = 1
+    while s < SPLIT_MAX and tiles * s < target and steps // (2 * s) >= SPLIT_MIN_STEPS:
+        s *= 2
+    return s
+
+
+def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None,
+                   experts: int | None = None) -> dict:
     wf, _ = FMT_CODES[fmt]
     mx = wf >= 3
     if m_per_expert <= 16:
@@ -621,6 +767,13 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
                 cfg = dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
             else:
                 cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
+            if 16 < m_per_expert <= 64 and SWAP_AB:
+                # v3, swapped A/B (MXV=2: weights are the wgmma's M, register A operand), BM=32:
+                # H100 run 8, batch 1024: GEMMs 2330 vs 2577 us (v2, BM=16). At <= 16 rows/expert
+                # the v2 loop stays faster (batch 1..256: v3 1.02-1.3x slower, see docs/performance.md)
+                cfg = dict(BM=32, BN=64, BK=64, GROUP_M=4, num_warps=4, num_stages=4, MXV=2)
+    if SPLIT_K_AUTO and wf == WF_MX_BF16 and cfg.get("MXV", 0) >= 1 and m_per_expert <= 16:
+        cfg["SPLIT_K"] = split_k_for(cfg, n, k, experts, slots)
     if INTERPRET:
         cfg.update(BM=16, BN=16, BK=64 if cfg.get("MXV") else 32, num_stages=1, GPI=min(cfg.get("GPI", 1), 3))
     return cfg
@@ -636,12 +789,15 @@ def m_bucket(m_per_expert: float) -> int:
 _TUNED: dict = {}   # (fmt, gemm, m_bucket, N, K) -> config (filled by autotune())
 
 
+SWAP_AB = True
+
+
 def get_config(fmt: str, which: str, m_per_expert: float, n: int, k: int, gated: bool,
-               slots: int | None = None) -> dict:
+               slots: int | None = None, experts: int | None = None) -> dict:
     key = (fmt, which, m_bucket(m_per_expert), n, k)
     if key in _TUNED:
         return dict(_TUNED[key])
-    return default_config(fmt, m_per_expert, n, k, gated, slots=slots)
+    return default_config(fmt, m_per_expert, n, k, gated, slots=slots, experts=experts)
 
 
 def candidate_configs(fmt: str, m_per_expert: float, gated: bool) -> list[dict]:
@@ -670,9 +826,15 @@ def candidate_configs(fmt: str, m_per_expert: float, gated: bool) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- launcher
+LAST_COMPILED: list = []  # the last launch's compiled kernel (benchmarks read .asm from it)
+
+
 def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, n, k, a_div,
              fmt: str, gated: bool, mul_routed: bool, cfg: dict, up_off: int = 0, up_soff: int = 0,
-             unpack_asm: bool | None = None, mx_big_scale: bool | None = None):
+             unpack_asm: bool | None = None, mx_big_scale: bool | None = None, c_div: int = 1):
+    """One grouped GEMM launch. cfg["SPLIT_K"] > 1: out must be fp32 and zeroed; gated -> out is
+    [slots, 2 * up_off] (raw gate | up sums, finish with swiglu()), not gated -> partial sums are added
+    into rows tok // c_div (c_div = top_k: the combine is fused)."""
     wf, aq = FMT_CODES[fmt]
     if wf == WF_MX_BF16:
         aq = AQ_NONE
@@ -682,7 +844,12 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     if wf == WF_FP8B:
         assert 128 % bk == 0
     cap = sorted_ids.numel()
-    grid = (triton.cdiv(cap, bm) * triton.cdiv(n, bn),)
+    split = int(cfg.get("SPLIT_K", 1))
+    mxv = cfg.get("MXV", 0) if wf == WF_MX_BF16 else 0
+    if split > 1:
+        assert out.dtype == torch.float32, "split-K accumulates into an fp32 buffer"
+        assert not (wf >= 3 and mxv == 0), "split-K needs the MXV>=1 loop for MXFP4"
+    grid = (triton.cdiv(cap, bm) * triton.cdiv(n, bn), split)
     if a_s is None:
         a_s = a  # unused
     if w_s is None:
@@ -691,12 +858,11 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     if not has_bias:
         bias = w
     scale_pre = wf == WF_MX_BF16 and bm >= 64
-    mxv = cfg.get("MXV", 0) if wf == WF_MX_BF16 else 0
     if mxv:
         assert bk % 32 == 0 and k % 32 == 0
     if mx_big_scale is None:
         mx_big_scale = bool(mxv == 1 and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
-    moe_gemm_kernel[grid](
+    ck = moe_gemm_kernel[grid](
         a, a_s, w, w_s, bias, out, topk_w, sorted_ids, expert_ids, npp,
         n, k, topk_w.numel(), up_off, up_soff,
         a.stride(0), a_s.stride(0) if a_s.dim() else 1,
@@ -706,7 +872,31 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"], EVEN_K=(k % bk == 0),
         UNPACK_ASM=bool(unpack_asm), SCALE_PRE=scale_pre, DOT_F32=INTERPRET,
         GPI=(cfg.get("GPI", 1) if (wf >= 3 and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
-        MXV=mxv, BIG_SCALE=bool(mx_big_scale),
+        MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
+    LAST_COMPILED[:] = [ck]
+    return out
+
+
+@triton.jit
+def swiglu_kernel(x_ptr, o_ptr, N, stride_x, stride_o, BLOCK: tl.constexpr):
+    """out[r, :N] = clamped SwiGLU(gate = x[r, :N], up = x[r, N:2N]) (GPT-OSS, as gemm1's epilogue)."""
+    r = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = c < N
+    g = tl.load(x_ptr + r * stride_x + c, mask=m, other=0.0)
+    u = tl.load(x_ptr + r * stride_x + N + c, mask=m, other=0.0)
+    g = tl.minimum(g, 7.0)
+    u = tl.minimum(tl.maximum(u, -7.0), 7.0)
+    y = (u + 1.0) * (g * tl.sigmoid(1.702 * g))
+    tl.store(o_ptr + r * stride_o + c, y.to(o_ptr.dtype.element_ty), mask=m)
+
+
+def swiglu(ws: torch.Tensor, out: torch.Tensor, n: int):
+    """Finish a split-K gemm1: fp32 [rows, 2n] gate|up sums -> out [rows, n]."""
+    rows = ws.shape[0]
+    if rows:
+        blk = 1024 if n > 512 else triton.next_power_of_2(max(n, 16))
+        swiglu_kernel[(rows, triton.cdiv(n, blk))](ws, out, n, ws.stride(0), out.stride(0), BLOCK=blk, num_warps=4)
     return out

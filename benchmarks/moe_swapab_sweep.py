@@ -1,0 +1,210 @@
+"""Per-GEMM sweep of the MoE kernels on the GPU: committed baseline vs swapped-A/B / split-K variants.
+
+    python3 benchmarks/moe_swapab_sweep.py --out $OUT --base .ab/moe_gemm_base.py [--budget-s 480]
+
+For gpt-oss-120b at batches 1..1024: times gemm1 (+SwiGLU) and gemm2 (+routing weight) separately
+(cold L2, CUDA graph, median), for the baseline module (a copy of the committed moe_gemm.py) and for
+config variants of the current one; every variant's whole-layer output is checked against the fp32
+reference (NaN-poisoned). Dumps the PTX/TTGIR of the swapped-A/B gemm1 and counts wgmma / shared
+memory instructions. Prints a table last; writes sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+BOUNDS = {"bf16": 1.5e-2, "mxfp4": 1.5e-2, "fp8": 6e-2, "fp8-block": 5e-2, "mxfp4-w4a8": 6e-2}
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def C(bm, bn, bk, nw, ns, split=1, mxv=2, gm=4):
+    c = dict(BM=bm, BN=bn, BK=bk, GROUP_M=gm, num_warps=nw, num_stages=ns, MXV=mxv)
+    if split > 1:
+        c["SPLIT_K"] = split
+    return c
+
+
+# per batch: (gemm1 cfg, gemm2 cfg) variants; BM must match between the two
+MX_VARIANTS = {
+    1: [C(16, 64, 64, 4, 4, 1), C(16, 64, 128, 4, 3, 2)],
+    4: [C(16, 64, 128, 4, 3)],
+    16: [C(16, 64, 128, 4, 3)],
+    64: [C(16, 64, 128, 4, 3)],
+    256: [C(16, 64, 64, 4, 4)],
+    1024: [C(32, 64, 64, 4, 4), C(64, 64, 128, 4, 3)],
+}
+FP8_VARIANTS: dict = {}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--base", default=".ab/moe_gemm_base.py")
+    ap.add_argument("--batches", default="1,4,16,64,256,1024")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--budget-s", type=float, default=480)
+    ap.add_argument("--no-sweep", action="store_true", help="baseline vs defaults only")
+    args = ap.parse_args()
+    t0 = time.time()
+    import torch
+    import triton
+
+    import moeprof.profiler.kernels as K
+    from moeprof.profiler import reference, timing
+    from moeprof.profiler.kernels import moe_gemm as new
+    from moeprof.profiler.reference import rel_err
+    from moeprof.profiler.workload import build_layer_for_model
+
+    spec = importlib.util.spec_from_file_location("moe_gemm_base", args.base)
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    _bg, _bc = base.moe_gemm, base.get_config
+
+    import inspect
+
+    base_has_big = "mx_big_scale" in inspect.signature(_bg).parameters
+
+    def base_gemm(*a, **kw):
+        if not base_has_big:  # older modules compute it with a host sync (breaks graph capture)
+            kw.pop("mx_big_scale", None)
+        kw.pop("c_div", None)
+        return _bg(*a, **kw)
+
+    base.moe_gemm = base_gemm
+    base.get_config = lambda *a, slots=None, experts=None, **kw: _bc(*a, slots=slots, **kw)
+
+    def use(mod):
+        K.moe_gemm = mod
+        sys.modules["moeprof.profiler.kernels.moe_gemm"] = mod
+
+    props = torch.cuda.get_device_properties(0)
+    copy_bw = timing.copy_bandwidth()
+    log(f"CARD {props.name} copy {copy_bw / 1e12:.2f} TB/s torch {torch.__version__} triton {triton.__version__}")
+    rows, refs, asm_info = [], {}, {}
+
+    def measure(tag, fmt, b, cfg=None, mod=new, dump=False, big=False):
+        use(mod)
+        layer = build_layer_for_model("gpt-oss-120b", fmt, b, cfg=cfg)
+        if big:  # force the BIG_SCALE path (exact for any scale): same weights, other code path
+            layer._big = True
+        if (fmt, b) not in refs:
+            refs[(fmt, b)] = layer.reference()
+        layer.out.fill_(float("nan"))
+        layer.out_sorted.fill_(float("nan"))
+        layer.inter_buf.fill_(float("nan"))
+        out = layer().clone()
+        torch.cuda.synchronize()
+        written = bool(torch.isfinite(out.float()).all())
+        err = rel_err(out, refs[(fmt, b)])
+        ok = written and err < BOUNDS[fmt]
+        wt = layer.wt
+        ids, tw = reference.route(layer.x, layer.router_w, layer.router_b, layer.top_k)
+        sids, eids, npp, _ = mod.moe_align(ids, wt.num_experts, layer.cfg1["BM"], 0)
+        tw = tw.reshape(-1)
+        q8 = fmt in ("fp8", "fp8-block", "mxfp4-w4a8")
+        a, a_s = (mod.act_quant(layer.x, per_group=False) if q8 else (layer.x, None))
+
+        def g1():
+            layer._gemm1(a, a_s, tw, sids, eids, npp)
+
+        g1()
+        a2, a2s = (mod.act_quant(layer.inter_buf, per_group=False) if q8 else (layer.inter_buf, None))
+
+        def g2():
+            layer._gemm2(a2, a2s, tw, sids, eids, npp)
+
+        if dump:
+            for nm, fn in (("gemm1", g1), ("gemm2", g2)):
+                fn()
+                ck = mod.LAST_COMPILED[0]
+                ptx, ttgir = ck.asm.get("ptx", ""), ck.asm.get("ttgir", "")
+                wg = [ln.strip() for ln in ptx.splitlines() if "wgmma.mma_async" in ln]
+                info = dict(
+                    wgmma=len(wg), wgmma_reg_a=sum(1 for ln in wg if re.search(r"\}, \{", ln)),
+                    ldmatrix=ptx.count("ldmatrix"), stmatrix=ptx.count("stmatrix"),
+                    st_shared=len(re.findall(r"st\.shared", ptx)), ld_shared=len(re.findall(r"ld\.shared", ptx)),
+                    mma_sync=ptx.count("mma.sync"), cp_async=ptx.count("cp.async"),
+                    sample=wg[:2], n_regs=getattr(ck, "n_regs", None), n_spills=getattr(ck, "n_spills", None),
+                    shared=getattr(ck.metadata, "shared", None) if hasattr(ck, "metadata") else None,
+                    dot_lines=[ln.strip()[:300] for ln in ttgir.splitlines() if "warp_group_dot " in ln or "tt.dot " in ln][:4])
+                asm_info[f"{tag}/{nm}"] = info
+                log(f"ASM {tag}/{nm}: " + json.dumps(info)[:1500])
+                if tag.startswith("swap") and nm == "gemm1":
+                    with open(os.path.join(args.out, f"{tag}_{nm}.ptx"), "w") as fh:
+                        fh.write(ptx)
+                    with open(os.path.join(args.out, f"{tag}_{nm}.ttgir"), "w") as fh:
+                        fh.write(ttgir)
+        tl_ = timing.time_fn(layer, repeats=args.repeats, warmup=2)
+        t1 = timing.time_fn(g1, repeats=args.repeats, warmup=2)
+        t2 = timing.time_fn(g2, repeats=args.repeats, warmup=2)
+        e = layer.experts_touched
+        b1 = e * (wt.w1[0].numel() * wt.w1.element_size() + wt.w1_s[0].numel() * wt.w1_s.element_size()
+                  if wt.w1_s is not None else wt.w1[0].numel() * wt.w1.element_size())
+        b2 = e * (wt.w2[0].numel() * wt.w2.element_size() + wt.w2_s[0].numel() * wt.w2_s.element_size()
+                  if wt.w2_s is not None else wt.w2[0].numel() * wt.w2.element_size())
+        u1, u2 = t1.median_ns / 1e3, t2.median_ns / 1e3
+        row = dict(tag=tag, fmt=fmt, batch=b, E=e, cfg1=layer.cfg1, cfg2=layer.cfg2, err=err, ok=ok,
+                   layer_us=tl_.median_ns / 1e3,
+                   g1_us=u1, g2_us=u2, g1_pct=100 * b1 / (u1 * 1e-6) / copy_bw, g2_pct=100 * b2 / (u2 * 1e-6) / copy_bw,
+                   pct=100 * (b1 + b2) / ((u1 + u2) * 1e-6) / copy_bw)
+        rows.append(row)
+        log(f"RUN {tag:22s} {fmt:5s} b={b:5d} E={e:3d} g1 {u1:8.1f} us ({row['g1_pct']:3.0f}%) g2 {u2:8.1f} us"
+            f" ({row['g2_pct']:3.0f}%) sum {u1 + u2:8.1f} ({row['pct']:3.0f}%) layer {row['layer_us']:8.1f} err {err:.2e} {'OK' if ok else 'FAIL'}"
+            f" {layer.cfg1} | {layer.cfg2}")
+        del layer
+        return row
+
+    def safe(*a, **k):
+        if time.time() - t0 > args.budget_s:
+            log("BUDGET reached, skipping", a[:3], k.get("cfg"))
+            return None
+        try:
+            return measure(*a, **k)
+        except Exception as exc:  # noqa: BLE001
+            log(f"ERROR {a[:3]} {k.get('cfg')} {type(exc).__name__}: {exc}"[:1200])
+            traceback.print_exc(limit=3)
+            return None
+
+    batches = [int(x) for x in args.batches.split(",") if x]
+    # ---- generated code of the swapped path (and the v2 loop for comparison), batch 64
+    safe("swap-asm", "mxfp4", 64, cfg=(C(16, 64, 64, 4, 4), C(16, 64, 64, 4, 4)), dump=True)
+    # the big-scale fallback of the element-wise unpack (scale bytes > 128), batch 4
+    safe("swap-bigscale", "mxfp4", 4, cfg=(C(16, 64, 64, 4, 4, 2), C(16, 64, 64, 4, 4, 2)), big=True)
+    # ---- baseline vs current defaults
+    for b in batches:
+        for fmt in ("mxfp4", "fp8"):
+            safe("base", fmt, b, mod=base)
+            safe("new", fmt, b, mod=new)
+    # ---- variants
+    if not args.no_sweep:
+        for b in batches:
+            for c in MX_VARIANTS.get(b, []):
+                c2 = dict(c)
+                tag = f"mx{c['MXV']}-{c['BM']}-{c['BN']}-{c['BK']}-w{c['num_warps']}s{c['num_stages']}-k{c.get('SPLIT_K', 1)}"
+                safe(tag, "mxfp4", b, cfg=(c, c2))
+            for c in FP8_VARIANTS.get(b, []):
+                tag = f"fp8-{c['BN']}-{c['BK']}-k{c.get('SPLIT_K', 1)}"
+                safe(tag, "fp8", b, cfg=(c, dict(c)))
+
+    with open(os.path.join(args.out, "sweep.json"), "w") as fh:
+        json.dump(dict(card=props.name, copy_bw=copy_bw, rows=rows, asm=asm_info), fh, indent=1, default=str)
+    log(f"\nSUMMARY card={props.name} copy={copy_bw / 1e12:.2f} TB/s (per-GEMM, cold L2, median)")
+    log(f"{'tag':24s} {'fmt':5s} {'batch':>5s} {'g1_us':>8s} {'%':>4s} {'g2_us':>8s} {'%':>4s} {'sum':>8s} {'%':>4s} {'layer':>8s} {'err':>9s}")
+    for r in rows:
+        log(f"{r['tag']:24s} {r['fmt']:5s} {r['batch']:5d} {r['g1_us']:8.1f} {r['g1_pct']:4.0f} {r['g2_us']:8.1f}"
+            f" {r['g2_pct']:4.0f} {r['g1_us'] + r['g2_us']:8.1f} {r['pct']:4.0f} {r['layer_us']:8.1f} {r['err']:9.2e}{'' if r['ok'] else ' FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
