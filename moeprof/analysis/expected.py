@@ -136,17 +136,24 @@ def predicted_crossover(exp: Expected, fmt_a: str, fmt_b: str, lo: int = 1, hi: 
     return x, "roofline model"
 
 
-def crossover_from_ratio(batches: list[int] | np.ndarray, ratio: list[float] | np.ndarray) -> float | None:
-    """First batch where ratio (time a / time b) crosses 1, interpolated in log(batch), log(ratio)."""
+def crossovers_from_ratio(batches: list[int] | np.ndarray, ratio: list[float] | np.ndarray) -> list[float]:
+    """Every batch where ratio (time a / time b) crosses 1, interpolated in log(batch), log(ratio)."""
     b = np.asarray(batches, dtype=float)
     r = np.log(np.asarray(ratio, dtype=float))
+    found: list[float] = []
     for i in range(1, len(b)):
         if not (np.isfinite(r[i - 1]) and np.isfinite(r[i])):
             continue
         if r[i - 1] == 0:
-            return float(b[i - 1])
-        if np.sign(r[i - 1]) != np.sign(r[i]) and r[i] != 0:
+            found.append(float(b[i - 1]))
+        elif np.sign(r[i - 1]) != np.sign(r[i]) and r[i] != 0:
             lb0, lb1 = np.log(b[i - 1]), np.log(b[i])
             t = r[i - 1] / (r[i - 1] - r[i])
-            return float(np.exp(lb0 + t * (lb1 - lb0)))
-    return None
+            found.append(float(np.exp(lb0 + t * (lb1 - lb0))))
+    return found
+
+
+def crossover_from_ratio(batches: list[int] | np.ndarray, ratio: list[float] | np.ndarray) -> float | None:
+    """First batch where ratio (time a / time b) crosses 1, interpolated in log(batch), log(ratio)."""
+    found = crossovers_from_ratio(batches, ratio)
+    return found[0] if found else None

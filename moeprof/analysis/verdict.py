@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from moeprof.analysis.classify import GEMM_ROLES
-from moeprof.analysis.expected import crossover_from_ratio
+from moeprof.analysis.expected import crossovers_from_ratio
 from moeprof.analysis.metrics import BUSY_PCT, MEASURED_PATHS, PATH_NONE, PATH_NOT_COLLECTED, PATH_UNCOUNTED
 from moeprof.analysis.stats import mann_whitney
 
@@ -381,14 +381,39 @@ def pick_pair(formats: list[str], pair: tuple[str, str] | None = None) -> tuple[
     return (formats[0], formats[1]) if len(formats) >= 2 else None
 
 
-def measured_crossover(layer: pd.DataFrame, a: str, b: str) -> float | None:
-    """Batch where the faster of a and b changes, log-interpolated between measured batches."""
+def measured_crossovers(layer: pd.DataFrame, a: str, b: str) -> list[float]:
+    """Batches where the faster of a and b changes, log-interpolated between measured batches."""
     ta = layer[layer["format"] == a].set_index("batch")["layer_time_median_ns"]
     tb = layer[layer["format"] == b].set_index("batch")["layer_time_median_ns"]
     common = sorted(set(ta.index) & set(tb.index))
     if len(common) < 2:
-        return None
-    return crossover_from_ratio(common, [ta[x] / tb[x] for x in common])
+        return []
+    return crossovers_from_ratio(common, [ta[x] / tb[x] for x in common])
+
+
+def measured_crossover(layer: pd.DataFrame, a: str, b: str) -> float | None:
+    """The first batch where the faster of a and b changes (see measured_crossovers)."""
+    found = measured_crossovers(layer, a, b)
+    return found[0] if found else None
+
+
+# Below this speedup a win is reported as "about even" in the short answer (it can still be significant).
+NEAR_TIE = 1.05
+
+
+def _runs(wins: list[tuple[int, str, float]]) -> list[tuple[str, int, int]]:
+    """Contiguous batch ranges won by the same format: [(format, first batch, last batch)]."""
+    runs: list[tuple[str, int, int]] = []
+    for batch, fmt, _ in wins:
+        if runs and runs[-1][0] == fmt:
+            runs[-1] = (fmt, runs[-1][1], batch)
+        else:
+            runs.append((fmt, batch, batch))
+    return runs
+
+
+def _span(first: int, last: int) -> str:
+    return f"batch {first}" if first == last else f"batch {first}–{last}"
 
 
 def _needs(r: pd.Series) -> str:
@@ -433,9 +458,11 @@ def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | Non
     for f in pair:
         if wins[f]:
             lines.append(f"{f} is faster at batch " + ", ".join(f"{bt} ({s:.2f}x)" for bt, s in wins[f]) + ".")
-    xm = measured_crossover(layer, a, b)
+    xs = measured_crossovers(layer, a, b)
+    xm = xs[0] if xs else None
     xp, xp_src = predicted
-    lines.append("Measured crossover: " + (f"batch ~{xm:.0f}" if xm else "none within the measured batches")
+    lines.append(("Measured crossovers: " if len(xs) > 1 else "Measured crossover: ")
+                 + (", ".join(f"batch ~{x:.0f}" for x in xs) if xs else "none within the measured batches")
                  + "; predicted: " + (f"batch ~{xp:.0f} ({xp_src})" if xp else xp_src) + ".")
     if memory is not None and not memory.empty and set(pair) <= set(memory["format"]):
         m = memory.set_index("format")
@@ -454,10 +481,19 @@ def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | Non
         best = a if wins[a] else b
         answer = f"{best} is faster at every measured batch ({', '.join(str(x) for x, _ in wins[best])})"
     else:
-        lo, hi = (a, b) if min(x for x, _ in wins[a]) < min(x for x, _ in wins[b]) else (b, a)
-        answer = (f"{lo} up to batch {max(x for x, _ in wins[lo])}, {hi} from batch {min(x for x, _ in wins[hi])}"
-                  + (f" (crossover ~{xm:.0f})" if xm else ""))
+        ordered = sorted((bt, f, sp) for f in pair for bt, sp in wins[f])
+        parts = []
+        for f in sorted(pair, key=lambda f: min(bt for bt, _ in wins[f])):  # who wins the smallest batch first
+            spans = [_span(lo, hi) for g, lo, hi in _runs(ordered) if g == f]
+            parts.append(f"{f} at " + " and ".join(spans))
+        answer = "; ".join(parts)
+        if xs:
+            answer += " (crossover" + ("s" if len(xs) > 1 else "") + " ~" + ", ~".join(f"{x:.0f}" for x in xs) + ")"
+        ties = [bt for bt, _, sp in ordered if sp < NEAR_TIE]
+        if ties:
+            answer += (f"; within {100 * (NEAR_TIE - 1):.0f}% of each other at batch "
+                       + ", ".join(str(t) for t in ties))
     if memory is not None and not memory.empty and set(pair) <= set(memory["format"]):
         answer += _memory_answer(memory.set_index("format"), pair, gpu_label)
     return {"pair": list(pair), "answer": answer + ".", "lines": lines,
-            "measured_crossover_batch": xm, "predicted_crossover_batch": xp, "predicted_crossover_source": xp_src}
+            "measured_crossover_batch": xm, "measured_crossover_batches": xs, "predicted_crossover_batch": xp, "predicted_crossover_source": xp_src}

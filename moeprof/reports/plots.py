@@ -143,9 +143,13 @@ def speedup_chart(a: Analysis, out: Path) -> list[Path]:
             for xi, yi in zip(s.index, s.to_numpy()):
                 ax.annotate(f"{yi:.2f}x", (xi, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
         ax.axhline(1.0, color="k", lw=0.8)
-        xm, xp = a.summary.get("measured_crossover_batch"), a.summary.get("predicted_crossover_batch")
-        ax.axvline(xm, color="C1", ls="--", label=f"measured crossover ~{xm:.0f}") if xm else ax.plot(
-            [], [], " ", label="measured crossover: none in the measured batches")
+        xs = a.summary.get("measured_crossover_batches") or []
+        xp = a.summary.get("predicted_crossover_batch")
+        for i, xm in enumerate(xs):
+            ax.axvline(xm, color="C1", ls="--", label=f"measured crossover{'s' if len(xs) > 1 else ''} "
+                       f"~{', ~'.join(f'{x:.0f}' for x in xs)}" if i == 0 else None)
+        if not xs:
+            ax.plot([], [], " ", label="measured crossover: none in the measured batches")
         if xp:
             ax.axvline(xp, color="C2", ls=":", label=f"predicted crossover ~{xp:.0f} ({a.summary.get('predicted_crossover_source')})")
         ax.set_xscale("log", base=2)
