@@ -201,3 +201,16 @@ def test_ncu_unit_reads_real_csv_and_flags_launch_bound(fake_gpu, tmp_path, monk
     assert ent["options"]["launch_count_reached"] == ["bf16_b256"]
     k = pd.read_csv(tmp_path / "c" / "kernels.csv", keep_default_na=False, na_values=[""])
     assert set(k["collector"]) == {"ncu"} and len(k) == 20 and k["dram_read_bytes"].notna().all()
+
+
+def test_external_mode_records_a_named_model_for_the_roofline(tmp_path):
+    from moeprof.profiler.capture import Capture, CaptureConfig
+
+    cmd = ["python3", "serve.py", "--batch", "[64]"]
+    named = Capture(CaptureConfig(out=tmp_path / "a", command=cmd, model="gpt-oss-20b"))._workload()
+    assert named["mode"] == "external" and named["command"] == cmd
+    assert (named["model"], named["num_experts"], named["top_k"], named["hidden_size"]) == ("gpt-oss-20b", 32, 4, 2880)
+    anonymous = Capture(CaptureConfig(out=tmp_path / "b", command=cmd))._workload()
+    assert anonymous["model"] is None and "num_experts" not in anonymous
+    sweep = Capture(CaptureConfig(out=tmp_path / "c"))._workload()
+    assert sweep["mode"] == "moe" and sweep["model"] == "gpt-oss-120b" and sweep["num_experts"] == 128

@@ -30,7 +30,7 @@ def _words(text: str) -> list[str]:
 @app.command(context_settings={"ignore_unknown_options": True})
 def capture(
     command: Optional[list[str]] = typer.Argument(None, help="External mode: `moeprof capture [OPTIONS] -- CMD ARGS...`"),
-    model: str = typer.Option("gpt-oss-120b", "--model", "-m", help="MoE preset giving the layer shape"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="MoE preset giving the layer shape [default: gpt-oss-120b]; in external mode, the model the program runs (lets analyze set it against the roofline)"),
     formats: str = typer.Option("bf16,fp8,mxfp4", "--formats", "-f", help="Weight formats, comma-separated"),
     batch: str = typer.Option("1,8,32,128,512", "--batch", "-b", help="Tokens per layer call, comma-separated"),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (shards the expert weights)"),
@@ -68,6 +68,8 @@ def capture(
         shp = {"hidden_size": h, "intermediate_size": i, "num_experts": e, "top_k": k}
     if workload not in ("moeprof", "toy"):
         raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
+    if not command and model is None:
+        model = "gpt-oss-120b"
     cfg = CaptureConfig(
         out=out, formats=_words(formats), batches=_ints(batch, "--batch"), model=model, shape=shp, tp=tp, ep=ep,
         routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),

@@ -38,7 +38,7 @@ class CaptureConfig:
     out: Path
     formats: list[str] = field(default_factory=lambda: ["bf16", "fp8", "mxfp4"])
     batches: list[int] = field(default_factory=lambda: [1, 16, 64, 256])
-    model: str | None = "gpt-oss-120b"
+    model: str | None = None           # preset name; sweeps default to gpt-oss-120b, external mode to none
     shape: dict | None = None          # hidden_size, intermediate_size, num_experts, top_k (else from model)
     tp: int = 1
     ep: int = 1
@@ -158,6 +158,9 @@ def describe_machine(timeout: float = 300) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+DEFAULT_MODEL = "gpt-oss-120b"
+
+
 def resolve_shape(cfg: CaptureConfig) -> dict:
     if cfg.shape:
         return dict(cfg.shape)
@@ -165,7 +168,7 @@ def resolve_shape(cfg: CaptureConfig) -> dict:
         from moeprof.models.presets import get_model
     except ImportError:
         raise MoeprofError("model presets are not available (moeprof.models.presets); pass the shape explicitly") from None
-    m = get_model(cfg.model)
+    m = get_model(cfg.model or DEFAULT_MODEL)
     return {k: int(getattr(m, k)) for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}
 
 
@@ -199,9 +202,11 @@ class Capture:
     def _workload(self) -> dict:
         c = self.cfg
         if self.external:
-            return {"mode": "external", "command": list(c.command), "model": None, "formats": [], "batches": []}
+            # The program's own model, when the user names one (-m or --shape), gives analyze its roofline.
+            named = {"model": "custom" if c.shape else c.model, **resolve_shape(c)} if (c.model or c.shape) else {"model": None}
+            return {"mode": "external", "command": list(c.command), **named, "formats": [], "batches": []}
         shape = resolve_shape(c)
-        return {"mode": "moe", "model": "custom" if c.shape else c.model, **shape,
+        return {"mode": "moe", "model": "custom" if c.shape else (c.model or DEFAULT_MODEL), **shape,
                 "formats": list(c.formats), "batches": [int(b) for b in c.batches], "tp": c.tp, "ep": c.ep,
                 "routing": c.routing, "seed": c.seed, "repeats": c.repeats, "warmup": c.warmup,
                 "kernel": c.kernel if c.workload == "moeprof" else "toy-torch", "workload": c.workload,

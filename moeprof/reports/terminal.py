@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -117,7 +118,9 @@ def verdict_panel(a: Analysis) -> Panel:
 def render_analysis(a: Analysis, console: Console | None = None) -> None:
     c = console or Console()
     w = a.capture.workload
-    c.print(f"[bold]moeprof analyze[/] {a.capture.path}  —  {w.get('model', 'workload')} on [bold]{a.gpu_label}[/]")
+    what = w.get("model") or ("external: " + " ".join(w.get("command") or []) if w.get("mode") == "external" else "workload")
+    c.print(f"[bold]moeprof analyze[/] {escape(str(a.capture.path))}  —  {escape(what)} on [bold]{escape(a.gpu_label)}[/]",
+            highlight=False)
     c.print(f"peaks: tensor {a.peaks.tensor_source}; DRAM {a.peaks.dram_source}")
     for n in a.notes:
         c.print(f"[yellow]note:[/] {n}")
