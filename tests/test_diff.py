@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -75,7 +76,7 @@ def test_significance_from_repeats_and_added_removed(tmp_path):
     a, b = _copy(tmp_path, "a"), _copy(tmp_path, "b")
     pts = lambda fmt, ts: pd.DataFrame({"format": fmt, "batch": 256, "repeat": range(len(ts)),  # noqa: E731
                                          "layer_time_ns": ts, "experts_touched": 1, "kernel": "x"})
-    base = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1]
+    base = [t * 1e3 for t in (100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1)]  # ~100 µs layer calls
     pd.concat([pts("fp8", base), pts("bf16", base)]).to_csv(a / "points.csv", index=False)
     pd.concat([pts("fp8", [t * 0.9 for t in base]), pts("bf16", [t * 1.01 for t in base])]).to_csv(
         b / "points.csv", index=False)
@@ -92,3 +93,15 @@ def test_significance_from_repeats_and_added_removed(tmp_path):
     d = diff(load_capture(a), load_capture(b))
     st = d.rows.set_index(["format", "role"])["status"]
     assert st[("bf16", "act")] == "removed" and st[("fp8", "combine")] == "added"
+
+
+def test_sub_microsecond_changes_are_not_significant():
+    from moeprof.analysis.diff import DiffOptions, _judge
+
+    rng = np.random.default_rng(0)
+    a = 5000.0 + rng.normal(0, 5, 20)            # a 5 µs kernel
+    b = a * 0.95                                 # 5% faster = 0.25 µs: clear in the test, below the floor
+    assert _judge(a, b, DiffOptions())["status"] == "unchanged"
+    assert _judge(a, b, DiffOptions(min_abs_ns=100.0))["status"] == "faster"
+    big = 500_000.0 + rng.normal(0, 500, 20)     # a 0.5 ms GEMM 5% faster: 25 µs
+    assert _judge(big, big * 0.95, DiffOptions())["status"] == "faster"

@@ -31,6 +31,7 @@ class DiffOptions:
     alpha: float = 0.05
     min_effect: float = 0.03      # relative change a significant result must also reach
     noise_floor: float = 0.05     # relative change that counts without enough repeats to test
+    min_abs_ns: float = 500.0     # and an absolute one: sub-microsecond shifts of tiny kernels are timer/collector jitter
     min_repeats: int = 3
     force: bool = False
 
@@ -79,8 +80,9 @@ def comparability(a: Capture, b: Capture) -> tuple[list[str], list[str]]:
             warnings.append(f"collector {name}: {sa or 'absent'} vs {sb or 'absent'}")
     oa = ((ca.get("ncu") or {}).get("options") or {})
     ob = ((cb.get("ncu") or {}).get("options") or {})
+    both_ncu = all((c.get("ncu") or {}).get("status") == "ok" for c in (ca, cb))  # else the line above said so
     for key in ("clock_control", "cache_control", "replay_mode"):
-        if isinstance(oa, dict) and isinstance(ob, dict) and oa.get(key) != ob.get(key):
+        if both_ncu and isinstance(oa, dict) and isinstance(ob, dict) and oa.get(key) != ob.get(key):
             warnings.append(f"ncu {key} differs: {oa.get(key)} vs {ob.get(key)} (counter rates may shift)")
     sa_, sb_ = a.manifest.get("software") or {}, b.manifest.get("software") or {}
     for key in sorted(set(sa_) | set(sb_)):
@@ -177,5 +179,8 @@ def _judge(xa: np.ndarray | None, xb: np.ndarray | None, opt: DiffOptions) -> di
     else:
         significant = abs(change) >= opt.noise_floor
         p, test = np.nan, f"noise floor {opt.noise_floor:.0%} (fewer than {opt.min_repeats} repeats)"
+    if significant and abs(mb - ma) < opt.min_abs_ns:
+        significant = False
+        test += f"; change below {opt.min_abs_ns:.0f} ns"
     status = "unchanged" if not significant else ("faster" if change < 0 else "slower")
     return {"status": status, "change_pct": change * 100.0, "p_value": p, "test": test}

@@ -66,6 +66,8 @@ def diff_cmd(
     alpha: float = typer.Option(0.05, "--alpha", help="Mann-Whitney significance level."),
     min_effect: float = typer.Option(0.03, "--min-effect", help="Smallest relative change that counts (0.03 = 3%)."),
     noise_floor: float = typer.Option(0.05, "--noise-floor", help="Relative change that counts when a side has too few repeats."),
+    min_abs_us: float = typer.Option(0.5, "--min-abs-us", help="Smallest absolute change that counts, in µs (timer and collector jitter)."),
+    show_all: bool = typer.Option(False, "--all", help="List added/removed rows one by one in the table (else summarized)."),
 ) -> None:
     """What changed between two captures beyond noise, per format, batch and kernel role."""
     from moeprof.analysis.diff import DiffOptions, diff
@@ -75,8 +77,11 @@ def diff_cmd(
     for name, v in (("--alpha", alpha), ("--min-effect", min_effect), ("--noise-floor", noise_floor)):
         if not 0 <= v < 1:
             raise MoeprofError(f"{name} must be in [0, 1), got {v}")
+    if min_abs_us < 0:
+        raise MoeprofError(f"--min-abs-us must be >= 0, got {min_abs_us}")
     result = diff(load_capture(a), load_capture(b),
-                  DiffOptions(alpha=alpha, min_effect=min_effect, noise_floor=noise_floor, force=force))
+                  DiffOptions(alpha=alpha, min_effect=min_effect, noise_floor=noise_floor,
+                              min_abs_ns=min_abs_us * 1e3, force=force))
     if format == "json":
         from moeprof.reports.export import diff_json
         typer.echo(diff_json(result))
@@ -88,4 +93,4 @@ def diff_cmd(
         typer.echo(diff_markdown(result), nl=False)
     else:
         from moeprof.reports.terminal import render_diff
-        render_diff(result)
+        render_diff(result, show_all=show_all)

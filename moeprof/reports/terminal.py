@@ -130,7 +130,18 @@ def render_analysis(a: Analysis, console: Console | None = None) -> None:
     c.print(verdict_panel(a))
 
 
-def render_diff(d: DiffResult, console: Console | None = None) -> None:
+def _fold(rows: pd.DataFrame, status: str) -> str:
+    """One line for the rows only one capture has: which formats and batches."""
+    sub = rows[rows["status"] == status]
+    if sub.empty:
+        return ""
+    side = "B" if status == "added" else "A"
+    parts = [f"{fmt} (batch {', '.join(str(b) for b in sorted(g['batch'].unique()))})"
+             for fmt, g in sub.groupby("format", sort=True)]
+    return f"{status}: {len(sub)} rows only in {side}: " + "; ".join(parts) + " (--all lists them)"
+
+
+def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = False) -> None:
     c = console or Console()
     for e in d.errors:
         c.print(f"[red]incomparable (forced):[/] {e}")
@@ -143,13 +154,22 @@ def render_diff(d: DiffResult, console: Console | None = None) -> None:
                 "DRAM bytes Δ", "tensor ops Δ"):
         t.add_column(col, justify="left" if col in ("status", "format", "role") else "right")
     style = {"faster": "green", "slower": "red", "added": "cyan", "removed": "magenta", "unchanged": "dim"}
-    for _, r in d.rows.iterrows():
+    rank = {"slower": 0, "faster": 1, "unchanged": 2, "added": 3, "removed": 4}
+    rows = d.rows.assign(_rank=d.rows["status"].map(rank)).sort_values("_rank", kind="stable")
+    if not show_all:
+        rows = rows[~rows["status"].isin(["added", "removed"])]
+    for _, r in rows.iterrows():
         t.add_row(f"[{style.get(r['status'], '')}]{r['status']}[/]", str(r["format"]), str(r["batch"]), str(r["role"]),
                   fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]), _num(r["change_pct"], "{:+.1f}", "%"),
                   _num(r["p_value"], "{:.2g}"), f"{r['n_a']}/{r['n_b']}",
                   _num(r.get("dram_bytes_change_pct"), "{:+.1f}", "%"),
                   _num(r.get("tensor_ops_change_pct"), "{:+.1f}", "%"))
     c.print(t)
+    if not show_all:
+        for status in ("added", "removed"):
+            line = _fold(d.rows, status)
+            if line:
+                c.print(line)
     o = d.options
-    c.print(f"significance: Mann-Whitney U, alpha {o.alpha}, min effect {o.min_effect:.0%}; "
-            f"noise floor {o.noise_floor:.0%} below {o.min_repeats} repeats")
+    c.print(f"significance: Mann-Whitney U, alpha {o.alpha}, min effect {o.min_effect:.0%} and "
+            f"{o.min_abs_ns / 1e3:g} µs; noise floor {o.noise_floor:.0%} below {o.min_repeats} repeats")
