@@ -58,6 +58,7 @@ def main():
         return _bg(*a, **kw)
 
     base.moe_gemm = base_gemm
+    base_layout = "lanes" if hasattr(base, "_e2m1_lanes_bf16_asm") else "nibbles"
     _bc = base.get_config
     base.get_config = lambda *a, slots=None, **kw: _bc(*a, **kw)  # older signature
 
@@ -73,10 +74,16 @@ def main():
     def measure(tag, fmt, b, cfg=None, mod=new, rm=False):
         use(mod)
         layer = build_layer_for_model("gpt-oss-120b", fmt, b, cfg=cfg)
+        wt = layer.wt
+        lay = wt.extra.get("mx_layout", "nibbles")
         if rm:  # row-major packed weights for the dot_scaled variant
-            wt = layer.wt
-            layer.wt = dataclasses.replace(wt, w1=q.pack_mxfp4_rowmajor(q.unpack_mxfp4(wt.w1)),
-                                           w2=q.pack_mxfp4_rowmajor(q.unpack_mxfp4(wt.w2)))
+            layer.wt = dataclasses.replace(wt, w1=q.pack_mxfp4_rowmajor(q.unpack_mxfp4(wt.w1, lay)),
+                                           w2=q.pack_mxfp4_rowmajor(q.unpack_mxfp4(wt.w2, lay)))
+        elif mod is base and fmt == "mxfp4" and lay != base_layout:
+            # the baseline module (before the "lanes" pack) reads the nibble pack
+            def rp(w):
+                return torch.stack([q.pack_mxfp4(q.unpack_mxfp4(w[e], lay), base_layout) for e in range(w.shape[0])])
+            layer.wt = dataclasses.replace(wt, w1=rp(wt.w1), w2=rp(wt.w2), extra=dict(wt.extra, mx_layout=base_layout))
         layer.out.fill_(float("nan"))
         layer.out_sorted.fill_(float("nan"))
         out = layer().clone()

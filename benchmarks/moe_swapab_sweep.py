@@ -37,12 +37,19 @@ def C(bm, bn, bk, nw, ns, split=1, mxv=2, gm=4):
 
 # per batch: (gemm1 cfg, gemm2 cfg) variants; BM must match between the two
 MX_VARIANTS = {
-    1: [C(16, 64, 64, 4, 4, 1), C(16, 64, 128, 4, 3, 2)],
-    4: [C(16, 64, 128, 4, 3)],
-    16: [C(16, 64, 128, 4, 3)],
-    64: [C(16, 64, 128, 4, 3)],
-    256: [C(16, 64, 64, 4, 4)],
-    1024: [C(32, 64, 64, 4, 4), C(64, 64, 128, 4, 3)],
+    # run 9 (cheaper "lanes" unpack): does the v2 loop now beat the swapped path at batch 1024, and
+    # do larger tiles / more stages pay once the unpack is cheaper?
+    1: [C(16, 32, 256, 4, 3, mxv=1)],
+    16: [C(16, 64, 128, 4, 4, mxv=1), C(16, 64, 64, 4, 4, mxv=1)],
+    64: [C(16, 64, 256, 4, 3, mxv=1), C(16, 128, 128, 4, 3, mxv=1), C(16, 64, 128, 4, 4, mxv=1),
+         C(16, 128, 128, 8, 3, mxv=1)],
+    1024: [C(16, 64, 128, 4, 3, mxv=1), C(32, 64, 128, 4, 3, mxv=1), C(32, 64, 128, 4, 4, mxv=1),
+           C(32, 128, 128, 4, 3, mxv=1), C(64, 64, 128, 4, 3, mxv=1), C(32, 64, 64, 4, 4, mxv=1)],
+}
+# configs also timed on the baseline module (A/B of the unpack alone at that config)
+BASE_VARIANTS = {
+    64: [C(16, 64, 128, 4, 4, mxv=1)],
+    1024: [C(32, 64, 128, 4, 3, mxv=1), C(32, 64, 128, 4, 4, mxv=1)],
 }
 FP8_VARIANTS: dict = {}
 
@@ -55,6 +62,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--no-sweep", action="store_true", help="baseline vs defaults only")
+    ap.add_argument("--no-fp8", action="store_true", help="skip the fp8 rows")
+    ap.add_argument("--no-asm", action="store_true", help="skip the code dumps and big-scale checks")
     args = ap.parse_args()
     t0 = time.time()
     import torch
@@ -92,10 +101,48 @@ def main():
     copy_bw = timing.copy_bandwidth()
     log(f"CARD {props.name} copy {copy_bw / 1e12:.2f} TB/s torch {torch.__version__} triton {triton.__version__}")
     rows, refs, asm_info = [], {}, {}
+    import dataclasses
+
+    from moeprof.profiler import quant as q
+
+    base_layout = "nibbles" if not hasattr(base, "_e2m1_lanes_bf16_asm") else "lanes"
+    repacked: dict = {}
+
+    def to_base_pack(layer):
+        """The baseline module (before the "lanes" pack) reads mxfp4 weights in the nibble pack."""
+        wt = layer.wt
+        lay = wt.extra.get("mx_layout", "nibbles")
+        if lay == base_layout:
+            return
+        key = id(wt)
+        if key not in repacked:
+            def rp(w):
+                o = torch.empty_like(w)
+                for e in range(w.shape[0]):
+                    o[e] = q.pack_mxfp4(q.unpack_mxfp4(w[e], lay), base_layout)
+                return o
+            repacked[key] = (wt, dataclasses.replace(wt, w1=rp(wt.w1), w2=rp(wt.w2),
+                                                     extra=dict(wt.extra, mx_layout=base_layout)))
+        layer.wt = repacked[key][1]
+
+    def sass_counts(ck):
+        try:
+            sass = ck.asm.get("sass", "") or ""
+        except Exception as exc:  # noqa: BLE001
+            return dict(sass_error=str(exc)[:200])
+        ops = {}
+        for op in ("LOP3", "SHF", "PRMT", "HMUL2", "HFMA2", "IMAD.SHL", "SHL", "F2FP", "HMMA", "HGMMA", "LDS", "LDSM", "STS", "LDGSTS"):
+            ops[op] = len(re.findall(r"\b" + re.escape(op) + r"\b", sass))
+        ops["sass_lines"] = sass.count("\n")
+        if ops["HMUL2"]:
+            ops["lop3_shf_prmt_per_hmul2"] = round((ops["LOP3"] + ops["SHF"] + ops["PRMT"]) / ops["HMUL2"], 2)
+        return ops
 
     def measure(tag, fmt, b, cfg=None, mod=new, dump=False, big=False):
         use(mod)
         layer = build_layer_for_model("gpt-oss-120b", fmt, b, cfg=cfg)
+        if mod is base and fmt == "mxfp4":
+            to_base_pack(layer)
         if big:  # force the BIG_SCALE path (exact for any scale): same weights, other code path
             layer._big = True
         if (fmt, b) not in refs:
@@ -137,14 +184,21 @@ def main():
                     mma_sync=ptx.count("mma.sync"), cp_async=ptx.count("cp.async"),
                     sample=wg[:2], n_regs=getattr(ck, "n_regs", None), n_spills=getattr(ck, "n_spills", None),
                     shared=getattr(ck.metadata, "shared", None) if hasattr(ck, "metadata") else None,
-                    dot_lines=[ln.strip()[:300] for ln in ttgir.splitlines() if "warp_group_dot " in ln or "tt.dot " in ln][:4])
+                    dot_lines=[ln.strip()[:300] for ln in ttgir.splitlines() if "warp_group_dot " in ln or "tt.dot " in ln][:4],
+                    ptx_ops={o: len(re.findall(r"\b" + re.escape(o) + r"\b", ptx)) for o in
+                             ("lop3.b32", "prmt.b32", "mul.rn.bf16x2", "shl.b32", "shr.b32", "and.b32")},
+                    sass_ops=sass_counts(ck))
                 asm_info[f"{tag}/{nm}"] = info
                 log(f"ASM {tag}/{nm}: " + json.dumps(info)[:1500])
-                if tag.startswith("swap") and nm == "gemm1":
-                    with open(os.path.join(args.out, f"{tag}_{nm}.ptx"), "w") as fh:
-                        fh.write(ptx)
-                    with open(os.path.join(args.out, f"{tag}_{nm}.ttgir"), "w") as fh:
-                        fh.write(ttgir)
+                if nm == "gemm1":
+                    if tag.startswith("new"):
+                        with open(os.path.join(args.out, f"{tag}_{nm}.ptx"), "w") as fh:
+                            fh.write(ptx)
+                    try:  # Triton's asm["sass"] needs nvdisasm; the cubin can be disassembled outside
+                        with open(os.path.join(args.out, f"{tag}_{nm}.cubin"), "wb") as fh:
+                            fh.write(ck.asm["cubin"])
+                    except Exception as exc:  # noqa: BLE001
+                        log(f"cubin dump failed: {exc}"[:300])
         tl_ = timing.time_fn(layer, repeats=args.repeats, warmup=2)
         t1 = timing.time_fn(g1, repeats=args.repeats, warmup=2)
         t2 = timing.time_fn(g2, repeats=args.repeats, warmup=2)
@@ -178,20 +232,28 @@ def main():
 
     batches = [int(x) for x in args.batches.split(",") if x]
     # ---- generated code of the swapped path (and the v2 loop for comparison), batch 64
-    safe("swap-asm", "mxfp4", 64, cfg=(C(16, 64, 64, 4, 4), C(16, 64, 64, 4, 4)), dump=True)
-    # the big-scale fallback of the element-wise unpack (scale bytes > 128), batch 4
-    safe("swap-bigscale", "mxfp4", 4, cfg=(C(16, 64, 64, 4, 4, 2), C(16, 64, 64, 4, 4, 2)), big=True)
-    # ---- baseline vs current defaults
+    for mod, nm in (() if args.no_asm else ((base, "base"), (new, "new"))):
+        safe(f"{nm}-v2-asm", "mxfp4", 64, cfg=(C(16, 64, 128, 4, 3, mxv=1), C(16, 64, 128, 4, 3, mxv=1)),
+             mod=mod, dump=True)
+        safe(f"{nm}-swap-asm", "mxfp4", 64, cfg=(C(16, 64, 64, 4, 4), C(16, 64, 64, 4, 4)), mod=mod, dump=True)
+    # the big-scale fallback (scale bytes > 128 path, forced on normal weights): both loops
+    if not args.no_asm:
+        safe("swap-bigscale", "mxfp4", 4, cfg=(C(16, 64, 64, 4, 4, 2), C(16, 64, 64, 4, 4, 2)), big=True)
+        safe("v2-bigscale", "mxfp4", 4, cfg=(C(16, 64, 128, 4, 3, mxv=1), C(16, 64, 128, 4, 3, mxv=1)), big=True)
+    # ---- baseline vs current defaults (fp8: unchanged kernels, current module only)
     for b in batches:
-        for fmt in ("mxfp4", "fp8"):
-            safe("base", fmt, b, mod=base)
-            safe("new", fmt, b, mod=new)
+        safe("base", "mxfp4", b, mod=base)
+        safe("new", "mxfp4", b, mod=new)
+        if not args.no_fp8:
+            safe("new", "fp8", b, mod=new)
     # ---- variants
     if not args.no_sweep:
         for b in batches:
             for c in MX_VARIANTS.get(b, []):
                 c2 = dict(c)
                 tag = f"mx{c['MXV']}-{c['BM']}-{c['BN']}-{c['BK']}-w{c['num_warps']}s{c['num_stages']}-k{c.get('SPLIT_K', 1)}"
+                if c in BASE_VARIANTS.get(b, []):  # same config on the baseline module, same call
+                    safe("base-" + tag, "mxfp4", b, cfg=(dict(c), dict(c)), mod=base)
                 safe(tag, "mxfp4", b, cfg=(c, c2))
             for c in FP8_VARIANTS.get(b, []):
                 tag = f"fp8-{c['BN']}-{c['BK']}-k{c.get('SPLIT_K', 1)}"

@@ -86,6 +86,8 @@ def _cfg(**kw):
     ("mxfp4", dict(MXV=2), "skew:3", 1),
     ("mxfp4", dict(MXV=2, SPLIT_K=2), "uniform", 2),
     ("mxfp4", dict(MXV=1, SPLIT_K=3), "skew:3", 1),
+    ("mxfp4", dict(GPI=3), "skew:3", 1),            # no MXV given (old autotune configs): MXV=1 loop
+    ("mxfp4", dict(BM=32, BN=32, BK=128, MXV=1), "uniform", 1),
     ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
     ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),

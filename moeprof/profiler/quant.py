@@ -11,14 +11,21 @@ All functions take and return torch tensors and work on CPU or CUDA. Conventions
   consecutive K elements: ``scale[E, N, K/32]``. shared_exp = floor(log2(amax)) - emax_elem with
   emax_elem = 2 for E2M1; elements = RNE(x / 2^shared_exp) saturated to +-6.
 
-MXFP4 storage ("moeprof pack", chosen for the GEMM kernel, see kernels/moe_gemm.py): K is split into
-groups of 32 (one scale each); inside a group, byte pos(j) (j = 0..15) holds element j in its low
-nibble and element j+16 in its high nibble, where pos(j) = (j & ~3) | PERM4[j & 3] and
-PERM4 = (0, 2, 1, 3) swaps the middle two bytes of every 4-byte word. So a K-group is 16 contiguous
-bytes, loaded as one 16-byte vector; the low / high nibbles form two 16-wide K slabs that feed two
-tensor-core dots without any register shuffle, and the byte swap makes the packed 32-bit
-E2M1->bf16x2 conversion (kernels/moe_gemm.py, inline PTX) emit its pairs in element order. K must be a multiple of 32 (GPT-OSS: 2880 = 90*32). Nibble code: bit 3 = sign,
-bits 2..0 = magnitude index into E2M1_VALUES.
+MXFP4 storage, two layouts; K is split into groups of 32 (one scale each), each group is 16
+contiguous bytes (one 16-byte vector load per row and group). K must be a multiple of 32 (GPT-OSS:
+2880 = 90*32). Nibble code: bit 3 = sign, bits 2..0 = magnitude index (e1 e0 m) into E2M1_VALUES.
+
+* "lanes" (``mxfp4``, bf16 MMA; chosen for the GEMM kernel's unpack, kernels/moe_gemm.py): the group
+  is 8 little-endian 16-bit lanes (lane L = bytes 2L, 2L+1). Lane L (w = L // 2, h = L % 2) holds four
+  elements in four bit slots, each placed so that ONE shift (or none) + one AND moves it to where a
+  bf16 spells E2M1 * 2^-126 (e1 e0 m -> bits 8 7 6, sign -> bit 15), both lanes of a 32-bit word at
+  once (a bf16x2 pair):  slot A = element 4w+h: m,e0,e1 at bits 6,7,8, sign 15 (no shift);
+  slot B = 4w+2+h: bits 3,4,5 / 12 (<< 3); slot C = 4w+16+h: bits 0,1,2 / 9 (<< 6);
+  slot D = 4w+18+h: bits 10,11,13 / 14 (three shifts). Word w's bf16x2 pairs are then the plane-
+  ordered elements (4w, 4w+1), (4w+2, 4w+3), (4w+16, 4w+17), (4w+18, 4w+19): no byte swap, no
+  activation gather in the v2 loop.
+* "nibbles" (``mxfp4-w4a8``, fp8 MMA): byte pos(j) (j = 0..15) holds element j in its low nibble and
+  element j+16 in its high nibble, pos(j) = (j & ~3) | PERM4[j & 3], PERM4 = (0, 2, 1, 3).
 """
 
 from __future__ import annotations
@@ -156,10 +163,34 @@ def dequant_mxfp4(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 PERM4 = (0, 2, 1, 3)
 _POS16 = [(j & ~3) | PERM4[j & 3] for j in range(16)]  # plane index j -> byte position in the group
 
+# "lanes" layout: (slot, bit positions of m, e0, e1, sign, element index for lane L = 2w + h)
+_LANE_SLOTS = (
+    ((6, 7, 8, 15), lambda w, h: 4 * w + h),
+    ((3, 4, 5, 12), lambda w, h: 4 * w + 2 + h),
+    ((0, 1, 2, 9), lambda w, h: 4 * w + 16 + h),
+    ((10, 11, 13, 14), lambda w, h: 4 * w + 18 + h),
+)
+MX_LAYOUTS = ("lanes", "nibbles")
 
-def pack_mxfp4(codes: torch.Tensor) -> torch.Tensor:
-    """Unpacked codes [..., K] -> moeprof pack [..., K/2] (see module doc)."""
+
+def _lane_index(slot: int) -> list[int]:
+    return [_LANE_SLOTS[slot][1](lane // 2, lane % 2) for lane in range(8)]
+
+
+def pack_mxfp4(codes: torch.Tensor, layout: str = "nibbles") -> torch.Tensor:
+    """Unpacked codes [..., K] -> packed [..., K/2] uint8 in `layout` (see module doc)."""
     k = codes.shape[-1]
+    if layout == "lanes":
+        c = codes.to(torch.int32).reshape(*codes.shape[:-1], k // MX_BLOCK, MX_BLOCK)
+        lane = torch.zeros(*c.shape[:-1], 8, dtype=torch.int32, device=codes.device)
+        for s, (bits, _) in enumerate(_LANE_SLOTS):
+            e = c[..., _lane_index(s)]
+            for b, pos in enumerate(bits):  # b: 0 = m, 1 = e0, 2 = e1, 3 = sign (= code bit b)
+                lane |= ((e >> b) & 1) << pos
+        by = torch.stack([lane & 0xFF, lane >> 8], dim=-1).to(torch.uint8)
+        return by.reshape(*codes.shape[:-1], k // 2).contiguous()
+    if layout != "nibbles":
+        raise ValueError(f"unknown mxfp4 layout {layout!r}")
     c = codes.to(torch.uint8).reshape(*codes.shape[:-1], k // MX_BLOCK, 2, MX_BLOCK // 2)
     planes = c[..., 0, :] | (c[..., 1, :] << 4)           # plane order j
     inv = torch.tensor(_POS16, device=codes.device).argsort()  # byte position -> plane index
@@ -167,9 +198,21 @@ def pack_mxfp4(codes: torch.Tensor) -> torch.Tensor:
     return packed.reshape(*codes.shape[:-1], k // 2).contiguous()
 
 
-def unpack_mxfp4(packed: torch.Tensor) -> torch.Tensor:
+def unpack_mxfp4(packed: torch.Tensor, layout: str = "nibbles") -> torch.Tensor:
     """Inverse of pack_mxfp4."""
     k2 = packed.shape[-1]
+    if layout == "lanes":
+        by = packed.to(torch.int32).reshape(*packed.shape[:-1], k2 // 16, 8, 2)
+        lane = by[..., 0] | (by[..., 1] << 8)
+        out = torch.zeros(*lane.shape[:-1], MX_BLOCK, dtype=torch.int32, device=packed.device)
+        for s, (bits, _) in enumerate(_LANE_SLOTS):
+            e = torch.zeros_like(lane)
+            for b, pos in enumerate(bits):
+                e |= ((lane >> pos) & 1) << b
+            out[..., _lane_index(s)] = e
+        return out.to(torch.uint8).reshape(*packed.shape[:-1], k2 * 2)
+    if layout != "nibbles":
+        raise ValueError(f"unknown mxfp4 layout {layout!r}")
     p = packed.reshape(*packed.shape[:-1], k2 // 16, 16)[..., _POS16]
     lo, hi = p & 0xF, p >> 4
     return torch.stack([lo, hi], dim=-2).reshape(*packed.shape[:-1], k2 * 2)
@@ -181,5 +224,10 @@ def pack_mxfp4_rowmajor(codes: torch.Tensor) -> torch.Tensor:
     return (c[..., 0::2] | (c[..., 1::2] << 4)).contiguous()
 
 
-def dequant_packed_mxfp4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return dequant_mxfp4(unpack_mxfp4(packed), scale)
+def dequant_packed_mxfp4(packed: torch.Tensor, scale: torch.Tensor, layout: str = "nibbles") -> torch.Tensor:
+    return dequant_mxfp4(unpack_mxfp4(packed, layout), scale)
+
+
+def mx_layout(fmt: str) -> str:
+    """The packed layout each MXFP4 format's kernel reads: bf16 MMA -> "lanes", fp8 MMA -> "nibbles"."""
+    return "lanes" if fmt == "mxfp4" else "nibbles"

@@ -130,14 +130,14 @@ def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
         s2 = torch.empty(e, h, i // 32, dtype=torch.uint8, device=w1.device)
         for x in range(e):
             c, s1[x] = q.quant_mxfp4(w1[x])
-            p1[x] = q.pack_mxfp4(c)
+            p1[x] = q.pack_mxfp4(c, q.mx_layout(fmt))
             c, s2[x] = q.quant_mxfp4(w2[x])
-            p2[x] = q.pack_mxfp4(c)
+            p2[x] = q.pack_mxfp4(c, q.mx_layout(fmt))
         # largest E8M0 byte: the kernel's folded-scale unpack is exact up to 128 (see moe_gemm)
         smax = int(max(int(s1.max()), int(s2.max()))) if e else 0
         return ExpertWeights(fmt, e, h, i, p1, s1, b1, p2, s2, b2,
                              (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes,
-                             extra=dict(mx_scale_max=smax))
+                             extra=dict(mx_scale_max=smax, mx_layout=q.mx_layout(fmt)))
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
@@ -159,8 +159,9 @@ def dequantize_expert(wt: ExpertWeights, e: int):
                         q.dequant_fp8_blocks(wt.w1[e, i:], wt.w1_s[e, nbi:])])
         w2 = q.dequant_fp8_blocks(wt.w2[e], wt.w2_s[e])
     else:
-        w1 = q.dequant_packed_mxfp4(wt.w1[e], wt.w1_s[e])
-        w2 = q.dequant_packed_mxfp4(wt.w2[e], wt.w2_s[e])
+        lay = wt.extra.get("mx_layout", q.mx_layout(f))
+        w1 = q.dequant_packed_mxfp4(wt.w1[e], wt.w1_s[e], lay)
+        w2 = q.dequant_packed_mxfp4(wt.w2[e], wt.w2_s[e], lay)
     return w1, wt.b1[e], w2, wt.b2[e]
 
 

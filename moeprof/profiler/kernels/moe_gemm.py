@@ -9,7 +9,8 @@ Layout (all weights output-major, K contiguous; E = local experts):
   fp8:       e4m3 values, fp32 scale per output row  s[E, rows].
   fp8-block: e4m3 values, fp32 scale per 128x128 block; for w1 the gate and up halves are blocked
              separately: s1[E, 2*ceil(I/128), ceil(K/128)] (up blocks start at ceil(I/128)).
-  mxfp4:     moeprof pack (see profiler/quant.py): uint8 [E, rows, K/2] + E8M0 scales uint8 [E, rows, K/32].
+  mxfp4:     "lanes" pack (mxfp4) / "nibbles" pack (mxfp4-w4a8), see profiler/quant.py: uint8
+             [E, rows, K/2] + E8M0 scales uint8 [E, rows, K/32].
 
 Tokens are sorted by expert (moe_align, below): each expert's rows are padded to BM; block b of BM
 rows belongs to expert_ids[b] (-1: rows routed to experts of another EP rank, written as zeros).
@@ -40,50 +41,50 @@ FMT_CODES = {
 
 
 # ----------------------------------------------------------------------------- E2M1 unpack
-@triton.jit
-def _e2m1x4_to_bf16_asm(w):
-    """Packed uint8 tile (4 consecutive bytes per 32-bit register) -> (lo, hi) bf16 tiles.
+# "lanes" layout (profiler/quant.py): per 16-bit lane, slot A needs no shift, B << 3, C << 6, D three
+# shifts; each result is E2M1 * 2^-126 as bf16 (0.5 -> subnormal, 0 -> 0) in both lanes of a word, and
+# one mul.bf16x2 by 2^(S-1) (bias word, built once per MX group by the caller: ((S + 126) << 7) in
+# each 16-bit half) applies the E8M0 scale exactly for S <= 128. Per 32-bit word (8 elements):
+# 1 + 2 + 2 + 5 bit ops + 4 mul = 15 instructions, ~1.9 per element (the nibble unpack: ~3).
 
-    Each 16-bit half of the input word is handled at once (two elements per instruction): the
-    magnitude bits (e1 e0 m) land in bf16 bits 8..6 and the sign in bit 15, which spells the E2M1
-    value times 2^-126 exactly (0.5 becomes a bf16 subnormal, 0 stays 0); one mul.bf16x2 by 2^126
-    renormalizes. About 2.5 instructions per element. The pairs come out as (byte0, byte2),
-    (byte1, byte3), hence the byte swap in the pack.
-    """
+
+@triton.jit
+def _e2m1_lanes_bf16_asm(w, sb):
+    """v2 loop (MXV=1: blocked layout, the 4 packed bytes of a register are 4 consecutive bytes of
+    one row and MX group): packed "lanes" uint8 tile + bias tile (uint16, (S + 126) << 7, same shape)
+    -> (lo, hi) bf16 tiles = E2M1 * 2^(S-127) in plane order: word w gives lo elements (4w, 4w+1),
+    (4w+2, 4w+3) and hi elements (4w, 4w+1), (4w+2, 4w+3) of the 16-wide planes. Only the first bias
+    register ($5: elements 0, 1) is read; both halves of it hold the group's bias."""
     return tl.inline_asm_elementwise(
         asm="""
         {
-        .reg .b32 t0, t1, m, s, bias;
-        mov.b32 bias, 0x7E807E80;
-        mov.b32 m, 0x01C001C0;
-        mov.b32 s, 0x80008000;
-        shl.b32 t0, $4, 6;
-        shl.b32 t1, $4, 12;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $0, t0, bias;
-        shr.b32 t0, $4, 2;
-        shl.b32 t1, $4, 4;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $1, t0, bias;
-        shl.b32 t0, $4, 2;
-        shl.b32 t1, $4, 8;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $2, t0, bias;
-        shr.b32 t0, $4, 6;
-        and.b32 t0, t0, m;
-        and.b32 t1, $4, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $3, t0, bias;
+        .reg .b32 t, u, b, m1, m2, qa, qb, qc, qd;
+        mov.b32 b, $5;
+        mov.b32 m1, 0x01000100;
+        mov.b32 m2, 0x80008000;
+        and.b32 t, $4, 0x81C081C0;
+        mul.rn.bf16x2 qa, t, b;
+        shl.b32 t, $4, 3;
+        and.b32 t, t, 0x81C081C0;
+        mul.rn.bf16x2 qb, t, b;
+        shl.b32 t, $4, 6;
+        and.b32 t, t, 0x81C081C0;
+        mul.rn.bf16x2 qc, t, b;
+        shr.b32 t, $4, 4;
+        and.b32 u, t, 0x00C000C0;
+        shr.b32 t, $4, 5;
+        lop3.b32 u, u, t, m1, 0xF8;
+        shl.b32 t, $4, 1;
+        lop3.b32 u, u, t, m2, 0xF8;
+        mul.rn.bf16x2 qd, u, b;
+        mov.b32 $0, qa;
+        mov.b32 $1, qb;
+        mov.b32 $2, qc;
+        mov.b32 $3, qd;
         }
         """,
-        constraints="=r,=r,=r,=r,r",
-        args=[w],
+        constraints="=r,=r,=r,=r,r,r,r",
+        args=[w, sb],
         dtype=(tl.bfloat16, tl.bfloat16),
         is_pure=True,
         pack=4,
@@ -91,105 +92,43 @@ def _e2m1x4_to_bf16_asm(w):
 
 
 @triton.jit
-def _e2m1x4_scaled_bf16_asm(w, s):
-    """Packed uint8 tile + its E8M0 scale bytes (same shape; the 4 bytes of one 32-bit word share
-    one MX group, so only byte 0 of each scale word is read) -> (lo, hi) bf16 tiles of
-    E2M1 * 2^(S-127), scale folded in: the same bit placement as _e2m1x4_to_bf16_asm (value *
-    2^-126, exact) and one mul.bf16x2 by 2^(S-1) built in integer space ((S + 126) << 7 in both
-    halves). Exact for S <= 128 (2^(S-1) representable); the launcher uses the unscaled unpack + a
-    separate multiply when a weight tensor has larger scales. Results below 2^-126 are bf16
-    subnormals (mul.bf16x2 keeps them). ~2.9 instructions per element, no accumulator rescale."""
+def _e2m1_lanes_bf16_asm_rega(w, sb):
+    """Swapped A/B (MXV=2: the register-A dot-operand layout packs (row r, k), (r, k+1), (r+8, k),
+    (r+8, k+1), k even, so the low 16 bits are row r's lane k/2 and the high 16 bits row r+8's):
+    the same bit ops give slot X of both rows in one word; the bias word takes row r's bias in the
+    low half and row r+8's in the high half, and two prmt per pair of slots regroup the results by
+    row: lo element k <- slot A, k+1 <- slot B, hi element k <- C, k+1 <- D (so plane position
+    j holds element (j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1): the caller gathers A to match)."""
     return tl.inline_asm_elementwise(
         asm="""
         {
-        .reg .b32 t0, t1, m, s, bias;
-        and.b32 bias, $5, 0xFF;
-        add.u32 bias, bias, 126;
-        shl.b32 bias, bias, 7;
-        prmt.b32 bias, bias, 0, 0x1010;
-        mov.b32 m, 0x01C001C0;
-        mov.b32 s, 0x80008000;
-        shl.b32 t0, $4, 6;
-        shl.b32 t1, $4, 12;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $0, t0, bias;
-        shr.b32 t0, $4, 2;
-        shl.b32 t1, $4, 4;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $1, t0, bias;
-        shl.b32 t0, $4, 2;
-        shl.b32 t1, $4, 8;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $2, t0, bias;
-        shr.b32 t0, $4, 6;
-        and.b32 t0, t0, m;
-        and.b32 t1, $4, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $3, t0, bias;
+        .reg .b32 t, u, b, m1, m2, qa, qb, qc, qd;
+        prmt.b32 b, $5, $6, 0x7610;
+        mov.b32 m1, 0x01000100;
+        mov.b32 m2, 0x80008000;
+        and.b32 t, $4, 0x81C081C0;
+        mul.rn.bf16x2 qa, t, b;
+        shl.b32 t, $4, 3;
+        and.b32 t, t, 0x81C081C0;
+        mul.rn.bf16x2 qb, t, b;
+        shl.b32 t, $4, 6;
+        and.b32 t, t, 0x81C081C0;
+        mul.rn.bf16x2 qc, t, b;
+        shr.b32 t, $4, 4;
+        and.b32 u, t, 0x00C000C0;
+        shr.b32 t, $4, 5;
+        lop3.b32 u, u, t, m1, 0xF8;
+        shl.b32 t, $4, 1;
+        lop3.b32 u, u, t, m2, 0xF8;
+        mul.rn.bf16x2 qd, u, b;
+        prmt.b32 $0, qa, qb, 0x5410;
+        prmt.b32 $1, qa, qb, 0x7632;
+        prmt.b32 $2, qc, qd, 0x5410;
+        prmt.b32 $3, qc, qd, 0x7632;
         }
         """,
-        constraints="=r,=r,=r,=r,r,r",
-        args=[w, s],
-        dtype=(tl.bfloat16, tl.bfloat16),
-        is_pure=True,
-        pack=4,
-    )
-
-
-@triton.jit
-def _e2m1x4_scaled_bf16_asm_ew(w, s):
-    """Element-wise form of _e2m1x4_scaled_bf16_asm: output element i depends only on input byte i
-    and scale byte i, whatever 4 elements Triton packs into one register (the swapped-A/B path's
-    dot-operand layout packs pairs along K, kWidth=2). A prmt first moves bytes (0, 1, 2, 3) to
-    positions (0, 2, 1, 3), so the 16-bit halves pair elements (0, 1) and (2, 3); the scale bias is
-    built per half from its own scale byte. Unpacks the plain (unswapped) nibble order like the
-    integer path, i.e. the pack's byte swap is undone by the caller's byte offsets."""
-    return tl.inline_asm_elementwise(
-        asm="""
-        {
-        .reg .b32 t0, t1, m, s, b01, b23, x;
-        prmt.b32 x, $4, 0, 0x3120;
-        prmt.b32 b01, $5, 0, 0x4140;
-        prmt.b32 b23, $5, 0, 0x4342;
-        add.u32 b01, b01, 0x007E007E;
-        add.u32 b23, b23, 0x007E007E;
-        shl.b32 b01, b01, 7;
-        shl.b32 b23, b23, 7;
-        mov.b32 m, 0x01C001C0;
-        mov.b32 s, 0x80008000;
-        shl.b32 t0, x, 6;
-        shl.b32 t1, x, 12;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $0, t0, b01;
-        shr.b32 t0, x, 2;
-        shl.b32 t1, x, 4;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $1, t0, b23;
-        shl.b32 t0, x, 2;
-        shl.b32 t1, x, 8;
-        and.b32 t0, t0, m;
-        and.b32 t1, t1, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $2, t0, b01;
-        shr.b32 t0, x, 6;
-        and.b32 t0, t0, m;
-        and.b32 t1, x, s;
-        or.b32 t0, t0, t1;
-        mul.rn.bf16x2 $3, t0, b23;
-        }
-        """,
-        constraints="=r,=r,=r,=r,r,r",
-        args=[w, s],
+        constraints="=r,=r,=r,=r,r,r,r",
+        args=[w, sb],
         dtype=(tl.bfloat16, tl.bfloat16),
         is_pure=True,
         pack=4,
@@ -263,7 +202,7 @@ def moe_gemm_kernel(
     A_DIV: tl.constexpr, WF: tl.constexpr, AQ: tl.constexpr,
     GATED: tl.constexpr, HAS_BIAS: tl.constexpr, MUL_ROUTED: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-    EVEN_K: tl.constexpr, UNPACK_ASM: tl.constexpr, SCALE_PRE: tl.constexpr,
+    EVEN_K: tl.constexpr, UNPACK_ASM: tl.constexpr,
     DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1, MXV: tl.constexpr = 0,
     BIG_SCALE: tl.constexpr = False, SPLIT_K: tl.constexpr = 1, C_DIV: tl.constexpr = 1,
 ):
@@ -314,21 +253,24 @@ def moe_gemm_kernel(
     if WF == 3 and MXV >= 1:
         # ---------------- MXFP4 x bf16, v2 (MXV=1) / v3 (MXV=2: swapped A/B): one K tile of BK elements (BK/32 MX groups) per step.
         # The E8M0 scale is folded into the bf16 exponent while unpacking (no accumulator rescale),
-        # so a K tile is two tensor-core dots: the low-nibble plane (elements 0..15 of each group)
-        # and the high-nibble plane (16..31), each [BN, BK/2], against A columns gathered to match.
+        # so a K tile is two tensor-core dots: plane 0 (elements 0..15 of each group) and plane 1
+        # (16..31), each [BN, BK/2], against the matching A columns ("lanes" pack, profiler/quant.py).
         G: tl.constexpr = BK // 32
         gg = tl.arange(0, G)
         jj = tl.arange(0, 16)
+        # "lanes" pack (profiler/quant.py): the asm unpacks whole 32-bit words, so the weight tile is
+        # loaded contiguously (16-byte loads); the integer path (interpreter) reads, for plane
+        # element j, the two bytes of the 16-bit lane that holds it (elements j and j + 16 share it)
         if UNPACK_ASM:
-            jpos = jj                                   # contiguous 16-byte weight loads
+            jpos = jj
         else:
-            jpos = (jj & ~3) | ((jj & 1) << 1) | ((jj & 2) >> 1)  # byte position of plane j
+            jpos = (jj & ~3) | ((jj & 1) << 1)
         boff = gg[:, None] * 16 + jpos[None, :]         # [G, 16] byte offsets inside the tile
         qq = tl.arange(0, BK // 2)
         a_lo_cols = tl.max_contiguous(tl.multiple_of((qq // 16) * 32 + (qq % 16), 16), 16)
         if MXV == 2 and UNPACK_ASM:
-            # the element-wise unpack keeps the pack's byte order (bytes 1 and 2 of each 4 swapped)
-            # in the weight tile's K order; gather the activation columns the same way instead of
+            # the register-A unpack puts slots A, B of a lane at plane positions k, k+1 (see
+            # _e2m1_lanes_bf16_asm_rega): gather the activation columns the same way instead of
             # permuting the weight bytes (which would turn the 16-byte weight loads into byte loads)
             q16 = qq % 16
             a_lo_cols = (qq // 16) * 32 + ((q16 & ~3) | ((q16 & 1) << 1) | ((q16 & 2) >> 1))
@@ -362,34 +304,41 @@ def moe_gemm_kernel(
                 if EVEN_K:
                     wb = tl.load(wp)
                     sc = tl.load(sp)
+                    if not UNPACK_ASM:
+                        wb1 = tl.load(wp + 1)
                 else:
                     gm = (k0 // 32 + gg) < (K // 32)
                     wb = tl.load(wp, mask=gm[None, :, None], other=0)
                     sc = tl.load(sp, mask=gm[None, :], other=0)
-                if UNPACK_ASM and MXV == 2:
-                    # element-wise unpack (any register packing); big scales: scale byte 128 + a multiply
-                    sc3 = tl.broadcast_to(sc[:, :, None], (BN, G, 16))
+                    if not UNPACK_ASM:
+                        wb1 = tl.load(wp + 1, mask=gm[None, :, None], other=0)
+                if UNPACK_ASM:
+                    # bias 2^(S-1) as bf16 bits, once per MX group; big scales: 2^126 + a multiply
                     if BIG_SCALE:
-                        w_lo, w_hi = _e2m1x4_scaled_bf16_asm_ew(wb, tl.full((BN, G, 16), 128, tl.uint8))
-                        f = tl.exp2((sc.to(tl.int32) - 128).to(tl.float32))[:, :, None]
-                        w_lo = (w_lo.to(tl.float32) * f).to(tl.bfloat16)
-                        w_hi = (w_hi.to(tl.float32) * f).to(tl.bfloat16)
+                        sb = tl.full((BN, G), (127 + 126) << 7, tl.int32)
                     else:
-                        w_lo, w_hi = _e2m1x4_scaled_bf16_asm_ew(wb, sc3)
-                elif UNPACK_ASM:
+                        sb = (sc.to(tl.int32) + 126) << 7
+                    sb3 = tl.broadcast_to(sb.to(tl.uint16)[:, :, None], (BN, G, 16))
+                    if MXV == 2:
+                        w_lo, w_hi = _e2m1_lanes_bf16_asm_rega(wb, sb3)
+                    else:
+                        w_lo, w_hi = _e2m1_lanes_bf16_asm(wb, sb3)
                     if BIG_SCALE:
-                        w_lo, w_hi = _e2m1x4_to_bf16_asm(wb)
                         f = tl.exp2((sc.to(tl.int32) - 127).to(tl.float32))[:, :, None]
                         w_lo = (w_lo.to(tl.float32) * f).to(tl.bfloat16)
                         w_hi = (w_hi.to(tl.float32) * f).to(tl.bfloat16)
-                    else:
-                        sc3 = tl.broadcast_to(sc[:, :, None], (BN, G, 16))
-                        w_lo, w_hi = _e2m1x4_scaled_bf16_asm(wb, sc3)
                 else:
-                    wi = wb.to(tl.int32)
+                    # integer unpack of the "lanes" layout (plane order): element j in slot A
+                    # (j & 2 == 0) or B, element j + 16 in slot C or D of the same lane
+                    lane = wb.to(tl.int32) | (wb1.to(tl.int32) << 8)
                     sexp = (sc.to(tl.int32) - 127)[:, :, None]
-                    w_lo = _e2m1_nibble_to_bf16_bits(wi & 15, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
-                    w_hi = _e2m1_nibble_to_bf16_bits(wi >> 4, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
+                    slot_b = ((jj & 2) != 0)[None, None, :]
+                    n_lo = tl.where(slot_b, ((lane >> 3) & 7) | ((lane >> 9) & 8),
+                                    ((lane >> 6) & 7) | ((lane >> 12) & 8))
+                    n_hi = tl.where(slot_b, ((lane >> 10) & 3) | ((lane >> 11) & 4) | ((lane >> 11) & 8),
+                                    (lane & 7) | ((lane >> 6) & 8))
+                    w_lo = _e2m1_nibble_to_bf16_bits(n_lo, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
+                    w_hi = _e2m1_nibble_to_bf16_bits(n_hi, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
                 w_lo = tl.reshape(w_lo, (BN, BK // 2))
                 w_hi = tl.reshape(w_hi, (BN, BK // 2))
                 if MXV == 2:
@@ -410,15 +359,18 @@ def moe_gemm_kernel(
             if GATED:
                 acc_up = tl.trans(acc_ut)
     elif WF >= 3:
-        # ---------------- MXFP4 v1: one 32-element K group (16 bytes / row) per step
+        # ---------------- MXFP4 x fp8 (mxfp4-w4a8, "nibbles" pack) v1: one 32-element K group
+        # (16 bytes / row) per step, one K=32 dot, per-group accumulator rescale. (mxfp4 x bf16 always
+        # takes the MXV>=1 loop above: the launcher sets MXV >= 1 for it.)
+        tl.static_assert(WF == 4)
         j = tl.arange(0, 16)
         jperm = (j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)      # byte position <-> plane index
-        # One dot per 32-group with K = 32: the lo and hi nibble planes are joined along a new last
-        # axis (element 2j+h = plane h, row j) and A is loaded in the same order.
+        # the lo and hi nibble planes are joined along a new last axis (element 2j+h = plane h,
+        # row j) and A is loaded in the same order
         kk = tl.arange(0, 32)
         kj = kk // 2
         kh = kk % 2
-        if WF == 4 and UNPACK_ASM:
+        if UNPACK_ASM:
             a_cols = kh * 16 + ((kj & ~3) | ((kj & 1) << 1) | ((kj & 2) >> 1))
         else:
             a_cols = kh * 16 + kj
@@ -434,43 +386,18 @@ def moe_gemm_kernel(
                 else:
                     wb = tl.load(w_e + nrow[:, None] * stride_wn + (g * 16 + j)[None, :])
                 sc = tl.load(ws_e + nrow * stride_wsn + g).to(tl.int32)  # E8M0
-                if WF == 3:
-                    if UNPACK_ASM:
-                        w_lo, w_hi = _e2m1x4_to_bf16_asm(wb)
-                        if SCALE_PRE:
-                            f = tl.exp2((sc - 127).to(tl.float32)).to(tl.bfloat16)[:, None]
-                            w_lo = w_lo * f
-                            w_hi = w_hi * f
-                    else:
-                        if SCALE_PRE:
-                            sexp = (sc - 127)[:, None]
-                        else:
-                            sexp = tl.zeros_like(sc)[:, None]
-                        w_lo = _e2m1_nibble_to_bf16_bits(wb & 15, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
-                        w_hi = _e2m1_nibble_to_bf16_bits(wb >> 4, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
-                    if SCALE_PRE:
-                        fs = tl.full((BN,), 1.0, tl.float32)
-                    else:
-                        fs = tl.exp2((sc - 127).to(tl.float32))
+                if UNPACK_ASM:
+                    w_lo, w_hi = _e2m1x4_to_fp8_asm(wb)
                 else:
-                    if UNPACK_ASM:
-                        w_lo, w_hi = _e2m1x4_to_fp8_asm(wb)
-                    else:
-                        w_lo = _e2m1_nibble_to_fp8_bits(wb & 15).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
-                        w_hi = _e2m1_nibble_to_fp8_bits(wb >> 4).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
-                    fs = tl.exp2((sc - 121).to(tl.float32))  # 2^(s-127) * 2^6
+                    w_lo = _e2m1_nibble_to_fp8_bits(wb & 15).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+                    w_hi = _e2m1_nibble_to_fp8_bits(wb >> 4).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+                fs = tl.exp2((sc - 121).to(tl.float32))  # 2^(s-127) * 2^6
                 w = tl.reshape(tl.join(w_lo, w_hi), (BN, 32))
                 part = _dot(a, tl.trans(w), tl.zeros((BM, BN), tl.float32), DOT_F32)
                 if half == 0:
-                    if SCALE_PRE:
-                        acc += part
-                    else:
-                        acc += part * fs[None, :]
+                    acc += part * fs[None, :]
                 else:
-                    if SCALE_PRE:
-                        acc_up += part
-                    else:
-                        acc_up += part * fs[None, :]
+                    acc_up += part * fs[None, :]
     else:
         # ---------------- BF16 / FP8 weights
         offs_k = tl.arange(0, BK)
@@ -760,17 +687,21 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             cfg = dict(BM=128, BN=64, BK=64, GROUP_M=8, num_warps=8, num_stages=3, GPI=1)
         if wf == WF_MX_BF16:
             # v2 loop (scale folded into the unpack, one K tile of BK elements per step)
-            if m_per_expert <= 64:
+            if m_per_expert <= 16:
                 # few experts touched (<= 16 slots): BN=32 doubles the programs (H100, batch 1:
                 # 69 vs 80 us for the two GEMMs); BN=64 from there (batch 64: 919 vs 991 us)
                 bn = 32 if (slots is not None and slots <= 16) else 64
                 cfg = dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
+            elif m_per_expert <= 64:
+                # H100 run 9 (lanes unpack), batch 1024: GEMMs 1825 us vs 2338 us for the swapped
+                # kernel of run 8 (BM=32, BK=64, MXV=2) and 2435 us for it with the lanes unpack
+                cfg = dict(BM=32, BN=128, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
             else:
                 cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
             if 16 < m_per_expert <= 64 and SWAP_AB:
                 # v3, swapped A/B (MXV=2: weights are the wgmma's M, register A operand), BM=32:
-                # H100 run 8, batch 1024: GEMMs 2330 vs 2577 us (v2, BM=16). At <= 16 rows/expert
-                # the v2 loop stays faster (batch 1..256: v3 1.02-1.3x slower, see docs/performance.md)
+                # the default in run 8 (2330 vs 2577 us for v2 BM=16); run 9: slower than the v2
+                # loop with the lanes unpack at BM=32 (2435 vs 1825 us), so SWAP_AB is off
                 cfg = dict(BM=32, BN=64, BK=64, GROUP_M=4, num_warps=4, num_stages=4, MXV=2)
     if SPLIT_K_AUTO and wf == WF_MX_BF16 and cfg.get("MXV", 0) >= 1 and m_per_expert <= 16:
         cfg["SPLIT_K"] = split_k_for(cfg, n, k, experts, slots)
@@ -789,7 +720,7 @@ def m_bucket(m_per_expert: float) -> int:
 _TUNED: dict = {}   # (fmt, gemm, m_bucket, N, K) -> config (filled by autotune())
 
 
-SWAP_AB = True
+SWAP_AB = False  # opt-in swapped A/B (MXV=2) for 16 < rows/expert <= 64; see default_config
 
 
 def get_config(fmt: str, which: str, m_per_expert: float, n: int, k: int, gated: bool,
@@ -845,7 +776,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         assert 128 % bk == 0
     cap = sorted_ids.numel()
     split = int(cfg.get("SPLIT_K", 1))
-    mxv = cfg.get("MXV", 0) if wf == WF_MX_BF16 else 0
+    mxv = max(1, int(cfg.get("MXV", 1))) if wf == WF_MX_BF16 else 0  # mxfp4 x bf16: MXV loop only
     if split > 1:
         assert out.dtype == torch.float32, "split-K accumulates into an fp32 buffer"
         assert not (wf >= 3 and mxv == 0), "split-K needs the MXV>=1 loop for MXFP4"
@@ -857,11 +788,10 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     has_bias = bias is not None
     if not has_bias:
         bias = w
-    scale_pre = wf == WF_MX_BF16 and bm >= 64
     if mxv:
         assert bk % 32 == 0 and k % 32 == 0
     if mx_big_scale is None:
-        mx_big_scale = bool(mxv == 1 and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
+        mx_big_scale = bool(mxv and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
     ck = moe_gemm_kernel[grid](
         a, a_s, w, w_s, bias, out, topk_w, sorted_ids, expert_ids, npp,
         n, k, topk_w.numel(), up_off, up_soff,
@@ -870,7 +800,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         bias.stride(0) if has_bias else 0, out.stride(0),
         A_DIV=a_div, WF=wf, AQ=aq, GATED=gated, HAS_BIAS=has_bias, MUL_ROUTED=mul_routed,
         BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"], EVEN_K=(k % bk == 0),
-        UNPACK_ASM=bool(unpack_asm), SCALE_PRE=scale_pre, DOT_F32=INTERPRET,
+        UNPACK_ASM=bool(unpack_asm), DOT_F32=INTERPRET,
         GPI=(cfg.get("GPI", 1) if (wf >= 3 and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
         MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
