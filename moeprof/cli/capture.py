@@ -35,7 +35,7 @@ def capture(
     batch: str = typer.Option("1,8,32,128,512", "--batch", "-b", help="Tokens per layer call, comma-separated"),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (shards the expert weights)"),
     ep: int = typer.Option(1, "--ep", help="Expert-parallel degree"),
-    routing: str = typer.Option("uniform", "--routing", help="Router distribution"),
+    routing: str = typer.Option("uniform", "--routing", help="Router distribution: uniform | zipf:<s> (alias skew:<s>)"),
     collect: str = typer.Option("nsys,ncu,torch", "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
     repeats: int = typer.Option(20, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
     warmup: int = typer.Option(3, "--warmup", help="Untimed calls before measuring, outside NVTX ranges"),
@@ -66,6 +66,9 @@ def capture(
         if not all((h, i, e, k)):
             raise MoeprofError("--shape needs four positive integers: hidden,intermediate,experts,top_k")
         shp = {"hidden_size": h, "intermediate_size": i, "num_experts": e, "top_k": k}
+    from moeprof.profiler.routing import parse_skew
+
+    parse_skew(routing)  # reject a bad --routing before any profiler starts
     if workload not in ("moeprof", "toy"):
         raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
     if not command and model is None:

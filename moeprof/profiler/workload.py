@@ -15,8 +15,9 @@ experts [0, E/ep)); tokens routed elsewhere contribute zeros to this rank's part
 MXFP4 needs K % 32 == 0: where I/tp is not, the shard is zero-padded up to a multiple of 32 (exact;
 the padding's bytes are counted in weight_bytes_read).
 
-Routing: "uniform" (random router, logits ~ N(0, 1)) or "skew:<s>" (adds -s*ln(1+e) to expert e's
-router bias: expert 0 hottest, Zipf-like). Seeded: same seed -> same weights, input and routing.
+Routing: "uniform" (random router, logits ~ N(0, 1)) or "skew:<s>" / "zipf:<s>" (adds -s*ln(1+e) to
+expert e's router bias, i.e. scales its odds by (1+e)^-s: expert 0 hottest, the Zipf shape that the
+cost model's zipf:<s> assumes, here on top of the random logits). Seeded: same seed -> same weights, input and routing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from moeprof.profiler.quant import FORMATS
+from moeprof.profiler.routing import parse_skew
 
 # Fallback shapes until moeprof.models.presets lands.
 _LOCAL_PRESETS = {
@@ -367,11 +369,9 @@ def build_layer(*, hidden_size, intermediate_size, num_experts, top_k, fmt, batc
     g.manual_seed(seed * 7919 + 3)
     router_w = (torch.randn(num_experts, hidden_size, generator=g, device=device) / math.sqrt(hidden_size)).bfloat16()
     router_b = torch.zeros(num_experts, dtype=torch.float32, device=device)
-    if routing.startswith("skew"):
-        s = float(routing.split(":", 1)[1]) if ":" in routing else 1.0
+    s = parse_skew(routing)
+    if s:
         router_b -= s * torch.log1p(torch.arange(num_experts, device=device, dtype=torch.float32))
-    elif routing != "uniform":
-        raise MoeprofError(f"unknown routing {routing!r} (uniform | skew:<s>)")
     gx = torch.Generator(device=device)
     gx.manual_seed(seed * 104729 + batch)
     x = torch.randn(batch, hidden_size, generator=gx, device=device).bfloat16()
