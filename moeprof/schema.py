@@ -18,9 +18,6 @@ KERNELS_FILE = "kernels.csv"
 POINTS_FILE = "points.csv"
 RAW_DIR = "raw"
 
-# Identity of a measurement point, present in both tables.
-POINT_KEYS = ["format", "batch"]
-
 # kernels.csv: columns every writer must produce (values may be empty where unknown).
 KERNEL_COLUMNS: dict[str, str] = {
     "collector": "str",         # nsys | ncu | torch

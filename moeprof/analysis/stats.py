@@ -112,8 +112,3 @@ def mann_whitney(x: np.ndarray | list[float], y: np.ndarray | list[float], use_s
             p = float(res.pvalue) if np.isfinite(res.pvalue) else 1.0
             return MannWhitney(float(res.statistic), p, "scipy-exact" if exact else "scipy-asymptotic")
     return _mann_whitney_own(a, b)
-
-
-def min_attainable_p(n1: int, n2: int) -> float:
-    """Smallest two-sided p-value the exact test can give for these sample sizes."""
-    return min(1.0, 2.0 / math.comb(n1 + n2, n1))

@@ -21,7 +21,6 @@ from moeprof.models.formats import DEFAULT_FORMATS, WeightFormat, get_format
 from moeprof.models.gpus import GpuSpec, get_gpu
 from moeprof.models.presets import MoeModel, get_model
 
-DEFAULT_BATCH_SPEC = "1..16384"
 DEFAULT_BATCHES = tuple(2**i for i in range(15))  # 1 .. 16384
 MAX_BATCH = 1 << 24
 TIE_RTOL = 1e-9  # relative time difference under which two formats tie

@@ -13,11 +13,6 @@ from moeprof.schema import NVTX_ROOT, PHASES
 _enabled = False
 
 
-def set_enabled(flag: bool) -> None:
-    global _enabled
-    _enabled = bool(flag)
-
-
 @contextlib.contextmanager
 def ranges(enabled: bool):
     """Enable (or disable) nvtx_range() inside the block."""

@@ -195,10 +195,6 @@ def get_weights(*, fmt, hidden_size, intermediate_size, num_experts, tp, ep, see
     return wt
 
 
-def clear_weight_cache():
-    _WEIGHT_CACHE.clear()
-
-
 # ----------------------------------------------------------------------------- layer
 class MoeLayer:
     def __init__(self, *, wt: ExpertWeights, x, router_w, router_b, top_k, num_experts_total,
