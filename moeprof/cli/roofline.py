@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
 import re
-from typing import Any
 
 import typer
 
@@ -22,19 +20,6 @@ def _positive_int(text: str, option: str) -> int:
     if not re.fullmatch(r"\s*\+?\d+\s*", text or "") or int(text) < 1:
         raise MoeprofError(f"{option} must be a positive integer, got {text!r}")
     return int(text)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/inf to null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _print_lists(as_json: bool) -> None:
@@ -115,7 +100,9 @@ def roofline(
             "memory": mem.to_dict(orient="records"),
             "summary": summary + mem_text,
         }
-        print(json.dumps(_plain(payload), indent=2, allow_nan=False))
+        from moeprof.reports.export import json_safe
+
+        print(json.dumps(json_safe(payload), indent=2, allow_nan=False))
         return
 
     from rich.console import Console

@@ -14,12 +14,12 @@ from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: NaN/NA -> None, numpy scalars -> Python, containers recursively."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if value is None or value is pd.NA:
         return None
     if isinstance(value, (np.integer,)):
@@ -38,12 +38,12 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     for col in out.columns:
         if isinstance(out[col].dtype, pd.CategoricalDtype):
             out[col] = out[col].astype(str)
-    return [_clean(r) for r in out.to_dict(orient="records")]
+    return [json_safe(r) for r in out.to_dict(orient="records")]
 
 
 def analysis_dict(a: Analysis) -> dict[str, Any]:
     m = a.capture.manifest
-    return _clean({
+    return json_safe({
         "capture": str(a.capture.path),
         "gpu": m.get("gpu"),
         "workload": m.get("workload"),
@@ -80,7 +80,7 @@ def analysis_csv(a: Analysis) -> str:
 
 def diff_dict(d: DiffResult) -> dict[str, Any]:
     o = d.options
-    return _clean({
+    return json_safe({
         "a": d.label_a, "b": d.label_b,
         "comparable": not d.errors, "errors": d.errors, "warnings": d.warnings,
         "options": {"alpha": o.alpha, "min_effect": o.min_effect, "noise_floor": o.noise_floor,
