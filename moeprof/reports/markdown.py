@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 
-from moeprof.analysis.classify import ROLES
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
 from moeprof.analysis.verdict import fmt_time
 from moeprof.reports.terminal import _num as _n
-from moeprof.reports.terminal import mma_cell, verdict_heading
+from moeprof.reports.terminal import mma_cell, role_rows, verdict_heading
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -41,13 +40,7 @@ def analysis_markdown(a: Analysis) -> str:
                        "tensor % peak (useful)", "tensor pipe active", "bound (measured)", "MMA path",
                        "padding (% of executed)", "outside GEMMs"], rows))
     if not a.roles.empty:
-        present = [r for r in ROLES if (a.roles["role"] == r).any()]
-        rows = []
-        for (fmt, batch), g in a.roles.groupby(["format", "batch"], sort=True):
-            by = g.set_index(g["role"].astype(str))
-            rows.append([str(fmt), str(batch)] + [
-                f"{fmt_time(by.loc[r, 'time_median_ns'])} ({by.loc[r, 'share_pct']:.0f}%)" if r in by.index else "–"
-                for r in present])
+        present, rows = role_rows(a)
         out += ["", "## Time by role", "", _table(["format", "batch"] + present, rows)]
     return "\n".join(out) + "\n"
 

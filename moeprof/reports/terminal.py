@@ -81,21 +81,30 @@ def verdict_heading(v) -> str:
     return head
 
 
+def role_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
+    """The roles present, and per (format, batch) a row: format, batch, then 'time (share%)' per role."""
+    if a.roles.empty:
+        return [], []
+    present = [r for r in ROLES if (a.roles["role"] == r).any()]
+    rows = []
+    for (fmt, batch), g in a.roles.groupby(["format", "batch"], sort=True):
+        by = g.set_index(g["role"].astype(str))
+        rows.append([str(fmt), str(batch)] + [
+            f"{fmt_time(by.loc[r, 'time_median_ns'])} ({by.loc[r, 'share_pct']:.0f}%)" if r in by.index else "–"
+            for r in present])
+    return present, rows
+
+
 def role_table(a: Analysis) -> Table:
     t = Table(title=f"Time by role ({a.timing_collector or 'n/a'} kernel durations, median per layer call)",
               title_justify="left")
     t.add_column("format")
     t.add_column("batch", justify="right")
-    present = [r for r in ROLES if not a.roles.empty and (a.roles["role"] == r).any()]
+    present, rows = role_rows(a)
     for r in present:
         t.add_column(r, justify="right")
-    if a.roles.empty:
-        return t
-    for (fmt, batch), g in a.roles.groupby(["format", "batch"], sort=True):
-        by = g.set_index(g["role"].astype(str))
-        cells = [f"{fmt_time(by.loc[r, 'time_median_ns'])} ({by.loc[r, 'share_pct']:.0f}%)" if r in by.index else "–"
-                 for r in present]
-        t.add_row(str(fmt), str(batch), *cells)
+    for row in rows:
+        t.add_row(*row)
     return t
 
 
