@@ -164,10 +164,8 @@ DEFAULT_MODEL = "gpt-oss-120b"
 def resolve_shape(cfg: CaptureConfig) -> dict:
     if cfg.shape:
         return dict(cfg.shape)
-    try:
-        from moeprof.models.presets import get_model
-    except ImportError:
-        raise MoeprofError("model presets are not available (moeprof.models.presets); pass the shape explicitly") from None
+    from moeprof.models.presets import get_model
+
     m = get_model(cfg.model or DEFAULT_MODEL)
     return {k: int(getattr(m, k)) for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}
 

@@ -28,31 +28,16 @@ from dataclasses import dataclass, field
 from moeprof.profiler.quant import FORMATS
 from moeprof.profiler.routing import parse_skew
 
-# Fallback shapes until moeprof.models.presets lands.
-_LOCAL_PRESETS = {
-    "gpt-oss-120b": dict(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4),
-    "gpt-oss-20b": dict(hidden_size=2880, intermediate_size=2880, num_experts=32, top_k=4),
-}
-
-
 def model_shapes(model) -> dict:
+    """hidden_size, intermediate_size, num_experts, top_k of a shape dict, a MoeModel or a preset name/config path."""
     if isinstance(model, dict):
         return dict(model)
-    if not isinstance(model, str):
-        return dict(hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
-                    num_experts=model.num_experts, top_k=model.top_k)
-    try:
-        from moeprof.models.presets import get_model  # type: ignore
+    if isinstance(model, str):
+        from moeprof.models.presets import get_model
 
-        m = get_model(model)
-        return dict(hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
-                    num_experts=m.num_experts, top_k=m.top_k)
-    except Exception:  # noqa: BLE001 - presets not there yet, or unknown there
-        if model in _LOCAL_PRESETS:
-            return dict(_LOCAL_PRESETS[model])
-        from moeprof.errors import MoeprofError
-
-        raise MoeprofError(f"unknown model {model!r}")
+        model = get_model(model)
+    return dict(hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
+                num_experts=model.num_experts, top_k=model.top_k)
 
 
 # ----------------------------------------------------------------------------- weights
