@@ -76,10 +76,10 @@ def parse_routing(spec: str | float | Sequence[int] | Routing) -> Routing:
         text = spec.strip().lower()
         if text in ("uniform", ""):
             return Routing("uniform")
-        if text.startswith(("zipf:", "skew:")):
-            value = text.split(":", 1)[1]
+        kind, _, value = text.partition(":")
+        if kind in ("zipf", "skew"):  # bare "zipf" / "skew": S = 1
             try:
-                return _zipf(float(value), spec)
+                return _zipf(float(value) if value else 1.0, spec)
             except ValueError:
                 raise MoeprofError(f"bad routing {spec!r}: zipf exponent must be a number, e.g. zipf:1.2") from None
         if text.startswith(("hist:", "histogram:")):

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import math
-
 from moeprof.errors import MoeprofError
 
 
 def parse_skew(routing: str) -> float:
-    """0 for "uniform", s for "skew:<s>" or "zipf:<s>" (s >= 0); a clear error otherwise."""
-    text = routing.strip().lower()
-    if text == "uniform":
-        return 0.0
-    kind, _, value = text.partition(":")
-    if kind in ("skew", "zipf"):
+    """0 for "uniform", s for "skew:<s>" or "zipf:<s>" (s >= 0; bare "skew"/"zipf": 1); a clear error otherwise.
+
+    The cost model's grammar (models.cost.parse_routing), so analyze reads back any routing a capture
+    accepted; histograms are the cost model's only: the workload draws its routing from logits.
+    """
+    from moeprof.models.cost import parse_routing
+
+    r = None
+    if routing.strip():
         try:
-            s = float(value) if value else 1.0
-        except ValueError:
-            s = -1.0
-        if s >= 0 and math.isfinite(s):
-            return s
-    raise MoeprofError(f"unknown routing {routing!r} (uniform | skew:<s> | zipf:<s>, s >= 0)")
+            r = parse_routing(routing)
+        except MoeprofError:
+            pass
+    if r is None or r.kind == "histogram":
+        raise MoeprofError(f"unknown routing {routing!r} (uniform | skew:<s> | zipf:<s>, s >= 0)")
+    return r.zipf_s if r.kind == "zipf" else 0.0
