@@ -166,3 +166,9 @@ def test_memory_plan_parallel_split():
     assert ep4.num_gpus == 4
     assert ep4.expert_weight_bytes_per_gpu == pytest.approx(one.expert_weight_bytes_per_gpu / 4)
     assert ep4.non_expert_weight_bytes_per_gpu == one.non_expert_weight_bytes_per_gpu  # replicated
+
+
+def test_zipf_routing_every_expert_picked():
+    # top_k == experts: every token picks every expert (used to divide by zero)
+    assert expected_experts_touched(1, 1, 256, "zipf:1") == pytest.approx(1.0)
+    assert expected_experts_touched(8, 8, 3, "zipf:2") == pytest.approx(8.0)

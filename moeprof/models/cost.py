@@ -127,6 +127,8 @@ def selection_probabilities(popularity: Sequence[float], top_k: int) -> list[flo
     capped: set[int] = set()
     while True:
         free = [i for i in range(len(popularity)) if i not in capped]
+        if not free:  # top_k >= experts: every expert is picked by every token
+            return [1.0] * len(popularity)
         c = (top_k - len(capped)) / sum(popularity[i] for i in free)
         newly = {i for i in free if c * popularity[i] >= 1.0}
         if not newly:
