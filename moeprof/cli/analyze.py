@@ -34,9 +34,11 @@ def analyze_cmd(
     _check_format(format)
     pair_t = None
     if pair:
-        parts = [p.strip() for p in pair.split(",") if p.strip()]
+        parts = [p.strip().lower() for p in pair.split(",") if p.strip()]
         if len(parts) != 2:
             raise MoeprofError(f"--pair takes two formats separated by a comma, got {pair!r}")
+        if parts[0] == parts[1]:
+            raise MoeprofError(f"--pair needs two different formats, got {pair!r}")
         pair_t = (parts[0], parts[1])
     result = analyze(load_capture(capture), pair=pair_t, timing=timing)
     if format == "json":
