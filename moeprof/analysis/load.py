@@ -83,6 +83,16 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         raise MoeprofError(
             f"{file}: manifest version {version!r} is not supported (this moeprof reads version {MANIFEST_VERSION})"
         )
+    for key in ("gpu", "workload", "collectors"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise MoeprofError(f"{file}: {key!r} must be a JSON object, got {type(manifest[key]).__name__}")
+    for name, info in (manifest.get("collectors") or {}).items():
+        if info is not None and not isinstance(info, dict):
+            raise MoeprofError(f"{file}: collector {name!r} must be a JSON object, got {type(info).__name__}")
+    for key in ("tp", "ep"):
+        v = (manifest.get("workload") or {}).get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise MoeprofError(f"{file}: workload {key} must be a positive integer, got {v!r}")
     return manifest
 
 

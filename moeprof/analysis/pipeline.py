@@ -53,7 +53,7 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     roles = metrics.role_table(k, costs, pk, collector) if collector else pd.DataFrame()
     layer = metrics.layer_table(k, capture.points, costs, pk, collector)
     samples = metrics.layer_samples(k, capture.points, collector)
-    ncu = capture.manifest.get("collectors", {}).get("ncu", {}) or {}
+    ncu = (capture.manifest.get("collectors") or {}).get("ncu") or {}
     why = (f"ncu {ncu.get('status')}: {ncu.get('reason')}" if ncu.get("status") not in (None, "ok")
            else "no ncu counters for these kernels")
     formats = sorted(layer["format"].unique()) if not layer.empty else []
