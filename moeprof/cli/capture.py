@@ -62,10 +62,14 @@ def capture(
         out = Path("captures") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     shp = None
     if shape:
-        h, i, e, k = (_ints(shape, "--shape") + [0] * 4)[:4]
-        if not all((h, i, e, k)):
+        dims = _ints(shape, "--shape")
+        if len(dims) != 4 or min(dims) < 1:
             raise MoeprofError("--shape needs four positive integers: hidden,intermediate,experts,top_k")
-        shp = {"hidden_size": h, "intermediate_size": i, "num_experts": e, "top_k": k}
+        shp = dict(zip(("hidden_size", "intermediate_size", "num_experts", "top_k"), dims))
+    for name, v, least in (("--tp", tp, 1), ("--ep", ep, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
+                           ("--ncu-repeats", ncu_repeats, 1), ("--ncu-launch-count", ncu_launch_count, 0)):
+        if v < least:
+            raise MoeprofError(f"{name} must be >= {least}, got {v}")
     from moeprof.profiler.routing import parse_skew
 
     parse_skew(routing)  # reject a bad --routing before any profiler starts
