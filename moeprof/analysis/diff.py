@@ -117,9 +117,8 @@ def _counter_cols(c: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["format", "batch", "role", "dram_bytes", "tensor_ops", "gpu_time_ns"])
     return pd.DataFrame({
         "format": c["format"], "batch": c["batch"], "role": c["role"],
-        "dram_bytes": c[["dram_read_bytes", "dram_write_bytes"]].sum(axis=1, min_count=1),
-        "tensor_ops": c[[x for x in ("tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma", "tensor_ops_fp16")
-                         if x in c]].sum(axis=1, min_count=1),
+        "dram_bytes": metrics.dram_bytes(c),
+        "tensor_ops": metrics.tensor_ops(c),
         "gpu_time_ns": c["gpu_time_ns"],
     })
 

@@ -32,6 +32,7 @@ TIMING_PREFERENCE = ("nsys", "torch", "ncu")
 COUNTER_SUM_COLUMNS = ["gpu_time_ns", "dram_read_bytes", "dram_write_bytes", "tensor_pipe_active_cycles",
                        "tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma", "tensor_ops_fp16",
                        "tensor_inst_executed"]
+TENSOR_OP_COLUMNS = ["tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma", "tensor_ops_fp16"]
 # Counters averaged over a call, weighted by each kernel's ncu duration.
 COUNTER_TIME_WEIGHTED = ["tensor_pipe_active_pct", "sm_throughput_pct"]
 BUSY_PCT = 60.0  # a unit at or above this share of its peak is what bounds the kernel
@@ -186,13 +187,23 @@ def classify_bound(dram_pct: pd.Series, tensor_busy_pct: pd.Series, threshold: f
     return pd.Series(out, index=dram_pct.index)
 
 
+def dram_bytes(c: pd.DataFrame) -> pd.Series:
+    """DRAM bytes read + written; NaN where either counter is missing (never a partial total)."""
+    return c["dram_read_bytes"] + c["dram_write_bytes"]
+
+
+def tensor_ops(c: pd.DataFrame) -> pd.Series:
+    """Tensor ops over every counted MMA type (FP8, BF16 HGMMA/HMMA, FP16); NaN where none was read."""
+    return c[[x for x in TENSOR_OP_COLUMNS if x in c]].sum(axis=1, min_count=1)
+
+
 def _add_counter_metrics(t: pd.DataFrame, pk: Peaks) -> pd.DataFrame:
     for col in COUNTER_SUM_COLUMNS + COUNTER_TIME_WEIGHTED + ["ncu_calls"]:
         if col not in t.columns:
             t[col] = np.nan
-    t["dram_bytes"] = t["dram_read_bytes"] + t["dram_write_bytes"]
+    t["dram_bytes"] = dram_bytes(t)
     t["tensor_ops_bf16"] = t[["tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma"]].sum(axis=1, min_count=1)
-    t["tensor_ops"] = t[["tensor_ops_fp8", "tensor_ops_bf16", "tensor_ops_fp16"]].sum(axis=1, min_count=1)
+    t["tensor_ops"] = tensor_ops(t)
     t["tensor_path"] = tensor_path(t["tensor_ops_fp8"], t["tensor_ops_bf16"], t["tensor_ops_fp16"],
                                    t["tensor_inst_executed"])
     t["executed_tflop_per_s"] = t["tensor_ops"] / t["gpu_time_ns"] * 1e-3
@@ -331,8 +342,7 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
         t = t.merge(gc, on=keys, how="left")
     t = _add_counter_metrics(t, pk)
     lc = _counters_per_call(kernels.assign(role="layer"), keys)
-    t["layer_dram_bytes"] = (t[keys].merge(lc, on=keys, how="left")[["dram_read_bytes", "dram_write_bytes"]]
-                             .sum(axis=1, min_count=1).to_numpy() if not lc.empty else np.nan)
+    t["layer_dram_bytes"] = dram_bytes(t[keys].merge(lc, on=keys, how="left")).to_numpy() if not lc.empty else np.nan
     if not costs.empty:
         t = t.merge(costs, on=keys, how="left")
         if "experts_touched" in t:
