@@ -145,17 +145,24 @@ def _child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _runner(spec_path: Path) -> list[str]:
-    return [sys.executable, "-m", "moeprof.profiler._point_runner", "--spec", str(spec_path)]
+def _runner(spec: Path | str) -> list[str]:
+    """The child command; spec is a spec file or inline JSON."""
+    return [sys.executable, "-m", "moeprof.profiler._point_runner", "--spec", str(spec)]
 
 
 def describe_machine(timeout: float = 300) -> dict:
     """GPU/software description from a child process (keeps CUDA out of this process)."""
-    cmd = [sys.executable, "-m", "moeprof.profiler._point_runner", "--spec", '{"mode": "describe"}']
-    p = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(), timeout=timeout)
+    try:
+        p = subprocess.run(_runner('{"mode": "describe"}'), capture_output=True, text=True, env=_child_env(),
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MoeprofError(f"cannot describe the GPU: no answer within {timeout:.0f} s") from None
     if p.returncode != 0:
         raise MoeprofError(f"cannot describe the GPU: {_last_line(p.stderr or p.stdout, p.returncode)}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise MoeprofError(f"cannot describe the GPU: unexpected output {_last_line(p.stdout, 0)!r}") from None
 
 
 DEFAULT_MODEL = "gpt-oss-120b"
