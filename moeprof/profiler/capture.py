@@ -291,7 +291,12 @@ class Capture:
         if mpath.exists():
             if not c.resume:
                 raise MoeprofError(f"{c.out} already holds a capture; pass --resume to continue it or choose another -o")
-            old = json.loads(mpath.read_text())
+            try:
+                old = json.loads(mpath.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise MoeprofError(f"{mpath}: not valid JSON, cannot resume ({exc})") from None
+            if not isinstance(old, dict) or not isinstance(old.get("workload"), dict):
+                raise MoeprofError(f"{mpath}: not a moeprof capture manifest, cannot resume")
             if old.get("manifest_version") != schema.MANIFEST_VERSION:
                 raise MoeprofError(f"{c.out}: manifest version {old.get('manifest_version')} cannot be resumed by "
                                    f"this moeprof (writes version {schema.MANIFEST_VERSION})")
