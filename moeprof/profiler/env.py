@@ -30,10 +30,8 @@ def _nvidia_smi() -> dict:
 
 
 def _spec_key(name: str) -> str | None:
-    try:
-        from moeprof.models.gpus import match_gpu
-    except ImportError:
-        return None
+    from moeprof.models.gpus import match_gpu
+
     g = match_gpu(name)
     return g.name if g else None
 
