@@ -118,24 +118,11 @@ def _mirror_nvtx_to_record_function() -> None:
 
 
 def time_calls(layer, repeats: int) -> tuple[list[float], str]:
-    """Per-call CUDA-event times (ns): the project's timing.time_fn (CUDA graph replays, L2 flushed
-    between calls) where present, else plain eager events."""
-    import torch
+    """Per-call CUDA-event times (ns) from timing.time_fn (CUDA graph replays, L2 flushed between calls)."""
+    from moeprof.profiler.timing import time_fn
 
-    try:
-        from moeprof.profiler.timing import time_fn
-    except ImportError:
-        time_fn = None
-    if time_fn is not None:
-        r = time_fn(lambda: layer(nvtx=False), warmup=1, repeats=repeats)
-        return [float(x) for x in r.samples_ns], "timing.time_fn " + ("cuda-graph" if r.used_graph else "eager") + ", l2-flush"
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-    for s, e in ev:
-        s.record()
-        layer(nvtx=False)
-        e.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) * 1e6 for s, e in ev], "eager cuda events"
+    r = time_fn(lambda: layer(nvtx=False), warmup=1, repeats=repeats)
+    return [float(x) for x in r.samples_ns], "timing.time_fn " + ("cuda-graph" if r.used_graph else "eager") + ", l2-flush"
 
 
 def run_batch(spec: dict, batch: int) -> dict:
