@@ -114,17 +114,11 @@ def kernels_from_frames(k: pd.DataFrame, rt: pd.DataFrame, nv: pd.DataFrame) -> 
     rt = rt.assign(globalPid=rt["globalTid"] - rt["globalTid"] % _TID_TO_PID)
     k = k.merge(rt, on=["globalPid", "correlationId"], how="left", validate="many_to_one")
     launched = k["t"].notna()
-    att = ranges.attach(
+    k = ranges.label_launches(
+        k, launched,
         pd.DataFrame({"tid": k.loc[launched, "globalTid"].astype("int64"), "t": k.loc[launched, "t"].astype("int64")}),
         nv.assign(tid=nv["tid"].astype("int64")),
     )
-    k["nvtx_path"] = ""
-    k["call_start"] = pd.array([pd.NA] * len(k), dtype="Int64")
-    k.loc[launched, "nvtx_path"] = att["nvtx_path"].to_numpy()
-    k.loc[launched, "call_start"] = att["call_start"].to_numpy()
-    parts = ranges.split_path(k["nvtx_path"])
-    k = pd.concat([k, parts], axis=1)
-    k["repeat"] = ranges.number_repeats_by_call(k)
     out = pd.DataFrame({
         "collector": "nsys",
         "format": k["format"], "batch": k["batch"], "phase": k["phase"], "repeat": k["repeat"],

@@ -124,6 +124,22 @@ def attach(launches: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
     out.loc[calls < 0, "call_start"] = pd.NA
     return out
 
+def label_launches(k: pd.DataFrame, launched: pd.Series, launches: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
+    """k with nvtx_path, call_start, format, batch, phase and repeat of each kernel.
+
+    launched: mask of k's rows whose launch is known; launches: their tid and t, in k[launched]'s order
+    (see attach); ranges: tid, start, end, name. Rows not launched get '' / NA.
+    """
+    att = attach(launches, ranges)
+    k["nvtx_path"] = ""
+    k["call_start"] = pd.array([pd.NA] * len(k), dtype="Int64")
+    k.loc[launched, "nvtx_path"] = att["nvtx_path"].to_numpy()
+    k.loc[launched, "call_start"] = att["call_start"].to_numpy()
+    k = pd.concat([k, split_path(k["nvtx_path"])], axis=1)
+    k["repeat"] = number_repeats_by_call(k)
+    return k
+
+
 def split_path(paths: pd.Series) -> pd.DataFrame:
     """format, batch, phase from NVTX paths of the form [.../]moe/<format>/<batch>[/<phase>...]."""
     p = paths.fillna("").astype(str)

@@ -47,13 +47,8 @@ def read_trace(path: str | Path) -> pd.DataFrame:
     rng = pd.DataFrame({"tid": pd.to_numeric(rg["tid"], errors="coerce").astype("int64"), "start": _ns(rg["ts"]),
                         "end": _ns(rg["ts"]) + _ns(rg["dur"]), "name": rg["name"].astype(str)})
     ok = k["lts"].notna()
-    att = ranges.attach(pd.DataFrame({"tid": pd.to_numeric(k.loc[ok, "ltid"]).astype("int64"), "t": _ns(k.loc[ok, "lts"])}), rng)
-    k["nvtx_path"] = ""
-    k["call_start"] = pd.array([pd.NA] * len(k), dtype="Int64")
-    k.loc[ok, "nvtx_path"] = att["nvtx_path"].to_numpy()
-    k.loc[ok, "call_start"] = att["call_start"].to_numpy()
-    k = pd.concat([k, ranges.split_path(k["nvtx_path"])], axis=1)
-    k["repeat"] = ranges.number_repeats_by_call(k)
+    k = ranges.label_launches(
+        k, ok, pd.DataFrame({"tid": pd.to_numeric(k.loc[ok, "ltid"]).astype("int64"), "t": _ns(k.loc[ok, "lts"])}), rng)
     grid = ka.map(lambda a: (list(a.get("grid") or []) + [np.nan] * 3)[:3])
     block = ka.map(lambda a: (list(a.get("block") or []) + [np.nan] * 3)[:3])
     dur = pd.to_numeric(k["dur"], errors="coerce") * 1000
