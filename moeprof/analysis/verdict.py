@@ -65,8 +65,18 @@ def fmt_bytes(b: float) -> str:
     return f"{b:.0f} B"
 
 
+def fmt_num(x, fmt: str = "{:.0f}", suffix: str = "") -> str:
+    """A number through `fmt` plus suffix; "n/a" for None, NA, NaN or inf (never a made-up 0)."""
+    try:
+        if x is None or x is pd.NA or not np.isfinite(float(x)):
+            return "n/a"
+    except (TypeError, ValueError):
+        return str(x) if x else "n/a"
+    return fmt.format(float(x)) + suffix
+
+
 def _pct(x: float) -> str:
-    return f"{x:.0f}%" if np.isfinite(x) else "n/a"
+    return fmt_num(x, suffix="%")
 
 
 def _ok(x) -> bool:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
-from moeprof.analysis.verdict import fmt_time
-from moeprof.reports.terminal import _num as _n
+from moeprof.analysis.verdict import fmt_num, fmt_time
 from moeprof.reports.terminal import mma_cell, role_rows, verdict_heading
 
 
@@ -31,11 +30,11 @@ def analysis_markdown(a: Analysis) -> str:
     out += ["", "## Layer calls", ""]
     rows = [[str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
              f"{fmt_time(r.get('layer_time_p10_ns'))}–{fmt_time(r.get('layer_time_p90_ns'))}",
-             _n(r.get("tokens_per_s"), "{:,.0f}"), _n(r.get("pct_of_roofline"), suffix="%"),
-             _n(r.get("dram_bw_pct_of_peak"), suffix="%"), _n(r.get("tensor_pct_of_peak"), suffix="%"),
-             _n(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
-             mma_cell(r), _n(r.get("padding_pct"), suffix="%"),
-             _n(r.get("outside_gemm_pct"), suffix="%")] for _, r in a.layer.iterrows()]
+             fmt_num(r.get("tokens_per_s"), "{:,.0f}"), fmt_num(r.get("pct_of_roofline"), suffix="%"),
+             fmt_num(r.get("dram_bw_pct_of_peak"), suffix="%"), fmt_num(r.get("tensor_pct_of_peak"), suffix="%"),
+             fmt_num(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
+             mma_cell(r), fmt_num(r.get("padding_pct"), suffix="%"),
+             fmt_num(r.get("outside_gemm_pct"), suffix="%")] for _, r in a.layer.iterrows()]
     out.append(_table(["format", "batch", "time", "p10–p90", "tokens/s", "GEMM % roofline", "DRAM % peak",
                        "tensor % peak (useful)", "tensor pipe active", "bound (measured)", "MMA path",
                        "padding (% of executed)", "outside GEMMs"], rows))
@@ -51,7 +50,7 @@ def diff_markdown(d: DiffResult) -> str:
     out += [f"> warning: {w}" for w in d.warnings]
     out += ["", ", ".join(f"{k}: {v}" for k, v in d.counts().items()), ""]
     rows = [[r["status"], str(r["format"]), str(r["batch"]), str(r["role"]), fmt_time(r["time_a_ns"]),
-             fmt_time(r["time_b_ns"]), _n(r["change_pct"], "{:+.1f}", "%"), _n(r["p_value"], "{:.2g}"),
+             fmt_time(r["time_b_ns"]), fmt_num(r["change_pct"], "{:+.1f}", "%"), fmt_num(r["p_value"], "{:.2g}"),
              f"{r['n_a']}/{r['n_b']}"] for _, r in d.rows.iterrows()]
     out.append(_table(["status", "format", "batch", "role", "A", "B", "change", "p", "n A/B"], rows))
     return "\n".join(out) + "\n"

@@ -13,16 +13,7 @@ from rich.text import Text
 from moeprof.analysis.classify import ROLES
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
-from moeprof.analysis.verdict import fmt_time
-
-
-def _num(x, fmt: str = "{:.0f}", suffix: str = "") -> str:
-    try:
-        if x is None or x is pd.NA or not np.isfinite(float(x)):
-            return "n/a"
-    except (TypeError, ValueError):
-        return str(x) if x else "n/a"
-    return fmt.format(float(x)) + suffix
+from moeprof.analysis.verdict import fmt_num, fmt_time
 
 
 def _spread(r: pd.Series, p10: str, p90: str) -> str:
@@ -45,8 +36,8 @@ def layer_table(a: Analysis) -> Table:
                 ("tok/s", "right"), ("non-GEMM", "right")])
     for _, r in a.layer.iterrows():
         t.add_row(str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
-                  _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), _num(r.get("repeats")),
-                  _num(r.get("tokens_per_s"), "{:,.0f}"), _num(r.get("outside_gemm_pct"), suffix="%"))
+                  _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), fmt_num(r.get("repeats")),
+                  fmt_num(r.get("tokens_per_s"), "{:,.0f}"), fmt_num(r.get("outside_gemm_pct"), suffix="%"))
     return t
 
 
@@ -57,10 +48,10 @@ def gemm_table(a: Analysis) -> Table:
                [("fmt", "left"), ("batch", "right"), ("%roof", "right"), ("DRAM%", "right"), ("TC%", "right"),
                 ("pipe%", "right"), ("bound (measured)", "left"), ("MMA", "left"), ("pad", "right")])
     for _, r in a.layer.iterrows():
-        t.add_row(str(r["format"]), str(r["batch"]), _num(r.get("pct_of_roofline"), suffix="%"),
-                  _num(r.get("dram_bw_pct_of_peak"), suffix="%"), _num(r.get("tensor_pct_of_peak"), suffix="%"),
-                  _num(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
-                  mma_cell(r), _num(r.get("padding_pct"), suffix="%"))
+        t.add_row(str(r["format"]), str(r["batch"]), fmt_num(r.get("pct_of_roofline"), suffix="%"),
+                  fmt_num(r.get("dram_bw_pct_of_peak"), suffix="%"), fmt_num(r.get("tensor_pct_of_peak"), suffix="%"),
+                  fmt_num(r.get("tensor_pipe_active_pct"), suffix="%"), str(r.get("bound_measured") or "n/a"),
+                  mma_cell(r), fmt_num(r.get("padding_pct"), suffix="%"))
     return t
 
 
@@ -169,10 +160,10 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
         rows = rows[~rows["status"].isin(["added", "removed"])]
     for _, r in rows.iterrows():
         t.add_row(f"[{style.get(r['status'], '')}]{r['status']}[/]", str(r["format"]), str(r["batch"]), str(r["role"]),
-                  fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]), _num(r["change_pct"], "{:+.1f}", "%"),
-                  _num(r["p_value"], "{:.2g}"), f"{r['n_a']}/{r['n_b']}",
-                  _num(r.get("dram_bytes_change_pct"), "{:+.1f}", "%"),
-                  _num(r.get("tensor_ops_change_pct"), "{:+.1f}", "%"))
+                  fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]), fmt_num(r["change_pct"], "{:+.1f}", "%"),
+                  fmt_num(r["p_value"], "{:.2g}"), f"{r['n_a']}/{r['n_b']}",
+                  fmt_num(r.get("dram_bytes_change_pct"), "{:+.1f}", "%"),
+                  fmt_num(r.get("tensor_ops_change_pct"), "{:+.1f}", "%"))
     c.print(t)
     if not show_all:
         for status in ("added", "removed"):
