@@ -31,6 +31,8 @@ MANIFEST_SCHEMA = "moeprof.capture"
 # Columns without which the analysis cannot run (the rest of the schema may be absent: filled empty).
 REQUIRED_KERNEL_COLUMNS = ["collector", "format", "batch", "kernel_name", "duration_ns"]
 REQUIRED_POINT_COLUMNS = ["format", "batch", "repeat", "layer_time_ns"]
+# kernels.csv as read: schema columns plus every counter (float64; NaN where a collector did not read it).
+KERNEL_TABLE_COLUMNS = {**KERNEL_COLUMNS, **dict.fromkeys(COUNTER_METRICS, "float64")}
 
 
 @dataclass
@@ -121,7 +123,7 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
         raise MoeprofError(f"{file}: missing column(s) {', '.join(missing)}")
     dtypes: dict[str, Any] = {}
     for col in header:
-        kind = columns.get(col, "float64" if col in COUNTER_METRICS else None)
+        kind = columns.get(col)
         if kind == "str":
             dtypes[col] = str
         elif kind == "float64":
@@ -141,20 +143,6 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
     return df
 
 
-def normalize_kernels(df: pd.DataFrame) -> pd.DataFrame:
-    """Schema columns present with schema dtypes; counters absent -> NaN."""
-    out = df.copy()
-    for col, kind in KERNEL_COLUMNS.items():
-        if col not in out.columns:
-            out[col] = "" if kind == "str" else (pd.array([pd.NA] * len(out), dtype="Int64") if kind == "Int64" else np.nan)
-    for col in COUNTER_METRICS:
-        if col not in out.columns:
-            out[col] = np.nan
-        else:
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-    return out
-
-
 def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
     """Read and validate a capture folder; None -> the shipped example capture."""
     folder = Path(path) if path is not None else example_capture_path()
@@ -167,7 +155,7 @@ def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
     if not folder.is_dir():
         raise MoeprofError(f"{folder}: not a folder (a capture is a folder holding {MANIFEST_FILE})")
     manifest = _read_manifest(folder)
-    kernels = normalize_kernels(_read_csv(_table_file(folder, KERNELS_FILE), KERNEL_COLUMNS, REQUIRED_KERNEL_COLUMNS))
+    kernels = _read_csv(_table_file(folder, KERNELS_FILE), KERNEL_TABLE_COLUMNS, REQUIRED_KERNEL_COLUMNS)
     points = _read_csv(_table_file(folder, POINTS_FILE), POINT_COLUMNS, REQUIRED_POINT_COLUMNS)
     warnings: list[str] = []
     if manifest.get("status") not in (None, "complete"):
