@@ -31,7 +31,7 @@ def _table(title: str, columns: list[tuple[str, str]]) -> Table:
 
 def layer_table(a: Analysis) -> Table:
     """Whole layer calls: time, spread, throughput, share outside the expert GEMMs."""
-    t = _table(f"Layer calls on {a.gpu_label} (per layer call; non-GEMM: share of kernel time outside the expert GEMMs)",
+    t = _table(f"Layer calls on {escape(a.gpu_label)} (per layer call; non-GEMM: share of kernel time outside the expert GEMMs)",
                [("fmt", "left"), ("batch", "right"), ("median", "right"), ("p10–p90", "right"), ("n", "right"),
                 ("tok/s", "right"), ("non-GEMM", "right")])
     for _, r in a.layer.iterrows():
@@ -43,7 +43,7 @@ def layer_table(a: Analysis) -> Table:
 
 def gemm_table(a: Analysis) -> Table:
     """The expert GEMMs against their roofline: efficiency, what bounds them, MMA path, padding."""
-    t = _table(f"Expert GEMMs vs roofline on {a.gpu_label} (%roof: roofline bound / measured; DRAM%, TC%: of peak; "
+    t = _table(f"Expert GEMMs vs roofline on {escape(a.gpu_label)} (%roof: roofline bound / measured; DRAM%, TC%: of peak; "
                f"pipe%: tensor pipe active; pad: share of executed tensor ops that is padding)",
                [("fmt", "left"), ("batch", "right"), ("%roof", "right"), ("DRAM%", "right"), ("TC%", "right"),
                 ("pipe%", "right"), ("bound (measured)", "left"), ("MMA", "left"), ("pad", "right")])
@@ -112,7 +112,7 @@ def verdict_panel(a: Analysis) -> Panel:
         for reason in v.reasons:
             parts.append(Text("  • " + reason))
     pair = " vs ".join(s.get("pair") or []) or "formats"
-    return Panel(Group(*parts), title=f"Verdict: {pair} on {a.gpu_label}", expand=True)
+    return Panel(Group(*parts), title=f"Verdict: {pair} on {escape(a.gpu_label)}", expand=True)
 
 
 def render_analysis(a: Analysis, console: Console | None = None) -> None:
@@ -121,9 +121,9 @@ def render_analysis(a: Analysis, console: Console | None = None) -> None:
     what = w.get("model") or ("external: " + " ".join(w.get("command") or []) if w.get("mode") == "external" else "workload")
     c.print(f"[bold]moeprof analyze[/] {escape(str(a.capture.path))}  —  {escape(what)} on [bold]{escape(a.gpu_label)}[/]",
             highlight=False)
-    c.print(f"peaks: tensor {a.peaks.tensor_source}; DRAM {a.peaks.dram_source}")
-    for n in a.notes:
-        c.print(f"[yellow]note:[/] {n}")
+    c.print(f"peaks: tensor {escape(a.peaks.tensor_source)}; DRAM {escape(a.peaks.dram_source)}")
+    for n in a.notes:  # notes quote manifests and profiler logs: print them as text, not markup
+        c.print(f"[yellow]note:[/] {escape(n)}")
     c.print(layer_table(a))
     c.print(gemm_table(a))
     c.print(role_table(a))
@@ -144,12 +144,12 @@ def _fold(rows: pd.DataFrame, status: str) -> str:
 def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = False) -> None:
     c = console or Console()
     for e in d.errors:
-        c.print(f"[red]incomparable (forced):[/] {e}")
+        c.print(f"[red]incomparable (forced):[/] {escape(e)}")
     for wmsg in d.warnings:
-        c.print(f"[yellow]warning:[/] {wmsg}")
+        c.print(f"[yellow]warning:[/] {escape(wmsg)}")
     counts = d.counts()
     c.print("  ".join(f"{k}: {v}" for k, v in counts.items()))
-    t = Table(title=f"{d.label_a} -> {d.label_b}", title_justify="left")
+    t = Table(title=escape(f"{d.label_a} -> {d.label_b}"), title_justify="left")
     for col in ("status", "format", "batch", "role", "A (median)", "B (median)", "change", "p", "n A/B",
                 "DRAM bytes Δ", "tensor ops Δ"):
         t.add_column(col, justify="left" if col in ("status", "format", "role") else "right")
@@ -169,7 +169,7 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
         for status in ("added", "removed"):
             line = _fold(d.rows, status)
             if line:
-                c.print(line)
+                c.print(escape(line))
     o = d.options
     c.print(f"significance: Mann-Whitney U, alpha {o.alpha}, min effect {o.min_effect:.0%} and "
             f"{o.min_abs_ns / 1e3:g} µs; noise floor {o.noise_floor:.0%} below {o.min_repeats} repeats")
