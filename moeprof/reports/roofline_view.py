@@ -7,6 +7,7 @@ from typing import Sequence
 import pandas as pd
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -20,7 +21,7 @@ def _fmt_us(t_us: float) -> str:
 
 def roofline_rich_table(table: pd.DataFrame, verdict: pd.DataFrame, title: str) -> Table:
     formats = list(dict.fromkeys(table["format"]))
-    out = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    out = Table(title=escape(title), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     out.add_column("batch", justify="right")
     out.add_column("experts", justify="right")
     for f in formats:
