@@ -41,18 +41,7 @@ def analyze_cmd(
             raise MoeprofError(f"--pair needs two different formats, got {pair!r}")
         pair_t = (parts[0], parts[1])
     result = analyze(load_capture(capture), pair=pair_t, timing=timing)
-    if format == "json":
-        from moeprof.reports.export import analysis_json
-        typer.echo(analysis_json(result))
-    elif format == "csv":
-        from moeprof.reports.export import analysis_csv
-        typer.echo(analysis_csv(result), nl=False)
-    elif format == "markdown":
-        from moeprof.reports.markdown import analysis_markdown
-        typer.echo(analysis_markdown(result), nl=False)
-    else:
-        from moeprof.reports.terminal import render_analysis
-        render_analysis(result)
+    _emit(result, format, "analysis")
     if plot is not None:
         from moeprof.reports.plots import write_plots
         paths = write_plots(result, plot)
@@ -84,15 +73,18 @@ def diff_cmd(
     result = diff(load_capture(a), load_capture(b),
                   DiffOptions(alpha=alpha, min_effect=min_effect, noise_floor=noise_floor,
                               min_abs_ns=min_abs_us * 1e3, force=force))
+    _emit(result, format, "diff", show_all=show_all)
+
+
+def _emit(result, format: str, kind: str, **terminal_options) -> None:
+    """Print an analysis or a diff in the chosen format (kind: 'analysis' | 'diff')."""
+    from moeprof.reports import export, markdown, terminal
+
     if format == "json":
-        from moeprof.reports.export import diff_json
-        typer.echo(diff_json(result))
+        typer.echo(getattr(export, f"{kind}_json")(result))
     elif format == "csv":
-        from moeprof.reports.export import diff_csv
-        typer.echo(diff_csv(result), nl=False)
+        typer.echo(getattr(export, f"{kind}_csv")(result), nl=False)
     elif format == "markdown":
-        from moeprof.reports.markdown import diff_markdown
-        typer.echo(diff_markdown(result), nl=False)
+        typer.echo(getattr(markdown, f"{kind}_markdown")(result), nl=False)
     else:
-        from moeprof.reports.terminal import render_diff
-        render_diff(result, show_all=show_all)
+        getattr(terminal, f"render_{kind}")(result, **terminal_options)
