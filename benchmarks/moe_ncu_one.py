@@ -1,4 +1,10 @@
-"""One mxfp4 layer call at a given batch (default config), for `ncu -k regex:moe_gemm -c 1` (gemm1)."""
+"""One layer call at a given batch, for `ncu -k regex:moe_gemm` (gemm1 is the first moe_gemm launch).
+
+    python3 benchmarks/moe_ncu_one.py FMT BATCH ['{"BM":16,...}' ['{gemm2 cfg}']]
+
+Without configs the layer's defaults run; a JSON config (gemm1, optionally gemm2) overrides them.
+"""
+import json
 import os
 import sys
 
@@ -9,7 +15,11 @@ from moeprof.profiler.workload import build_layer_for_model  # noqa: E402
 
 fmt = sys.argv[1] if len(sys.argv) > 1 else "mxfp4"
 b = int(sys.argv[2]) if len(sys.argv) > 2 else 64
-layer = build_layer_for_model("gpt-oss-120b", fmt, b)
+cfg = None
+if len(sys.argv) > 3:
+    c1 = json.loads(sys.argv[3])
+    cfg = (c1, json.loads(sys.argv[4]) if len(sys.argv) > 4 else dict(c1))
+layer = build_layer_for_model("gpt-oss-120b", fmt, b, cfg=cfg)
 print("cfg", layer.cfg1, layer.cfg2, flush=True)
 layer()
 torch.cuda.synchronize()

@@ -1,4 +1,4 @@
-"""Per-GEMM sweep of the MoE kernels on the GPU: committed baseline vs swapped-A/B / split-K variants.
+"""Per-GEMM sweep of the MoE kernels on the GPU: committed baseline vs config variants of the current module.
 
     python3 benchmarks/moe_swapab_sweep.py --out $OUT --base .ab/moe_gemm_base.py [--budget-s 480]
 
@@ -28,29 +28,37 @@ def log(*a):
     print(*a, flush=True)
 
 
-def C(bm, bn, bk, nw, ns, split=1, mxv=2, gm=4):
+def C(bm, bn, bk, nw, ns, split=1, mxv=2, gm=4, stile=None):
     c = dict(BM=bm, BN=bn, BK=bk, GROUP_M=gm, num_warps=nw, num_stages=ns, MXV=mxv)
     if split > 1:
         c["SPLIT_K"] = split
+    if stile is not None:
+        c["STILE"] = stile
     return c
 
 
-# per batch: (gemm1 cfg, gemm2 cfg) variants; BM must match between the two
+def V(bm, bn, nw, ns=3, stile=1, bk=128, mr=None, wtile=1):
+    """v2-loop variant (MXV=1); stile/wtile=0: row-major scales/weights; mr: register cap (maxnreg)."""
+    c = C(bm, bn, bk, nw, ns, mxv=1, stile=stile)
+    c["WTILE"] = wtile
+    if mr:
+        c["maxnreg"] = mr
+    return c
+
+
+# per batch: variants, each a config for both GEMMs or a (gemm1, gemm2) pair; BM must match.
+# run 12: K-tile-major weights (WTILE, quant.tile_mx_weights) on top of tile-major scales, against
+# row-major weights at the same tiles
 MX_VARIANTS = {
-    # run 9 (cheaper "lanes" unpack): does the v2 loop now beat the swapped path at batch 1024, and
-    # do larger tiles / more stages pay once the unpack is cheaper?
-    1: [C(16, 32, 256, 4, 3, mxv=1)],
-    16: [C(16, 64, 128, 4, 4, mxv=1), C(16, 64, 64, 4, 4, mxv=1)],
-    64: [C(16, 64, 256, 4, 3, mxv=1), C(16, 128, 128, 4, 3, mxv=1), C(16, 64, 128, 4, 4, mxv=1),
-         C(16, 128, 128, 8, 3, mxv=1)],
-    1024: [C(16, 64, 128, 4, 3, mxv=1), C(32, 64, 128, 4, 3, mxv=1), C(32, 64, 128, 4, 4, mxv=1),
-           C(32, 128, 128, 4, 3, mxv=1), C(64, 64, 128, 4, 3, mxv=1), C(32, 64, 64, 4, 4, mxv=1)],
+    1: [V(16, 32, 4, wtile=0), V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 32, 2)],
+    4: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4)],
+    16: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4, wtile=0), V(16, 128, 4)],
+    64: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4, wtile=0), V(16, 128, 4), V(16, 64, 4)],
+    256: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4, wtile=0), V(16, 128, 4)],
+    1024: [V(32, 128, 4, wtile=0), V(32, 128, 4), V(32, 64, 2)],
 }
 # configs also timed on the baseline module (A/B of the unpack alone at that config)
-BASE_VARIANTS = {
-    64: [C(16, 64, 128, 4, 4, mxv=1)],
-    1024: [C(32, 64, 128, 4, 3, mxv=1), C(32, 64, 128, 4, 4, mxv=1)],
-}
+BASE_VARIANTS: dict = {}
 FP8_VARIANTS: dict = {}
 
 
@@ -143,6 +151,8 @@ def main():
         layer = build_layer_for_model("gpt-oss-120b", fmt, b, cfg=cfg)
         if mod is base and fmt == "mxfp4":
             to_base_pack(layer)
+            # the committed module reads the row-major weights and scales
+            layer._w1, layer._w2, layer._s1, layer._s2 = layer.wt.w1, layer.wt.w2, layer.wt.w1_s, layer.wt.w2_s
         if big:  # force the BIG_SCALE path (exact for any scale): same weights, other code path
             layer._big = True
         if (fmt, b) not in refs:
@@ -250,8 +260,12 @@ def main():
     if not args.no_sweep:
         for b in batches:
             for c in MX_VARIANTS.get(b, []):
-                c2 = dict(c)
-                tag = f"mx{c['MXV']}-{c['BM']}-{c['BN']}-{c['BK']}-w{c['num_warps']}s{c['num_stages']}-k{c.get('SPLIT_K', 1)}"
+                c, c2 = (dict(c[0]), dict(c[1])) if isinstance(c, tuple) else (c, dict(c))
+
+                def _t(x):
+                    return (f"{x['BN']}w{x['num_warps']}s{x['num_stages']}t{x.get('STILE', 1)}{x.get('WTILE', 1)}"
+                            + (f"r{x['maxnreg']}" if x.get("maxnreg") else ""))
+                tag = f"mx{c['MXV']}-{c['BM']}-{_t(c)}" + ("" if c2 == c else f"+{_t(c2)}")
                 if c in BASE_VARIANTS.get(b, []):  # same config on the baseline module, same call
                     safe("base-" + tag, "mxfp4", b, cfg=(dict(c), dict(c)), mod=base)
                 safe(tag, "mxfp4", b, cfg=(c, c2))

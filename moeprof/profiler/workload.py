@@ -124,7 +124,11 @@ def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
         smax = int(max(int(s1.max()), int(s2.max()))) if e else 0
         return ExpertWeights(fmt, e, h, i, p1, s1, b1, p2, s2, b2,
                              (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes,
-                             extra=dict(mx_scale_max=smax, mx_layout=q.mx_layout(fmt)))
+                             extra=dict(mx_scale_max=smax, mx_layout=q.mx_layout(fmt),
+                                        # the kernel's copy of the scales, K-tile-major (moe_gemm STILE)
+                                        **({"w1_s_tiles": q.tile_mx_scales(s1), "w2_s_tiles": q.tile_mx_scales(s2),
+                                            "w1_tiles": q.tile_mx_weights(p1), "w2_tiles": q.tile_mx_weights(p2)}
+                                           if fmt == "mxfp4" else {})))
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
@@ -214,6 +218,17 @@ class MoeLayer:
             self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False, slots=slots, experts=et)
             self.cfg2["BM"] = self.cfg1["BM"]
         self._big = wt.extra.get("mx_scale_max", 0) > 128
+        # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0
+        self._w1, self._w2, self._s1, self._s2 = wt.w1, wt.w2, wt.w1_s, wt.w2_s
+        if kernel == "triton" and "w1_s_tiles" in wt.extra:
+            if self.cfg1.get("STILE", 1):
+                self._s1 = wt.extra["w1_s_tiles"]
+            if self.cfg2.get("STILE", 1):
+                self._s2 = wt.extra["w2_s_tiles"]
+            if self.cfg1.get("WTILE", 1):
+                self._w1 = wt.extra["w1_tiles"]
+            if self.cfg2.get("WTILE", 1):
+                self._w2 = wt.extra["w2_tiles"]
         dev = x.device
         nv = batch * top_k
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
@@ -275,10 +290,10 @@ class MoeLayer:
                   up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
         if self._split1:
             self.ws1.zero_()
-            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.ws1, **kw)
+            mg.moe_gemm(a, a_s, self._w1, self._s1, wt.b1, tw, sids, eids, npp, out=self.ws1, **kw)
             mg.swiglu(self.ws1, self.inter_buf, i)
         else:
-            mg.moe_gemm(a, a_s, wt.w1, wt.w1_s, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)
+            mg.moe_gemm(a, a_s, self._w1, self._s1, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)
 
     def _gemm2(self, a, a_s, tw, sids, eids, npp):
         from moeprof.profiler.kernels import moe_gemm as mg
@@ -289,10 +304,10 @@ class MoeLayer:
         if self._split2:
             # split-K partial sums go straight to the token's output row (combine fused)
             self.out32.zero_()
-            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out32,
+            mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out32,
                         c_div=self.top_k, **kw)
         else:
-            mg.moe_gemm(a, a_s, wt.w2, wt.w2_s, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
+            mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
 
     def _combine(self):
         import torch

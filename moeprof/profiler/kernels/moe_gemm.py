@@ -205,6 +205,7 @@ def moe_gemm_kernel(
     EVEN_K: tl.constexpr, UNPACK_ASM: tl.constexpr,
     DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1, MXV: tl.constexpr = 0,
     BIG_SCALE: tl.constexpr = False, SPLIT_K: tl.constexpr = 1, C_DIV: tl.constexpr = 1,
+    STILE: tl.constexpr = False, WTILE: tl.constexpr = False,
 ):
     # SPLIT_K > 1 (decode: few experts -> few tiles): program_id(1) takes one BK-aligned K chunk and
     # adds its fp32 partial into c with atomics (c zeroed by the caller). Gated: c is fp32
@@ -281,7 +282,10 @@ def moe_gemm_kernel(
         acc_t = tl.zeros((BN, BM), dtype=tl.float32)
         acc_ut = tl.zeros((BN, BM), dtype=tl.float32)
         a_t_ptr = a_ptr + arow.to(tl.int64)[None, :] * stride_am
-        for k0 in range(k_lo, k_hi, BK):
+        for kt in range(k_lo // BK, tl.cdiv(k_hi, BK)):
+            # loop over K tiles (k0 = kt * BK) so that the scale offset kt * G is a known multiple of G:
+            # with scale rows padded to 16 bytes the G scale bytes of a tile are one aligned vector
+            k0 = kt * BK
             if MXV == 2:
                 if EVEN_K:
                     a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
@@ -299,19 +303,43 @@ def moe_gemm_kernel(
                 a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
             for half in tl.static_range(2 if GATED else 1):
                 nrow = offs_n_safe + half * up_off
-                wp = w_e + nrow[:, None, None] * stride_wn + (k0 // 2 + boff)[None, :, :]
-                sp = ws_e + nrow[:, None] * stride_wsn + (k0 // 32 + gg)[None, :]
+                if WTILE:
+                    # K-tile-major weights [E, Kt, N, 64] (quant.tile_mx_weights): the BN rows' bytes of
+                    # a K step are one contiguous run (whole 128-byte lines); stride_wn = tile stride
+                    gabs = kt * G + gg
+                    wcol = (gabs // 4) * stride_wn + (gabs % 4) * 16
+                    wp = w_e + nrow[:, None, None] * 64 + (wcol[:, None] + jpos[None, :])[None, :, :]
+                else:
+                    wp = w_e + nrow[:, None, None] * stride_wn + (k0 // 2 + boff)[None, :, :]
+                if STILE:
+                    # K-tile-major scales [E, Kt, N, 4] (quant.tile_mx_scales): the BN rows' scales of
+                    # a K step are one contiguous run, padded to whole tiles (read unmasked)
+                    gabs = kt * G + gg
+                    sp = ws_e + nrow[:, None] * 4 + ((gabs // 4) * stride_wsn + gabs % 4)[None, :]
+                else:
+                    sp = ws_e + nrow[:, None] * stride_wsn + (kt * G + gg)[None, :]
                 if EVEN_K:
                     wb = tl.load(wp)
                     sc = tl.load(sp)
                     if not UNPACK_ASM:
                         wb1 = tl.load(wp + 1)
                 else:
+                    # tiled layouts are zero-padded to whole K tiles: read unmasked (the activations
+                    # beyond K are masked to zero)
                     gm = (k0 // 32 + gg) < (K // 32)
-                    wb = tl.load(wp, mask=gm[None, :, None], other=0)
-                    sc = tl.load(sp, mask=gm[None, :], other=0)
+                    if WTILE:
+                        wb = tl.load(wp)
+                    else:
+                        wb = tl.load(wp, mask=gm[None, :, None], other=0)
+                    if STILE:
+                        sc = tl.load(sp)
+                    else:
+                        sc = tl.load(sp, mask=gm[None, :], other=0)
                     if not UNPACK_ASM:
-                        wb1 = tl.load(wp + 1, mask=gm[None, :, None], other=0)
+                        if WTILE:
+                            wb1 = tl.load(wp + 1)
+                        else:
+                            wb1 = tl.load(wp + 1, mask=gm[None, :, None], other=0)
                 if UNPACK_ASM:
                     # bias 2^(S-1) as bf16 bits, once per MX group; big scales: 2^126 + a multiply
                     if BIG_SCALE:
@@ -792,6 +820,14 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         assert bk % 32 == 0 and k % 32 == 0
     if mx_big_scale is None:
         mx_big_scale = bool(mxv and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
+    # mxfp4 scales either [E, N, K/32] or K-tile-major [E, Kt, N, 4] (quant.tile_mx_scales; STILE)
+    stile = bool(mxv and w_s.dim() == 4)
+    if stile:
+        assert w_s.shape[-1] == 4 and w_s.shape[1] * 4 * 32 >= k, "tiled scales: [E, ceil(K/128), N, 4]"
+    # mxfp4 weights either [E, N, K/2] or K-tile-major [E, Kt, N, 64] (quant.tile_mx_weights; WTILE)
+    wtile = bool(mxv and w.dim() == 4)
+    if wtile:
+        assert w.shape[-1] == 64 and w.shape[1] * 128 >= k, "tiled weights: [E, ceil(K/128), N, 64]"
     ck = moe_gemm_kernel[grid](
         a, a_s, w, w_s, bias, out, topk_w, sorted_ids, expert_ids, npp,
         n, k, topk_w.numel(), up_off, up_soff,
@@ -802,8 +838,9 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"], EVEN_K=(k % bk == 0),
         UNPACK_ASM=bool(unpack_asm), DOT_F32=INTERPRET,
         GPI=(cfg.get("GPI", 1) if (wf >= 3 and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
-        MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1),
+        MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1), STILE=stile, WTILE=wtile,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and not INTERPRET else {}),
     )
     LAST_COMPILED[:] = [ck]
     return out
