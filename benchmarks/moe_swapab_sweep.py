@@ -37,9 +37,9 @@ def C(bm, bn, bk, nw, ns, split=1, mxv=2, gm=4, stile=None):
     return c
 
 
-def V(bm, bn, nw, ns=3, stile=1, bk=128, mr=None, wtile=1):
+def V(bm, bn, nw, ns=3, stile=1, bk=128, mr=None, wtile=1, split=1, mxv=1):
     """v2-loop variant (MXV=1); stile/wtile=0: row-major scales/weights; mr: register cap (maxnreg)."""
-    c = C(bm, bn, bk, nw, ns, mxv=1, stile=stile)
+    c = C(bm, bn, bk, nw, ns, mxv=mxv, stile=stile, split=split)
     c["WTILE"] = wtile
     if mr:
         c["maxnreg"] = mr
@@ -47,15 +47,17 @@ def V(bm, bn, nw, ns=3, stile=1, bk=128, mr=None, wtile=1):
 
 
 # per batch: variants, each a config for both GEMMs or a (gemm1, gemm2) pair; BM must match.
-# run 12: K-tile-major weights (WTILE, quant.tile_mx_weights) on top of tile-major scales, against
-# row-major weights at the same tiles
+# run 13 (defaults now: tile-major weights + scales, decode BN=64 2 warps): split-K where few experts
+# leave SMs idle (batch 1, 4), the swapped A/B kernel on tiles at batch 1024, and prefill with
+# tiled vs row-major operands at the same tile
 MX_VARIANTS = {
-    1: [V(16, 32, 4, wtile=0), V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 32, 2)],
-    4: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4)],
-    16: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4, wtile=0), V(16, 128, 4)],
-    64: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4, wtile=0), V(16, 128, 4), V(16, 64, 4)],
-    256: [V(16, 64, 2, wtile=0), V(16, 64, 2), V(16, 128, 4, wtile=0), V(16, 128, 4)],
-    1024: [V(32, 128, 4, wtile=0), V(32, 128, 4), V(32, 64, 2)],
+    1: [V(16, 64, 2, split=2), V(16, 64, 2, split=4), V(16, 64, 1), V(16, 32, 1)],
+    4: [V(16, 64, 2, split=2), V(16, 64, 1), V(16, 64, 2, 4)],
+    16: [V(16, 64, 2, 4), V(16, 64, 1)],
+    64: [V(16, 64, 2, 4), V(16, 64, 1), V(16, 64, 2, bk=256)],
+    1024: [V(32, 64, 4, mxv=2), V(32, 128, 4, mxv=2), V(32, 64, 4, 4, mxv=2), V(16, 64, 2), V(32, 128, 4, 4)],
+    4096: [V(64, 64, 4, wtile=0, stile=0), V(64, 128, 4), V(128, 64, 8)],
+    16384: [V(64, 64, 4, wtile=0, stile=0), V(64, 128, 4), V(128, 64, 8)],
 }
 # configs also timed on the baseline module (A/B of the unpack alone at that config)
 BASE_VARIANTS: dict = {}
@@ -263,7 +265,8 @@ def main():
                 c, c2 = (dict(c[0]), dict(c[1])) if isinstance(c, tuple) else (c, dict(c))
 
                 def _t(x):
-                    return (f"{x['BN']}w{x['num_warps']}s{x['num_stages']}t{x.get('STILE', 1)}{x.get('WTILE', 1)}"
+                    return (f"{x['BN']}k{x['BK']}w{x['num_warps']}s{x['num_stages']}t{x.get('STILE', 1)}{x.get('WTILE', 1)}"
+                            + (f"x{x['SPLIT_K']}" if x.get("SPLIT_K", 1) > 1 else "")
                             + (f"r{x['maxnreg']}" if x.get("maxnreg") else ""))
                 tag = f"mx{c['MXV']}-{c['BM']}-{_t(c)}" + ("" if c2 == c else f"+{_t(c2)}")
                 if c in BASE_VARIANTS.get(b, []):  # same config on the baseline module, same call

@@ -88,6 +88,12 @@ def _cfg(**kw):
     ("mxfp4", dict(MXV=1, SPLIT_K=3), "skew:3", 1),
     ("mxfp4", dict(GPI=3), "skew:3", 1),            # no MXV given (old autotune configs): MXV=1 loop
     ("mxfp4", dict(BM=32, BN=32, BK=128, MXV=1), "uniform", 1),
+    # row-major weights / scales (the layout before tiling; what WTILE=0 / STILE=0 select)
+    ("mxfp4", dict(MXV=1, WTILE=0, STILE=0), "skew:3", 1),
+    ("mxfp4", dict(MXV=1, WTILE=0), "uniform", 2),
+    ("mxfp4", dict(MXV=1, STILE=0, SPLIT_K=2), "uniform", 1),
+    ("mxfp4", dict(BK=128, num_warps=2, MXV=1), "skew:3", 1),   # BK = 128: one scale tile per step
+    ("mxfp4", dict(BK=128, MXV=1, SPLIT_K=2), "uniform", 2),
     ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
     ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
@@ -102,6 +108,9 @@ def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
     layer = build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt=fmt, batch=7,
                         ep=ep, routing=routing, seed=9, device=DEV, cache_weights=False, cfg=(c, dict(c)))
     assert layer._split1 == layer._split2 == (c.get("SPLIT_K", 1) > 1)
+    if fmt == "mxfp4":  # which operand layouts the kernel was handed
+        assert (layer._w1.dim() == 4) == bool(c.get("WTILE", 1))
+        assert (layer._s1.dim() == 4) == bool(c.get("STILE", 1))
     layer.out.fill_(float("nan"))
     layer.out_sorted.fill_(float("nan"))
     layer.inter_buf.fill_(float("nan"))

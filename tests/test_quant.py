@@ -105,3 +105,26 @@ def test_lanes_unpack_bit_ops_exact():
         for row in range(2):
             assert qs[0, row] == want[row, 4 * w + h] and qs[1, row] == want[row, 4 * w + 2 + h]
             assert qs[2, row] == want[row, 4 * w + 16 + h] and qs[3, row] == want[row, 4 * w + 18 + h]
+
+
+def test_tiled_mx_layouts_roundtrip_and_padding():
+    """K-tile-major weights [E, Kt, N, 64] and scales [E, Kt, N, 4] hold the row-major bytes, tile by
+    tile, zero padded at the end of K (K = 2880: 22.5 tiles of 128)."""
+    from moeprof.profiler import quant as q
+
+    g = torch.Generator().manual_seed(3)
+    e, n, k = 3, 40, 2880
+    packed = torch.randint(0, 256, (e, n, k // 2), generator=g, dtype=torch.uint8)
+    scales = torch.randint(100, 140, (e, n, k // 32), generator=g, dtype=torch.uint8)
+    wt = q.tile_mx_weights(packed)
+    st = q.tile_mx_scales(scales)
+    assert wt.shape == (e, 23, n, 64) and st.shape == (e, 23, n, 4)
+    assert torch.equal(q.untile_mx_weights(wt, k // 2), packed)
+    assert torch.equal(q.untile_mx_scales(st, k // 32), scales)
+    # element (expert, row, byte b) sits at tile b // 64, offset b % 64
+    assert int(wt[1, 5, 7, 10]) == int(packed[1, 7, 5 * 64 + 10])
+    assert int(st[2, 21, 9, 3]) == int(scales[2, 9, 21 * 4 + 3])
+    # the half tile at the end is zero padding: unpacks to zero weights
+    assert int(wt[:, 22, :, 32:].sum()) == 0
+    assert int(st[:, 22, :, 2:].sum()) == 0
+    assert wt.is_contiguous() and st.is_contiguous()

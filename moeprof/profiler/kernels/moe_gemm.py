@@ -675,9 +675,11 @@ def moe_align_torch(topk_ids: torch.Tensor, num_experts: int, block_m: int, expe
 SPLIT_TARGET_CTAS = 528
 SPLIT_MAX = 8
 SPLIT_MIN_STEPS = 3
-# Off by default: on H100 (run 8) split-K did not speed up batch 1 for mxfp4 (GEMMs 72-80 us with
-# split 2-8 vs 73 us without) or fp8 (67-71 vs 67 us); the memsets + SwiGLU pass eat the gain.
-SPLIT_K_AUTO = False
+# MXFP4 only: on H100 run 8 (row-major operands) split-K did not pay at batch 1 (GEMMs 72-80 us with
+# split 2-8 vs 73 us) nor for fp8 (67-71 vs 67 us); with the tiled operands (run 13) split 4 at batch 1
+# takes the layer from 86.9 to 80.3 us (gemm2's split fuses the combine), split 2 at batch 4 loses
+# (133 vs 121 us GEMMs); the heuristic below gives 4 and 1 there.
+SPLIT_K_AUTO = True
 
 
 def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | None,
@@ -714,18 +716,18 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         else:
             cfg = dict(BM=128, BN=64, BK=64, GROUP_M=8, num_warps=8, num_stages=3, GPI=1)
         if wf == WF_MX_BF16:
-            # v2 loop (scale folded into the unpack, one K tile of BK elements per step)
+            # v2 loop (scale folded into the unpack, one K tile of BK elements per step), reading the
+            # K-tile-major weights and scales the workload hands it (WTILE / STILE)
             if m_per_expert <= 16:
-                # few experts touched (<= 16 slots): BN=32 doubles the programs (H100, batch 1:
-                # 69 vs 80 us for the two GEMMs); BN=64 from there (batch 64: 919 vs 991 us)
-                bn = 32 if (slots is not None and slots <= 16) else 64
-                cfg = dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
+                # H100 run 12 (tile-major weights + scales): BN=64 with 2 warps beat BN=32/64/128 with
+                # 4 warps at every batch 1..256 (batch 64: GEMMs 584 us vs 614-709 us)
+                cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=2, num_stages=3, MXV=1)
             elif m_per_expert <= 64:
-                # H100 run 9 (lanes unpack), batch 1024: GEMMs 1825 us vs 2338 us for the swapped
-                # kernel of run 8 (BM=32, BK=64, MXV=2) and 2435 us for it with the lanes unpack
+                # run 12, batch 1024: BM=32 BN=128 4 warps 1478 us vs 1539 us for BN=64 2 warps
                 cfg = dict(BM=32, BN=128, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
             else:
-                cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
+                # run 13, prefill: BN=128 4917 / 16768 us vs BN=64 5426 / 18266 us at batch 4096 / 16384
+                cfg = dict(BM=64, BN=128, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
             if 16 < m_per_expert <= 64 and SWAP_AB:
                 # v3, swapped A/B (MXV=2: weights are the wgmma's M, register A operand), BM=32:
                 # the default in run 8 (2330 vs 2577 us for v2 BM=16); run 9: slower than the v2
@@ -778,7 +780,11 @@ def candidate_configs(fmt: str, m_per_expert: float, gated: bool) -> list[dict]:
                     if wf == WF_FP8B:
                         bk = 64 if bm > 32 else 128
                     out.append(dict(BM=bm, BN=bn, BK=bk, GROUP_M=1 if bm <= 16 else 8, num_warps=nw, num_stages=ns))
-    if wf >= 3 and m_per_expert <= 64:
+    if wf == WF_MX_BF16 and m_per_expert <= 64:
+        out = [dict(BM=bm, BN=bn, BK=128, GROUP_M=4, num_warps=nw, num_stages=ns, MXV=1)
+               for bm in ((16,) if m_per_expert <= 16 else (16, 32)) for bn in (32, 64, 128)
+               for nw in (2, 4) for ns in (3, 4)]
+    elif wf >= 3 and m_per_expert <= 64:
         out = [dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=ns, GPI=gpi)
                for bn in (32, 64, 128) for gpi in (3, 6) for ns in (3, 5)]
     return out
