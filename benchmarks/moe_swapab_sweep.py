@@ -47,17 +47,13 @@ def V(bm, bn, nw, ns=3, stile=1, bk=128, mr=None, wtile=1, split=1, mxv=1):
 
 
 # per batch: variants, each a config for both GEMMs or a (gemm1, gemm2) pair; BM must match.
-# run 13 (defaults now: tile-major weights + scales, decode BN=64 2 warps): split-K where few experts
-# leave SMs idle (batch 1, 4), the swapped A/B kernel on tiles at batch 1024, and prefill with
-# tiled vs row-major operands at the same tile
+# run 15: the few-expert points (batch 1: 4 experts, batch 4: 15) with more, smaller programs, and
+# batch 1024 (BM=32) tiles
 MX_VARIANTS = {
-    1: [V(16, 64, 2, split=2), V(16, 64, 2, split=4), V(16, 64, 1), V(16, 32, 1)],
-    4: [V(16, 64, 2, split=2), V(16, 64, 1), V(16, 64, 2, 4)],
-    16: [V(16, 64, 2, 4), V(16, 64, 1)],
-    64: [V(16, 64, 2, 4), V(16, 64, 1), V(16, 64, 2, bk=256)],
-    1024: [V(32, 64, 4, mxv=2), V(32, 128, 4, mxv=2), V(32, 64, 4, 4, mxv=2), V(16, 64, 2), V(32, 128, 4, 4)],
-    4096: [V(64, 64, 4, wtile=0, stile=0), V(64, 128, 4), V(128, 64, 8)],
-    16384: [V(64, 64, 4, wtile=0, stile=0), V(64, 128, 4), V(128, 64, 8)],
+    1: [V(16, 64, 2), V(16, 32, 1, split=2), V(16, 32, 1, split=4), V(16, 64, 2, split=8), V(16, 64, 4, split=4),
+        V(16, 64, 2, 4, split=4), V(16, 32, 2, split=4)],
+    4: [V(16, 32, 1), V(16, 32, 2), V(16, 64, 2, 4), V(16, 32, 1, split=2), V(16, 128, 4, split=2)],
+    1024: [V(32, 64, 4), V(32, 64, 2), V(32, 128, 4, mr=168), V(32, 128, 8), V(32, 64, 4, 4)],
 }
 # configs also timed on the baseline module (A/B of the unpack alone at that config)
 BASE_VARIANTS: dict = {}

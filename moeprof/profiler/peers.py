@@ -29,8 +29,8 @@ def _swiglu(h, i):
 def _grouped(layer):
     import torch
 
-    from moeprof.profiler import reference
     from moeprof.profiler.kernels import moe_gemm as mg
+    from moeprof.profiler.kernels import route as route_kernel
 
     wt, fmt = layer.wt, layer.fmt
     if fmt not in ("bf16", "fp8"):
@@ -44,7 +44,7 @@ def _grouped(layer):
 
     def run(phase):
         with phase("route"):
-            ids, tw = reference.route(layer.x, layer.router_w, layer.router_b, k)
+            ids, tw = route_kernel.route(layer.x, layer.router_w, layer.router_b, k)
         with phase("sort"):
             sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, 16)
             ends = torch.cumsum((torch.bincount(ids.reshape(-1).long(), minlength=wt.num_experts) + 15) // 16 * 16, 0)
@@ -85,7 +85,7 @@ def _grouped(layer):
 def _loop(layer):
     import torch
 
-    from moeprof.profiler import reference
+    from moeprof.profiler.kernels import route as route_kernel
 
     wt = layer.wt
     if layer.fmt != "bf16":
@@ -94,7 +94,7 @@ def _loop(layer):
 
     def run(phase):
         with phase("route"):
-            ids, tw = reference.route(layer.x, layer.router_w, layer.router_b, k)
+            ids, tw = route_kernel.route(layer.x, layer.router_w, layer.router_b, k)
         out = torch.zeros(t, h, dtype=torch.float32, device=layer.x.device)
         with phase("gemm1"):
             for e in torch.unique(ids).tolist():

@@ -256,13 +256,13 @@ class MoeLayer:
     def _forward_triton(self, phase):
         import torch
 
-        from moeprof.profiler import reference
         from moeprof.profiler.kernels import moe_gemm as mg
+        from moeprof.profiler.kernels import route as mg_route
 
         wt, fmt = self.wt, self.fmt
         h, i = wt.hidden, wt.inter
         with phase("route"):
-            ids, tw = reference.route(self.x, self.router_w, self.router_b, self.top_k)
+            ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
         with phase("sort"):
             sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
@@ -320,12 +320,12 @@ class MoeLayer:
     # -- the expert GEMMs alone (activation quant + gemm1 with fused SwiGLU + gemm2), routing and
     #    sort precomputed: separates the weight-streaming kernels from the layer's fixed overhead.
     def gemm_only(self):
-        from moeprof.profiler import reference
         from moeprof.profiler.kernels import moe_gemm as mg
+        from moeprof.profiler.kernels import route as mg_route
 
         wt, fmt = self.wt, self.fmt
         h, i = wt.hidden, wt.inter
-        ids, tw = reference.route(self.x, self.router_w, self.router_b, self.top_k)
+        ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
         sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
         q = fmt in ("fp8", "fp8-block", "mxfp4-w4a8")
