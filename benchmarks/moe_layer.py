@@ -222,7 +222,8 @@ def main():
     for r in rows:
         if "median_us" not in r:
             continue
-        sp = [v for k, v in r.items() if k.startswith("speedup_vs_torch-grouped")]
+        # the same format's torch peer (bf16: _grouped_mm, fp8: _scaled_grouped_mm), else none
+        sp = [v for k, v in r.items() if k == f"speedup_vs_torch-grouped-mm_{r['format']}"]
         log(f"{r['format']:11s} {r['kernel']:16s} {r['batch']:6d} {r['median_us']:9.1f} {r['experts_touched']:4d} "
             f"{r['bw_pct_copy']:6.0f} {r['tflops']:6.1f} {(sp[0] if sp else float('nan')):8.2f} "
             f"{r.get('gemm_us', float('nan')):8.1f} {r.get('gemm_bw_pct_copy', float('nan')):6.0f}")
