@@ -47,13 +47,14 @@ def V(bm, bn, nw, ns=3, stile=1, bk=128, mr=None, wtile=1, split=1, mxv=1):
 
 
 # per batch: variants, each a config for both GEMMs or a (gemm1, gemm2) pair; BM must match.
-# run 15: the few-expert points (batch 1: 4 experts, batch 4: 15) with more, smaller programs, and
-# batch 1024 (BM=32) tiles
+# run 18: BK=64 tiles (half the unpacked operand per step: 119-122 registers instead of 152-241,
+# benchmarks/compile_report.py), above all for the register-bound BM=32 tile at batch 1024
 MX_VARIANTS = {
-    1: [V(16, 64, 2), V(16, 32, 1, split=2), V(16, 32, 1, split=4), V(16, 64, 2, split=8), V(16, 64, 4, split=4),
-        V(16, 64, 2, 4, split=4), V(16, 32, 2, split=4)],
-    4: [V(16, 32, 1), V(16, 32, 2), V(16, 64, 2, 4), V(16, 32, 1, split=2), V(16, 128, 4, split=2)],
-    1024: [V(32, 64, 4), V(32, 64, 2), V(32, 128, 4, mr=168), V(32, 128, 8), V(32, 64, 4, 4)],
+    4: [V(16, 64, 2, bk=64), V(16, 64, 4, bk=64)],
+    64: [V(16, 64, 2, bk=64), V(16, 64, 4, bk=64), V(16, 128, 4, bk=64)],
+    256: [V(16, 64, 2, bk=64), V(16, 128, 4, bk=64)],
+    1024: [V(32, 64, 4, bk=64), V(32, 128, 8, bk=64), V(32, 128, 4, bk=64), (V(32, 64, 4, bk=64), V(32, 128, 4, bk=64)),
+           V(32, 64, 4, 4, bk=64), V(32, 64, 8, bk=64)],
 }
 # configs also timed on the baseline module (A/B of the unpack alone at that config)
 BASE_VARIANTS: dict = {}

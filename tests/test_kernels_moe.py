@@ -130,11 +130,12 @@ def test_split_k_heuristic():
     assert mg.split_k_for(c, 2880, 2880, experts=None, slots=None) == 1
 
 
+@pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("t,h,e,k", [(1, 96, 8, 2), (37, 160, 24, 4), (5, 64, 32, 1)])
-def test_fused_route_matches_torch(t, h, e, k):
-    """The one-launch router (kernels/route.py) picks the same experts as torch (reference.route), in
-    the same order, with the same softmax weights; E = 24 exercises the masked expert lanes, t = 37
-    three token blocks."""
+def test_fused_route_matches_torch(t, h, e, k, split):
+    """The Triton router (kernels/route.py; one launch, or logits over expert blocks + top-k) picks the
+    same experts as torch (reference.route), in the same order, with the same softmax weights; E = 24
+    exercises the masked expert lanes, t = 37 three token blocks."""
     from moeprof.profiler import reference
     from moeprof.profiler.kernels.route import route
 
@@ -142,7 +143,7 @@ def test_fused_route_matches_torch(t, h, e, k):
     x = torch.randn(t, h, generator=g, device=DEV).bfloat16()
     w = (torch.randn(e, h, generator=g, device=DEV) / h ** 0.5).bfloat16()
     b = torch.randn(e, generator=g, device=DEV) * 0.1
-    ids, wts = route(x, w, b, k)
+    ids, wts = route(x, w, b, k, split=split)
     rids, rwts = reference.route(x, w, b, k)
     assert ids.dtype == torch.int32 and ids.shape == (t, k)
     assert torch.equal(ids.cpu(), rids.cpu())

@@ -1,5 +1,6 @@
-"""GPT-OSS router in one Triton launch: logits = x @ W^T + b (fp32 accumulation), top-k, softmax over
-the k selected logits. Same function as reference.route (torch: an fp32 copy of x and W, a cuBLAS
+"""GPT-OSS router in Triton: logits = x @ W^T + b (fp32 accumulation), top-k, softmax over the k
+selected logits, in one launch (many tokens) or two (few tokens: logits over expert blocks, then
+top-k). Same function as reference.route (torch: an fp32 copy of x and W, a cuBLAS
 GEMV/GEMM, topk, softmax, an int cast: 7-9 launches, ~24 us at batch 1 on an H100 in the shipped
 capture, a third of an mxfp4 decode layer).
 
@@ -42,10 +43,16 @@ def route_kernel(x_ptr, w_ptr, b_ptr, ids_ptr, wts_ptr, T, H, E, stride_x, strid
             acc = tl.dot(xb, tl.trans(wb), acc)
     acc += tl.load(b_ptr + ex, mask=emask, other=0.0)[None, :]
     acc = tl.where(emask[None, :], acc, float("-inf"))
-    # top-k by repeated arg-max (k is small: 4 for GPT-OSS); the first pick is the row maximum.
-    # Two passes (the first sums the softmax denominator) keep every value in registers.
+    _topk_softmax_store(acc, ex, rows, rmask, ids_ptr, wts_ptr, TOPK)
+
+
+@triton.jit
+def _topk_softmax_store(acc, ex, rows, rmask, ids_ptr, wts_ptr, TOPK: tl.constexpr):
+    """acc [BT, EP] fp32 logits (-inf on masked experts) -> ids / softmax weights of the TOPK largest.
+    Top-k by repeated arg-max (k is small: 4 for GPT-OSS); the first pick is the row maximum. Two
+    passes (the first sums the softmax denominator) keep every value in registers."""
     top = tl.max(acc, axis=1)
-    den = tl.zeros((BT,), dtype=tl.float32)
+    den = tl.zeros(top.shape, dtype=tl.float32)
     a2 = acc
     for j in tl.static_range(TOPK):
         v = tl.max(a2, axis=1)
@@ -59,9 +66,52 @@ def route_kernel(x_ptr, w_ptr, b_ptr, ids_ptr, wts_ptr, T, H, E, stride_x, strid
         tl.store(wts_ptr + rows * TOPK + j, tl.exp(v - top) / den, mask=rmask)
         acc = tl.where(ex[None, :] == i[:, None], float("-inf"), acc)
 
-def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int):
+
+@triton.jit
+def route_logits_kernel(x_ptr, w_ptr, b_ptr, lg_ptr, T, H, E, stride_x, stride_w,
+                        EB: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, DOT_F32: tl.constexpr):
+    """Few tokens: logits [T, E] fp32 over a (token block, expert block) grid, so that the router
+    weight (E x H bf16: 737 KB for GPT-OSS) streams through E / EB programs instead of one."""
+    rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    rmask = rows < T
+    ex = tl.program_id(1) * EB + tl.arange(0, EB)
+    emask = ex < E
+    kk = tl.arange(0, BK)
+    acc = tl.zeros((BT, EB), dtype=tl.float32)
+    for k0 in range(0, H, BK):
+        km = (k0 + kk) < H
+        xb = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_x + (k0 + kk)[None, :],
+                     mask=rmask[:, None] & km[None, :], other=0.0)
+        wb = tl.load(w_ptr + ex[:, None] * stride_w + (k0 + kk)[None, :], mask=emask[:, None] & km[None, :],
+                     other=0.0)
+        if DOT_F32:
+            acc = tl.dot(xb.to(tl.float32), tl.trans(wb.to(tl.float32)), acc)
+        else:
+            acc = tl.dot(xb, tl.trans(wb), acc)
+    acc += tl.load(b_ptr + ex, mask=emask, other=0.0)[None, :]
+    tl.store(lg_ptr + rows[:, None] * E + ex[None, :], acc, mask=rmask[:, None] & emask[None, :])
+
+
+@triton.jit
+def route_topk_kernel(lg_ptr, ids_ptr, wts_ptr, T, E, TOPK: tl.constexpr, EP: tl.constexpr, BT: tl.constexpr):
+    rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    rmask = rows < T
+    ex = tl.arange(0, EP)
+    emask = ex < E
+    acc = tl.load(lg_ptr + rows[:, None] * E + ex[None, :], mask=rmask[:, None] & emask[None, :],
+                  other=float("-inf"))
+    _topk_softmax_store(acc, ex, rows, rmask, ids_ptr, wts_ptr, TOPK)
+
+# Up to this many tokens the logits are split over expert blocks (two launches); above, one launch
+# per token block covers every expert (the router weight is re-read from L2 per block).
+SPLIT_MAX_TOKENS = 256
+
+
+def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int,
+          split: bool | None = None):
     """x [T, H] (bf16), router_w [E, H] (bf16), router_b [E] (fp32) -> ids int32 [T, k], weights fp32
-    [T, k] (softmax over the k picks, in descending logit order), as reference.route."""
+    [T, k] (softmax over the k picks, in descending logit order), as reference.route. split: force
+    the two-launch (logits over expert blocks, then top-k) or the one-launch path."""
     t, h = x.shape
     e = router_w.shape[0]
     ids = torch.empty((t, top_k), dtype=torch.int32, device=x.device)
@@ -71,8 +121,19 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
     if x.dtype != router_w.dtype:
         x = x.to(router_w.dtype)
     ep = max(16, triton.next_power_of_2(e))
+    bk = 64 if INTERPRET else 128
+    if split is None:
+        split = t <= SPLIT_MAX_TOKENS
+    if split:
+        eb = 16
+        lg = torch.empty((t, e), dtype=torch.float32, device=x.device)
+        route_logits_kernel[(triton.cdiv(t, 16), triton.cdiv(e, eb))](
+            x, router_w, router_b.float(), lg, t, h, e, x.stride(0), router_w.stride(0),
+            EB=eb, BT=16, BK=bk, DOT_F32=INTERPRET, num_warps=4)
+        route_topk_kernel[(triton.cdiv(t, 16),)](lg, ids, wts, t, e, TOPK=top_k, EP=ep, BT=16, num_warps=4)
+        return ids, wts
     bt = 16 if t <= 4096 else 64
     route_kernel[(triton.cdiv(t, bt),)](
         x, router_w, router_b.float(), ids, wts, t, h, e, x.stride(0), router_w.stride(0),
-        TOPK=top_k, EP=ep, BT=bt, BK=64 if INTERPRET else 128, DOT_F32=INTERPRET, num_warps=4)
+        TOPK=top_k, EP=ep, BT=bt, BK=bk, DOT_F32=INTERPRET, num_warps=4)
     return ids, wts
