@@ -131,11 +131,11 @@ def test_split_k_heuristic():
 
 
 @pytest.mark.parametrize("split", [False, True])
-@pytest.mark.parametrize("t,h,e,k", [(1, 96, 8, 2), (37, 160, 24, 4), (5, 64, 32, 1)])
+@pytest.mark.parametrize("t,h,e,k", [(1, 96, 8, 2), (37, 160, 24, 4), (5, 64, 32, 1), (3, 1024, 24, 4)])
 def test_fused_route_matches_torch(t, h, e, k, split):
     """The Triton router (kernels/route.py; one launch, or logits over expert blocks + top-k) picks the
     same experts as torch (reference.route), in the same order, with the same softmax weights; E = 24
-    exercises the masked expert lanes, t = 37 three token blocks."""
+    exercises the masked expert lanes, t = 37 three token blocks, H = 1024 four K chunks (split)."""
     from moeprof.profiler import reference
     from moeprof.profiler.kernels.route import route
 

@@ -68,18 +68,22 @@ def _topk_softmax_store(acc, ex, rows, rmask, ids_ptr, wts_ptr, TOPK: tl.constex
 
 
 @triton.jit
-def route_logits_kernel(x_ptr, w_ptr, b_ptr, lg_ptr, T, H, E, stride_x, stride_w,
+def route_logits_kernel(x_ptr, w_ptr, b_ptr, lg_ptr, T, H, E, stride_x, stride_w, KCH,
                         EB: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, DOT_F32: tl.constexpr):
-    """Few tokens: logits [T, E] fp32 over a (token block, expert block) grid, so that the router
-    weight (E x H bf16: 737 KB for GPT-OSS) streams through E / EB programs instead of one."""
+    """Few tokens: partial logits lg[ks, T, E] (fp32) over a (token block, expert block, K chunk) grid,
+    so that the router weight (E x H bf16: 737 KB for GPT-OSS) streams through E / EB * KS programs
+    instead of one; route_topk_kernel sums the KS partials. The bias goes into chunk 0."""
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
     rmask = rows < T
     ex = tl.program_id(1) * EB + tl.arange(0, EB)
     emask = ex < E
+    ks = tl.program_id(2)
     kk = tl.arange(0, BK)
     acc = tl.zeros((BT, EB), dtype=tl.float32)
-    for k0 in range(0, H, BK):
-        km = (k0 + kk) < H
+    k_lo = ks * KCH
+    k_hi = tl.minimum(H, k_lo + KCH)
+    for k0 in range(k_lo, k_hi, BK):
+        km = (k0 + kk) < k_hi
         xb = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_x + (k0 + kk)[None, :],
                      mask=rmask[:, None] & km[None, :], other=0.0)
         wb = tl.load(w_ptr + ex[:, None] * stride_w + (k0 + kk)[None, :], mask=emask[:, None] & km[None, :],
@@ -88,18 +92,23 @@ def route_logits_kernel(x_ptr, w_ptr, b_ptr, lg_ptr, T, H, E, stride_x, stride_w
             acc = tl.dot(xb.to(tl.float32), tl.trans(wb.to(tl.float32)), acc)
         else:
             acc = tl.dot(xb, tl.trans(wb), acc)
-    acc += tl.load(b_ptr + ex, mask=emask, other=0.0)[None, :]
-    tl.store(lg_ptr + rows[:, None] * E + ex[None, :], acc, mask=rmask[:, None] & emask[None, :])
+    bias = tl.load(b_ptr + ex, mask=emask, other=0.0)
+    acc += (bias * (ks == 0).to(tl.float32))[None, :]
+    tl.store(lg_ptr + (ks * T + rows)[:, None] * E + ex[None, :], acc, mask=rmask[:, None] & emask[None, :])
 
 
 @triton.jit
-def route_topk_kernel(lg_ptr, ids_ptr, wts_ptr, T, E, TOPK: tl.constexpr, EP: tl.constexpr, BT: tl.constexpr):
+def route_topk_kernel(lg_ptr, ids_ptr, wts_ptr, T, E, TOPK: tl.constexpr, EP: tl.constexpr, BT: tl.constexpr,
+                      KS: tl.constexpr):
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
     rmask = rows < T
     ex = tl.arange(0, EP)
     emask = ex < E
-    acc = tl.load(lg_ptr + rows[:, None] * E + ex[None, :], mask=rmask[:, None] & emask[None, :],
-                  other=float("-inf"))
+    m = rmask[:, None] & emask[None, :]
+    acc = tl.zeros((BT, EP), dtype=tl.float32)
+    for ks in tl.static_range(KS):  # fixed order: the sum does not depend on scheduling
+        acc += tl.load(lg_ptr + (ks * T + rows)[:, None] * E + ex[None, :], mask=m, other=0.0)
+    acc = tl.where(m, acc, float("-inf"))
     _topk_softmax_store(acc, ex, rows, rmask, ids_ptr, wts_ptr, TOPK)
 
 # Up to this many tokens the logits are split over expert blocks (two launches); above, one launch
@@ -126,11 +135,15 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
         split = t <= SPLIT_MAX_TOKENS
     if split:
         eb = 16
-        lg = torch.empty((t, e), dtype=torch.float32, device=x.device)
-        route_logits_kernel[(triton.cdiv(t, 16), triton.cdiv(e, eb))](
-            x, router_w, router_b.float(), lg, t, h, e, x.stride(0), router_w.stride(0),
+        ks = max(1, min(4, h // (4 * bk)))            # K chunks of >= 4 steps (GPT-OSS: 4 x 720)
+        kch = triton.cdiv(triton.cdiv(h, ks), bk) * bk
+        ks = triton.cdiv(h, kch)
+        lg = torch.empty((ks, t, e), dtype=torch.float32, device=x.device)
+        route_logits_kernel[(triton.cdiv(t, 16), triton.cdiv(e, eb), ks)](
+            x, router_w, router_b.float(), lg, t, h, e, x.stride(0), router_w.stride(0), kch,
             EB=eb, BT=16, BK=bk, DOT_F32=INTERPRET, num_warps=4)
-        route_topk_kernel[(triton.cdiv(t, 16),)](lg, ids, wts, t, e, TOPK=top_k, EP=ep, BT=16, num_warps=4)
+        route_topk_kernel[(triton.cdiv(t, 16),)](lg, ids, wts, t, e, TOPK=top_k, EP=ep, BT=16, KS=ks,
+                                                 num_warps=4)
         return ids, wts
     bt = 16 if t <= 4096 else 64
     route_kernel[(triton.cdiv(t, bt),)](
