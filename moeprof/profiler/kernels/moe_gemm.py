@@ -51,18 +51,10 @@ FMT_CODES = {
 # 1 + 2 + 2 + 5 bit ops + 4 mul = 15 instructions, ~1.9 per element (the nibble unpack: ~3).
 
 
-@triton.jit
-def _e2m1_lanes_bf16_asm(w, sb):
-    """v2 loop (MXV=1: blocked layout, the 4 packed bytes of a register are 4 consecutive bytes of
-    one row and MX group): packed "lanes" uint8 tile + bias tile (uint16, (S + 126) << 7, same shape)
-    -> (lo, hi) bf16 tiles = E2M1 * 2^(S-127) in plane order: word w gives lo elements (4w, 4w+1),
-    (4w+2, 4w+3) and hi elements (4w, 4w+1), (4w+2, 4w+3) of the 16-wide planes. Only the first bias
-    register ($5: elements 0, 1) is read; both halves of it hold the group's bias."""
-    return tl.inline_asm_elementwise(
-        asm="""
-        {
-        .reg .b32 t, u, b, m1, m2, qa, qb, qc, qd;
-        mov.b32 b, $5;
+# The "lanes" unpack shared by both loops: input word $4, bias word b (2^(S-1) as bf16x2) -> qa..qd,
+# slot A..D of both 16-bit lanes as bf16x2 (E2M1 * 2^(S-127)); the loops differ only in how b is
+# formed and how qa..qd are handed out.
+_LANES_CORE = """
         mov.b32 m1, 0x01000100;
         mov.b32 m2, 0x80008000;
         and.b32 t, $4, 0x81C081C0;
@@ -80,12 +72,31 @@ def _e2m1_lanes_bf16_asm(w, sb):
         shl.b32 t, $4, 1;
         lop3.b32 u, u, t, m2, 0xF8;
         mul.rn.bf16x2 qd, u, b;
+"""
+_LANES_DECL = "{\n        .reg .b32 t, u, b, m1, m2, qa, qb, qc, qd;\n"
+_LANES_ASM_V2 = tl.constexpr(_LANES_DECL + "        mov.b32 b, $5;" + _LANES_CORE + """
         mov.b32 $0, qa;
         mov.b32 $1, qb;
         mov.b32 $2, qc;
         mov.b32 $3, qd;
-        }
-        """,
+        }""")
+_LANES_ASM_REGA = tl.constexpr(_LANES_DECL + "        prmt.b32 b, $5, $6, 0x7610;" + _LANES_CORE + """
+        prmt.b32 $0, qa, qb, 0x5410;
+        prmt.b32 $1, qa, qb, 0x7632;
+        prmt.b32 $2, qc, qd, 0x5410;
+        prmt.b32 $3, qc, qd, 0x7632;
+        }""")
+
+
+@triton.jit
+def _e2m1_lanes_bf16_asm(w, sb):
+    """v2 loop (MXV=1: blocked layout, the 4 packed bytes of a register are 4 consecutive bytes of
+    one row and MX group): packed "lanes" uint8 tile + bias tile (uint16, (S + 126) << 7, same shape)
+    -> (lo, hi) bf16 tiles = E2M1 * 2^(S-127) in plane order: word w gives lo elements (4w, 4w+1),
+    (4w+2, 4w+3) and hi elements (4w, 4w+1), (4w+2, 4w+3) of the 16-wide planes. Only the first bias
+    register ($5: elements 0, 1) is read; both halves of it hold the group's bias."""
+    return tl.inline_asm_elementwise(
+        asm=_LANES_ASM_V2,
         constraints="=r,=r,=r,=r,r,r,r",
         args=[w, sb],
         dtype=(tl.bfloat16, tl.bfloat16),
@@ -103,33 +114,7 @@ def _e2m1_lanes_bf16_asm_rega(w, sb):
     row: lo element k <- slot A, k+1 <- slot B, hi element k <- C, k+1 <- D (so plane position
     j holds element (j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1): the caller gathers A to match)."""
     return tl.inline_asm_elementwise(
-        asm="""
-        {
-        .reg .b32 t, u, b, m1, m2, qa, qb, qc, qd;
-        prmt.b32 b, $5, $6, 0x7610;
-        mov.b32 m1, 0x01000100;
-        mov.b32 m2, 0x80008000;
-        and.b32 t, $4, 0x81C081C0;
-        mul.rn.bf16x2 qa, t, b;
-        shl.b32 t, $4, 3;
-        and.b32 t, t, 0x81C081C0;
-        mul.rn.bf16x2 qb, t, b;
-        shl.b32 t, $4, 6;
-        and.b32 t, t, 0x81C081C0;
-        mul.rn.bf16x2 qc, t, b;
-        shr.b32 t, $4, 4;
-        and.b32 u, t, 0x00C000C0;
-        shr.b32 t, $4, 5;
-        lop3.b32 u, u, t, m1, 0xF8;
-        shl.b32 t, $4, 1;
-        lop3.b32 u, u, t, m2, 0xF8;
-        mul.rn.bf16x2 qd, u, b;
-        prmt.b32 $0, qa, qb, 0x5410;
-        prmt.b32 $1, qa, qb, 0x7632;
-        prmt.b32 $2, qc, qd, 0x5410;
-        prmt.b32 $3, qc, qd, 0x7632;
-        }
-        """,
+        asm=_LANES_ASM_REGA,
         constraints="=r,=r,=r,=r,r,r,r",
         args=[w, sb],
         dtype=(tl.bfloat16, tl.bfloat16),
