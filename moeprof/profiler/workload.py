@@ -254,13 +254,10 @@ class MoeLayer:
             return self._peer(phase)
 
     def _forward_triton(self, phase):
-        import torch
-
         from moeprof.profiler.kernels import moe_gemm as mg
         from moeprof.profiler.kernels import route as mg_route
 
         wt, fmt = self.wt, self.fmt
-        h, i = wt.hidden, wt.inter
         with phase("route"):
             ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
         with phase("sort"):
@@ -317,6 +314,18 @@ class MoeLayer:
         else:
             torch.sum(self.out_sorted.view(self.batch, self.top_k, self.wt.hidden), dim=1, out=self.out)
 
+    def use_row_major_operands(self):
+        """Hand the kernels self.wt's row-major weights and scales (not the K-tile-major copies): for
+        kernel modules that predate the tiled layouts, or weights repacked after construction."""
+        self._w1, self._w2, self._s1, self._s2 = self.wt.w1, self.wt.w2, self.wt.w1_s, self.wt.w2_s
+
+    def poisoned_call(self):
+        """One layer call with the output and intermediate buffers NaN-poisoned first, so that a row the
+        kernels fail to write shows up as NaN; returns a copy of the output."""
+        for buf in (self.out, self.out_sorted, self.inter_buf):
+            buf.fill_(float("nan"))
+        return self().clone()
+
     # -- the expert GEMMs alone (activation quant + gemm1 with fused SwiGLU + gemm2), routing and
     #    sort precomputed: separates the weight-streaming kernels from the layer's fixed overhead.
     def gemm_only(self):
@@ -324,7 +333,6 @@ class MoeLayer:
         from moeprof.profiler.kernels import route as mg_route
 
         wt, fmt = self.wt, self.fmt
-        h, i = wt.hidden, wt.inter
         ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
         sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
