@@ -20,7 +20,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from moeprof.schema import PHASES
+from moeprof.capture_folder import PHASES
 
 ROLES = ["route", "sort", "quant", "gemm1", "act", "gemm2", "combine", "other"]
 GEMM_ROLES = ("gemm1", "gemm2")

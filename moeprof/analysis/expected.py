@@ -18,8 +18,8 @@ from moeprof.errors import MoeprofError
 
 @dataclass
 class Expected:
-    gpu: Any = None                 # moeprof.models.gpus.GpuSpec | None
-    model: Any = None               # moeprof.models.presets.MoeModel | None
+    gpu: Any = None                 # moeprof.roofline.gpus.GpuSpec | None
+    model: Any = None               # moeprof.roofline.shapes.MoeModel | None
     tp: int = 1
     ep: int = 1
     routing: str = "uniform"
@@ -28,7 +28,7 @@ class Expected:
 
 def resolve(manifest: dict[str, Any]) -> Expected:
     """GPU spec and model shape named by a manifest (None with a note where unknown)."""
-    from moeprof.models import gpus, presets
+    from moeprof.roofline import gpus, shapes
 
     exp = Expected()
     g = manifest.get("gpu") or {}
@@ -49,14 +49,14 @@ def resolve(manifest: dict[str, Any]) -> Expected:
     model = None
     if w.get("model"):
         try:
-            model = presets.get_model(str(w["model"]))
+            model = shapes.get_model(str(w["model"]))
         except MoeprofError as exc:
             exp.notes["model"] = str(exc)
     dims = {"hidden_size": w.get("hidden_size"), "expert_intermediate_size": w.get("intermediate_size"),
             "num_experts": w.get("num_experts"), "top_k": w.get("top_k")}
     if all(isinstance(v, int) and v > 0 for v in dims.values()):
         if model is None:
-            model = presets.MoeModel(name=str(w.get("model") or "capture"), num_moe_layers=1, num_layers=1, **dims)
+            model = shapes.MoeModel(name=str(w.get("model") or "capture"), num_moe_layers=1, num_layers=1, **dims)
             exp.notes.pop("model", None)
         elif any(getattr(model, k) != v for k, v in dims.items()):
             # The capture ran a reshaped layer: trust the dims that ran.
@@ -71,7 +71,7 @@ def point_costs(exp: Expected, points: list[tuple[str, int]]) -> tuple[pd.DataFr
     """Analytical cost per (format, batch): FLOPs, bytes, predicted bound. Note says why if empty."""
     if exp.gpu is None or exp.model is None:
         return pd.DataFrame(), "; ".join(exp.notes.values()) or "no GPU spec or model"
-    from moeprof.models import cost, formats
+    from moeprof.roofline import cost, formats
 
     rows, skipped = [], []
     for fmt, batch in points:
@@ -98,7 +98,7 @@ def memory(exp: Expected, formats: list[str]) -> tuple[pd.DataFrame, str | None]
     """Weight bytes per GPU and HBM left for the KV cache, per format."""
     if exp.gpu is None or exp.model is None:
         return pd.DataFrame(), "; ".join(exp.notes.values()) or "no GPU spec or model"
-    from moeprof.models import cost
+    from moeprof.roofline import cost
 
     rows = []
     for fmt in formats:
@@ -121,7 +121,7 @@ def predicted_crossover(exp: Expected, fmt_a: str, fmt_b: str, lo: int = 1, hi: 
     """Smallest batch (power-of-two grid, log-interpolated) where the faster format by roofline changes."""
     if exp.gpu is None or exp.model is None:
         return None, "n/a (" + ("; ".join(exp.notes.values()) or "no GPU spec or model") + ")"
-    from moeprof.models import cost
+    from moeprof.roofline import cost
 
     batches = [2 ** i for i in range(int(np.log2(lo)), int(np.log2(hi)) + 1)]
     try:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from moeprof.errors import MoeprofError
-from moeprof.schema import (
+from moeprof.capture_folder import (
     COUNTER_METRICS,
     KERNEL_COLUMNS,
     KERNELS_FILE,

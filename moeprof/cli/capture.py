@@ -70,7 +70,7 @@ def capture(
                            ("--ncu-repeats", ncu_repeats, 1), ("--ncu-launch-count", ncu_launch_count, 0)):
         if v < least:
             raise MoeprofError(f"{name} must be >= {least}, got {v}")
-    from moeprof.profiler.routing import parse_skew
+    from moeprof.models.routing import parse_skew
 
     parse_skew(routing)  # reject a bad --routing before any profiler starts
     if workload not in ("moeprof", "toy"):

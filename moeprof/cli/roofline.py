@@ -23,9 +23,9 @@ def _positive_int(text: str, option: str) -> int:
 
 
 def _print_lists(as_json: bool) -> None:
-    from moeprof.models.formats import all_formats
-    from moeprof.models.gpus import all_gpus
-    from moeprof.models.presets import all_models
+    from moeprof.roofline.formats import all_formats
+    from moeprof.roofline.gpus import all_gpus
+    from moeprof.roofline.shapes import all_models
 
     models = [
         {"name": m.name, "experts": m.num_experts, "top_k": m.top_k, "moe_layers": m.num_moe_layers,
@@ -66,10 +66,10 @@ def roofline(
         return
 
     # Imported here so that `moeprof --help` does not pay for pandas.
-    from moeprof.models import roofline as rl
-    from moeprof.models.cost import check_parallelism, parse_routing
-    from moeprof.models.gpus import get_gpu
-    from moeprof.models.presets import get_model
+    from moeprof.roofline import bound as rl
+    from moeprof.roofline.cost import check_parallelism, parse_routing
+    from moeprof.roofline.gpus import get_gpu
+    from moeprof.roofline.shapes import get_model
 
     m, g = get_model(model), get_gpu(gpu)
     fmts = rl.parse_formats(formats)

@@ -1,27 +1,6 @@
-"""What we expect: GPU specs, MoE shapes, weight formats, analytical cost and roofline.
+"""What runs: the GPT-OSS MoE layer per weight format, its quantizers, Triton kernels, fp32 reference
+and torch peers.
 
-Pure Python (no torch, no triton). `moeprof.models.roofline` adds pandas tables on top; it is not
-imported here so that `import moeprof.models` stays light.
+Everything here needs torch (and triton for the kernels), so nothing is imported eagerly: the
+analysis and the roofline model never import this package.
 """
-
-from moeprof.models.cost import (
-    LayerCost,
-    MemoryPlan,
-    Routing,
-    expected_experts_touched,
-    layer_cost,
-    memory_plan,
-    min_tp_to_fit,
-    model_weight_bytes,
-    parse_routing,
-)
-from moeprof.models.formats import DEFAULT_FORMATS, WeightFormat, format_names, get_format
-from moeprof.models.gpus import GpuSpec, get_gpu, gpu_names, match_gpu
-from moeprof.models.presets import MoeModel, get_model, load_hf_config, model_from_hf_config, model_names
-
-__all__ = [
-    "DEFAULT_FORMATS", "GpuSpec", "LayerCost", "MemoryPlan", "MoeModel", "Routing", "WeightFormat",
-    "expected_experts_touched", "format_names", "get_format", "get_gpu", "get_model", "gpu_names",
-    "layer_cost", "load_hf_config", "match_gpu", "memory_plan", "min_tp_to_fit", "model_from_hf_config",
-    "model_names", "model_weight_bytes", "parse_routing",
-]

@@ -90,7 +90,7 @@ def build(spec: dict, batch: int):
                   seed=spec.get("seed", 0), device="cuda")
     if spec.get("workload") == "toy":
         return ToyLayer(**common)
-    from moeprof.profiler.workload import build_layer
+    from moeprof.models.layer import build_layer
 
     return build_layer(**common, tp=spec.get("tp", 1), ep=spec.get("ep", 1), routing=spec.get("routing", "uniform"),
                        kernel=spec.get("kernel", "triton"))

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 import moeprof
-from moeprof import schema
+from moeprof import capture_folder as schema
 from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import ncu as ncu_mod
 from moeprof.profiler.collectors import nsys as nsys_mod
@@ -171,7 +171,7 @@ DEFAULT_MODEL = "gpt-oss-120b"
 def resolve_shape(cfg: CaptureConfig) -> dict:
     if cfg.shape:
         return dict(cfg.shape)
-    from moeprof.models.presets import get_model
+    from moeprof.roofline.shapes import get_model
 
     m = get_model(cfg.model or DEFAULT_MODEL)
     return {k: int(getattr(m, k)) for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}

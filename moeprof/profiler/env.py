@@ -30,7 +30,7 @@ def _nvidia_smi() -> dict:
 
 
 def _spec_key(name: str) -> str | None:
-    from moeprof.models.gpus import match_gpu
+    from moeprof.roofline.gpus import match_gpu
 
     g = match_gpu(name)
     return g.name if g else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from moeprof.schema import NVTX_ROOT, PHASES
+from moeprof.capture_folder import NVTX_ROOT, PHASES
 
 _enabled = False
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import ranges, table
-from moeprof.schema import COUNTER_METRICS
+from moeprof.capture_folder import COUNTER_METRICS
 
 # kernel-table column -> ncu launch metric (always collectable, not listed by --query-metrics)
 LAUNCH_METRICS = {

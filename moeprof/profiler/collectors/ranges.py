@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from moeprof.schema import NVTX_ROOT, PHASES
+from moeprof.capture_folder import NVTX_ROOT, PHASES
 
 _OPEN_END = np.iinfo(np.int64).max // 4  # end of a range never popped
 _LAYER_RE = rf"(?:^|/){NVTX_ROOT}/[^/]+/\d+$"

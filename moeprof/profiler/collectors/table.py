@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from moeprof.schema import COUNTER_METRICS, KERNEL_COLUMNS
+from moeprof.capture_folder import COUNTER_METRICS, KERNEL_COLUMNS
 
 
 def kernel_columns() -> list[str]:

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 
 from moeprof.errors import MoeprofError
-from moeprof.models.gpus import GpuSpec
+from moeprof.roofline.gpus import GpuSpec
 
 BF16_BYTES = 2
 FP32_BYTES = 4

@@ -25,15 +25,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moeprof.profiler.quant import FORMATS
-from moeprof.profiler.routing import parse_skew
+from moeprof.models.quant import FORMATS
+from moeprof.models.routing import parse_skew
 
 def model_shapes(model) -> dict:
     """hidden_size, intermediate_size, num_experts, top_k of a shape dict, a MoeModel or a preset name/config path."""
     if isinstance(model, dict):
         return dict(model)
     if isinstance(model, str):
-        from moeprof.models.presets import get_model
+        from moeprof.roofline.shapes import get_model
 
         model = get_model(model)
     return dict(hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
@@ -80,7 +80,7 @@ def _master(e_local, h, i_shard, i_pad, seed, device, expert_offset):
 def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
     import torch
 
-    from moeprof.profiler import quant as q
+    from moeprof.models import quant as q
 
     e, two_i, h = w1.shape
     i = two_i // 2
@@ -134,7 +134,7 @@ def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
 
 def dequantize_expert(wt: ExpertWeights, e: int):
     """fp32 (w1 [2I, H], b1, w2 [H, I], b2) of local expert e, exactly as the kernels see them."""
-    from moeprof.profiler import quant as q
+    from moeprof.models import quant as q
 
     f = wt.fmt
     if f == "bf16":
@@ -190,7 +190,7 @@ class MoeLayer:
                  fmt, batch, kernel, expert_offset=0, cfg=None):
         import torch
 
-        from moeprof.profiler import reference
+        from moeprof.models import reference
 
         self.wt, self.x, self.router_w, self.router_b = wt, x, router_w, router_b
         self.top_k, self.fmt, self.batch, self.kernel = top_k, fmt, batch, kernel
@@ -210,7 +210,7 @@ class MoeLayer:
         m_per_expert = max(1.0, local.numel() / max(1, wt.num_experts))
         self.m_per_expert = m_per_expert
         if kernel == "triton":
-            from moeprof.profiler.kernels import moe_gemm as mg
+            from moeprof.models.kernels import moe_gemm as mg
 
             slots = int(local.numel())
             et = self.experts_touched
@@ -240,7 +240,7 @@ class MoeLayer:
         self.ws1 = torch.empty(nv, 2 * i, dtype=torch.float32, device=dev) if self._split1 else None
         self.out32 = torch.empty(batch, h, dtype=torch.float32, device=dev) if self._split2 else None
         if kernel != "triton":
-            from moeprof.profiler import peers
+            from moeprof.models import peers
 
             self._peer = peers.make_peer(self)
 
@@ -254,8 +254,8 @@ class MoeLayer:
             return self._peer(phase)
 
     def _forward_triton(self, phase):
-        from moeprof.profiler.kernels import moe_gemm as mg
-        from moeprof.profiler.kernels import route as mg_route
+        from moeprof.models.kernels import moe_gemm as mg
+        from moeprof.models.kernels import route as mg_route
 
         wt, fmt = self.wt, self.fmt
         with phase("route"):
@@ -280,7 +280,7 @@ class MoeLayer:
         return self.out
 
     def _gemm1(self, a, a_s, tw, sids, eids, npp):
-        from moeprof.profiler.kernels import moe_gemm as mg
+        from moeprof.models.kernels import moe_gemm as mg
 
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
         kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
@@ -293,7 +293,7 @@ class MoeLayer:
             mg.moe_gemm(a, a_s, self._w1, self._s1, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)
 
     def _gemm2(self, a, a_s, tw, sids, eids, npp):
-        from moeprof.profiler.kernels import moe_gemm as mg
+        from moeprof.models.kernels import moe_gemm as mg
 
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
         kw = dict(n=h, k=i, a_div=1, fmt=self.fmt, gated=False, mul_routed=True, cfg=self.cfg2,
@@ -329,8 +329,8 @@ class MoeLayer:
     # -- the expert GEMMs alone (activation quant + gemm1 with fused SwiGLU + gemm2), routing and
     #    sort precomputed: separates the weight-streaming kernels from the layer's fixed overhead.
     def gemm_only(self):
-        from moeprof.profiler.kernels import moe_gemm as mg
-        from moeprof.profiler.kernels import route as mg_route
+        from moeprof.models.kernels import moe_gemm as mg
+        from moeprof.models.kernels import route as mg_route
 
         wt, fmt = self.wt, self.fmt
         ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
@@ -352,7 +352,7 @@ class MoeLayer:
 
     # -- reference
     def reference(self):
-        from moeprof.profiler import reference
+        from moeprof.models import reference
 
         ids, tw = reference.route(self.x, self.router_w, self.router_b, self.top_k)
         return reference.moe_reference(self.x, ids, tw, lambda e: dequantize_expert(self.wt, e),

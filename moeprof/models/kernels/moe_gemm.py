@@ -526,7 +526,7 @@ def act_quant(x: torch.Tensor, per_group: bool, force_kernel: bool = False) -> t
     fp32->e4m3 conversion does not round to nearest (seen with triton 3.9: 5.7% vs 2.6% error),
     which would blur the layer's error bound; the kernel itself is checked on the GPU."""
     if INTERPRET and not force_kernel:
-        from moeprof.profiler import quant as q
+        from moeprof.models import quant as q
 
         return q.quant_fp8_groups(x) if per_group else q.quant_fp8_rowwise(x)
     r, k = x.shape

@@ -41,9 +41,9 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from moeprof.errors import MoeprofError
-from moeprof.models.formats import BF16_BYTES, WeightFormat, get_format
-from moeprof.models.gpus import GpuSpec, get_gpu
-from moeprof.models.presets import MoeModel, get_model
+from moeprof.roofline.formats import BF16_BYTES, WeightFormat, get_format
+from moeprof.roofline.gpus import GpuSpec, get_gpu
+from moeprof.roofline.shapes import MoeModel, get_model
 
 DEFAULT_HBM_RESERVE_FRACTION = 0.10  # CUDA context, activations, workspaces, fragmentation
 

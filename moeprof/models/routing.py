@@ -11,7 +11,7 @@ def parse_skew(routing: str) -> float:
     The cost model's grammar (models.cost.parse_routing), so analyze reads back any routing a capture
     accepted; histograms are the cost model's only: the workload draws its routing from logits.
     """
-    from moeprof.models.cost import parse_routing
+    from moeprof.roofline.cost import parse_routing
 
     r = None
     if routing.strip():

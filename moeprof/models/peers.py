@@ -21,7 +21,7 @@ def make_peer(layer):
 
 
 def _swiglu(h, i):
-    from moeprof.profiler.reference import swiglu_gptoss
+    from moeprof.models.reference import swiglu_gptoss
 
     return swiglu_gptoss(h[:, :i].float(), h[:, i:].float())
 
@@ -29,8 +29,8 @@ def _swiglu(h, i):
 def _grouped(layer):
     import torch
 
-    from moeprof.profiler.kernels import moe_gemm as mg
-    from moeprof.profiler.kernels import route as route_kernel
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import route as route_kernel
 
     wt, fmt = layer.wt, layer.fmt
     if fmt not in ("bf16", "fp8"):
@@ -85,7 +85,7 @@ def _grouped(layer):
 def _loop(layer):
     import torch
 
-    from moeprof.profiler.kernels import route as route_kernel
+    from moeprof.models.kernels import route as route_kernel
 
     wt = layer.wt
     if layer.fmt != "bf16":

@@ -10,16 +10,16 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from moeprof.errors import MoeprofError
-from moeprof.models.cost import (
+from moeprof.roofline.cost import (
     Routing,
     layer_cost,
     memory_plan,
     min_tp_to_fit,
     parse_routing,
 )
-from moeprof.models.formats import DEFAULT_FORMATS, WeightFormat, get_format
-from moeprof.models.gpus import GpuSpec, get_gpu
-from moeprof.models.presets import MoeModel, get_model
+from moeprof.roofline.formats import DEFAULT_FORMATS, WeightFormat, get_format
+from moeprof.roofline.gpus import GpuSpec, get_gpu
+from moeprof.roofline.shapes import MoeModel, get_model
 
 DEFAULT_BATCHES = tuple(2**i for i in range(15))  # 1 .. 16384
 MAX_BATCH = 1 << 24
