@@ -146,7 +146,7 @@ def main() -> None:
     parse = _child("parse", db)
     print(json.dumps({"stage": "parse", **parse}), flush=True)
     # A capture folder around the replicated table: the fixture's manifest, the parsed kernels.
-    from moeprof.schema import POINT_COLUMNS
+    from moeprof.capture_folder import POINT_COLUMNS
 
     cap = work / "capture"
     cap.mkdir(exist_ok=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-from moeprof.profiler.kernels import moe_gemm as mg  # noqa: E402
+from moeprof.models.kernels import moe_gemm as mg  # noqa: E402
 
 SASS_OPS = ("HGMMA", "HMMA", "QGMMA", "LDSM", "LDS", "STS", "LDGSTS", "LDG", "STG", "BAR", "LOP3", "SHF",
             "PRMT", "HMUL2", "IMAD", "FFMA", "FMUL", "WARPGROUP", "LDL", "STL", "SYNCS")

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 FORMATS = ["bf16", "fp8", "fp8-block", "mxfp4", "mxfp4-w4a8"]
 BATCHES = [1, 4, 16, 64, 256, 1024, 4096, 16384]
-from moeprof.profiler.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
+from moeprof.models.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
 
 
 def log(*a):
@@ -61,9 +61,9 @@ def main():
     import triton
 
     from moeprof.profiler import timing
-    from moeprof.profiler.kernels import moe_gemm as mg
-    from moeprof.profiler.reference import rel_err
-    from moeprof.profiler.workload import build_layer_for_model, model_shapes
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.reference import rel_err
+    from moeprof.models.layer import build_layer_for_model, model_shapes
 
     shapes = model_shapes(args.model)
     props = torch.cuda.get_device_properties(0)

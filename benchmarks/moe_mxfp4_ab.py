@@ -20,7 +20,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from moeprof.profiler.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
+from moeprof.models.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
 
 
 def log(*a):
@@ -41,12 +41,12 @@ def main():
     import torch
     import triton
 
-    import moeprof.profiler.kernels as K
-    from moeprof.profiler import quant as q
+    import moeprof.models.kernels as K
+    from moeprof.models import quant as q
     from moeprof.profiler import timing
-    from moeprof.profiler.kernels import moe_gemm as new
-    from moeprof.profiler.reference import rel_err
-    from moeprof.profiler.workload import build_layer_for_model
+    from moeprof.models.kernels import moe_gemm as new
+    from moeprof.models.reference import rel_err
+    from moeprof.models.layer import build_layer_for_model
 
     spec = importlib.util.spec_from_file_location("moe_gemm_base", args.base)
     base = importlib.util.module_from_spec(spec)
@@ -64,7 +64,7 @@ def main():
 
     def use(mod):
         K.moe_gemm = mod
-        sys.modules["moeprof.profiler.kernels.moe_gemm"] = mod
+        sys.modules["moeprof.models.kernels.moe_gemm"] = mod
 
     props = torch.cuda.get_device_properties(0)
     copy_bw = timing.copy_bandwidth()

@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch  # noqa: E402
 
-from moeprof.profiler.workload import build_layer_for_model  # noqa: E402
+from moeprof.models.layer import build_layer_for_model  # noqa: E402
 
 fmt = sys.argv[1] if len(sys.argv) > 1 else "mxfp4"
 b = int(sys.argv[2]) if len(sys.argv) > 2 else 64

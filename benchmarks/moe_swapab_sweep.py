@@ -21,7 +21,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from moeprof.profiler.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
+from moeprof.models.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
 
 
 def log(*a):
@@ -76,11 +76,11 @@ def main():
     import torch
     import triton
 
-    import moeprof.profiler.kernels as K
-    from moeprof.profiler import reference, timing
-    from moeprof.profiler.kernels import moe_gemm as new
-    from moeprof.profiler.reference import rel_err
-    from moeprof.profiler.workload import build_layer_for_model
+    import moeprof.models.kernels as K
+    from moeprof.models import reference, timing
+    from moeprof.models.kernels import moe_gemm as new
+    from moeprof.models.reference import rel_err
+    from moeprof.models.layer import build_layer_for_model
 
     spec = importlib.util.spec_from_file_location("moe_gemm_base", args.base)
     base = importlib.util.module_from_spec(spec)
@@ -102,7 +102,7 @@ def main():
 
     def use(mod):
         K.moe_gemm = mod
-        sys.modules["moeprof.profiler.kernels.moe_gemm"] = mod
+        sys.modules["moeprof.models.kernels.moe_gemm"] = mod
 
     props = torch.cuda.get_device_properties(0)
     copy_bw = timing.copy_bandwidth()
@@ -110,7 +110,7 @@ def main():
     rows, refs, asm_info = [], {}, {}
     import dataclasses
 
-    from moeprof.profiler import quant as q
+    from moeprof.models import quant as q
 
     base_layout = "nibbles" if not hasattr(base, "_e2m1_lanes_bf16_asm") else "lanes"
     repacked: dict = {}

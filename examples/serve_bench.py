@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from moeprof.profiler.workload import build_layer_for_model
+from moeprof.models.layer import build_layer_for_model
 
 
 def main() -> None:

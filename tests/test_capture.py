@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moeprof import schema
+from moeprof import capture_folder as schema
 from moeprof.cli import main
 from moeprof.errors import MoeprofError
 from moeprof.profiler import capture as cap

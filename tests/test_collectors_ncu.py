@@ -9,7 +9,7 @@ import pytest
 from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import ncu
 from moeprof.profiler.collectors.table import kernel_columns
-from moeprof.schema import COUNTER_METRICS
+from moeprof.capture_folder import COUNTER_METRICS
 
 FIX = Path(__file__).parent / "fixtures"
 

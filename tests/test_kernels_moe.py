@@ -11,14 +11,14 @@ HAS_CUDA = torch.cuda.is_available()
 INTERP = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEV = "cuda" if HAS_CUDA else "cpu"
 
-from moeprof.profiler.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402  (per-format rel. error bounds)
+from moeprof.models.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402  (per-format rel. error bounds)
 
 pytestmark = pytest.mark.skipif(not (HAS_CUDA or INTERP), reason="needs CUDA or TRITON_INTERPRET=1")
 
 
 def _check(fmt, batch, *, h, i, e, k, routing="uniform", tp=1, ep=1, seed=0, kernel="triton"):
-    from moeprof.profiler.reference import rel_err
-    from moeprof.profiler.workload import build_layer
+    from moeprof.models.reference import rel_err
+    from moeprof.models.layer import build_layer
 
     layer = build_layer(hidden_size=h, intermediate_size=i, num_experts=e, top_k=k, fmt=fmt, batch=batch,
                         tp=tp, ep=ep, routing=routing, seed=seed, device=DEV, kernel=kernel, cache_weights=False)
@@ -55,7 +55,7 @@ def test_tiny_tp_ep(fmt):
 
 def test_poison_detects_unwritten():
     """The poison check itself works: a NaN left in the output fails rel_err."""
-    from moeprof.profiler.reference import rel_err
+    from moeprof.models.reference import rel_err
 
     a = torch.ones(4, 4)
     a[1, 2] = float("nan")
@@ -96,8 +96,8 @@ def _cfg(**kw):
 def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
     """Split configs split both GEMMs (gemm1 -> fp32 gate|up + swiglu, gemm2 -> fused combine).
     K = 160 (5 MX groups; ragged against BK=64); skew leaves experts empty; ep=2 has foreign rows."""
-    from moeprof.profiler.reference import rel_err
-    from moeprof.profiler.workload import build_layer
+    from moeprof.models.reference import rel_err
+    from moeprof.models.layer import build_layer
 
     c = _cfg(**kw)
     layer = build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt=fmt, batch=7,
@@ -113,7 +113,7 @@ def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
 
 
 def test_split_k_heuristic():
-    from moeprof.profiler.kernels import moe_gemm as mg
+    from moeprof.models.kernels import moe_gemm as mg
 
     c = dict(BM=16, BN=64, BK=128)
     # batch 1 of gpt-oss-120b: 4 experts, 45 N tiles -> split; batch 64: 109 experts -> none
@@ -128,8 +128,8 @@ def test_fused_route_matches_torch(t, h, e, k, split):
     """The Triton router (kernels/route.py; one launch, or logits over expert blocks + top-k) picks the
     same experts as torch (reference.route), in the same order, with the same softmax weights; E = 24
     exercises the masked expert lanes, t = 37 three token blocks, H = 1024 four K chunks (split)."""
-    from moeprof.profiler import reference
-    from moeprof.profiler.kernels.route import route
+    from moeprof.models import reference
+    from moeprof.models.kernels.route import route
 
     g = torch.Generator(device=DEV).manual_seed(t * 31 + e)
     x = torch.randn(t, h, generator=g, device=DEV).bfloat16()

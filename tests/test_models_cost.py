@@ -7,7 +7,7 @@ import math
 import pytest
 
 from moeprof.errors import MoeprofError
-from moeprof.models.cost import (
+from moeprof.roofline.cost import (
     expected_experts_touched,
     layer_cost,
     memory_plan,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from moeprof.errors import MoeprofError
-from moeprof.models.formats import format_names, get_format
-from moeprof.models.gpus import get_gpu
+from moeprof.roofline.formats import format_names, get_format
+from moeprof.roofline.gpus import get_gpu
 
 
 def test_names_are_exact():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moeprof.errors import MoeprofError
-from moeprof.models.gpus import all_gpus, get_gpu, gpu_names, match_gpu
+from moeprof.roofline.gpus import all_gpus, get_gpu, gpu_names, match_gpu
 
 
 def test_h200_ridge_points():

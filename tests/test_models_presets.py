@@ -7,7 +7,7 @@ import json
 import pytest
 
 from moeprof.errors import MoeprofError
-from moeprof.models.presets import get_model, load_hf_config, model_names
+from moeprof.roofline.shapes import get_model, load_hf_config, model_names
 
 
 def test_gpt_oss_120b_expert_params():

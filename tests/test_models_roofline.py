@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moeprof.errors import MoeprofError
-from moeprof.models.roofline import (
+from moeprof.roofline.bound import (
     DEFAULT_BATCHES,
     all_crossovers,
     crossovers,

@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from moeprof.profiler import quant as q  # noqa: E402
+from moeprof.models import quant as q  # noqa: E402
 
 
 def test_e2m1_round_rne_and_saturation():
@@ -110,7 +110,7 @@ def test_lanes_unpack_bit_ops_exact():
 def test_tiled_mx_layouts_roundtrip_and_padding():
     """K-tile-major weights [E, Kt, N, 64] and scales [E, Kt, N, 4] hold the row-major bytes, tile by
     tile, zero padded at the end of K (K = 2880: 22.5 tiles of 128)."""
-    from moeprof.profiler import quant as q
+    from moeprof.models import quant as q
 
     g = torch.Generator().manual_seed(3)
     e, n, k = 3, 40, 2880

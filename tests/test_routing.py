@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from moeprof.errors import MoeprofError
-from moeprof.profiler.routing import parse_skew
+from moeprof.models.routing import parse_skew
 
 
 def test_routing_names():

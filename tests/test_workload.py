@@ -9,7 +9,7 @@ pytest.importorskip("triton")
 
 
 def test_moe_align_pads_and_covers():
-    from moeprof.profiler.kernels.moe_gemm import moe_align
+    from moeprof.models.kernels.moe_gemm import moe_align
 
     ids = torch.tensor([[3, 1], [1, 0], [3, 0], [5, 1]], dtype=torch.int32)  # expert 2, 4 empty
     sids, eids, npp, counts = moe_align(ids, 6, 4)
@@ -27,7 +27,7 @@ def test_moe_align_pads_and_covers():
 
 
 def test_moe_align_ep_foreign_bucket():
-    from moeprof.profiler.kernels.moe_gemm import moe_align
+    from moeprof.models.kernels.moe_gemm import moe_align
 
     ids = torch.tensor([[0, 5], [6, 1]], dtype=torch.int32)
     sids, eids, npp, counts = moe_align(ids, 4, 2)  # local experts 0..3; 5 and 6 foreign
@@ -38,7 +38,7 @@ def test_moe_align_ep_foreign_bucket():
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") != "1" and not torch.cuda.is_available(),
                     reason="kernels need CUDA or TRITON_INTERPRET=1")
 def test_layer_api_and_determinism():
-    from moeprof.profiler.workload import build_layer
+    from moeprof.models.layer import build_layer
 
     kw = dict(hidden_size=64, intermediate_size=64, num_experts=16, top_k=2, fmt="mxfp4", batch=3,
               device="cpu" if not torch.cuda.is_available() else "cuda", cache_weights=False)
@@ -56,7 +56,7 @@ def test_layer_api_and_determinism():
 
 
 def test_mxfp4_tp_padding_bytes():
-    from moeprof.profiler.workload import get_weights
+    from moeprof.models.layer import get_weights
 
     wt = get_weights(fmt="mxfp4", hidden_size=64, intermediate_size=120, num_experts=2, tp=3, ep=1,
                      seed=0, device="cpu", cache=False)
@@ -86,7 +86,7 @@ def test_timing_quantiles():
 def test_moe_align_kernel_matches_torch(t, k, e, bm, off):
     """The one-launch sort kernel gives the torch version's blocks, expert ids, padding and counts
     (rows of one expert may come in another order: compared as sets per expert segment)."""
-    from moeprof.profiler.kernels import moe_gemm as mg
+    from moeprof.models.kernels import moe_gemm as mg
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(t)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from moeprof.profiler.collectors import ncu, nsys
-from moeprof.schema import POINT_COLUMNS
+from moeprof.capture_folder import POINT_COLUMNS
 
 src, out = Path(sys.argv[1]), Path(__file__).resolve().parent
 k_nsys = nsys.read_kernels(src / "p2.sqlite")
