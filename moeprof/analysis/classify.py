@@ -1,7 +1,7 @@
 """Kernel roles: which part of an MoE layer call each kernel launch is.
 
 Table in -> table out: `classify(kernels)` adds
-  role         route | sort | quant | gemm1 | act | gemm2 | combine | other
+  role         route | sort | quant | gemm1 | act | gemm2 | combine | communication | other
   role_source  nvtx (the launch's NVTX phase) | name (kernel-name patterns, see below)
   call_id      integer id of the layer call the launch belongs to (per collector)
 
@@ -22,12 +22,15 @@ import pandas as pd
 
 from moeprof.capture_folder import PHASES
 
-ROLES = ["route", "sort", "quant", "gemm1", "act", "gemm2", "combine", "other"]
+ROLES = ["route", "sort", "quant", "gemm1", "act", "gemm2", "combine", "communication", "other"]
 GEMM_ROLES = ("gemm1", "gemm2")
 
 # (role, regex) in priority order; matched case-insensitively against the kernel name.
 # "gemm" means an expert GEMM whose gemm1/gemm2 identity is resolved by launch order.
 _NAME_RULES: list[tuple[str, str]] = [
+    # Collectives (expert-parallel all-to-all, tensor-parallel all-reduce) before anything else:
+    # their template names carry reduction ops and data types that other rules would take.
+    ("communication", r"ncclDevKernel|ncclKernel|nccl_|all_?reduce|all_?to_?all|cross_device_reduce"),
     ("gemm1", r"gemm1|w13|gate_?up|up_proj"),
     ("gemm2", r"gemm2|\bw2\b|_w2_|down_proj"),
     # MoE GEMMs first: their names often carry a fused epilogue (matmul_ogs_..._swiglu).

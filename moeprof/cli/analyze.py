@@ -21,13 +21,19 @@ def _check_format(fmt: str) -> str:
 
 @app.command("analyze")
 def analyze_cmd(
-    capture: Optional[Path] = typer.Argument(None, help="Capture folder (default: the example capture shipped with moeprof)."),
+    captures: Optional[list[Path]] = typer.Argument(None, help="Capture folder(s) (default: the example capture shipped with moeprof). Several: runs of one program on one card (e.g. FP8 and BF16 weights), merged into one verdict."),
     format: str = typer.Option("table", "--format", "-f", help="table | markdown | json | csv"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write roofline, breakdown and speedup charts (PNG, SVG) here."),
     pair: Optional[str] = typer.Option(None, "--pair", help="The two formats to answer about, e.g. fp8,mxfp4 (default: FP8 vs MXFP4 when both ran)."),
     timing: Optional[str] = typer.Option(None, "--timing", help="Collector whose kernel durations to use: nsys | torch | ncu (default: best available)."),
+    nvtx_pattern: Optional[str] = typer.Option(None, "--nvtx-pattern", help="Relabel the kernels: regex over their NVTX ranges with named groups format, batch, phase, layer (replaces the capture's)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model the program ran (preset or config.json): sets its kernels against the roofline."),
+    force: bool = typer.Option(False, "--force", help="Merge captures from different GPUs, models or programs anyway."),
 ) -> None:
-    """Which weight format is faster for this capture's model on its GPU, at which batch sizes, and why."""
+    """Which weight format is faster for this capture's model on its GPU, at which batch sizes, and why.
+
+    For a program without format/batch labels: its kernels, with roles and counters."""
+    from moeprof.analysis import merge
     from moeprof.analysis.load import load_capture
     from moeprof.analysis.pipeline import analyze
 
@@ -40,12 +46,38 @@ def analyze_cmd(
         if parts[0] == parts[1]:
             raise MoeprofError(f"--pair needs two different formats, got {pair!r}")
         pair_t = (parts[0], parts[1])
-    result = analyze(load_capture(capture), pair=pair_t, timing=timing)
+    loaded = [load_capture(p) for p in (captures or [None])]
+    loaded = [merge.labelled(c, nvtx_pattern) for c in loaded]
+    if model:
+        loaded = [merge.with_model(c, model) for c in loaded]
+    cap = merge.merge(loaded, force)[0] if len(loaded) > 1 else loaded[0]
+    if not cap.kernels["batch"].notna().any() and not cap.points["layer_time_ns"].notna().any():
+        _emit_kernels(cap, format, timing)
+        if plot is not None:
+            raise MoeprofError("--plot needs format/batch labels (the kernel report has no charts)")
+        return
+    result = analyze(cap, pair=pair_t, timing=timing)
     _emit(result, format, "analysis")
     if plot is not None:
         from moeprof.reports.plots import write_plots
         paths = write_plots(result, plot)
         typer.echo(f"wrote {len(paths)} charts to {plot}", err=True)
+
+
+def _emit_kernels(capture, format: str, timing: str | None) -> None:
+    """The per-kernel report of a capture without format/batch labels."""
+    from moeprof.analysis.foreign import kernel_report
+    from moeprof.reports import kernel_table
+
+    report = kernel_report(capture, timing)
+    if format == "json":
+        typer.echo(kernel_table.as_json(report))
+    elif format == "csv":
+        typer.echo(kernel_table.as_csv(report), nl=False)
+    elif format == "markdown":
+        typer.echo(kernel_table.markdown(report), nl=False)
+    else:
+        kernel_table.render(report)
 
 
 @app.command("diff")

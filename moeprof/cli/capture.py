@@ -44,6 +44,10 @@ def capture(
     ncu_repeats: int = typer.Option(1, "--ncu-repeats", help="Layer calls per point replayed by ncu"),
     ncu_launch_count: int = typer.Option(200, "--ncu-launch-count", help="Most kernels ncu profiles per point (0: no bound); must cover a whole layer call"),
     nvtx_include: Optional[list[str]] = typer.Option(None, "--nvtx-include", help="ncu NVTX filter (default moe/; none in external mode)"),
+    ncu_kernel: Optional[str] = typer.Option(None, "--ncu-kernel", help="ncu: profile only kernels whose demangled name matches this regex (external mode)"),
+    ncu_launch_skip: int = typer.Option(0, "--ncu-launch-skip", help="ncu: matching launches to skip first (warm-up; external mode)"),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="Whole-run label key=value, e.g. --label format=fp8 --label batch=64 (external mode)"),
+    nvtx_pattern: Optional[str] = typer.Option(None, "--nvtx-pattern", help="Regex over the program's NVTX ranges with named groups format, batch, phase, layer (external mode)"),
     clock_control: str = typer.Option("none", "--clock-control", help="ncu --clock-control (none keeps boost clocks)"),
     cache_control: str = typer.Option("all", "--cache-control", help="ncu --cache-control (all: flush caches per replay)"),
     seed: int = typer.Option(0, "--seed"),
@@ -67,12 +71,27 @@ def capture(
             raise MoeprofError("--shape needs four positive integers: hidden,intermediate,experts,top_k")
         shp = dict(zip(("hidden_size", "intermediate_size", "num_experts", "top_k"), dims))
     for name, v, least in (("--tp", tp, 1), ("--ep", ep, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
-                           ("--ncu-repeats", ncu_repeats, 1), ("--ncu-launch-count", ncu_launch_count, 0)):
+                           ("--ncu-repeats", ncu_repeats, 1), ("--ncu-launch-count", ncu_launch_count, 0),
+                           ("--ncu-launch-skip", ncu_launch_skip, 0)):
         if v < least:
             raise MoeprofError(f"{name} must be >= {least}, got {v}")
     from moeprof.models.routing import parse_skew
 
     parse_skew(routing)  # reject a bad --routing before any profiler starts
+    from moeprof import labels as labels_mod
+
+    run_labels = labels_mod.parse_labels(label)
+    labels_mod.compile_pattern(nvtx_pattern)
+    if ncu_kernel is not None:
+        import re
+
+        try:
+            re.compile(ncu_kernel)
+        except re.error as exc:
+            raise MoeprofError(f"--ncu-kernel {ncu_kernel!r}: not a regular expression ({exc})") from None
+    if not command and (run_labels or nvtx_pattern or ncu_kernel or ncu_launch_skip):
+        raise MoeprofError("--label, --nvtx-pattern, --ncu-kernel and --ncu-launch-skip apply to `-- CMD` "
+                           "(moeprof's own sweep labels its layers itself)")
     if workload not in ("moeprof", "toy"):
         raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
     if not command and model is None:
@@ -81,6 +100,7 @@ def capture(
         out=out, formats=_words(formats), batches=_ints(batch, "--batch"), model=model, shape=shp, tp=tp, ep=ep,
         routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),
         ncu_repeats=ncu_repeats, ncu_launch_count=ncu_launch_count or None, ncu_nvtx_include=nvtx_include or None,
+        ncu_kernel_regex=ncu_kernel, ncu_launch_skip=ncu_launch_skip, labels=run_labels, nvtx_pattern=nvtx_pattern,
         clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None,
         resume=resume, timeout_s=timeout, command_line=["moeprof", *sys.argv[1:]], quiet=quiet,
     )
@@ -96,3 +116,6 @@ def capture(
         typer.echo(f"  point {fmt}/{b} failed: {reason}")
     if m["status"] == "failed":
         raise MoeprofError(f"capture failed; see {out}/manifest.json and {out}/raw/logs/")
+    if m.get("label_errors"):
+        raise MoeprofError(f"{m['label_errors'][0]}; kernels kept unlabelled in {out} "
+                           f"(relabel: moeprof analyze {out} --nvtx-pattern REGEX)")

@@ -52,6 +52,10 @@ class CaptureConfig:
     ncu_repeats: int = 1
     ncu_launch_count: int | None = 200
     ncu_nvtx_include: list[str] | None = None  # default: ['moe/'] for the sweep, none for external
+    ncu_kernel_regex: str | None = None        # external mode: profile only kernels whose name matches
+    ncu_launch_skip: int = 0                   # matching launches to skip before profiling (warm-up)
+    labels: dict[str, str] = field(default_factory=dict)  # whole-run labels (external mode)
+    nvtx_pattern: str | None = None            # regex with named groups format, batch, phase, layer
     clock_control: str = "none"
     cache_control: str = "all"
     command: list[str] | None = None   # external mode
@@ -209,7 +213,8 @@ class Capture:
         if self.external:
             # The program's own model, when the user names one (-m or --shape), gives analyze its roofline.
             named = {"model": "custom" if c.shape else c.model, **resolve_shape(c)} if (c.model or c.shape) else {"model": None}
-            return {"mode": "external", "command": list(c.command), **named, "formats": [], "batches": []}
+            return {"mode": "external", "command": list(c.command), **named, "formats": [], "batches": [],
+                    "labels": dict(c.labels), "nvtx_pattern": c.nvtx_pattern}
         shape = resolve_shape(c)
         return {"mode": "moe", "model": "custom" if c.shape else (c.model or DEFAULT_MODEL), **shape,
                 "formats": list(c.formats), "batches": [int(b) for b in c.batches], "tp": c.tp, "ep": c.ep,
@@ -282,6 +287,7 @@ class Capture:
                             "metrics": self.ncu_metrics, "metrics_unknown_to_chip": unknown,
                             "metrics_checked_against": f"ncu --query-metrics --chip {chip}" if checked else None,
                             "metrics_missing": [], "nvtx_include": include, "launch_count": c.ncu_launch_count,
+                            "kernel_regex": c.ncu_kernel_regex, "launch_skip": c.ncu_launch_skip,
                             "repeats_per_point": c.ncu_repeats,
                             "reader": "ncu_report" if self.ncu_report else "csv"}}
 
@@ -320,6 +326,7 @@ class Capture:
         w = old["workload"]
         if self.external:
             c.command = w.get("command")
+            c.labels, c.nvtx_pattern = dict(w.get("labels") or {}), w.get("nvtx_pattern")
         else:
             c.formats, c.batches = list(w["formats"]), [int(b) for b in w["batches"]]
             c.shape = {k: w[k] for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}
@@ -386,6 +393,21 @@ class Capture:
             self.ncu = None
         folder.save()
 
+    def _label(self, k: pd.DataFrame, folder: CaptureFolder) -> pd.DataFrame:
+        """External mode: the run's labels and NVTX pattern applied to a collector's kernel table.
+
+        A pattern that labels nothing keeps the table unlabelled and is recorded (the capture stays
+        usable: `moeprof analyze DIR --nvtx-pattern NEW` relabels it)."""
+        from moeprof import labels
+
+        c = self.cfg
+        try:
+            out, _ = labels.relabel(k, c.labels, labels.compile_pattern(c.nvtx_pattern))
+        except MoeprofError as exc:
+            folder.manifest.setdefault("label_errors", []).append(str(exc))
+            out, _ = labels.relabel(k, c.labels, None)
+        return out
+
     def _step(self, desc: str) -> None:
         if self.progress is not None:
             self.progress.update(self.task, description=desc)
@@ -440,6 +462,8 @@ class Capture:
             return self._fail(folder, "nsys", str(exc))
         if not self.external:
             k = k[k["format"] == fmt]  # warm-up/setup kernels outside moe/ ranges are not part of a point
+        else:
+            k = self._label(k, folder)
         folder.append(schema.KERNELS_FILE, k, table.empty_kernels())
         ent = folder.manifest["collectors"]["nsys"]
         ent["files"] += [folder.rel(rep), folder.rel(sql)]
@@ -472,7 +496,9 @@ class Capture:
         argv = self.cfg.command if self.external else _runner(self._spec(folder, "ncu", fmt, [batch], name, self.cfg.ncu_repeats))
         cmd = ncu_mod.profile_command(self.ncu, base, argv, self.ncu_metrics, nvtx_include=opts["nvtx_include"],
                                       launch_count=self.cfg.ncu_launch_count, clock_control=self.cfg.clock_control,
-                                      cache_control=self.cfg.cache_control)
+                                      cache_control=self.cfg.cache_control,
+                                      kernel_regex=self.cfg.ncu_kernel_regex if self.external else None,
+                                      launch_skip=self.cfg.ncu_launch_skip if self.external else 0)
         rc, log = _run_logged(cmd, folder.raw("logs", f"ncu_{name}.log"), _child_env(), self.cfg.timeout_s)
         rep = base.with_suffix(".ncu-rep")
         self._advance()
@@ -491,6 +517,8 @@ class Capture:
                 k, present = ncu_mod.read_csv(csv_path)
         except MoeprofError as exc:
             return self._fail(folder, "ncu", str(exc))
+        if self.external:
+            k = self._label(k, folder)
         missing = ncu_mod.missing_after(self.ncu_metrics, present)
         ent["options"]["metrics_missing"] = sorted(set(ent["options"]["metrics_missing"]) | set(missing))
         folder.append(schema.KERNELS_FILE, k, table.empty_kernels())

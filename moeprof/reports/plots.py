@@ -15,7 +15,8 @@ from moeprof.analysis.pipeline import Analysis
 from moeprof.errors import MoeprofError
 
 ROLE_COLORS = {"route": "#8c564b", "sort": "#e377c2", "quant": "#bcbd22", "gemm1": "#1f77b4", "act": "#ff7f0e",
-               "gemm2": "#2ca02c", "combine": "#9467bd", "other": "#7f7f7f"}
+               "gemm2": "#2ca02c", "combine": "#9467bd", "communication": "#17becf",
+               "other": "#7f7f7f"}
 
 
 def _plt():

@@ -65,12 +65,19 @@ def unknown_metrics(requested: list[str], available: set[str]) -> list[str]:
 
 def profile_command(ncu: str, out_base: Path, argv: list[str], metric_list: list[str], *,
                     nvtx_include: list[str] | None = None, launch_count: int | None = None,
-                    clock_control: str = "none", cache_control: str = "all", replay_mode: str = "kernel") -> list[str]:
+                    clock_control: str = "none", cache_control: str = "all", replay_mode: str = "kernel",
+                    kernel_regex: str | None = None, launch_skip: int = 0) -> list[str]:
+    """`ncu` profiling argv. kernel_regex is searched in the demangled name (templates and
+    arguments included); launch_skip and launch_count count only the launches it selects."""
     cmd = [ncu, "--clock-control", clock_control, "--cache-control", cache_control, "--replay-mode", replay_mode,
            "--metrics", ",".join(metric_list), "-o", str(out_base), "-f"]
     cmd += ["--nvtx"]  # without it the report carries no NVTX state at all
     for f in nvtx_include or []:
         cmd += ["--nvtx-include", f]
+    if kernel_regex:
+        cmd += ["--kernel-name-base", "demangled", "--kernel-name", f"regex:{kernel_regex}"]
+    if launch_skip:
+        cmd += ["--launch-skip", str(launch_skip)]
     if launch_count:
         cmd += ["--launch-count", str(launch_count)]
     return [*cmd, *argv]
@@ -199,5 +206,5 @@ def failure_reason(log: str, returncode: int) -> str:
     if errs:
         return errs[0][:240]
     if "No kernels were profiled" in log:
-        return "no kernels were profiled (NVTX include filter matched nothing)"
+        return "no kernels were profiled (the NVTX include, kernel-name or launch-skip filter selected nothing)"
     return f"ncu exited with {returncode}"
