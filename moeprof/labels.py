@@ -152,7 +152,7 @@ def relabel(kernels: pd.DataFrame, labels: dict[str, str] | None = None,
             k.loc[sel, "batch"] = batches[batches != ""].map(uniq).astype("int64").to_numpy()
         key = pd.Series("", index=k.index, dtype=object)
         key.loc[rows] = (mt.loc[rows, "match"] + "\x00" + mt.loc[rows, "layer"]).to_numpy()
-        notes.append(f"--nvtx-pattern {pattern.pattern!r} labelled {int(hit.sum())} of {int(free.sum())} launches")
+        notes.append(f"--nvtx-pattern '{pattern.pattern}' labelled {int(hit.sum())} of {int(free.sum())} launches")
         whole = dict(labels or {})
         if "format" in whole:
             k.loc[free & (k["format"] == ""), "format"] = whole["format"]
