@@ -31,6 +31,9 @@ _NAME_RULES: list[tuple[str, str]] = [
     # Collectives (expert-parallel all-to-all, tensor-parallel all-reduce) before anything else:
     # their template names carry reduction ops and data types that other rules would take.
     ("communication", r"ncclDevKernel|ncclKernel|nccl_|all_?reduce|all_?to_?all|cross_device_reduce"),
+    # Per-group problem sizes and pointers written before a grouped GEMM (torch._grouped_mm,
+    # torch._scaled_grouped_mm): set-up, not a GEMM, though the name says grouped_gemm.
+    ("sort", r"prepare_grouped_gemm_data|compute_problem_sizes|compute_expert_offsets"),
     ("gemm1", r"gemm1|w13|gate_?up|up_proj"),
     ("gemm2", r"gemm2|\bw2\b|_w2_|down_proj"),
     # MoE GEMMs first: their names often carry a fused epilogue (matmul_ogs_..._swiglu).
@@ -72,7 +75,9 @@ def _call_ids(df: pd.DataFrame, base_role: pd.Series) -> pd.Series:
             ids[known] = df.loc[known, have].groupby(have, sort=False, dropna=False).ngroup().to_numpy()
     unknown = ids < 0
     if unknown.any():
-        # Start a new call where a routing/sort kernel follows a kernel of any other role.
+        # A call starts at a routing/sort kernel once the current call has run an expert GEMM (its
+        # routing and sorting may be apart, with element-wise glue between them); in a program
+        # without recognised GEMMs, at each run of routing/sort kernels.
         sub = df.loc[unknown]
         order = sub.sort_values(["collector", "start_ns"], kind="stable").index if "start_ns" in sub else sub.index
         roles = base_role.loc[order]
@@ -80,7 +85,16 @@ def _call_ids(df: pd.DataFrame, base_role: pd.Series) -> pd.Series:
         head = roles.isin(["route", "sort"])
         prev_head = head.shift(1, fill_value=False)
         new_coll = coll.ne(coll.shift(1))
-        starts = (head & ~prev_head) | new_coll
+        # Where routing kernels exist, only they open a call (set-up before a grouped GEMM is "sort" too).
+        has_route = (roles == "route").groupby(coll.to_numpy()).transform("any")
+        head = head & (roles.eq("route") | ~has_route)
+        gemms = roles.isin(["gemm", *GEMM_ROLES]).astype("int64").groupby(coll.to_numpy()).cumsum()
+        gemms_at_prev_head = gemms.where(head).groupby(coll.to_numpy()).shift(1)
+        gemms_at_prev_head = gemms_at_prev_head.where(head).groupby(coll.to_numpy()).ffill()
+        any_gemm = gemms.groupby(coll.to_numpy()).transform("max") > 0
+        after_gemm = head & (gemms_at_prev_head.isna() | (gemms > gemms_at_prev_head.fillna(-1)))
+        starts = np.where(any_gemm, after_gemm, head & ~prev_head) | new_coll
+        starts = pd.Series(starts, index=order)
         offset = int(ids.max()) + 1
         ids.loc[order] = starts.cumsum().to_numpy() + offset
     return ids
@@ -102,9 +116,11 @@ def classify(kernels: pd.DataFrame) -> pd.DataFrame:
     phase = df["phase"].fillna("").astype(str) if "phase" in df.columns else pd.Series("", index=df.index)
     from_nvtx = phase.isin(PHASES)
     base = name_role.where(~from_nvtx, phase)
-    # A dense GEMM launched right before a top-k is the router projection: it opens the call.
+    # A dense GEMM launched before a top-k (element-wise glue between them aside) is the router
+    # projection: it opens the call.
     order = df.sort_values(["collector", "start_ns"], kind="stable").index if "start_ns" in df else df.index
-    nxt = base.loc[order].shift(-1)
+    seq = base.loc[order].where((base.loc[order] != "other") & ~aux.loc[order])
+    nxt = seq.shift(-1).bfill()
     router = (generic.loc[order] & (base.loc[order] == "gemm") & (nxt == "route"))
     base.loc[router[router].index] = "route"
     df["call_id"] = _call_ids(df, base)
