@@ -214,3 +214,35 @@ def test_external_mode_records_a_named_model_for_the_roofline(tmp_path):
     assert anonymous["model"] is None and "num_experts" not in anonymous
     sweep = Capture(CaptureConfig(out=tmp_path / "c"))._workload()
     assert sweep["mode"] == "moe" and sweep["model"] == "gpt-oss-120b" and sweep["num_experts"] == 128
+
+
+def test_external_capture_labels_kernels_and_reports_a_pattern_matching_nothing(fake_gpu, tmp_path, monkeypatch, capsys):
+    """External mode with the real nsys fixture export: whole-run labels fill the launches outside
+    moeprof's moe/ ranges; a pattern that matches nothing keeps the table, is recorded and fails the command."""
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: "/fake/nsys")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+
+    def run(cmd, log, env, timeout):
+        assert cmd[0] == "/fake/nsys" and cmd[-2:] == ["python3", "prog.py"]
+        Path(cmd[cmd.index("-o") + 1]).with_suffix(".nsys-rep").write_bytes(b"rep")
+        log.write_text("ok\n")
+        return 0, "ok\n"
+
+    def export(nsys, rep, env=None, timeout=0):
+        dst = rep.with_suffix(".sqlite")
+        shutil.copy(FIX / "nsys_nested.sqlite", dst)
+        return dst
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    monkeypatch.setattr(cap.nsys_mod, "export_sqlite", export)
+    out = tmp_path / "ext"
+    rc = main(["capture", "-q", "--collect", "nsys", "--label", "format=fp8", "--label", "batch=32",
+               "--nvtx-pattern", r"decode_bs=(?P<batch>\d+)", "-o", str(out), "--", "python3", "prog.py"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "matches none of the" in err and "kept unlabelled" in err and err.count("moeprof: error") == 1
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["workload"]["labels"] == {"format": "fp8", "batch": "32"} and len(m["label_errors"]) == 1
+    k = pd.read_csv(out / "kernels.csv", keep_default_na=False, na_values=[""])
+    own = k["nvtx_path"].str.contains(r"(?:^|/)moe/[^/]+/\d+")
+    assert set(k.loc[own, "format"]) == {"bf16", "fp8"}  # moeprof's own ranges keep their labels
+    assert (k.loc[~own, "format"] == "fp8").all() and (k.loc[~own, "batch"] == 32).all()
