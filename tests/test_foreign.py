@@ -309,3 +309,34 @@ def test_model_override_sets_the_roofline(capsys):
     assert main(["analyze", str(B_FP8), str(B_BF16), "--model", "gpt-oss-20b", "--format", "json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["workload"]["model"] == "gpt-oss-20b" and d["workload"]["num_experts"] == 32
+
+
+def test_ncu_timing_keeps_its_own_counters():
+    report = kernel_report(load_capture(A), timing="ncu")
+    gemm = report.table[report.table["kernel_name"].str.contains(GROUPED_GEMM)]
+    raw = _raw(A)
+    profiled = ((raw["collector"] == "ncu") & raw["kernel_name"].str.contains(GROUPED_GEMM)).sum()
+    assert gemm["calls"].sum() == profiled and (gemm["tensor_path"] == "fp8").all()
+    assert any("ncu replay" in n for n in report.notes)
+
+
+def test_duplicated_launches_are_dropped_and_said(tmp_path):
+    dup = _copy(A, tmp_path / "dup")
+    raw = _raw(A)
+    nsys = raw[raw["collector"] == "nsys"]
+    pd.concat([raw, nsys.iloc[:3]]).to_csv(dup / "kernels.csv.gz", index=False)
+    report = kernel_report(load_capture(dup))
+    assert any("dropped 3 duplicated launches" in n for n in report.notes)
+    assert report.total_time_ns == pytest.approx(nsys["duration_ns"].sum())
+
+
+def test_capture_whose_pattern_labelled_nothing_is_still_analyzed(tmp_path, capsys):
+    def record_failed_pattern(m):
+        m["workload"]["labels"] = {}
+        m["workload"]["nvtx_pattern"] = r"decode_bs=(?P<batch>\d+)"
+        m["label_errors"] = ["--nvtx-pattern 'decode_bs=(?P<batch>\\d+)' matches none of the launches"]
+
+    failed = _copy(A, tmp_path / "failed", record_failed_pattern)
+    assert main(["analyze", str(failed), "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert any("labelled nothing at capture time" in n for n in d["notes"]) and d["hints"]

@@ -113,8 +113,10 @@ def join_ncu(timed: pd.DataFrame, ncu: pd.DataFrame, kernel_regex: str | None, l
 def _hints(k: pd.DataFrame, capture: Capture) -> list[str]:
     paths = k.loc[k["nvtx_path"] != "", "nvtx_path"].value_counts()
     where = str(capture.path)
+    formats = sorted(set(k["format"]) - {""})
+    missing = (f"Format {', '.join(formats)} but no batch label" if formats else "No format/batch labels")
     lines = [
-        "No format/batch labels, so no format verdict. Label the runs and compare them:",
+        f"{missing}, so no format verdict. Label the runs and compare them:",
         "  moeprof capture --label format=fp8 --label batch=64 -- CMD      (whole run; then again with format=bf16)",
         f"  moeprof analyze {where} --nvtx-pattern 'REGEX'                  (named groups format, batch, phase, layer)",
         "  with moeprof.mark(format=\"fp8\", batch=64): layer(x)             (in the program: one mark per layer call)",
@@ -142,6 +144,11 @@ def kernel_report(capture: Capture, timing: str | None = None) -> KernelReport:
     if not np.isfinite(dur).all() or (dur < 0).any():
         raise MoeprofError(f"{capture.path}: kernels.csv holds non-finite or negative kernel durations")
     notes: list[str] = []
+    if timed["start_ns"].notna().all():
+        dup = timed.duplicated(["start_ns", "kernel_name", "stream_id"])
+        if dup.any():
+            notes.append(f"dropped {int(dup.sum())} duplicated launches (same start, kernel and stream)")
+            timed = timed[~dup]
     zero = timed["duration_ns"] == 0
     if zero.any():
         notes.append(f"dropped {int(zero.sum())} launches with zero duration")
@@ -159,13 +166,18 @@ def kernel_report(capture: Capture, timing: str | None = None) -> KernelReport:
     exp = expected.resolve(capture.manifest)
     pk = metrics.peaks(k, capture.manifest, exp.gpu)
     ncu = k[k["collector"] == "ncu"]
-    if collector != "ncu" and not ncu.empty:
+    joined = None
+    if collector == "ncu":  # the timed rows carry their own counters
+        notes.append("kernel times come from ncu replay (caches flushed, serialized): slower than real runs")
+        joined = timed
+    elif not ncu.empty:
         opts = ((capture.manifest.get("collectors") or {}).get("ncu") or {}).get("options") or {}
         joined, how = join_ncu(timed, ncu, opts.get("kernel_regex"), int(opts.get("launch_skip") or 0))
         notes.append(how)
         joined = joined[joined["timed_index"] >= 0]
         joined = joined.assign(role=timed.loc[joined["timed_index"], "role"].to_numpy(),
                                identity=timed.loc[joined["timed_index"], "identity"].to_numpy())
+    if joined is not None and not joined.empty:
         cols = metrics.COUNTER_SUM_COLUMNS
         weighted = {f"_w_{c}": joined[c] * joined["gpu_time_ns"] for c in metrics.COUNTER_TIME_WEIGHTED}
         c = joined.assign(**weighted).groupby(keys, sort=False)[cols + list(weighted)].sum(min_count=1)
@@ -173,8 +185,6 @@ def kernel_report(capture: Capture, timing: str | None = None) -> KernelReport:
         for col in metrics.COUNTER_TIME_WEIGHTED:
             c[col] = c[f"_w_{col}"] / c["gpu_time_ns"]
         t = t.merge(c.drop(columns=list(weighted)).reset_index(), on=keys, how="left")
-    elif collector == "ncu":
-        notes.append("kernel times come from ncu replay (caches flushed, serialized): slower than real runs")
     t = metrics._add_counter_metrics(t, pk)
     t["ncu_launches"] = t.get("ncu_launches", pd.Series(np.nan, index=t.index))
     counted = t["dram_bytes"].notna() & (t["gpu_time_ns"] > 0)

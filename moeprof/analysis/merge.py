@@ -50,19 +50,26 @@ def labelled(capture: Capture, nvtx_pattern: str | None = None) -> Capture:
     except MoeprofError as exc:
         raise MoeprofError(f"{file}: {exc}") from None
     text = nvtx_pattern if nvtx_pattern is not None else recorded
+    notes: list[str] = []
+    if nvtx_pattern is None and recorded and capture.manifest.get("label_errors"):
+        # The recorded pattern labelled nothing when the capture was made: the same pattern again would
+        # only repeat that error, so the capture is analyzed without it.
+        text = None
+        notes.append(f"the recorded --nvtx-pattern labelled nothing at capture time ({capture.manifest['label_errors'][0]}); "
+                     "relabel with --nvtx-pattern REGEX")
     try:
         pattern = labels_mod.compile_pattern(text)
     except MoeprofError as exc:
         raise MoeprofError(f"{file}: recorded {exc}" if nvtx_pattern is None else str(exc)) from None
     if not run_labels and pattern is None:
-        return capture
+        return dataclasses.replace(capture, warnings=[*capture.warnings, *notes]) if notes else capture
     if nvtx_pattern is None and capture.workload.get("mode") != "external":
         return capture  # moeprof's own sweep is labelled by its NVTX ranges
     try:
-        kernels, notes = labels_mod.relabel(capture.kernels, run_labels, pattern)
+        kernels, label_notes = labels_mod.relabel(capture.kernels, run_labels, pattern)
     except MoeprofError as exc:
         raise MoeprofError(f"{capture.path}: {exc}") from None
-    return dataclasses.replace(capture, kernels=kernels, warnings=[*capture.warnings, *notes])
+    return dataclasses.replace(capture, kernels=kernels, warnings=[*capture.warnings, *notes, *label_notes])
 
 
 def with_model(capture: Capture, model: str) -> Capture:
@@ -101,8 +108,10 @@ def merge(captures: list[Capture], force: bool = False) -> tuple[Capture, list[s
     for c in captures:
         pts = _points(c)
         if not pts:
-            raise MoeprofError(f"{c.path}: no format/batch labels to merge (label it: --label format=..., "
-                               f"--nvtx-pattern, moeprof.mark; or analyze it alone)")
+            has_format = (c.kernels["format"] != "").any()
+            missing = "no batch label" if has_format else "no format/batch labels"
+            raise MoeprofError(f"{c.path}: {missing} to merge (label it: --label batch=N / format=..., "
+                               f"--nvtx-pattern with named groups, moeprof.mark; or analyze it alone)")
         for p in sorted(pts):
             if p in seen:
                 raise MoeprofError(f"{seen[p]} and {c.path} both hold format {p[0]} at batch {p[1]}: "
