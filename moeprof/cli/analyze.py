@@ -52,9 +52,9 @@ def analyze_cmd(
         loaded = [merge.with_model(c, model) for c in loaded]
     cap = merge.merge(loaded, force)[0] if len(loaded) > 1 else loaded[0]
     if not cap.kernels["batch"].notna().any() and not cap.points["layer_time_ns"].notna().any():
-        _emit_kernels(cap, format, timing)
         if plot is not None:
             raise MoeprofError("--plot needs format/batch labels (the kernel report has no charts)")
+        _emit_kernels(cap, format, timing)
         return
     result = analyze(cap, pair=pair_t, timing=timing)
     _emit(result, format, "analysis")

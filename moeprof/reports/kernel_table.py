@@ -60,7 +60,7 @@ def render(r: KernelReport, console=None) -> None:
 
     c = console or Console()
     if not c.is_terminal:  # a pipe or a file: wide enough for the whole table, no wrapping
-        c = Console(width=180)
+        c = Console(width=200)
     tab = Table(title=title(r), title_justify="left")
     header, body = rows(r)
     for h in header:
