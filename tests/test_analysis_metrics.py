@@ -18,8 +18,8 @@ M, N, K = 256, 5760, 2880  # the probe's gemm1: [256, 2880] x [5760, 2880]^T
 def tables():
     cap = load.load_capture(FIXTURE)
     k = classify.classify(cap.kernels)
-    exp = expected.resolve(cap.manifest)
-    costs, _ = expected.point_costs(exp, [("bf16", 256), ("fp8", 256)])
+    exp = expected.expectations(cap.manifest, [("bf16", 256), ("fp8", 256)])
+    costs = exp.costs
     pk = metrics.peaks(k, cap.manifest, exp.gpu)
     roles = metrics.role_table(k, costs, pk, "nsys")
     layer = metrics.layer_table(k, cap.points, costs, pk, "nsys")
@@ -76,8 +76,7 @@ def test_layer_counts_only_measured_gemms(tables):
 def test_analytic_bandwidth_without_counters(tables):
     k, pk, _, _ = tables
     no_ncu = k[k["collector"] != "ncu"]
-    exp = expected.resolve(load.load_capture(FIXTURE).manifest)
-    costs, _ = expected.point_costs(exp, [("bf16", 256), ("fp8", 256)])
+    costs = expected.expectations(load.load_capture(FIXTURE).manifest, [("bf16", 256), ("fp8", 256)]).costs
     roles = metrics.role_table(no_ncu, costs, pk, "nsys")
     g = roles[roles["role"] == "gemm1"]
     assert (g["dram_bw_source"] == "analytic bytes / measured time").all()

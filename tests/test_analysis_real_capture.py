@@ -40,8 +40,8 @@ def _raw_gemm_ncu(fmt: str, batch: int) -> pd.DataFrame:
 def test_padding_share_at_bf16_batch1_from_raw_columns(result):
     raw = _raw_gemm_ncu("bf16", 1)
     executed = raw[["tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma"]].sum().sum()
-    w = result.capture.workload
-    h, i, e, k = w["hidden_size"], w["intermediate_size"], w["num_experts"], w["top_k"]
+    shape = result.capture.manifest.workload.shape
+    h, i, k = shape.hidden_size, shape.expert_intermediate_size, shape.top_k
     useful = 2 * 1 * k * (h * 2 * i + i * h)  # batch 1: top_k expert rows through gemm1 (gate+up) and gemm2
     r = _row(result, "bf16", 1)
     assert r["useful_flops"] == pytest.approx(useful)

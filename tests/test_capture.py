@@ -208,12 +208,12 @@ def test_external_mode_records_a_named_model_for_the_roofline(tmp_path):
 
     cmd = ["python3", "serve.py", "--batch", "[64]"]
     named = Capture(CaptureConfig(out=tmp_path / "a", command=cmd, model="gpt-oss-20b"))._workload()
-    assert named["mode"] == "external" and named["command"] == cmd
-    assert (named["model"], named["num_experts"], named["top_k"], named["hidden_size"]) == ("gpt-oss-20b", 32, 4, 2880)
+    assert named.mode == "external" and list(named.command) == cmd
+    assert (named.model, named.shape.num_experts, named.shape.top_k, named.shape.hidden_size) == ("gpt-oss-20b", 32, 4, 2880)
     anonymous = Capture(CaptureConfig(out=tmp_path / "b", command=cmd))._workload()
-    assert anonymous["model"] is None and "num_experts" not in anonymous
+    assert anonymous.model is None and anonymous.shape is None and "num_experts" not in anonymous.to_json()
     sweep = Capture(CaptureConfig(out=tmp_path / "c"))._workload()
-    assert sweep["mode"] == "moe" and sweep["model"] == "gpt-oss-120b" and sweep["num_experts"] == 128
+    assert sweep.mode == "moe" and sweep.model == "gpt-oss-120b" and sweep.to_json()["num_experts"] == 128
 
 
 def test_external_capture_labels_kernels_and_reports_a_pattern_matching_nothing(fake_gpu, tmp_path, monkeypatch, capsys):

@@ -33,8 +33,14 @@ def test_json_defaults(capsys):
     assert r["bytes"] == pytest.approx(99_771_876) and r["flops"] == 199_065_600
     assert r["t_roofline_us"] == pytest.approx(99_771_876 / 4.8e12 * 1e6) and r["bound"] == "memory"
     cross = [c for c in data["crossover"] if {c["a"], c["b"]} == {"fp8", "mxfp4"}]
-    assert cross == [{"a": "fp8", "b": "mxfp4", "batch": 4096, "prev_batch": 2048, "winner": "fp8",
-                      "loser": "mxfp4", "batch_exact": 3418}]
+    [c] = cross
+    assert {k: c[k] for k in ("a", "b", "batch", "prev_batch", "winner", "loser", "batch_exact")} == {
+        "a": "fp8", "b": "mxfp4", "batch": 4096, "prev_batch": 2048, "winner": "fp8", "loser": "mxfp4",
+        "batch_exact": 3418}
+    # the same crossover as an interval of the table's batches with a named estimate
+    assert (c["lo"], c["hi"], c["before"], c["after"], c["estimate"], c["method"]) == (
+        2048, 4096, "mxfp4", "fp8", 3418, "bisection")
+    assert c["text"] == "between 2048 and 4096 (estimate ~3418, bisection)"
     assert [m["format"] for m in data["memory"]] == ["bf16", "fp8", "mxfp4"]
     assert any("crossover at batch 3418" in line for line in data["summary"])
 

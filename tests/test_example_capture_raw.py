@@ -36,20 +36,20 @@ def test_raw_ncu_csv_matches_kernel_table(capture, name: str):
 
 def test_manifest_describes_the_run(capture):
     m = capture.manifest
-    assert m["gpu"]["name"].startswith("NVIDIA H")
-    assert m["collectors"]["ncu"]["options"]["clock_control"] == "none"
-    assert m["status"] == "complete"
+    assert m.gpu.name.startswith("NVIDIA H")
+    assert m.collector("ncu").option_dict["clock_control"] == "none"
+    assert m.status == "complete"
     # Files dropped for size are listed, and no listed raw file is silently missing.
-    dropped = set(m.get("shipped", {}).get("dropped", []))
-    for info in m["collectors"].values():
-        for f in info.get("files", []):
+    dropped = set(m.extra.get("shipped", {}).get("dropped", []))
+    for info in m.collectors.values():
+        for f in info.files or ():
             assert f in dropped or (EXAMPLE / f).exists(), f
 
 
 def test_points_cover_the_sweep(capture):
-    w = capture.manifest["workload"]
+    w = capture.manifest.workload
     got = capture.points.groupby(["format", "batch"]).size()
-    assert len(got) == len(w["formats"]) * len(w["batches"])
-    assert (got == w["repeats"]).all()
+    assert len(got) == len(w.formats) * len(w.batches)
+    assert (got == w.repeats).all()
     assert (capture.points["layer_time_ns"] > 0).all()
     assert Path(EXAMPLE / "manifest.json").is_file()

@@ -20,6 +20,7 @@ import pandas as pd
 from moeprof.analysis import classify, metrics
 from moeprof.analysis.load import Capture
 from moeprof.analysis.stats import mann_whitney
+from moeprof.capture_folder import LayerShape, Workload
 from moeprof.errors import MoeprofError
 
 STATUSES = ["faster", "slower", "unchanged", "added", "removed"]
@@ -50,41 +51,47 @@ class DiffResult:
         return {s: int(vc.get(s, 0)) for s in STATUSES}
 
 
-_WORKLOAD_HARD = ["model", "hidden_size", "intermediate_size", "num_experts", "top_k", "tp", "ep"]
+_WORKLOAD_HARD = ["model", *LayerShape.KEYS, "tp", "ep"]
 _WORKLOAD_SOFT = ["routing", "kernel", "repeats", "mode", "seed"]
+
+
+def _workload_value(w: Workload, key: str):
+    return getattr(w.shape, key, None) if key in LayerShape.KEYS else getattr(w, key)
 
 
 def comparability(a: Capture, b: Capture) -> tuple[list[str], list[str]]:
     """(errors, warnings): errors make the captures incomparable, warnings qualify the result."""
     errors: list[str] = []
     warnings: list[str] = []
-    ga, gb = a.manifest.get("gpu") or {}, b.manifest.get("gpu") or {}
-    if (ga.get("name"), ga.get("spec")) != (gb.get("name"), gb.get("spec")):
-        errors.append(f"different GPUs: {ga.get('name')!r} vs {gb.get('name')!r} (their numbers are not comparable)")
-    elif ga.get("sm_count") != gb.get("sm_count"):
-        errors.append(f"different SM counts: {ga.get('sm_count')} vs {gb.get('sm_count')} (MIG slice or variant?)")
+    ga, gb = a.manifest.gpu, b.manifest.gpu
+    if (ga.name, ga.spec) != (gb.name, gb.spec):
+        errors.append(f"different GPUs: {ga.name!r} vs {gb.name!r} (their numbers are not comparable)")
+    elif ga.sm_count != gb.sm_count:
+        errors.append(f"different SM counts: {ga.sm_count} vs {gb.sm_count} (MIG slice or variant?)")
     for key in ("driver", "cuda"):
-        if ga.get(key) != gb.get(key):
-            warnings.append(f"{key} differs: {ga.get(key)} vs {gb.get(key)}")
-    wa, wb = a.workload, b.workload
+        if getattr(ga, key) != getattr(gb, key):
+            warnings.append(f"{key} differs: {getattr(ga, key)} vs {getattr(gb, key)}")
+    wa, wb = a.manifest.workload, b.manifest.workload
     for key in _WORKLOAD_HARD:
-        if wa.get(key) != wb.get(key):
-            errors.append(f"different workload {key}: {wa.get(key)!r} vs {wb.get(key)!r}")
+        va, vb = _workload_value(wa, key), _workload_value(wb, key)
+        if va != vb:
+            errors.append(f"different workload {key}: {va!r} vs {vb!r}")
     for key in _WORKLOAD_SOFT:
-        if wa.get(key) != wb.get(key):
-            warnings.append(f"workload {key} differs: {wa.get(key)!r} vs {wb.get(key)!r}")
-    ca, cb = a.manifest.get("collectors") or {}, b.manifest.get("collectors") or {}
+        va, vb = _workload_value(wa, key), _workload_value(wb, key)
+        if va != vb:
+            warnings.append(f"workload {key} differs: {va!r} vs {vb!r}")
+    ca, cb = a.manifest.collectors, b.manifest.collectors
     for name in sorted(set(ca) | set(cb)):
-        sa, sb = (ca.get(name) or {}).get("status"), (cb.get(name) or {}).get("status")
+        sa, sb = a.manifest.collector(name).status, b.manifest.collector(name).status
         if sa != sb:
             warnings.append(f"collector {name}: {sa or 'absent'} vs {sb or 'absent'}")
-    oa = ((ca.get("ncu") or {}).get("options") or {})
-    ob = ((cb.get("ncu") or {}).get("options") or {})
-    both_ncu = all((c.get("ncu") or {}).get("status") == "ok" for c in (ca, cb))  # else the line above said so
-    for key in ("clock_control", "cache_control", "replay_mode"):
-        if both_ncu and isinstance(oa, dict) and isinstance(ob, dict) and oa.get(key) != ob.get(key):
-            warnings.append(f"ncu {key} differs: {oa.get(key)} vs {ob.get(key)} (counter rates may shift)")
-    sa_, sb_ = a.manifest.get("software") or {}, b.manifest.get("software") or {}
+    na, nb = a.manifest.collector("ncu"), b.manifest.collector("ncu")
+    if na.status == "ok" and nb.status == "ok":  # else the line above said so
+        oa, ob = na.option_dict, nb.option_dict
+        for key in ("clock_control", "cache_control", "replay_mode"):
+            if oa.get(key) != ob.get(key):
+                warnings.append(f"ncu {key} differs: {oa.get(key)} vs {ob.get(key)} (counter rates may shift)")
+    sa_, sb_ = a.manifest.software, b.manifest.software
     for key in sorted(set(sa_) | set(sb_)):
         if sa_.get(key) != sb_.get(key):
             warnings.append(f"{key} differs: {sa_.get(key)} vs {sb_.get(key)}")

@@ -1,7 +1,9 @@
-"""What the analytical model expects for a capture: GPU spec, model shape, per-point cost, peaks.
+"""What the analytical model expects for a capture, resolved once: GPU spec, model shape, parallelism,
+per-point cost, memory plan, the model's time curve per format (for the predicted crossover), notes.
 
-The bridge between a capture's manifest and `moeprof.models` (specs, presets, cost model). Each
-lookup that can fail returns a note saying why, so reports can print "n/a (reason)".
+The bridge between a capture's manifest and `moeprof.roofline` (specs, presets, cost model).
+`expectations(manifest, points)` builds one `Expectations` before the metrics; everything after reads
+from it. Each lookup that can fail leaves a note saying why, so reports can print "n/a (reason)".
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from moeprof.capture_folder import Manifest
 from moeprof.errors import MoeprofError
+from moeprof.roofline import crossover
+
+# The model's crossover is searched on powers of two over this range of batches.
+PREDICTED_CROSSOVER_RANGE = (1, 65536)
 
 
-@dataclass
-class Expected:
+@dataclass(frozen=True)
+class Subject:
+    """The GPU and model a manifest names, resolved to the roofline's objects (None where unknown)."""
     gpu: Any = None                 # moeprof.roofline.gpus.GpuSpec | None
     model: Any = None               # moeprof.roofline.shapes.MoeModel | None
     tp: int = 1
@@ -25,58 +32,100 @@ class Expected:
     routing: str = "uniform"
     notes: dict[str, str] = field(default_factory=dict)  # what is missing -> why
 
+    @property
+    def why_not(self) -> str:
+        return "; ".join(self.notes.values()) or "no GPU spec or model"
 
-def resolve(manifest: dict[str, Any]) -> Expected:
+
+@dataclass(frozen=True)
+class Expectations:
+    subject: Subject
+    costs: pd.DataFrame                      # per (format, batch): FLOPs, bytes, roofline time, bound
+    cost_note: str | None
+    memory: pd.DataFrame                     # per format: weights and KV-cache room per GPU
+    memory_note: str | None
+    model_times_s: dict[str, list[float]]    # roofline time per format on the crossover grid
+    model_time_notes: dict[str, str]         # format -> why it has no curve
+
+    @property
+    def gpu(self) -> Any:
+        return self.subject.gpu
+
+    @property
+    def model(self) -> Any:
+        return self.subject.model
+
+    @property
+    def notes(self) -> dict[str, str]:
+        return self.subject.notes
+
+    def predicted_crossover(self, fmt_a: str, fmt_b: str) -> tuple[crossover.Crossover | None, str]:
+        """The first batch where the faster format by the roofline model changes (log-log interpolated
+        between the powers of two that bracket it), and where it comes from or why there is none."""
+        lo, hi = PREDICTED_CROSSOVER_RANGE
+        if self.gpu is None or self.model is None:
+            return None, "n/a (" + self.subject.why_not + ")"
+        for f in (fmt_a, fmt_b):
+            if f in self.model_time_notes:
+                return None, f"n/a ({self.model_time_notes[f]})"
+            if f not in self.model_times_s:
+                return None, f"n/a (no model times for {f})"
+        found = crossover.find(crossover.doubling_grid(lo, hi), self.model_times_s[fmt_a], self.model_times_s[fmt_b],
+                               fmt_a, fmt_b, basis="roofline model")
+        if not found:
+            return None, f"none between batch {lo} and {hi} by the roofline model"
+        return found[0], "roofline model"
+
+
+def resolve(manifest: Manifest) -> Subject:
     """GPU spec and model shape named by a manifest (None with a note where unknown)."""
     from moeprof.roofline import gpus, shapes
 
-    exp = Expected()
-    g = manifest.get("gpu") or {}
-    for key in (g.get("spec"), g.get("name")):
+    notes: dict[str, str] = {}
+    g = manifest.gpu
+    gpu = None
+    for key in (g.spec, g.name):
         if not key:
             continue
         try:
-            exp.gpu = gpus.get_gpu(str(key))
+            gpu = gpus.get_gpu(key)
             break
         except MoeprofError:
             continue
-    if exp.gpu is None:
-        exp.notes["gpu"] = f"no spec for GPU {g.get('name') or g.get('spec') or '(unnamed)'!r}"
+    if gpu is None:
+        notes["gpu"] = f"no spec for GPU {g.name or g.spec or '(unnamed)'!r}"
 
-    w = manifest.get("workload") or {}
-    exp.tp, exp.ep = int(w.get("tp") or 1), int(w.get("ep") or 1)
-    exp.routing = str(w.get("routing") or "uniform")
+    w = manifest.workload
     model = None
-    if w.get("model"):
+    if w.model:
         try:
-            model = shapes.get_model(str(w["model"]))
+            model = shapes.get_model(w.model)
         except MoeprofError as exc:
-            exp.notes["model"] = str(exc)
-    dims = {"hidden_size": w.get("hidden_size"), "expert_intermediate_size": w.get("intermediate_size"),
-            "num_experts": w.get("num_experts"), "top_k": w.get("top_k")}
-    if all(isinstance(v, int) and v > 0 for v in dims.values()):
+            notes["model"] = str(exc)
+    if w.shape is not None:
+        dims = w.shape.to_json()
         if model is None:
-            model = shapes.MoeModel(name=str(w.get("model") or "capture"), num_moe_layers=1, num_layers=1, **dims)
-            exp.notes.pop("model", None)
+            model = shapes.MoeModel(name=w.model or "capture", num_moe_layers=1, num_layers=1, **dims)
+            notes.pop("model", None)
         elif any(getattr(model, k) != v for k, v in dims.items()):
             # The capture ran a reshaped layer: trust the dims that ran.
             model = dataclasses.replace(model, name=f"{model.name} (capture dims)", **dims)
-    if model is None and "model" not in exp.notes:
-        exp.notes["model"] = "manifest names no model and no layer dims"
-    exp.model = model
-    return exp
+    if model is None and "model" not in notes:
+        notes["model"] = "manifest names no model and no layer dims"
+    return Subject(gpu=gpu, model=model, tp=int(w.tp), ep=int(w.ep), routing=w.routing, notes=notes)
 
 
-def point_costs(exp: Expected, points: list[tuple[str, int]]) -> tuple[pd.DataFrame, str | None]:
+def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.DataFrame, str | None]:
     """Analytical cost per (format, batch): FLOPs, bytes, predicted bound. Note says why if empty."""
-    if exp.gpu is None or exp.model is None:
-        return pd.DataFrame(), "; ".join(exp.notes.values()) or "no GPU spec or model"
+    if subject.gpu is None or subject.model is None:
+        return pd.DataFrame(), subject.why_not
     from moeprof.roofline import cost, formats
 
     rows, skipped = [], []
     for fmt, batch in points:
         try:
-            c = cost.layer_cost(exp.model, fmt, exp.gpu, int(batch), tp=exp.tp, ep=exp.ep, routing=exp.routing)
+            c = cost.layer_cost(subject.model, fmt, subject.gpu, int(batch), tp=subject.tp, ep=subject.ep,
+                                routing=subject.routing)
         except MoeprofError as exc:
             skipped.append(f"{fmt}: {exc}")
             continue
@@ -94,66 +143,52 @@ def point_costs(exp: Expected, points: list[tuple[str, int]]) -> tuple[pd.DataFr
     return pd.DataFrame(rows), note
 
 
-def memory(exp: Expected, formats: list[str]) -> tuple[pd.DataFrame, str | None]:
+def memory(subject: Subject, formats: list[str]) -> tuple[pd.DataFrame, str | None]:
     """Weight bytes per GPU and HBM left for the KV cache, per format."""
-    if exp.gpu is None or exp.model is None:
-        return pd.DataFrame(), "; ".join(exp.notes.values()) or "no GPU spec or model"
+    if subject.gpu is None or subject.model is None:
+        return pd.DataFrame(), subject.why_not
     from moeprof.roofline import cost
 
     rows = []
     for fmt in formats:
         try:
-            plan = cost.memory_plan(exp.model, fmt, exp.gpu, tp=exp.tp, ep=exp.ep)
+            plan = cost.memory_plan(subject.model, fmt, subject.gpu, tp=subject.tp, ep=subject.ep)
         except MoeprofError:
             continue
         try:
-            min_tp = cost.min_tp_to_fit(exp.model, fmt, exp.gpu) if not plan.fits else exp.tp
+            min_tp = cost.min_tp_to_fit(subject.model, fmt, subject.gpu) if not plan.fits else subject.tp
         except MoeprofError:
             min_tp = None
         rows.append({"format": fmt, "weight_bytes_per_gpu": plan.weight_bytes_per_gpu,
                      "kv_free_bytes_per_gpu": plan.free_bytes_per_gpu, "hbm_bytes": plan.hbm_bytes,
-                     "reserve_fraction": plan.reserve_fraction, "fits": plan.fits, "tp": exp.tp, "ep": exp.ep,
-                     "min_tp_to_fit": min_tp, "num_moe_layers": exp.model.num_moe_layers})
+                     "reserve_fraction": plan.reserve_fraction, "fits": plan.fits, "tp": subject.tp,
+                     "ep": subject.ep, "min_tp_to_fit": min_tp, "num_moe_layers": subject.model.num_moe_layers})
     return pd.DataFrame(rows), None if rows else "cost model knows none of the formats"
 
 
-def predicted_crossover(exp: Expected, fmt_a: str, fmt_b: str, lo: int = 1, hi: int = 65536) -> tuple[float | None, str]:
-    """Smallest batch (power-of-two grid, log-interpolated) where the faster format by roofline changes."""
-    if exp.gpu is None or exp.model is None:
-        return None, "n/a (" + ("; ".join(exp.notes.values()) or "no GPU spec or model") + ")"
+def model_times(subject: Subject, formats: list[str]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Roofline time of the layer per format on the crossover grid; formats the model cannot cost get a note."""
+    if subject.gpu is None or subject.model is None:
+        return {}, {}
     from moeprof.roofline import cost
 
-    batches = [2 ** i for i in range(int(np.log2(lo)), int(np.log2(hi)) + 1)]
-    try:
-        ratio = [cost.layer_cost(exp.model, fmt_a, exp.gpu, b, tp=exp.tp, ep=exp.ep, routing=exp.routing).t_roofline_s
-                 / cost.layer_cost(exp.model, fmt_b, exp.gpu, b, tp=exp.tp, ep=exp.ep, routing=exp.routing).t_roofline_s
-                 for b in batches]
-    except MoeprofError as exc:
-        return None, f"n/a ({exc})"
-    x = crossover_from_ratio(batches, ratio)
-    if x is None:
-        return None, f"none between batch {lo} and {hi} by the roofline model"
-    return x, "roofline model"
+    grid = crossover.doubling_grid(*PREDICTED_CROSSOVER_RANGE)
+    times: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    for fmt in formats:
+        try:
+            times[fmt] = [cost.layer_cost(subject.model, fmt, subject.gpu, b, tp=subject.tp, ep=subject.ep,
+                                          routing=subject.routing).t_roofline_s for b in grid]
+        except MoeprofError as exc:
+            notes[fmt] = str(exc)
+    return times, notes
 
 
-def crossovers_from_ratio(batches: list[int] | np.ndarray, ratio: list[float] | np.ndarray) -> list[float]:
-    """Every batch where ratio (time a / time b) crosses 1, interpolated in log(batch), log(ratio)."""
-    b = np.asarray(batches, dtype=float)
-    r = np.log(np.asarray(ratio, dtype=float))
-    found: list[float] = []
-    for i in range(1, len(b)):
-        if not (np.isfinite(r[i - 1]) and np.isfinite(r[i])):
-            continue
-        if r[i - 1] == 0:
-            found.append(float(b[i - 1]))
-        elif np.sign(r[i - 1]) != np.sign(r[i]) and r[i] != 0:
-            lb0, lb1 = np.log(b[i - 1]), np.log(b[i])
-            t = r[i - 1] / (r[i - 1] - r[i])
-            found.append(float(np.exp(lb0 + t * (lb1 - lb0))))
-    return found
-
-
-def crossover_from_ratio(batches: list[int] | np.ndarray, ratio: list[float] | np.ndarray) -> float | None:
-    """First batch where ratio (time a / time b) crosses 1, interpolated in log(batch), log(ratio)."""
-    found = crossovers_from_ratio(batches, ratio)
-    return found[0] if found else None
+def expectations(manifest: Manifest, points: list[tuple[str, int]]) -> Expectations:
+    """Everything the model expects for these (format, batch) points of the capture, resolved once."""
+    subject = resolve(manifest)
+    formats = sorted({f for f, _ in points})
+    costs, cost_note = point_costs(subject, points)
+    mem, mem_note = memory(subject, formats)
+    times, time_notes = model_times(subject, formats)
+    return Expectations(subject, costs, cost_note, mem, mem_note, times, time_notes)

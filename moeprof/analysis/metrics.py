@@ -1,7 +1,7 @@
 """Measured metrics per (format, batch, role) and per layer call, set against the roofline.
 
 Inputs: a classified kernel table (classify.classify), points.csv, the analytical cost per point
-(expected.point_costs) and the peaks (capture clocks where ncu read them, else the spec).
+(expected.Expectations.costs) and the peaks (capture clocks where ncu read them, else the spec).
 
 Sources, stated in `*_source` columns:
   times      a timing collector's kernel durations (nsys > torch > ncu: ncu replays each kernel
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from moeprof.analysis.classify import GEMM_ROLES, ROLES
+from moeprof.capture_folder import Manifest
 
 TIMING_PREFERENCE = ("nsys", "torch", "ncu")
 COUNTER_SUM_COLUMNS = ["gpu_time_ns", "dram_read_bytes", "dram_write_bytes", "tensor_pipe_active_cycles",
@@ -59,14 +60,14 @@ def _median(df: pd.DataFrame, col: str) -> float:
     return float(df[col].median()) if col in df and len(df) else np.nan
 
 
-def peaks(kernels: pd.DataFrame, manifest: dict, gpu) -> Peaks:
+def peaks(kernels: pd.DataFrame, manifest: Manifest, gpu) -> Peaks:
     """Peaks from the capture's own clocks: ncu per-cycle peaks x measured clock, where ncu read
     them; else the spec's per-SM per-cycle rate x SMs x measured clock; else the spec's peaks."""
     p = Peaks()
     ncu = kernels[kernels["collector"] == "ncu"]
     sm_clock, sm_count = _median(ncu, "sm_clock_hz"), _median(ncu, "sm_count")
     if not np.isfinite(sm_count):
-        sm_count = float((manifest.get("gpu") or {}).get("sm_count") or (gpu.sm_count if gpu else np.nan))
+        sm_count = float(manifest.gpu.sm_count or (gpu.sm_count if gpu else np.nan))
     p.sm_clock_hz, p.sm_count = sm_clock, sm_count
     per_cycle = {"fp8": _median(ncu, "tensor_ops_fp8_peak_per_cycle"),
                  "bf16": _median(ncu, "tensor_ops_bf16_hgmma_peak_per_cycle")}

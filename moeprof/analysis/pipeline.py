@@ -25,6 +25,7 @@ class Analysis:
     memory: pd.DataFrame
     timing_collector: str | None
     notes: list[str] = field(default_factory=list)
+    expectations: expected.Expectations | None = None  # what the model expects, resolved once for this capture
 
     @property
     def gpu_label(self) -> str:
@@ -41,27 +42,26 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
         raise MoeprofError(f"{capture.path}: no layer times in points.csv and no kernel timings in kernels.csv")
     if collector == "ncu":
         notes.append("kernel times come from ncu replay (caches flushed, serialized): slower than real runs")
-    exp = expected.resolve(capture.manifest)
-    notes += [f"{what}: {why}" for what, why in exp.notes.items()]
     pts = k[k["batch"].notna()]
     points = sorted(set(zip(pts["format"], pts["batch"].astype("int64"))) |
                     set(zip(capture.points["format"], capture.points["batch"].dropna().astype("int64"))))
-    costs, cost_note = expected.point_costs(exp, points)
-    if cost_note:
-        notes.append(f"cost model: {cost_note}")
+    exp = expected.expectations(capture.manifest, points)
+    notes += [f"{what}: {why}" for what, why in exp.notes.items()]
+    if exp.cost_note:
+        notes.append(f"cost model: {exp.cost_note}")
     pk = metrics.peaks(k, capture.manifest, exp.gpu)
-    roles = metrics.role_table(k, costs, pk, collector) if collector else pd.DataFrame()
-    layer = metrics.layer_table(k, capture.points, costs, pk, collector)
+    roles = metrics.role_table(k, exp.costs, pk, collector) if collector else pd.DataFrame()
+    layer = metrics.layer_table(k, capture.points, exp.costs, pk, collector)
     samples = metrics.layer_samples(k, capture.points, collector)
-    ncu = (capture.manifest.get("collectors") or {}).get("ncu") or {}
-    why = (f"ncu {ncu.get('status')}: {ncu.get('reason')}" if ncu.get("status") not in (None, "ok")
+    ncu = capture.manifest.collector("ncu")
+    why = (f"ncu {ncu.status}: {ncu.reason}" if ncu.status not in (None, "ok")
            else "no ncu counters for these kernels")
     formats = sorted(layer["format"].unique()) if not layer.empty else []
     chosen = verdict.pick_pair(formats, pair)
     if pair and chosen is None:
         raise MoeprofError(f"--pair {','.join(pair)}: capture has formats {', '.join(formats) or 'none'}")
     vds = verdict.verdicts(layer, roles, samples, why_no_counters=why, pair=chosen)
-    memory, mem_note = expected.memory(exp, formats)
-    predicted = expected.predicted_crossover(exp, *chosen) if chosen else (None, "n/a")
-    summ = verdict.summary(layer, vds, chosen, predicted, memory, mem_note, capture.gpu_name)
-    return Analysis(capture, k, roles, layer, samples, vds, summ, pk, memory, collector, notes)
+    xp, xp_source = exp.predicted_crossover(*chosen) if chosen else (None, "n/a")
+    summ = verdict.summary(layer, vds, chosen, (xp.estimate if xp else None, xp_source), exp.memory, exp.memory_note,
+                           capture.gpu_name, predicted_crossover=xp)
+    return Analysis(capture, k, roles, layer, samples, vds, summ, pk, exp.memory, collector, notes, exp)

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from moeprof.analysis.classify import GEMM_ROLES
-from moeprof.analysis.expected import crossovers_from_ratio
 from moeprof.analysis.metrics import BUSY_PCT, MEASURED_PATHS, PATH_NONE, PATH_NOT_COLLECTED, PATH_UNCOUNTED
 from moeprof.analysis.stats import mann_whitney
+from moeprof.roofline import crossover
 
 ALPHA = 0.05
 
@@ -391,20 +391,21 @@ def pick_pair(formats: list[str], pair: tuple[str, str] | None = None) -> tuple[
     return (formats[0], formats[1]) if len(formats) >= 2 else None
 
 
-def measured_crossovers(layer: pd.DataFrame, a: str, b: str) -> list[float]:
-    """Batches where the faster of a and b changes, log-interpolated between measured batches."""
+def measured_crossovers(layer: pd.DataFrame, a: str, b: str) -> list[crossover.Crossover]:
+    """Where the faster of a and b changes between measured batches (median layer times): the bracketing
+    batches and a log-log estimate between them (moeprof.roofline.crossover)."""
     ta = layer[layer["format"] == a].set_index("batch")["layer_time_median_ns"]
     tb = layer[layer["format"] == b].set_index("batch")["layer_time_median_ns"]
     common = sorted(set(ta.index) & set(tb.index))
     if len(common) < 2:
         return []
-    return crossovers_from_ratio(common, [ta[x] / tb[x] for x in common])
+    return crossover.find(common, [ta[x] for x in common], [tb[x] for x in common], a, b, basis="measured")
 
 
 def measured_crossover(layer: pd.DataFrame, a: str, b: str) -> float | None:
-    """The first batch where the faster of a and b changes (see measured_crossovers)."""
+    """The estimate of the first change of the faster of a and b (see measured_crossovers)."""
     found = measured_crossovers(layer, a, b)
-    return found[0] if found else None
+    return found[0].estimate if found else None
 
 
 # Below this speedup a win is reported as "about even" in the short answer (it can still be significant).
@@ -453,8 +454,11 @@ def _memory_answer(m: pd.DataFrame, pair: tuple[str, str], gpu_label: str) -> st
 
 
 def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | None, predicted: tuple[float | None, str],
-            memory: pd.DataFrame, memory_note: str | None, gpu_label: str) -> dict:
-    """The short answer to "FP8 or MXFP4 here?" with crossover and memory effect."""
+            memory: pd.DataFrame, memory_note: str | None, gpu_label: str,
+            predicted_crossover: crossover.Crossover | None = None) -> dict:
+    """The short answer to "FP8 or MXFP4 here?" with crossover and memory effect.
+
+    `predicted` is (estimate, source) of the model's crossover; `predicted_crossover` its interval."""
     if pair is None:
         return {"pair": None, "answer": "n/a (fewer than two formats measured)", "lines": []}
     a, b = pair
@@ -468,7 +472,8 @@ def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | Non
     for f in pair:
         if wins[f]:
             lines.append(f"{f} is faster at batch " + ", ".join(f"{bt} ({s:.2f}x)" for bt, s in wins[f]) + ".")
-    xs = measured_crossovers(layer, a, b)
+    crossings = measured_crossovers(layer, a, b)
+    xs = [c.estimate for c in crossings]
     xm = xs[0] if xs else None
     xp, xp_src = predicted
     lines.append(("Measured crossovers: " if len(xs) > 1 else "Measured crossover: ")
@@ -506,4 +511,8 @@ def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | Non
     if memory is not None and not memory.empty and set(pair) <= set(memory["format"]):
         answer += _memory_answer(memory.set_index("format"), pair, gpu_label)
     return {"pair": list(pair), "answer": answer + ".", "lines": lines,
-            "measured_crossover_batch": xm, "measured_crossover_batches": xs, "predicted_crossover_batch": xp, "predicted_crossover_source": xp_src}
+            "measured_crossover_batch": xm, "measured_crossover_batches": xs, "predicted_crossover_batch": xp,
+            "predicted_crossover_source": xp_src,
+            # the same crossovers as intervals: bracketing batches, estimate and its method (roofline.crossover)
+            "measured_crossovers": [c.as_record() for c in crossings],
+            "predicted_crossover": predicted_crossover.as_record() if predicted_crossover else None}

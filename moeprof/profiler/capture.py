@@ -36,10 +36,10 @@ _PKG_ROOT = str(Path(moeprof.__file__).resolve().parent.parent)
 @dataclass
 class CaptureConfig:
     out: Path
-    formats: list[str] = field(default_factory=lambda: ["bf16", "fp8", "mxfp4"])
-    batches: list[int] = field(default_factory=lambda: [1, 16, 64, 256])
+    formats: list[str] = field(default_factory=lambda: list(schema.DEFAULT_FORMATS))
+    batches: list[int] = field(default_factory=lambda: list(schema.DEFAULT_BATCHES))
     model: str | None = None           # preset name; sweeps default to gpt-oss-120b, external mode to none
-    shape: dict | None = None          # hidden_size, intermediate_size, num_experts, top_k (else from model)
+    shape: dict | None = None          # layer shape (capture_folder.LayerShape keys; else from model)
     tp: int = 1
     ep: int = 1
     routing: str = "uniform"
@@ -82,8 +82,7 @@ def write_csv_atomic(path: Path, df: pd.DataFrame) -> None:
 
 
 def empty_points() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="Int64" if t == "Int64" else ("object" if t == "str" else t))
-                         for c, t in schema.POINT_COLUMNS.items()})
+    return schema.empty_table(schema.POINT_COLUMNS)
 
 
 class CaptureFolder:
@@ -102,7 +101,7 @@ class CaptureFolder:
         return str(p.relative_to(self.root))
 
     def save(self) -> None:
-        write_atomic(self.root / schema.MANIFEST_FILE, json.dumps(self.manifest, indent=2, default=str) + "\n")
+        write_atomic(self.root / schema.MANIFEST_FILE, schema.manifest_text(self.manifest))
 
     def _read(self, name: str, empty: pd.DataFrame) -> pd.DataFrame:
         p = self.root / name
@@ -169,16 +168,18 @@ def describe_machine(timeout: float = 300) -> dict:
         raise MoeprofError(f"cannot describe the GPU: unexpected output {_last_line(p.stdout, 0)!r}") from None
 
 
-DEFAULT_MODEL = "gpt-oss-120b"
+DEFAULT_MODEL = schema.DEFAULT_MODEL
 
 
-def resolve_shape(cfg: CaptureConfig) -> dict:
+def resolve_shape(cfg: CaptureConfig) -> schema.LayerShape:
     if cfg.shape:
-        return dict(cfg.shape)
+        shape = schema.LayerShape.from_json(cfg.shape)
+        if shape is None:
+            raise MoeprofError(f"layer shape needs four positive integers {', '.join(schema.LayerShape.KEYS)}")
+        return shape
     from moeprof.roofline.shapes import get_model
 
-    m = get_model(cfg.model or DEFAULT_MODEL)
-    return {k: int(getattr(m, k)) for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}
+    return schema.LayerShape.from_model(get_model(cfg.model or DEFAULT_MODEL))
 
 
 class Capture:
@@ -208,19 +209,19 @@ class Capture:
             raise MoeprofError("no CUDA GPU found (torch.cuda.is_available() is False); capture needs an NVIDIA GPU")
         return desc
 
-    def _workload(self) -> dict:
+    def _workload(self) -> schema.Workload:
         c = self.cfg
         if self.external:
             # The program's own model, when the user names one (-m or --shape), gives analyze its roofline.
-            named = {"model": "custom" if c.shape else c.model, **resolve_shape(c)} if (c.model or c.shape) else {"model": None}
-            return {"mode": "external", "command": list(c.command), **named, "formats": [], "batches": [],
-                    "labels": dict(c.labels), "nvtx_pattern": c.nvtx_pattern}
-        shape = resolve_shape(c)
-        return {"mode": "moe", "model": "custom" if c.shape else (c.model or DEFAULT_MODEL), **shape,
-                "formats": list(c.formats), "batches": [int(b) for b in c.batches], "tp": c.tp, "ep": c.ep,
-                "routing": c.routing, "seed": c.seed, "repeats": c.repeats, "warmup": c.warmup,
-                "kernel": c.kernel if c.workload == "moeprof" else "toy-torch", "workload": c.workload,
-                "command": None}
+            shape = resolve_shape(c) if (c.model or c.shape) else None
+            return schema.Workload(mode="external", model=("custom" if c.shape else c.model) if shape else None,
+                                   shape=shape, command=tuple(c.command), labels=dict(c.labels),
+                                   nvtx_pattern=c.nvtx_pattern)
+        return schema.Workload(
+            mode="moe", model="custom" if c.shape else (c.model or DEFAULT_MODEL), shape=resolve_shape(c),
+            formats=tuple(c.formats), batches=tuple(int(b) for b in c.batches), tp=c.tp, ep=c.ep, routing=c.routing,
+            seed=c.seed, repeats=c.repeats, warmup=c.warmup,
+            kernel=c.kernel if c.workload == "moeprof" else "toy-torch", workload=c.workload)
 
     def _setup_collectors(self, gpu: dict) -> dict:
         c, col = self.cfg, {}
@@ -309,11 +310,10 @@ class Capture:
             return self._resume(old)
         desc = self._check_host()
         c.out.mkdir(parents=True, exist_ok=True)
-        m = {"schema": "moeprof.capture", "manifest_version": schema.MANIFEST_VERSION,
-             "moeprof_version": moeprof.__version__, "command_line": list(c.command_line),
-             "started_utc": now(), "finished_utc": None, "status": "running",
-             "gpu": desc.get("gpu", {}), "software": desc.get("software", {}),
-             "workload": self._workload(), "collectors": {}, "points_done": [], "points_failed": []}
+        m = schema.Manifest(moeprof_version=moeprof.__version__, command_line=tuple(c.command_line),
+                            started_utc=now(), status="running", gpu=schema.GpuInfo.from_json(desc.get("gpu", {})),
+                            software=desc.get("software", {}),
+                            workload=self._workload()).to_json()
         m["collectors"] = self._setup_collectors(m["gpu"])
         self.torch_on = m["collectors"]["torch"]["status"] == "pending"
         folder = CaptureFolder(c.out, m)
@@ -329,7 +329,7 @@ class Capture:
             c.labels, c.nvtx_pattern = dict(w.get("labels") or {}), w.get("nvtx_pattern")
         else:
             c.formats, c.batches = list(w["formats"]), [int(b) for b in w["batches"]]
-            c.shape = {k: w[k] for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")}
+            c.shape = schema.LayerShape.from_json(w).to_json()
             c.model, c.tp, c.ep, c.routing, c.seed = w.get("model"), w["tp"], w["ep"], w["routing"], w["seed"]
             c.repeats, c.warmup, c.workload = w["repeats"], w.get("warmup", c.warmup), w.get("workload", "moeprof")
             if c.workload == "moeprof":
@@ -363,7 +363,7 @@ class Capture:
     def _spec(self, folder: CaptureFolder, mode: str, fmt: str, batches: list[int], name: str, repeats: int) -> Path:
         w = folder.manifest["workload"]
         spec = {"mode": mode, "format": fmt, "batches": batches, "repeats": repeats, "warmup": self.cfg.warmup,
-                "shape": {k: w[k] for k in ("hidden_size", "intermediate_size", "num_experts", "top_k")},
+                "shape": schema.LayerShape.from_json(w).layer_kwargs(),
                 "tp": w["tp"], "ep": w["ep"], "routing": w["routing"], "seed": w["seed"], "kernel": self.cfg.kernel,
                 "workload": self.cfg.workload,
                 "status": str(folder.raw("logs", f"{mode}_{name}.status.jsonl").resolve())}

@@ -45,8 +45,8 @@ def analysis_dict(a: Analysis) -> dict[str, Any]:
     m = a.capture.manifest
     return json_safe({
         "capture": str(a.capture.path),
-        "gpu": m.get("gpu"),
-        "workload": m.get("workload"),
+        "gpu": m.gpu.to_json(),
+        "workload": m.workload.to_json(),
         "timing_collector": a.timing_collector,
         "peaks": {"sm_clock_hz": a.peaks.sm_clock_hz, "sm_count": a.peaks.sm_count,
                   "tensor_flop_per_s": a.peaks.tensor_flops_per_s, "tensor_source": a.peaks.tensor_source,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Iterable, Sequence
 
 import pandas as pd
 
 from moeprof.errors import MoeprofError
+from moeprof.roofline import crossover
+from moeprof.roofline.crossover import TIE_RTOL, Crossover
 from moeprof.roofline.cost import (
     Routing,
     layer_cost,
@@ -23,7 +24,6 @@ from moeprof.roofline.shapes import MoeModel, get_model
 
 DEFAULT_BATCHES = tuple(2**i for i in range(15))  # 1 .. 16384
 MAX_BATCH = 1 << 24
-TIE_RTOL = 1e-9  # relative time difference under which two formats tie
 
 TABLE_COLUMNS = [
     "model", "gpu", "format", "batch", "tp", "ep", "routing", "mma_path",
@@ -137,49 +137,21 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
-class Crossover:
-    a: str
-    b: str
-    batch: int               # first batch (of the table) where `winner` wins
-    prev_batch: int          # last batch of the table where `loser` won
-    winner: str
-    loser: str
-    batch_exact: int | None = None  # smallest integer batch where `winner` wins (bisection), if computed
-
-    def as_record(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def _pair_winner(t_a: float, t_b: float, a: str, b: str) -> str | None:
-    if abs(t_a - t_b) <= TIE_RTOL * min(t_a, t_b):
-        return None
-    return a if t_a < t_b else b
-
-
 def crossovers(table: pd.DataFrame, a: str, b: str) -> list[Crossover]:
-    """Batches where the faster of formats a and b changes (ties keep the previous winner)."""
+    """Batches of the table where the faster of formats a and b changes (ties keep the previous winner),
+    each bracketed by the table's batches with a log-log estimate between them."""
     times = _times(table)
     for f in (a, b):
         if f not in times.columns:
             raise MoeprofError(f"format {f!r} is not in the table; it has {', '.join(times.columns)}")
-    out: list[Crossover] = []
-    last: tuple[str, int] | None = None
-    for batch, t in times.iterrows():
-        w = _pair_winner(float(t[a]), float(t[b]), a, b)
-        if w is None:
-            continue
-        if last is not None and w != last[0]:
-            out.append(Crossover(a, b, int(batch), last[1], w, last[0]))
-        last = (w, int(batch))
-    return out
+    return crossover.find(list(times.index), times[a].to_list(), times[b].to_list(), a, b, basis="roofline model")
 
 
 def first_win(table: pd.DataFrame, a: str, b: str) -> int | None:
     """First batch of the table where format a is strictly faster than b."""
     times = _times(table)
     for batch, t in times.iterrows():
-        if _pair_winner(float(t[a]), float(t[b]), a, b) == a:
+        if crossover.winner(float(t[a]), float(t[b]), a, b) == a:
             return int(batch)
     return None
 
@@ -192,20 +164,9 @@ def refine_crossover(
     ep: int = 1,
     routing: Routing | str | float = "uniform",
 ) -> Crossover:
-    """Bisect integer batches in (prev_batch, batch] for the first one where c.winner wins."""
-    def winner_at(b: int) -> str | None:
-        ta = layer_cost(model, c.a, gpu, b, tp=tp, ep=ep, routing=routing).t_roofline_s
-        tb = layer_cost(model, c.b, gpu, b, tp=tp, ep=ep, routing=routing).t_roofline_s
-        return _pair_winner(ta, tb, c.a, c.b)
-
-    lo, hi = c.prev_batch, c.batch  # loser (or tie) at lo, winner at hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if winner_at(mid) == c.winner:
-            hi = mid
-        else:
-            lo = mid
-    return Crossover(c.a, c.b, c.batch, c.prev_batch, c.winner, c.loser, batch_exact=hi)
+    """The estimate bisected to the first integer batch in (lo, hi] where c.after wins."""
+    return crossover.bisect(
+        c, lambda fmt, b: layer_cost(model, fmt, gpu, b, tp=tp, ep=ep, routing=routing).t_roofline_s)
 
 
 def all_crossovers(
@@ -216,7 +177,8 @@ def all_crossovers(
     ep: int = 1,
     routing: Routing | str | float = "uniform",
 ) -> list[Crossover]:
-    """Crossovers for every pair of formats in the table; refined to the exact batch if model and gpu given."""
+    """Crossovers for every pair of formats in the table; estimates bisected to the integer batch if model and
+    gpu are given (else log-log interpolated between the table's batches)."""
     formats = list(dict.fromkeys(table["format"]))
     out: list[Crossover] = []
     for a, b in combinations(formats, 2):

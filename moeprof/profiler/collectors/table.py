@@ -1,44 +1,23 @@
-"""The normalized kernel table (schema.KERNEL_COLUMNS + COUNTER_METRICS) that every collector returns."""
+"""The normalized kernel table (capture_folder.KERNEL_TABLE_COLUMNS) that every collector returns."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from moeprof.capture_folder import COUNTER_METRICS, KERNEL_COLUMNS
+from moeprof.capture_folder import KERNEL_TABLE_COLUMNS, coerce_columns, empty_table
 
 
 def kernel_columns() -> list[str]:
-    return list(KERNEL_COLUMNS) + list(COUNTER_METRICS)
+    return list(KERNEL_TABLE_COLUMNS)
 
 
 def empty_kernels() -> pd.DataFrame:
-    return normalize(pd.DataFrame())
+    return empty_table(KERNEL_TABLE_COLUMNS)
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """All schema columns, in schema order, with schema dtypes; missing ones empty."""
-    n = len(df)
-    out = {}
-    for col, dtype in KERNEL_COLUMNS.items():
-        if col in df:
-            s = df[col]
-            if dtype == "str":
-                s = s.fillna("").astype(str)
-            elif dtype == "Int64":
-                s = pd.to_numeric(s, errors="coerce").round().astype("Int64")
-            else:
-                s = pd.to_numeric(s, errors="coerce").astype(dtype)
-        elif dtype == "str":
-            s = pd.Series([""] * n, index=df.index, dtype=object)
-        elif dtype == "Int64":
-            s = pd.Series(pd.array([pd.NA] * n, dtype="Int64"), index=df.index)
-        else:
-            s = pd.Series(np.nan, index=df.index, dtype=dtype)
-        out[col] = s
-    for col in COUNTER_METRICS:
-        out[col] = pd.to_numeric(df[col], errors="coerce").astype("float64") if col in df else pd.Series(np.nan, index=df.index)
-    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+    """All schema columns, in schema order, with schema dtypes; missing ones empty (other columns dropped)."""
+    return coerce_columns(df, KERNEL_TABLE_COLUMNS)
 
 
 def short_kernel_name(name: str) -> str:
