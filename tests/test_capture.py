@@ -64,6 +64,9 @@ def test_sweep_writes_folder(fake_gpu, tmp_path):
     assert m["collectors"]["nsys"]["status"] == "skipped"
     on_disk = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(m, default=str))
+    # written in the contract's current form: the layer shape under its one name
+    assert on_disk["workload"]["expert_intermediate_size"] == 32 and "intermediate_size" not in on_disk["workload"]
+    assert schema.read_manifest(tmp_path / "c").workload.shape == schema.LayerShape(64, 32, 4, 2)
     p = pd.read_csv(tmp_path / "c" / "points.csv")
     assert list(p.columns) == list(schema.POINT_COLUMNS) and len(p) == 8
     k = pd.read_csv(tmp_path / "c" / "kernels.csv")

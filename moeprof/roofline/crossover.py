@@ -42,11 +42,12 @@ class Crossover:
     def method_detail(self) -> str:
         """The estimate's method in words, e.g. 'log-log interpolation of the time ratio between measured
         batches 256 and 1024'."""
+        where = "measured batches" if self.basis == "measured" else f"batches of the {self.basis}"
         if self.method == METHOD_LOGLOG:
-            return f"log-log interpolation of the time ratio between {self.basis} batches {self.lo} and {self.hi}"
+            return f"log-log interpolation of the time ratio between {where} {self.lo} and {self.hi}"
         if self.method == METHOD_BISECT:
             return f"bisection of the {self.basis} to the first integer batch between {self.lo} and {self.hi}"
-        return f"the {self.basis} times tie at batch {self.estimate:.0f}"
+        return f"the {self.basis} times tie at batch {self.estimate:.0f}, between {where} {self.lo} and {self.hi}"
 
     def describe(self) -> str:
         est = f"estimate ~{self.estimate:.0f}, {self.method}" if self.estimate is not None else "no estimate"
