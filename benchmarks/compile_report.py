@@ -1,6 +1,6 @@
 """Compile moeprof's grouped-GEMM kernel for sm_90 without a GPU and report what the compiler made.
 
-Costs no device time: Triton's own ptxas/nvdisasm compile and disassemble the kernel for a target
+Needs no GPU: Triton's own ptxas/nvdisasm compile and disassemble the kernel for a target
 named by hand (GPUTarget("cuda", 90, 32)). Reports, per variant: registers, spills, shared memory,
 layout conversions left in the TTGIR, and a SASS opcode histogram (HGMMA/HMMA, LDS/STS, LDSM,
 LDGSTS, ALU ops). Use the same Triton as the GPU machine (3.6) for numbers that match it:

@@ -1,6 +1,6 @@
 """Benchmark one GPT-OSS MoE layer per format and kernel on the GPU (run on the device machine).
 
-    python3 benchmarks/moe_layer.py --out $OUT [--model gpt-oss-120b] [--batches 1,4,...] [--quick]
+    python3 benchmarks/moe_layer.py --out OUT_DIR [--model gpt-oss-120b] [--batches 1,4,...] [--quick]
 
 Prints per (format, kernel, batch): layer time (median, p10/p90, cold L2, CUDA-graph replay),
 experts touched, achieved bandwidth over the touched experts' weight bytes (and % of the measured
@@ -42,7 +42,7 @@ def try_sglang():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--out", default=".", help="folder for the results")
     ap.add_argument("--model", default="gpt-oss-120b")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     ap.add_argument("--formats", default=",".join(FORMATS))

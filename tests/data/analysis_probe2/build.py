@@ -1,5 +1,7 @@
-"""Rebuild this fixture from the H200 probe (scripts/device_probe2.sh, 2026-11-26) with the
-project's own collectors: python tests/data/analysis_probe2/build.py /work/probe-data/probe2
+"""Rebuild this fixture from the H200 probe (2026-11-26) with the project's own collectors:
+
+    bash scripts/make_probe_fixtures.sh PROBE_DIR        # on the GPU machine
+    python tests/data/analysis_probe2/build.py PROBE_DIR
 
 What ran (prog.py): one "layer" of 256 tokens, hidden 2880, in bf16 and fp8 (torch._scaled_mm,
 per-row/per-channel scales), each twice, inside NVTX ranges moe/<fmt>/256/<phase>:
@@ -27,7 +29,7 @@ shutil.copy(src / "p2.sqlite", out / "raw" / "nsys" / "p2.sqlite")
 shutil.copy(src / "p2_raw_base.csv", out / "raw" / "ncu" / "p2.csv")
 manifest = {
     "schema": "moeprof.capture", "manifest_version": 1, "moeprof_version": "0.1.0",
-    "command_line": ["bash", "scripts/device_probe2.sh"],
+    "command_line": ["bash", "scripts/make_probe_fixtures.sh", "PROBE_DIR"],
     "started_utc": "2026-11-26T15:00:00Z", "finished_utc": "2026-11-26T15:11:00Z", "status": "complete",
     "gpu": {"name": "NVIDIA H200", "spec": "h200", "sm_count": 132, "memory_bytes": 150109880320,
             "l2_bytes": 62914560, "sm_clock_max_mhz": 1980, "memory_clock_max_mhz": 3201,
