@@ -414,13 +414,7 @@ NEAR_TIE = 1.05
 
 def _runs(wins: list[tuple[int, str, float]]) -> list[tuple[str, int, int]]:
     """Contiguous batch ranges won by the same format: [(format, first batch, last batch)]."""
-    runs: list[tuple[str, int, int]] = []
-    for batch, fmt, _ in wins:
-        if runs and runs[-1][0] == fmt:
-            runs[-1] = (fmt, runs[-1][1], batch)
-        else:
-            runs.append((fmt, batch, batch))
-    return runs
+    return [(fmt, bs[0], bs[-1]) for fmt, bs in crossover.winner_runs([(b, f) for b, f, _ in wins])]
 
 
 def _span(first: int, last: int) -> str:

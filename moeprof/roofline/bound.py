@@ -240,12 +240,7 @@ def summary_lines(table: pd.DataFrame, crossover_list: Sequence[Crossover] | Non
         lines.append(f"At batch {first_batch} the layer is memory-bound: {_label(w0)} moves {ratios}.")
 
     # 2. Segments of the same winner.
-    segments: list[tuple[str, list[int]]] = []
-    for batch, winner in zip(v["batch"], v["winner"]):
-        if segments and segments[-1][0] == winner:
-            segments[-1][1].append(int(batch))
-        else:
-            segments.append((winner, [int(batch)]))
+    segments = crossover.winner_runs(list(zip(v["batch"], v["winner"])))
     exact = {(c.winner, c.batch): c.batch_exact for c in (crossover_list or []) if c.batch_exact}
     for i, (winner, batches) in enumerate(segments if len(formats) > 1 else []):
         seg = v[v["batch"].isin(batches)]

@@ -138,6 +138,18 @@ def bisect(c: Crossover, time_of: Callable[[str, int], float], rtol: float = TIE
     return replace(c, estimate=float(hi), method=METHOD_BISECT)
 
 
+def winner_runs(wins: Sequence[tuple[int, str]]) -> list[tuple[str, list[int]]]:
+    """Consecutive batches (ascending) won by the same format: [(format, [batches])]. The summaries of
+    `roofline` and `analyze` both read their "who wins where" from this."""
+    runs: list[tuple[str, list[int]]] = []
+    for batch, fmt in wins:
+        if runs and runs[-1][0] == fmt:
+            runs[-1][1].append(int(batch))
+        else:
+            runs.append((fmt, [int(batch)]))
+    return runs
+
+
 def doubling_grid(lo: int, hi: int) -> list[int]:
     """Powers of two from lo to hi (both powers of two): the batches the model is evaluated at."""
     return [2 ** i for i in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
