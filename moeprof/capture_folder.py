@@ -41,9 +41,9 @@ RAW_DIR = "raw"
 
 # Defaults of a sweep, shared by `moeprof capture` and the profiler: decode (1-64 tokens) to prefill
 # (1024-16384), four apart, as the shipped example capture ran.
-DEFAULT_MODEL = "gpt-oss-120b"
-DEFAULT_FORMATS: tuple[str, ...] = ("bf16", "fp8", "mxfp4")
-DEFAULT_BATCHES: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+DEFAULT_SWEEP_MODEL = "gpt-oss-120b"
+DEFAULT_SWEEP_FORMATS: tuple[str, ...] = ("bf16", "fp8", "mxfp4")
+DEFAULT_SWEEP_BATCHES: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 
 # kernels.csv: columns every writer must produce (values may be empty where unknown).
 KERNEL_COLUMNS: dict[str, str] = {

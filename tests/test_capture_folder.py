@@ -124,5 +124,5 @@ def test_one_coercion_for_writer_and_reader():
 def test_default_sweep_is_one_constant():
     from moeprof.profiler.capture import CaptureConfig
 
-    assert CaptureConfig(out=Path("x")).batches == list(cf.DEFAULT_BATCHES)
-    assert CaptureConfig(out=Path("x")).formats == list(cf.DEFAULT_FORMATS)
+    assert CaptureConfig(out=Path("x")).batches == list(cf.DEFAULT_SWEEP_BATCHES)
+    assert CaptureConfig(out=Path("x")).formats == list(cf.DEFAULT_SWEEP_FORMATS)

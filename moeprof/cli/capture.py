@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from moeprof.capture_folder import DEFAULT_BATCHES, DEFAULT_FORMATS, DEFAULT_MODEL, LayerShape
+from moeprof.capture_folder import DEFAULT_SWEEP_BATCHES, DEFAULT_SWEEP_FORMATS, DEFAULT_SWEEP_MODEL, LayerShape
 from moeprof.cli import app
 from moeprof.errors import MoeprofError
 
@@ -31,9 +31,9 @@ def _words(text: str) -> list[str]:
 @app.command(context_settings={"ignore_unknown_options": True})
 def capture(
     command: Optional[list[str]] = typer.Argument(None, help="External mode: `moeprof capture [OPTIONS] -- CMD ARGS...`"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"MoE preset giving the layer shape [default: {DEFAULT_MODEL}]; in external mode, the model the program runs (lets analyze set it against the roofline)"),
-    formats: str = typer.Option(",".join(DEFAULT_FORMATS), "--formats", "-f", help="Weight formats, comma-separated"),
-    batch: str = typer.Option(",".join(map(str, DEFAULT_BATCHES)), "--batch", "-b", help="Tokens per layer call, comma-separated"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"MoE preset giving the layer shape [default: {DEFAULT_SWEEP_MODEL}]; in external mode, the model the program runs (lets analyze set it against the roofline)"),
+    formats: str = typer.Option(",".join(DEFAULT_SWEEP_FORMATS), "--formats", "-f", help="Weight formats, comma-separated"),
+    batch: str = typer.Option(",".join(map(str, DEFAULT_SWEEP_BATCHES)), "--batch", "-b", help="Tokens per layer call, comma-separated"),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (shards the expert weights)"),
     ep: int = typer.Option(1, "--ep", help="Expert-parallel degree"),
     routing: str = typer.Option("uniform", "--routing", help="Router distribution: uniform | zipf:<s> (alias skew:<s>)"),
@@ -96,7 +96,7 @@ def capture(
     if workload not in ("moeprof", "toy"):
         raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
     if not command and model is None:
-        model = DEFAULT_MODEL
+        model = DEFAULT_SWEEP_MODEL
     cfg = CaptureConfig(
         out=out, formats=_words(formats), batches=_ints(batch, "--batch"), model=model, shape=shp, tp=tp, ep=ep,
         routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),

@@ -66,43 +66,14 @@ def roofline(
         return
 
     # Imported here so that `moeprof --help` does not pay for pandas.
-    from moeprof.roofline import bound as rl
-    from moeprof.roofline.cost import check_parallelism, parse_routing
-    from moeprof.roofline.gpus import get_gpu
-    from moeprof.roofline.shapes import get_model
+    from moeprof.roofline.bound import roofline_report
 
-    m, g = get_model(model), get_gpu(gpu)
-    fmts = rl.parse_formats(formats)
-    batches = rl.parse_batches(batch)
-    tp_n, ep_n = _positive_int(tp, "--tp"), _positive_int(ep, "--ep")
-    check_parallelism(m, tp_n, ep_n)
-    route = parse_routing(routing)
-
-    table = rl.roofline_table(m, g, fmts, batches, tp=tp_n, ep=ep_n, routing=route)
-    verdict = rl.verdicts(table)
-    cross = rl.all_crossovers(table, m, g, tp=tp_n, ep=ep_n, routing=route)
-    summary = rl.summary_lines(table, cross)
-    mem = rl.memory_table(m, g, fmts, tp=tp_n, ep=ep_n)
-    mem_text = rl.memory_lines(mem, g)
-
+    report = roofline_report(model, gpu, formats, batch, tp=_positive_int(tp, "--tp"), ep=_positive_int(ep, "--ep"),
+                             routing=routing)
     if as_json:
-        payload = {
-            "model": m.name,
-            "gpu": g.name,
-            "tp": tp_n,
-            "ep": ep_n,
-            "routing": route.label,
-            "formats": [f.name for f in fmts],
-            "batches": batches,
-            "records": table.to_dict(orient="records"),
-            "verdicts": verdict.to_dict(orient="records"),
-            "crossover": [c.as_record() for c in cross],
-            "memory": mem.to_dict(orient="records"),
-            "summary": summary + mem_text,
-        }
         from moeprof.reports.export import json_safe
 
-        print(json.dumps(json_safe(payload), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(report.to_json()), indent=2, allow_nan=False))
         return
 
     from rich.console import Console
@@ -110,7 +81,7 @@ def roofline(
     from moeprof.reports.roofline_view import render_roofline
 
     title = (
-        f"{m.name} on {g.display_name}: one MoE layer, roofline lower bound "
-        f"(tp={tp_n}, ep={ep_n}, routing {route.label})"
+        f"{report.model.name} on {report.gpu.display_name}: one MoE layer, roofline lower bound "
+        f"(tp={report.tp}, ep={report.ep}, routing {report.routing.label})"
     )
-    render_roofline(Console(), table, verdict, summary, mem_text, title)
+    render_roofline(Console(), report.table, report.verdicts, report.summary, report.memory_lines, title)

@@ -36,8 +36,8 @@ _PKG_ROOT = str(Path(moeprof.__file__).resolve().parent.parent)
 @dataclass
 class CaptureConfig:
     out: Path
-    formats: list[str] = field(default_factory=lambda: list(schema.DEFAULT_FORMATS))
-    batches: list[int] = field(default_factory=lambda: list(schema.DEFAULT_BATCHES))
+    formats: list[str] = field(default_factory=lambda: list(schema.DEFAULT_SWEEP_FORMATS))
+    batches: list[int] = field(default_factory=lambda: list(schema.DEFAULT_SWEEP_BATCHES))
     model: str | None = None           # preset name; sweeps default to gpt-oss-120b, external mode to none
     shape: dict | None = None          # layer shape (capture_folder.LayerShape keys; else from model)
     tp: int = 1
@@ -168,7 +168,7 @@ def describe_machine(timeout: float = 300) -> dict:
         raise MoeprofError(f"cannot describe the GPU: unexpected output {_last_line(p.stdout, 0)!r}") from None
 
 
-DEFAULT_MODEL = schema.DEFAULT_MODEL
+DEFAULT_MODEL = schema.DEFAULT_SWEEP_MODEL
 
 
 def resolve_shape(cfg: CaptureConfig) -> schema.LayerShape:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterable, Sequence
 
@@ -13,6 +14,7 @@ from moeprof.roofline import crossover
 from moeprof.roofline.crossover import TIE_RTOL, Crossover
 from moeprof.roofline.cost import (
     Routing,
+    check_parallelism,
     layer_cost,
     memory_plan,
     min_tp_to_fit,
@@ -304,3 +306,61 @@ def memory_lines(mem: pd.DataFrame, gpu: GpuSpec | str) -> list[str]:
             hint = f"; fits from tp={int(need)}" if pd.notna(need) and need else ""
             lines.append(f"{head}: does not fit ({_gb(-r['free_bytes_per_gpu'])} over){hint}.")
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# One entry point: everything `moeprof roofline` shows, computed once
+
+@dataclass(frozen=True)
+class RooflineReport:
+    model: MoeModel
+    gpu: GpuSpec
+    formats: list[WeightFormat]
+    batches: list[int]
+    tp: int
+    ep: int
+    routing: Routing
+    table: pd.DataFrame            # one row per (format, batch): TABLE_COLUMNS
+    verdicts: pd.DataFrame         # per batch: winner, runner-up, speedup, ties
+    crossovers: list[Crossover]    # every pair of formats, estimates bisected to the integer batch
+    summary: list[str]             # the verdict in plain words
+    memory: pd.DataFrame           # per format: weights per GPU, KV-cache room, smallest tp that fits
+    memory_lines: list[str]
+
+    def to_json(self) -> dict[str, object]:
+        """The report as plain data (NaN left in: the JSON writer decides how to show it)."""
+        return {
+            "model": self.model.name,
+            "gpu": self.gpu.name,
+            "tp": self.tp,
+            "ep": self.ep,
+            "routing": self.routing.label,
+            "formats": [f.name for f in self.formats],
+            "batches": list(self.batches),
+            "records": self.table.to_dict(orient="records"),
+            "verdicts": self.verdicts.to_dict(orient="records"),
+            "crossover": [c.as_record() for c in self.crossovers],
+            "memory": self.memory.to_dict(orient="records"),
+            "summary": self.summary + self.memory_lines,
+        }
+
+
+def roofline_report(
+    model: MoeModel | str,
+    gpu: GpuSpec | str,
+    formats: Sequence[WeightFormat | str] | str = DEFAULT_FORMATS,
+    batches: Iterable[int] | str = DEFAULT_BATCHES,
+    tp: int = 1,
+    ep: int = 1,
+    routing: Routing | str | float = "uniform",
+) -> RooflineReport:
+    """The roofline of one MoE layer per format over batches, its verdicts, crossovers and memory."""
+    m, g = get_model(model), get_gpu(gpu)
+    fmts, bs = parse_formats(formats), parse_batches(batches)
+    check_parallelism(m, tp, ep)
+    route = parse_routing(routing)
+    table = roofline_table(m, g, fmts, bs, tp=tp, ep=ep, routing=route)
+    cross = all_crossovers(table, m, g, tp=tp, ep=ep, routing=route)
+    mem = memory_table(m, g, fmts, tp=tp, ep=ep)
+    return RooflineReport(m, g, fmts, bs, tp, ep, route, table, verdicts(table), cross, summary_lines(table, cross),
+                          mem, memory_lines(mem, g))
