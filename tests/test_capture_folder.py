@@ -126,3 +126,31 @@ def test_default_sweep_is_one_constant():
 
     assert CaptureConfig(out=Path("x")).batches == list(cf.DEFAULT_SWEEP_BATCHES)
     assert CaptureConfig(out=Path("x")).formats == list(cf.DEFAULT_SWEEP_FORMATS)
+
+
+def test_one_analyze_resolves_the_gpu_and_the_model_once(monkeypatch):
+    # The expectations (GPU spec, model, costs, memory, the model's crossover) are resolved from the
+    # manifest once, before the metrics; nothing after looks a name up again.
+    from moeprof.roofline import gpus, shapes
+
+    looked_up: list[str] = []
+    real_gpu, real_model = gpus.get_gpu, shapes.get_model
+
+    def gpu(name):
+        if isinstance(name, str):
+            looked_up.append(f"gpu {name}")
+        return real_gpu(name)
+
+    def model(name):
+        if isinstance(name, str):
+            looked_up.append(f"model {name}")
+        return real_model(name)
+
+    for mod in ("moeprof.roofline.gpus", "moeprof.roofline.cost", "moeprof.roofline.bound"):
+        monkeypatch.setattr(f"{mod}.get_gpu", gpu)
+    for mod in ("moeprof.roofline.shapes", "moeprof.roofline.cost", "moeprof.roofline.bound"):
+        monkeypatch.setattr(f"{mod}.get_model", model)
+    result = analyze(load_capture(EXAMPLE))
+    assert looked_up == ["gpu h100-sxm", "model gpt-oss-120b"]
+    assert result.expectations.gpu.name == "h100-sxm" and result.expectations.model.name == "gpt-oss-120b"
+    assert result.summary["predicted_crossover"]["estimate"] == result.summary["predicted_crossover_batch"]
