@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +156,14 @@ def _positive_int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
+def _opt_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _opt_num(v: Any) -> float | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _opt_str(v: Any) -> str | None:
     return None if v is None else str(v)
 
@@ -232,12 +240,11 @@ class GpuInfo:
     @classmethod
     def from_json(cls, d: Any) -> "GpuInfo":
         d = _obj(d, "'gpu'")
-        num = lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
         return cls(name=_opt_str(d.get("name")) or None, spec=_opt_str(d.get("spec")) or None,
                    sm_count=_positive_int(d.get("sm_count")), memory_bytes=_positive_int(d.get("memory_bytes")),
                    l2_bytes=_positive_int(d.get("l2_bytes")), compute_capability=_opt_str(d.get("compute_capability")),
-                   cuda=_opt_str(d.get("cuda")), sm_clock_max_mhz=num(d.get("sm_clock_max_mhz")),
-                   memory_clock_max_mhz=num(d.get("memory_clock_max_mhz")), driver=_opt_str(d.get("driver")),
+                   cuda=_opt_str(d.get("cuda")), sm_clock_max_mhz=_opt_num(d.get("sm_clock_max_mhz")),
+                   memory_clock_max_mhz=_opt_num(d.get("memory_clock_max_mhz")), driver=_opt_str(d.get("driver")),
                    extra=_extra(d, cls._KEYS))
 
     def to_json(self) -> dict[str, Any]:
@@ -293,7 +300,7 @@ class Workload:
                    formats=tuple(str(f) for f in d.get("formats") or ()),
                    batches=tuple(b for b in d.get("batches") or () if _positive_int(b)),
                    tp=d.get("tp") or 1, ep=d.get("ep") or 1, routing=str(d.get("routing") or "uniform"),
-                   seed=d.get("seed"), repeats=d.get("repeats"), warmup=d.get("warmup"),
+                   seed=_opt_int(d.get("seed")), repeats=_opt_int(d.get("repeats")), warmup=_opt_int(d.get("warmup")),
                    kernel=_opt_str(d.get("kernel")), workload=_opt_str(d.get("workload")), command=cmd,
                    labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
                    nvtx_pattern=_opt_str(d.get("nvtx_pattern")), extra=_extra(d, cls._KEYS))
@@ -413,9 +420,6 @@ class Manifest:
                 "collectors": {name: c.to_json() for name, c in self.collectors.items()},
                 "points_done": [list(p) for p in self.points_done],
                 "points_failed": [list(p) for p in self.points_failed], **self.extra}
-
-    def replace(self, **changes: Any) -> "Manifest":
-        return replace(self, **changes)
 
 
 def read_manifest(folder: Path) -> Manifest:
