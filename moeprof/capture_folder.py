@@ -295,6 +295,8 @@ class Workload:
         else:
             cmd = None
         labels = d.get("labels")
+        if labels is not None and not isinstance(labels, dict):
+            raise MoeprofError(f"workload labels must be a JSON object, got {type(labels).__name__}")
         return cls(mode=str(d.get("mode") or "moe"), model=_opt_str(d.get("model")) or None,
                    shape=LayerShape.from_json(d),
                    formats=tuple(str(f) for f in d.get("formats") or ()),
@@ -372,10 +374,11 @@ class Manifest:
     software: dict[str, Any] = field(default_factory=dict)
     points_done: tuple[tuple[str, int], ...] = ()
     points_failed: tuple[tuple[Any, ...], ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. shipped, resumed_utc, command_line_resume
+    label_errors: tuple[str, ...] = ()  # external mode: a recorded NVTX pattern that labelled nothing, and why
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. shipped, resumed_utc, command_line_resume, merged_from
 
     _KEYS = ("schema", "manifest_version", "moeprof_version", "command_line", "started_utc", "finished_utc",
-             "status", "gpu", "software", "workload", "collectors", "points_done", "points_failed")
+             "status", "gpu", "software", "workload", "collectors", "points_done", "points_failed", "label_errors")
 
     @property
     def label(self) -> str:
@@ -403,12 +406,14 @@ class Manifest:
                      if isinstance(p, (list, tuple)) and len(p) == 2 and _positive_int(p[1]))
         failed = tuple(tuple(p) for p in d.get("points_failed") or () if isinstance(p, (list, tuple)))
         cmd = d.get("command_line")
+        label_errors = d.get("label_errors")
         return cls(workload=Workload.from_json(d.get("workload")), gpu=GpuInfo.from_json(d.get("gpu")),
                    collectors=collectors, status=_opt_str(d.get("status")), manifest_version=version,
                    moeprof_version=_opt_str(d.get("moeprof_version")),
                    command_line=tuple(str(x) for x in cmd) if isinstance(cmd, list) else (),
                    started_utc=_opt_str(d.get("started_utc")), finished_utc=_opt_str(d.get("finished_utc")),
                    software=dict(_obj(d.get("software"), "'software'")), points_done=done, points_failed=failed,
+                   label_errors=tuple(str(e) for e in label_errors) if isinstance(label_errors, list) else (),
                    extra=_extra(d, cls._KEYS))
 
     def to_json(self) -> dict[str, Any]:
@@ -419,7 +424,8 @@ class Manifest:
                 "gpu": self.gpu.to_json(), "software": dict(self.software), "workload": self.workload.to_json(),
                 "collectors": {name: c.to_json() for name, c in self.collectors.items()},
                 "points_done": [list(p) for p in self.points_done],
-                "points_failed": [list(p) for p in self.points_failed], **self.extra}
+                "points_failed": [list(p) for p in self.points_failed],
+                **({"label_errors": list(self.label_errors)} if self.label_errors else {}), **self.extra}
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -80,7 +80,8 @@ def test_external_workload_records_labels_and_pattern(tmp_path):
 
     w = Capture(CaptureConfig(out=tmp_path, command=["python3", "x.py"], labels={"format": "fp8", "batch": "64"},
                               nvtx_pattern=r"tokens=(?P<batch>\d+)"))._workload()
-    assert w["labels"] == {"format": "fp8", "batch": "64"} and w["nvtx_pattern"] == r"tokens=(?P<batch>\d+)"
+    assert w.labels == {"format": "fp8", "batch": "64"} and w.nvtx_pattern == r"tokens=(?P<batch>\d+)"
+    assert w.to_json()["labels"] == w.labels and w.to_json()["nvtx_pattern"] == w.nvtx_pattern
 
 
 def test_ncu_command_filters_kernels_and_skips_launches():

@@ -171,7 +171,7 @@ def kernel_report(capture: Capture, timing: str | None = None) -> KernelReport:
         notes.append("kernel times come from ncu replay (caches flushed, serialized): slower than real runs")
         joined = timed
     elif not ncu.empty:
-        opts = ((capture.manifest.get("collectors") or {}).get("ncu") or {}).get("options") or {}
+        opts = capture.manifest.collector("ncu").option_dict
         joined, how = join_ncu(timed, ncu, opts.get("kernel_regex"), int(opts.get("launch_skip") or 0))
         notes.append(how)
         joined = joined[joined["timed_index"] >= 0]

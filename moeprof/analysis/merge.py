@@ -11,22 +11,23 @@ Nothing here writes to a capture folder.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from moeprof import labels as labels_mod
 from moeprof.analysis.diff import comparability
 from moeprof.analysis.load import Capture
+from moeprof.capture_folder import LayerShape
 from moeprof.errors import MoeprofError
 
 _INTERPRETERS = {"python", "python3", "pypy", "pypy3", "uv", "torchrun", "env"}
 
 
-def program_of(command: list[str] | None) -> str | None:
+def program_of(command: Sequence[str] | None) -> str | None:
     """The program a command runs: the script or module after the interpreter and its options
     (['python3', 'examples/x.py', '--format', 'fp8'] -> 'x.py'; ['python', '-m', 'pkg.mod'] -> 'pkg.mod')."""
     if not command:
@@ -46,16 +47,17 @@ def labelled(capture: Capture, nvtx_pattern: str | None = None) -> Capture:
     the pattern recorded at capture time."""
     file = capture.path / "manifest.json"
     try:
-        run_labels, recorded = labels_mod.workload_labels(capture.workload)
+        run_labels = labels_mod.parse_labels([f"{a}={b}" for a, b in capture.manifest.workload.labels.items()])
     except MoeprofError as exc:
         raise MoeprofError(f"{file}: {exc}") from None
+    recorded = capture.manifest.workload.nvtx_pattern or None
     text = nvtx_pattern if nvtx_pattern is not None else recorded
     notes: list[str] = []
-    if nvtx_pattern is None and recorded and capture.manifest.get("label_errors"):
+    if nvtx_pattern is None and recorded and capture.manifest.label_errors:
         # The recorded pattern labelled nothing when the capture was made: the same pattern again would
         # only repeat that error, so the capture is analyzed without it.
         text = None
-        notes.append(f"the recorded --nvtx-pattern labelled nothing at capture time ({capture.manifest['label_errors'][0]}); "
+        notes.append(f"the recorded --nvtx-pattern labelled nothing at capture time ({capture.manifest.label_errors[0]}); "
                      "relabel with --nvtx-pattern REGEX")
     try:
         pattern = labels_mod.compile_pattern(text)
@@ -63,7 +65,7 @@ def labelled(capture: Capture, nvtx_pattern: str | None = None) -> Capture:
         raise MoeprofError(f"{file}: recorded {exc}" if nvtx_pattern is None else str(exc)) from None
     if not run_labels and pattern is None:
         return dataclasses.replace(capture, warnings=[*capture.warnings, *notes]) if notes else capture
-    if nvtx_pattern is None and capture.workload.get("mode") != "external":
+    if nvtx_pattern is None and not capture.manifest.workload.external:
         return capture  # moeprof's own sweep is labelled by its NVTX ranges
     try:
         kernels, label_notes = labels_mod.relabel(capture.kernels, run_labels, pattern)
@@ -77,11 +79,8 @@ def with_model(capture: Capture, model: str) -> Capture:
     from moeprof.roofline.shapes import get_model
 
     m = get_model(model)
-    manifest = copy.deepcopy(capture.manifest)
-    w = manifest.setdefault("workload", {})
-    w.update({"model": m.name, "hidden_size": int(m.hidden_size), "intermediate_size": int(m.expert_intermediate_size),
-              "num_experts": int(m.num_experts), "top_k": int(m.top_k)})
-    return dataclasses.replace(capture, manifest=manifest)
+    workload = dataclasses.replace(capture.manifest.workload, model=m.name, shape=LayerShape.from_model(m))
+    return dataclasses.replace(capture, manifest=dataclasses.replace(capture.manifest, workload=workload))
 
 
 def _points(c: Capture) -> set[tuple[str, int]]:
@@ -96,7 +95,7 @@ def merge(captures: list[Capture], force: bool = False) -> tuple[Capture, list[s
     warnings: list[str] = []
     for other in captures[1:]:
         errors, soft = comparability(first, other)
-        pa, pb = program_of(first.workload.get("command")), program_of(other.workload.get("command"))
+        pa, pb = program_of(first.manifest.workload.command), program_of(other.manifest.workload.command)
         if pa != pb:
             errors.append(f"different programs: {pa!r} vs {pb!r}")
         soft = [s for s in soft if not s.startswith("workload mode differs")]
@@ -128,9 +127,9 @@ def merge(captures: list[Capture], force: bool = False) -> tuple[Capture, list[s
         parts.append(k)
     kernels = pd.concat(parts, ignore_index=True)
     points = pd.concat([c.points for c in captures if len(c.points)] or [first.points], ignore_index=True)
-    manifest = copy.deepcopy(first.manifest)
-    manifest.setdefault("workload", {})["formats"] = sorted({f for f, _ in seen})
-    manifest["merged_from"] = [str(c.path) for c in captures]
+    manifest = dataclasses.replace(
+        first.manifest, workload=dataclasses.replace(first.manifest.workload, formats=tuple(sorted({f for f, _ in seen}))),
+        extra={**first.manifest.extra, "merged_from": [str(c.path) for c in captures]})
     notes = [w for c in captures for w in c.warnings] + warnings
     notes.append("merged runs: " + ", ".join(f"{c.path.name} ({', '.join(sorted({f for f, _ in _points(c)}))})"
                                              for c in captures))

@@ -92,7 +92,7 @@ def as_dict(r: KernelReport) -> dict:
     from moeprof.reports.export import json_safe, records
 
     m = r.capture.manifest
-    return json_safe({"capture": str(r.capture.path), "gpu": m.get("gpu"), "workload": m.get("workload"),
+    return json_safe({"capture": str(r.capture.path), "gpu": m.gpu.to_json(), "workload": m.workload.to_json(),
                       "timing_collector": r.timing_collector, "total_time_ns": r.total_time_ns,
                       "peaks": {"dram_bytes_per_s": r.peaks.dram_bytes_per_s, "dram_source": r.peaks.dram_source,
                                 "tensor_flop_per_s": r.peaks.tensor_flops_per_s, "tensor_source": r.peaks.tensor_source},
