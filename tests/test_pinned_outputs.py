@@ -1,6 +1,7 @@
-"""The numbers `moeprof analyze --format json` and `moeprof roofline --json` print stay those of the
-project before its reorganization (commit aeb056a; tests/data/pinned/pins.py says how the pins were
-made), and the headline numbers agree with a plain-pandas recomputation from the capture's rows."""
+"""The numbers `moeprof analyze --format json`, `moeprof roofline --json` and `moeprof diff --format json`
+print stay those of the project before its reorganization (commit aeb056a; tests/data/pinned/pins.py
+says how the pins were made), and the headline numbers agree with a plain-pandas recomputation from
+the capture's rows."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def test_analyze_numbers_unchanged(name, folder, capsys):
 def test_roofline_numbers_unchanged(capsys):
     got = pins.roofline_numbers(_json(["roofline", "--json"], capsys))
     bad = pins.compare(PINNED["roofline_default"], got)
+    assert not bad, f"{len(bad)} pinned numbers changed, e.g.:\n" + "\n".join(bad[:20])
+
+
+def test_diff_numbers_unchanged(capsys):
+    got = pins.diff_numbers(_json(["diff", str(EXAMPLE), str(SLICE), "--format", "json"], capsys))
+    bad = pins.compare(PINNED["diff_example_vs_slice"], got)
     assert not bad, f"{len(bad)} pinned numbers changed, e.g.:\n" + "\n".join(bad[:20])
 
 

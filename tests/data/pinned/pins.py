@@ -10,8 +10,10 @@ expectations and the crossover were given one home each) and must not move while
     PYTHONPATH=$PWD moeprof analyze tests/data/example_slice --format json > /tmp/slice.json
     PYTHONPATH=$PWD moeprof analyze tests/data/analysis_probe2 --format json > /tmp/probe2.json
     PYTHONPATH=$PWD moeprof roofline --json > /tmp/roofline.json
+    PYTHONPATH=$PWD moeprof diff moeprof/data/example_capture tests/data/example_slice --format json > /tmp/diff.json
     cd -  # back in this project
-    python tests/data/pinned/pins.py /tmp/analyze.json /tmp/slice.json /tmp/probe2.json /tmp/roofline.json
+    python tests/data/pinned/pins.py /tmp/analyze.json /tmp/slice.json /tmp/probe2.json /tmp/roofline.json \
+        /tmp/diff.json
 
 A deliberate change of a number (a better cost model, a fixed bug) regenerates them from the commit
 that makes it, and says so in that commit.
@@ -82,6 +84,19 @@ def roofline_numbers(d: dict) -> dict:
     return out
 
 
+# Per diff row: the medians and counters on both sides and the change; how significance is decided
+# (status, p-value, test) is not pinned.
+_DIFF_KEYS = ("n_a", "n_b", "time_a_ns", "time_b_ns", "dram_bytes_a", "dram_bytes_b", "tensor_ops_a", "tensor_ops_b",
+              "change_pct")
+
+
+def diff_numbers(d: dict) -> dict:
+    out: dict = {}
+    for r in d["rows"]:
+        _scalars({k: r[k] for k in _DIFF_KEYS if k in r}, f"rows/{r['format']}/{r['batch']}/{r['role']}/", out)
+    return out
+
+
 def compare(pinned: dict, got: dict, rtol: float = 1e-9) -> list[str]:
     """Differences, one line each: a pinned key missing or changed (keys only in `got` are new, allowed)."""
     bad = []
@@ -102,10 +117,11 @@ def compare(pinned: dict, got: dict, rtol: float = 1e-9) -> list[str]:
 
 
 if __name__ == "__main__":
-    analyze, slice_, probe2, roofline = (json.loads(Path(p).read_text()) for p in sys.argv[1:5])
+    analyze, slice_, probe2, roofline, diff = (json.loads(Path(p).read_text()) for p in sys.argv[1:6])
     pins = {"made_with": "commit aeb056a; see tests/data/pinned/pins.py",
             "analyze_example": analysis_numbers(analyze), "analyze_slice": analysis_numbers(slice_),
-            "analyze_probe2": analysis_numbers(probe2), "roofline_default": roofline_numbers(roofline)}
+            "analyze_probe2": analysis_numbers(probe2), "roofline_default": roofline_numbers(roofline),
+            "diff_example_vs_slice": diff_numbers(diff)}
     with gzip.open(HERE / "aeb056a.json.gz", "wt") as fh:
         fh.write(json.dumps(pins, indent=0, sort_keys=True, separators=(",", ":")) + "\n")
     print("wrote", HERE / "aeb056a.json.gz", {k: len(v) for k, v in pins.items() if isinstance(v, dict)})
