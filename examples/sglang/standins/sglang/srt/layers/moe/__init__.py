@@ -1,0 +1,1 @@
+"""Stand-in for sglang.srt.layers.moe (the upstream one imports every runner backend)."""
