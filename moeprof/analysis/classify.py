@@ -39,7 +39,7 @@ _NAME_RULES: list[tuple[str, str]] = [
     # MoE GEMMs first: their names often carry a fused epilogue (matmul_ogs_..._swiglu).
     ("gemm", r"fused_moe|matmul_ogs|marlin|deep_gemm|fp8_gemm_kernel|groupedgemm|grouped_gemm|group_gemm"),
     ("route", r"topk_softmax|_topk_forward|topk|top_k|gatherTopK|routing_?(?:kernel|logits)|router|gating|moe_gate"),
-    ("sort", r"moe_align_block_size|count_and_sort_expert_tokens|align_block|sort_expert|bitonicSort|radixSort"
+    ("sort", r"moe_align|count_and_sort_expert_tokens|align_block|sort_expert|bitonicSort|radixSort"
              r"|_routing_|_combined_routing|bitmatrix|compute_expert_offsets|compute_problem_sizes|expert_offsets"
              r"|moe_permute|permute|expand_input|scatter_|histogram"),
     ("quant", r"per_token_group_quant|per_token_quant|scaled_fp8_quant|dynamic_per_token_scaled_fp8_quant"
