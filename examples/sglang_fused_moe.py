@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-config", type=int, default=None,
                     help="compile-only: run just this TILE_CANDIDATES index once per batch (fills Triton's cache)")
     ap.add_argument("--compile-only", action="store_true", help="no init, no check, no timing: compile the kernels")
+    ap.add_argument("--config", type=int, default=None,
+                    help="run the layer calls with this TILE_CANDIDATES index instead of SGLang's choice")
     ap.add_argument("--sglang-trim", default=os.environ.get("SGLANG_TRIM", ""),
                     help="folder made by examples/sglang/prepare.py (default $SGLANG_TRIM, else .sglang-trim)")
     ap.add_argument("--hidden", type=int, default=2880)
@@ -209,7 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sglang_fused_moe: {fmt} on {card}: E={experts} H={hidden} I={inter} top_k={top_k}; "
           f"torch {torch.__version__}, triton {triton.__version__}", flush=True)
 
+    if args.config is not None and (args.tune or not 0 <= args.config < len(TILE_CANDIDATES[fmt])):
+        print(f"sglang_fused_moe: error: --config takes 0..{len(TILE_CANDIDATES[fmt]) - 1} and excludes --tune",
+              file=sys.stderr)
+        return 2
+    forced = TILE_CANDIDATES[fmt][args.config] if args.config is not None else None
+
     def call(x, tw, ids):
+        if forced is not None:
+            with override_config(forced):
+                return fused_experts_impl(x, w1, w2, tw, ids, inplace=False, activation="silu", use_fp8_w8a8=fp8,
+                                          w1_scale=s1, w2_scale=s2)
         return fused_experts_impl(x, w1, w2, tw, ids, inplace=False, activation="silu", use_fp8_w8a8=fp8,
                                   w1_scale=s1, w2_scale=s2)
 
@@ -235,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
     for b in batches:
         x, tw, ids = route(b, experts, top_k, hidden, args.seed + b)
-        default_cfg = sglang_default_config(b)
+        layer_cfg = forced if forced is not None else sglang_default_config(b)
         for _ in range(max(1, args.warmup)):
             out = call(x, tw, ids)
         torch.cuda.synchronize()
@@ -253,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             times_us.append((start, end))  # read after the batch: the host does not wait between calls
         torch.cuda.synchronize()
         times_us = sorted(s.elapsed_time(e) * 1e3 for s, e in times_us)
-        row = dict(format=fmt, batch=b, rel_err=err, ok=ok, default_config=config_name(default_cfg),
+        row = dict(format=fmt, batch=b, rel_err=err, ok=ok, config=config_name(layer_cfg),
+                   config_source="--config" if forced is not None else "sglang",
                    call_median_us=times_us[len(times_us) // 2])
         if args.tune:
             tuned = {}
@@ -284,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["best_call_median_us"] = timed[row["best_config"]]
         results.append(row)
         best = f"  best {row['best_config']} {row['best_call_median_us']:.1f} us" if "best_config" in row else ""
-        print(f"sglang_fused_moe: {fmt} batch {b:5d}: call {row['call_median_us']:9.1f} us (default "
-              f"{row['default_config']}){best}  rel_err {err:.2e} {'ok' if ok else 'FAIL'}", flush=True)
+        print(f"sglang_fused_moe: {fmt} batch {b:5d}: call {row['call_median_us']:9.1f} us ({row['config_source']} "
+              f"{row['config']}){best}  rel_err {err:.2e} {'ok' if ok else 'FAIL'}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(card=card, torch=torch.__version__, triton=triton.__version__,
