@@ -17,8 +17,8 @@ configuration for that batch (it ships no tuned file for E=128, N=2880, so its d
 `--tune` then runs each candidate tile configuration (TILE_CANDIDATES) through SGLang's own
 `override_config`, each call inside an NVTX range `sglang-tile/<format>/<batch>/<config>/<call>`
 (outside moeprof's `moe/` tree, so its analysis ignores them; their kernel times are in the
-capture's kernels.csv). Outputs are checked against a float32 torch reference on the same
-dequantized weights; a NaN or an error above the bound exits 1.
+capture's kernels.csv). Outputs (SGLang's choice and every tile tried) are checked against a
+float32 torch reference on the same dequantized weights; a NaN or an error above the bound exits 1.
 
 The stand-ins the trimmed package uses instead of server modules and sgl_kernel's CUDA ops are
 listed in examples/sglang/standins/README.md. Activation: SiLU(gate) * up on split halves (SGLang's
@@ -204,6 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     if not batches or any(b <= 0 for b in batches):
         print(f"sglang_fused_moe: error: batches must be positive integers, got {args.batches!r}", file=sys.stderr)
         return 2
+    if args.repeats < 1 or args.tune_repeats < 1:
+        print("sglang_fused_moe: error: --repeats and --tune-repeats must be at least 1", file=sys.stderr)
+        return 2
+    n_cfg = len(TILE_CANDIDATES[fmt])
+    for opt, idx in (("--config", args.config), ("--only-config", args.only_config)):
+        if idx is not None and not 0 <= idx < n_cfg:
+            print(f"sglang_fused_moe: error: {opt} takes 0..{n_cfg - 1}, got {idx}", file=sys.stderr)
+            return 2
+    if args.config is not None and args.tune:
+        print("sglang_fused_moe: error: --config and --tune exclude each other", file=sys.stderr)
+        return 2
     hidden, inter, experts, top_k = args.hidden, args.intermediate, args.experts, args.top_k
     w1, w2, s1, s2 = build_experts(fmt, hidden, inter, experts, args.seed, empty=args.compile_only)
     fp8 = fmt == "fp8"
@@ -211,19 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sglang_fused_moe: {fmt} on {card}: E={experts} H={hidden} I={inter} top_k={top_k}; "
           f"torch {torch.__version__}, triton {triton.__version__}", flush=True)
 
-    if args.config is not None and (args.tune or not 0 <= args.config < len(TILE_CANDIDATES[fmt])):
-        print(f"sglang_fused_moe: error: --config takes 0..{len(TILE_CANDIDATES[fmt]) - 1} and excludes --tune",
-              file=sys.stderr)
-        return 2
     forced = TILE_CANDIDATES[fmt][args.config] if args.config is not None else None
 
     def call(x, tw, ids):
-        if forced is not None:
-            with override_config(forced):
-                return fused_experts_impl(x, w1, w2, tw, ids, inplace=False, activation="silu", use_fp8_w8a8=fp8,
-                                          w1_scale=s1, w2_scale=s2)
-        return fused_experts_impl(x, w1, w2, tw, ids, inplace=False, activation="silu", use_fp8_w8a8=fp8,
-                                  w1_scale=s1, w2_scale=s2)
+        # --config pins the tile; otherwise SGLang's choice, or the one set by an enclosing override_config
+        with override_config(forced) if forced is not None else contextlib.nullcontext():
+            return fused_experts_impl(x, w1, w2, tw, ids, inplace=False, activation="silu", use_fp8_w8a8=fp8,
+                                      w1_scale=s1, w2_scale=s2)
 
     def sglang_default_config(batch):
         cfg, _ = try_get_optimal_moe_config(w1.shape, w2.shape, top_k,
@@ -251,20 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(max(1, args.warmup)):
             out = call(x, tw, ids)
         torch.cuda.synchronize()
-        err = rel_err(out, reference(x, tw, ids, w1, w2, s1, s2))
+        ref = reference(x, tw, ids, w1, w2, s1, s2)
+        err = rel_err(out, ref)
         ok = err <= ERROR_BOUND[fmt]
         if not ok:
-            failures.append((b, err))
-        times_us = []
+            failures.append((b, err, config_name(layer_cfg)))
+        events = []
         for _ in range(args.repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             with layer_range(fmt, b):
                 start.record()
                 call(x, tw, ids)
                 end.record()
-            times_us.append((start, end))  # read after the batch: the host does not wait between calls
+            events.append((start, end))  # read after the batch: the host does not wait between calls
         torch.cuda.synchronize()
-        times_us = sorted(s.elapsed_time(e) * 1e3 for s, e in times_us)
+        times_us = sorted(s.elapsed_time(e) * 1e3 for s, e in events)
         row = dict(format=fmt, batch=b, rel_err=err, ok=ok, config=config_name(layer_cfg),
                    config_source="--config" if forced is not None else "sglang",
                    call_median_us=times_us[len(times_us) // 2])
@@ -274,10 +280,15 @@ def main(argv: list[str] | None = None) -> int:
                 name = config_name(cfg)
                 with override_config(cfg):
                     try:
-                        call(x, tw, ids)  # compile / warm
+                        tile_out = call(x, tw, ids)  # compile / warm
                         torch.cuda.synchronize()
                     except Exception as exc:  # noqa: BLE001  (a tile that does not fit is skipped, and said so)
                         tuned[name] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+                        continue
+                    tile_err = rel_err(tile_out, ref)
+                    if not tile_err <= ERROR_BOUND[fmt]:
+                        failures.append((b, tile_err, name))
+                        tuned[name] = f"failed: rel_err {tile_err:.3g}"
                         continue
                     ev = []
                     for i in range(args.tune_repeats):
@@ -306,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                            results=results), fh, indent=1)
     if failures:
         print("sglang_fused_moe: error: output off the float32 reference at " +
-              ", ".join(f"batch {b} (rel_err {e:.3g} > {ERROR_BOUND[fmt]})" for b, e in failures), file=sys.stderr)
+              ", ".join(f"batch {b} {c} (rel_err {e:.3g} > {ERROR_BOUND[fmt]})" for b, e, c in failures),
+              file=sys.stderr)
         return 1
     return 0
 
