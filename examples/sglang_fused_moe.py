@@ -181,6 +181,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write per-batch results here")
     args = ap.parse_args(argv)
 
+    fmt = args.format
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b]
+    except ValueError:
+        batches = []
+    if not batches or any(b <= 0 for b in batches):
+        print(f"sglang_fused_moe: error: batches must be positive integers, got {args.batches!r}", file=sys.stderr)
+        return 2
+    if args.repeats < 1 or args.tune_repeats < 1:
+        print("sglang_fused_moe: error: --repeats and --tune-repeats must be at least 1", file=sys.stderr)
+        return 2
+    n_cfg = len(TILE_CANDIDATES[fmt])
+    for opt, idx in (("--config", args.config), ("--only-config", args.only_config)):
+        if idx is not None and not 0 <= idx < n_cfg:
+            print(f"sglang_fused_moe: error: {opt} takes 0..{n_cfg - 1}, got {idx}", file=sys.stderr)
+            return 2
+    if args.config is not None and args.tune:
+        print("sglang_fused_moe: error: --config and --tune exclude each other", file=sys.stderr)
+        return 2
     trim = args.sglang_trim or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".sglang-trim")
     if not os.path.isdir(os.path.join(trim, "sglang")):
         print(f"sglang_fused_moe: error: no trimmed SGLang package in {trim} (run examples/sglang/prepare.py)",
@@ -199,22 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     from sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe_triton_config import (
         get_config_dtype_str, try_get_optimal_moe_config)
 
-    fmt = args.format
-    batches = [int(b) for b in args.batches.split(",") if b]
-    if not batches or any(b <= 0 for b in batches):
-        print(f"sglang_fused_moe: error: batches must be positive integers, got {args.batches!r}", file=sys.stderr)
-        return 2
-    if args.repeats < 1 or args.tune_repeats < 1:
-        print("sglang_fused_moe: error: --repeats and --tune-repeats must be at least 1", file=sys.stderr)
-        return 2
-    n_cfg = len(TILE_CANDIDATES[fmt])
-    for opt, idx in (("--config", args.config), ("--only-config", args.only_config)):
-        if idx is not None and not 0 <= idx < n_cfg:
-            print(f"sglang_fused_moe: error: {opt} takes 0..{n_cfg - 1}, got {idx}", file=sys.stderr)
-            return 2
-    if args.config is not None and args.tune:
-        print("sglang_fused_moe: error: --config and --tune exclude each other", file=sys.stderr)
-        return 2
     hidden, inter, experts, top_k = args.hidden, args.intermediate, args.experts, args.top_k
     w1, w2, s1, s2 = build_experts(fmt, hidden, inter, experts, args.seed, empty=args.compile_only)
     fp8 = fmt == "fp8"

@@ -172,3 +172,19 @@ def test_sglang_fused_experts_on_the_interpreter_matches_float32(tmp_path):
     errs = {int(t): float(e) for t, e in (line.split() for line in r.stdout.strip().splitlines())}
     assert set(errs) == {3, 40}
     assert all(e < 2e-3 for e in errs.values()), errs
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batches", "0,4"], "batches must be positive integers"),
+    (["--batches", "1,x"], "batches must be positive integers"),
+    (["--repeats", "0"], "--repeats and --tune-repeats must be at least 1"),
+    (["--config", "6"], "--config takes 0..5, got 6"),
+    (["--config", "0", "--tune"], "--config and --tune exclude each other"),
+    (["--sglang-trim", "/nonexistent"], "no trimmed SGLang package in /nonexistent"),
+])
+def test_example_refuses_bad_options_in_one_line(args, message):
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "sglang_fused_moe.py"), "--format", "fp8", *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sglang_fused_moe: error: ") and message in lines[0]
