@@ -1,7 +1,7 @@
 """SGLang's Triton fused MoE as a foreign program: its capture classified, its stand-ins, its trimmed package.
 
-The fixture (tests/data/sglang_slice, see its build.py) is a slice of a real nsys capture of
-examples/sglang_fused_moe.py --format fp8 on an H200. Tests that run SGLang's own code need the
+The fixtures (tests/data/sglang_slice/{fp8,bf16}, see its build.py) are slices of real nsys
+captures of examples/sglang_fused_moe.py --format fp8 / bf16 on an H200. Tests that run SGLang's own code need the
 trimmed package made by examples/sglang/prepare.py from the sglang 0.5.23 wheel (not part of this
 repository); they skip without it ($SGLANG_TRIM or .sglang-trim at the repository root).
 """
@@ -23,7 +23,8 @@ from moeprof.analysis.load import load_capture
 from moeprof.analysis.pipeline import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).parent / "data" / "sglang_slice"
+FIXTURE = Path(__file__).parent / "data" / "sglang_slice" / "fp8"
+FIXTURE_BF16 = Path(__file__).parent / "data" / "sglang_slice" / "bf16"
 STANDINS = ROOT / "examples" / "sglang" / "standins"
 TRIM = Path(os.environ.get("SGLANG_TRIM") or ROOT / ".sglang-trim")
 needs_trim = pytest.mark.skipif(not (TRIM / "sglang" / "srt").is_dir(),
@@ -92,6 +93,25 @@ def test_analysis_gemm_times_match_the_launches():
         want = g[g["nth"] == nth].groupby("batch")["duration_ns"].median()
         got = a.roles[a.roles["role"] == role].set_index("batch")["time_median_ns"]
         assert got.sort_index().tolist() == pytest.approx(want.sort_index().tolist())
+
+
+def test_fp8_and_bf16_runs_merged_give_a_format_verdict():
+    from moeprof.analysis import merge
+
+    merged, warnings = merge.merge([load_capture(FIXTURE), load_capture(FIXTURE_BF16)])
+    assert warnings == []
+    a = analyze(merged)
+    # Independently: per layer call, the sum of its kernels' durations (the runs have no CUDA-event
+    # times), median per batch; the slower format's median over the faster one's.
+    med = {}
+    for fmt, path in (("fp8", FIXTURE), ("bf16", FIXTURE_BF16)):
+        k = load_capture(path).kernels
+        med[fmt] = k.groupby(["batch", "repeat"])["duration_ns"].sum().groupby("batch").median()
+    by_batch = {v.batch: v for v in a.verdicts}
+    assert sorted(by_batch) == [1, 16, 64, 4096]
+    for b, v in by_batch.items():
+        assert v.winner == "fp8" and v.runner_up == "bf16"
+        assert v.speedup == pytest.approx(med["bf16"][b] / med["fp8"][b], rel=1e-9)
 
 
 def _load_standin(relpath: str, name: str):
