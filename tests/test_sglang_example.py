@@ -52,8 +52,8 @@ def classified() -> pd.DataFrame:
 
 def test_slice_is_sglang_fp8_on_h200():
     cap = load_capture(FIXTURE)
-    assert cap.manifest["workload"]["mode"] == "external"
-    assert "examples/sglang_fused_moe.py" in cap.manifest["workload"]["command"]
+    assert cap.workload["mode"] == "external"
+    assert "examples/sglang_fused_moe.py" in cap.workload["command"]
     assert cap.gpu_name == "NVIDIA H200"
     assert set(cap.kernels["format"]) == {"fp8"}
     assert sorted(cap.kernels["batch"].dropna().astype(int).unique()) == [1, 16, 64, 4096]
