@@ -57,6 +57,7 @@ def roofline(
     batch: str = typer.Option("1..16384", "--batch", "-b", help="Tokens per layer call: 1,2,4 or LO..HI (doubling)."),
     tp: str = typer.Option("1", "--tp", metavar="INT", help="Tensor-parallel size (splits expert intermediate dim)."),
     ep: str = typer.Option("1", "--ep", metavar="INT", help="Expert-parallel size (splits routed experts)."),
+    link_gbps: float = typer.Option(None, "--link-gbps", help="NVLink GB/s per direction for the tp/ep communication term [default: the GPU's datasheet figure; 2x H200 measured ~281 GB/s all-reduce bus bandwidth]."),
     routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | hist:N1,N2,... (per-expert counts)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (records, verdicts, crossover, memory)."),
     list_all: bool = typer.Option(False, "--list", help="List models, GPUs and formats, then exit."),
@@ -70,6 +71,13 @@ def roofline(
 
     report = roofline_report(model, gpu, formats, batch, tp=_positive_int(tp, "--tp"), ep=_positive_int(ep, "--ep"),
                              routing=routing)
+    if report.tp > 1 or report.ep > 1 or link_gbps is not None:  # the link term beside memory and compute
+        import dataclasses
+
+        from moeprof.roofline.comm import add_comm_columns, comm_lines
+
+        table = add_comm_columns(report.table, report.model, report.gpu, report.tp, report.ep, link_gbps)
+        report = dataclasses.replace(report, table=table, summary=report.summary + comm_lines(table, report.tp, report.ep))
     if as_json:
         from moeprof.reports.export import json_safe
 

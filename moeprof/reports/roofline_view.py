@@ -27,6 +27,9 @@ def roofline_rich_table(table: pd.DataFrame, verdict: pd.DataFrame, title: str) 
     for f in formats:
         path = table.loc[table["format"] == f, "mma_path"].iloc[0]
         out.add_column(f"{f.upper()} µs\n({path} MMA)", justify="right")
+    comm = "t_comm_us" in table
+    if comm:
+        out.add_column("link µs\n(tp/ep)", justify="right")
     out.add_column("winner", justify="left")
     out.add_column("speedup", justify="right")
 
@@ -42,6 +45,8 @@ def roofline_rich_table(table: pd.DataFrame, verdict: pd.DataFrame, title: str) 
             if f == v["winner"]:
                 cell.stylize("bold green")
             cells.append(cell)
+        if comm:
+            cells.append(_fmt_us(float(table.loc[table["batch"] == batch, "t_comm_us"].iloc[0])))
         winner = v["winner"].upper() + (f" = {v['tied_with'].upper()}" if v["tied_with"] else "")
         speedup = f"{v['speedup']:.2f}x vs {str(v['runner_up']).upper()}" if pd.notna(v["speedup"]) else "-"
         cells += [winner, speedup]

@@ -39,6 +39,9 @@ class GpuSpec:
     max_sm_clock_hz: float            # highest SM clock the part reports (nvidia-smi max clocks)
     memory_clock_hz: float | None     # as nvidia-smi / CUDA report it, where known
     aliases: tuple[str, ...] = ()
+    # NVLink bandwidth one GPU can send (= receive) at once, i.e. half the datasheet's bidirectional
+    # figure; the scale of NCCL's "bus bandwidth". None where the part has no NVLink or it is unknown.
+    link_bytes_per_s: float | None = None
     cuda_names: tuple[str, ...] = ()  # torch.cuda.get_device_name() strings for this part
 
     @property
@@ -85,6 +88,11 @@ class GpuSpec:
 #            296 TFLOPS FP8 dense, 78 SMs (reported by CUDA), 60 MB L2.
 # [B200-DS]  NVIDIA HGX B200 datasheet (per GPU, 1,000 W): FP4 9 / FP8 4.5 / BF16 2.25 PFLOPS dense
 #            (18 / 9 / 4.5 sparse), 8 TB/s HBM3e.
+# [NVL-DS]   H100 SXM / H200 SXM datasheets: NVLink (4th generation) 900 GB/s per GPU, bidirectional
+#            (18 links x 50 GB/s), i.e. 450 GB/s each way. HGX B200 datasheet: NVLink 5, 1.8 TB/s per
+#            GPU bidirectional. Measured on our 2x H200 (NV18) machine with NCCL: all-reduce bus
+#            bandwidth 281 GB/s at 94 MB, all-to-all 290 GB/s (docs/performance.md); pass --link-gbps
+#            to use a measured figure.
 # [CUDA]     torch.cuda.get_device_properties() as printed on real machines (public logs, and ours
 #            for the H200): total_memory, multi_processor_count, L2_cache_size (MiB).
 
@@ -104,6 +112,7 @@ _GPUS: tuple[GpuSpec, ...] = (
         boost_clock_hz=1.83e9,                  # [H100-WP] clock of the tensor peaks
         max_sm_clock_hz=1.98e9,                 # nvidia-smi max SM clock
         memory_clock_hz=2.619e9,                # nvidia-smi max memory clock (HBM3)
+        link_bytes_per_s=450e9,                   # [NVL-DS] 900 GB/s bidirectional / 2
         aliases=("h100", "h100-sxm5", "h100sxm", "h100-80gb"),
         cuda_names=("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM5 80GB", "NVIDIA H100"),
     ),
@@ -140,6 +149,7 @@ _GPUS: tuple[GpuSpec, ...] = (
         boost_clock_hz=1.83e9,                  # as H100 SXM (same die, same quoted peaks)
         max_sm_clock_hz=1.98e9,                 # measured on our machine
         memory_clock_hz=3.201e9,                # measured on our machine
+        link_bytes_per_s=450e9,                   # [NVL-DS] 900 GB/s bidirectional / 2
         aliases=("h200", "h200sxm", "h200-141gb"),
         cuda_names=("NVIDIA H200",),
     ),
@@ -178,6 +188,7 @@ _GPUS: tuple[GpuSpec, ...] = (
         boost_clock_hz=1.856e9,                 # derived: 2.25e15 / (148 x 8192); listings say 1.86 GHz
         max_sm_clock_hz=1.965e9,                # nvidia-smi max SM clock (unverified here)
         memory_clock_hz=None,
+        link_bytes_per_s=900e9,                   # [NVL-DS] 1.8 TB/s bidirectional / 2
         aliases=("b200-sxm", "hgx-b200"),
         cuda_names=("NVIDIA B200",),
     ),
