@@ -106,6 +106,12 @@ POINT_COLUMNS: dict[str, str] = {
 # so the path reads moe/<format>/<batch>/<phase>.
 NVTX_ROOT = "moe"
 PHASES = ["route", "sort", "quant", "gemm1", "act", "gemm2", "combine"]
+# Communication phases of a layer sharded over ranks (models/sharded.py): tp all-reduce of the
+# output, ep all-to-all dispatch of the routed tokens and collect of the expert outputs.
+COMM_PHASES = ["allreduce", "dispatch", "collect"]
+# kernels.csv of a multi-rank capture carries a `rank` column (torch.distributed rank of the
+# process whose report the row came from); single-GPU captures have none.
+RANK_COLUMN = "rank"
 
 
 # ------------------------------------------------------------------------------------------------

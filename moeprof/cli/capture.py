@@ -34,8 +34,9 @@ def capture(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=f"MoE preset giving the layer shape [default: {DEFAULT_SWEEP_MODEL}]; in external mode, the model the program runs (lets analyze set it against the roofline)"),
     formats: str = typer.Option(",".join(DEFAULT_SWEEP_FORMATS), "--formats", "-f", help="Weight formats, comma-separated"),
     batch: str = typer.Option(",".join(map(str, DEFAULT_SWEEP_BATCHES)), "--batch", "-b", help="Tokens per layer call, comma-separated"),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (shards the expert weights)"),
-    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree"),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel ranks: the layer sharded over N GPUs (intermediate split, all-reduce), launched by torchrun, one nsys report per rank"),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel ranks: experts split over N GPUs, tokens dispatched and combined by all-to-all"),
+    ranks: int = typer.Option(1, "--ranks", help="External mode: the command (torchrun ...) starts N ranks; each runs under nsys, one report per rank"),
     routing: str = typer.Option("uniform", "--routing", help="Router distribution: uniform | zipf:<s> (alias skew:<s>)"),
     collect: str = typer.Option("nsys,ncu,torch", "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
     repeats: int = typer.Option(20, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
@@ -71,7 +72,11 @@ def capture(
         if len(dims) != 4 or min(dims) < 1:
             raise MoeprofError("--shape needs four positive integers: hidden,intermediate,experts,top_k")
         shp = dict(zip(LayerShape.KEYS, dims))
-    for name, v, least in (("--tp", tp, 1), ("--ep", ep, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
+    if ranks > 1 and not command:
+        raise MoeprofError("--ranks N is for external mode: moeprof capture --ranks N -- torchrun ... CMD")
+    if command and (tp > 1 or ep > 1):
+        raise MoeprofError("--tp/--ep run moeprof's own sharded layer; for a program of your own use --ranks N -- CMD")
+    for name, v, least in (("--tp", tp, 1), ("--ep", ep, 1), ("--ranks", ranks, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
                            ("--ncu-repeats", ncu_repeats, 1), ("--ncu-launch-count", ncu_launch_count, 0),
                            ("--ncu-launch-skip", ncu_launch_skip, 0)):
         if v < least:
@@ -102,7 +107,7 @@ def capture(
         routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),
         ncu_repeats=ncu_repeats, ncu_launch_count=ncu_launch_count or None, ncu_nvtx_include=nvtx_include or None,
         ncu_kernel_regex=ncu_kernel, ncu_launch_skip=ncu_launch_skip, labels=run_labels, nvtx_pattern=nvtx_pattern,
-        clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None,
+        clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None, ranks=ranks,
         resume=resume, timeout_s=timeout, command_line=["moeprof", *sys.argv[1:]], quiet=quiet,
     )
     m = run_capture(cfg)

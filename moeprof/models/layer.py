@@ -187,7 +187,7 @@ def get_weights(*, fmt, hidden_size, intermediate_size, num_experts, tp, ep, see
 # ----------------------------------------------------------------------------- layer
 class MoeLayer:
     def __init__(self, *, wt: ExpertWeights, x, router_w, router_b, top_k, num_experts_total,
-                 fmt, batch, kernel, expert_offset=0, cfg=None):
+                 fmt, batch, kernel, expert_offset=0, cfg=None, routed=None):
         import torch
 
         from moeprof.models import reference
@@ -196,7 +196,9 @@ class MoeLayer:
         self.top_k, self.fmt, self.batch, self.kernel = top_k, fmt, batch, kernel
         self.num_experts_total = num_experts_total
         self.expert_offset = expert_offset
-        ids, _ = reference.route(x, router_w, router_b, top_k)
+        # routed: (ids, weights) given by the caller (rows dispatched to this rank by expert parallelism)
+        self.routed = routed
+        ids = routed[0] if routed is not None else reference.route(x, router_w, router_b, top_k)[0]
         local = ids.long() - expert_offset
         local = local[(local >= 0) & (local < wt.num_experts)]
         self.experts_touched = int(torch.unique(local).numel())

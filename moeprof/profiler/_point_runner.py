@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(describe()))
         return 0
+    if int(spec.get("tp", 1)) * int(spec.get("ep", 1)) > 1 and spec["mode"] != "torch":
+        from moeprof.profiler.distributed import run_ranks  # one rank of a sharded layer, under torchrun
+
+        return run_ranks(spec)
     import torch
 
     if not torch.cuda.is_available():

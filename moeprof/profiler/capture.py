@@ -59,6 +59,7 @@ class CaptureConfig:
     clock_control: str = "none"
     cache_control: str = "all"
     command: list[str] | None = None   # external mode
+    ranks: int = 1                     # external mode: processes the command starts (torchrun)
     resume: bool = False
     timeout_s: float = 3600
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -145,7 +146,9 @@ def _child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    from moeprof.profiler.distributed import comm_env
+
+    return comm_env(env)
 
 
 def _runner(spec: Path | str) -> list[str]:
@@ -216,12 +219,14 @@ class Capture:
             shape = resolve_shape(c) if (c.model or c.shape) else None
             return schema.Workload(mode="external", model=("custom" if c.shape else c.model) if shape else None,
                                    shape=shape, command=tuple(c.command), labels=dict(c.labels),
-                                   nvtx_pattern=c.nvtx_pattern)
+                                   nvtx_pattern=c.nvtx_pattern,
+                                   extra={"world_size": c.ranks} if c.ranks > 1 else {})
         return schema.Workload(
             mode="moe", model="custom" if c.shape else (c.model or DEFAULT_MODEL), shape=resolve_shape(c),
             formats=tuple(c.formats), batches=tuple(int(b) for b in c.batches), tp=c.tp, ep=c.ep, routing=c.routing,
             seed=c.seed, repeats=c.repeats, warmup=c.warmup,
-            kernel=c.kernel if c.workload == "moeprof" else "toy-torch", workload=c.workload)
+            kernel=c.kernel if c.workload == "moeprof" else "toy-torch", workload=c.workload,
+            extra={"world_size": c.tp * c.ep} if c.tp * c.ep > 1 else {})
 
     def _setup_collectors(self, gpu: dict) -> dict:
         c, col = self.cfg, {}
@@ -581,6 +586,10 @@ class Capture:
 
     def _sweep(self, folder: CaptureFolder, pending: dict[str, list[int]]) -> None:
         m = folder.manifest
+        if self.cfg.tp * self.cfg.ep > 1:  # several GPUs: torchrun, one report per rank
+            from moeprof.profiler.distributed import sweep_sharded
+
+            return sweep_sharded(self, folder, pending)
         for fmt, batches in pending.items():
             name = f"{fmt}_b{'-'.join(str(b) for b in batches)}"
             st = self.run_events(folder, fmt, batches, name)
@@ -604,6 +613,10 @@ class Capture:
 
     def _sweep_external(self, folder: CaptureFolder) -> None:
         m = folder.manifest
+        if self.cfg.ranks > 1:
+            from moeprof.profiler.distributed import sweep_external_ranks
+
+            return self._with_progress(1, lambda: sweep_external_ranks(self, folder))
         # resume in external mode reruns whatever did not finish
         todo = [c for c in ("nsys", "ncu") if m["collectors"][c].get("status") == "pending"]
         total = len(todo)

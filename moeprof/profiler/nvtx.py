@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from moeprof.capture_folder import NVTX_ROOT, PHASES
+from moeprof.capture_folder import COMM_PHASES, NVTX_ROOT, PHASES
 
 _enabled = False
 
@@ -53,8 +53,8 @@ def layer_ranges(enabled: bool, fmt: str, batch: int):
         return
 
     def phase(name):
-        if name not in PHASES:
-            raise ValueError(f"unknown phase {name!r}; expected one of {PHASES}")
+        if name not in PHASES and name not in COMM_PHASES:
+            raise ValueError(f"unknown phase {name!r}; expected one of {PHASES + COMM_PHASES}")
         return nvtx_range(name, True)
 
     with nvtx_range(NVTX_ROOT, True), nvtx_range(fmt, True), nvtx_range(str(int(batch)), True):
