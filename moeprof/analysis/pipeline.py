@@ -33,8 +33,12 @@ class Analysis:
 
 
 def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str | None = None) -> Analysis:
-    k = classify.classify(capture.kernels)
+    from moeprof.analysis.ranks import has_ranks, single_rank_kernels
+
+    k = classify.classify(single_rank_kernels(capture.kernels))  # several ranks: rank 0's (ranks.py has all)
     notes = list(capture.warnings)
+    if has_ranks(capture.kernels):
+        notes.append("several ranks: per-role tables show rank 0's kernels; layer times are the slowest rank's")
     collector = metrics.timing_collector(k, timing)
     if timing and collector is None:
         raise MoeprofError(f"capture has no kernel timings from collector {timing!r}")

@@ -58,6 +58,10 @@ def analyze_cmd(
         return
     result = analyze(cap, pair=pair_t, timing=timing)
     _emit(result, format, "analysis")
+    from moeprof.analysis.ranks import analyze_ranks, has_ranks
+
+    if has_ranks(cap.kernels) and format in ("table", "markdown"):  # several GPUs: the cross-rank view
+        typer.echo("\nAcross ranks:\n" + "\n".join(f"  {ln}" for ln in analyze_ranks(cap).lines))
     if plot is not None:
         from moeprof.reports.plots import write_plots
         paths = write_plots(result, plot)

@@ -134,22 +134,44 @@ def merge_point(per_rank: dict[int, dict[int, dict]], batch: int, world: int) ->
 
 def rank_kernels(read_report, base: Path, world: int, keep_format: str | None) -> tuple[pd.DataFrame, list[Path], dict[int, str]]:
     """Kernel tables of every rank's report, tagged with `rank`; (table, files read, {rank: why it is missing})."""
-    frames, files, failed = [], [], {}
+    frames, files, failed, starts = [], [], {}, {}
     for r in range(world):
         rep = rank_file(base, r, ".nsys-rep")
         if not rep.exists():
             failed[r] = f"no report {rep.name}"
             continue
         try:
-            k, extra = read_report(rep)
+            k, extra, session_start = read_report(rep)
         except MoeprofError as exc:
             failed[r] = str(exc)
             continue
+        starts[r] = session_start
         if keep_format is not None:
             k = k[k["format"] == keep_format]
         frames.append(k.assign(**{schema.RANK_COLUMN: r}))
         files += [rep, *extra]
-    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), files, failed
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(out) and len(starts) == len(frames) and all(v is not None for v in starts.values()):
+        # each report counts from its own session start: shift all onto the earliest rank's clock
+        first = min(starts.values())
+        shift = out[schema.RANK_COLUMN].map({r: v - first for r, v in starts.items()})
+        out["start_ns"] = (pd.to_numeric(out["start_ns"]) + shift).astype("Int64")
+    return out, files, failed
+
+
+def session_start_ns(sqlite_path: Path) -> int | None:
+    """UTC epoch ns at which an nsys session started (TARGET_INFO_SESSION_START_TIME), None if absent."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def new_run_id() -> str:
@@ -229,6 +251,7 @@ def run_ranks(spec: dict) -> int:
                 dist.barrier()
                 with nvtx_range(f"rank{rank}", mode == "nsys"):  # ncu's NVTX filter wants moe/ at the top
                     for _ in range(spec.get("repeats", 1)):
+                        dist.barrier()
                         layer(nvtx=True)
                 sync()
             rec = {**base, "batch": b, "status": "ok", "layer_time_ns": times,
@@ -282,7 +305,7 @@ def _nsys_reader(cap, env):
 
     def read(rep: Path):
         sql = nsys_mod.export_sqlite(cap.nsys, rep, env=env)
-        return nsys_mod.read_kernels(sql), [sql]
+        return nsys_mod.read_kernels(sql), [sql], session_start_ns(sql)
     return read
 
 
