@@ -332,6 +332,7 @@ class Capture:
         if self.external:
             c.command = w.get("command")
             c.labels, c.nvtx_pattern = dict(w.get("labels") or {}), w.get("nvtx_pattern")
+            c.ranks = int(w.get("world_size") or 1)
         else:
             c.formats, c.batches = list(w["formats"]), [int(b) for b in w["batches"]]
             c.shape = schema.LayerShape.from_json(w).to_json()

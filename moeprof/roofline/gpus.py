@@ -90,9 +90,9 @@ class GpuSpec:
 #            (18 / 9 / 4.5 sparse), 8 TB/s HBM3e.
 # [NVL-DS]   H100 SXM / H200 SXM datasheets: NVLink (4th generation) 900 GB/s per GPU, bidirectional
 #            (18 links x 50 GB/s), i.e. 450 GB/s each way. HGX B200 datasheet: NVLink 5, 1.8 TB/s per
-#            GPU bidirectional. Measured on our 2x H200 (NV18) machine with NCCL: all-reduce bus
-#            bandwidth 281 GB/s at 94 MB, all-to-all 290 GB/s (docs/performance.md); pass --link-gbps
-#            to use a measured figure.
+#            GPU bidirectional. Measured on a 2x H200 (NV18) machine with NCCL through torchrun
+#            (issue 13): all-reduce bus bandwidth 281 GB/s at 94 MB, all-to-all 290 GB/s, i.e. ~62 %
+#            of the datasheet figure for 2 GPUs; pass --link-gbps to use a measured figure.
 # [CUDA]     torch.cuda.get_device_properties() as printed on real machines (public logs, and ours
 #            for the H200): total_memory, multi_processor_count, L2_cache_size (MiB).
 
