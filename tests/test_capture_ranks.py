@@ -102,3 +102,91 @@ def test_sharded_sweep_through_torchrun_on_cpu(monkeypatch, tmp_path, tp, ep):
     if ep > 1:  # tokens split 3 + 3; rows dispatched to a rank add up to all 12 (token, expert) pairs
         assert [st[r][6]["token_range"] for r in (0, 1)] == [[0, 3], [3, 6]]
         assert st[0][6]["rows_received"] + st[1][6]["rows_received"] == 12
+
+
+def _reader(rep):
+    """Per-rank reader over the real nsys export fixture (an H200 nsys 2025.3.1 sqlite)."""
+    from moeprof.profiler.collectors import nsys as nsys_mod
+
+    sql = rep.with_suffix(".sqlite")
+    return nsys_mod.read_kernels(sql), [sql], dd.session_start_ns(sql)
+
+
+def test_rank_reports_merged_on_one_clock_and_truncated_rank_reported(tmp_path):
+    import sqlite3
+    from pathlib import Path
+
+    fix = Path(__file__).parent / "fixtures" / "nsys_nested.sqlite"
+    base = tmp_path / "fp8_b64"
+    for r in range(3):
+        shutil_copy = dd.rank_file(base, r, ".sqlite")
+        shutil_copy.write_bytes(fix.read_bytes())
+        dd.rank_file(base, r, ".nsys-rep").write_bytes(b"")
+    # rank 1's session started 5 us after rank 0's; rank 2's export is cut short
+    con = sqlite3.connect(dd.rank_file(base, 1, ".sqlite"))
+    con.execute("UPDATE TARGET_INFO_SESSION_START_TIME SET utcEpochNs = utcEpochNs + 5000")
+    con.commit()
+    con.close()
+    data = dd.rank_file(base, 2, ".sqlite").read_bytes()
+    dd.rank_file(base, 2, ".sqlite").write_bytes(data[:len(data) // 3])
+    k, files, failed = dd.rank_kernels(_reader, base, 4, None)
+    assert sorted(failed) == [2, 3]
+    assert failed[3] == "no report fp8_b64.rank3.nsys-rep"
+    assert failed[2] == "fp8_b64.rank2.nsys-rep: unreadable (DatabaseError: database disk image is malformed)"
+    assert sorted(k["rank"].unique()) == [0, 1]
+    k0, k1 = k[k["rank"] == 0].reset_index(drop=True), k[k["rank"] == 1].reset_index(drop=True)
+    assert len(k0) == len(k1) == 42
+    assert ((k1["start_ns"] - k0["start_ns"]) == 5000).all()  # same run, clock moved by the session offset
+
+
+def test_sharded_sweep_reads_one_report_per_rank(monkeypatch, tmp_path):
+    """The --tp 2 sweep's nsys path: the torchrun command, per-rank statuses and per-rank reports (the real
+    H200 export fixture standing in for each rank's nsys output), merged into kernels.csv with `rank`."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    fix = Path(__file__).parent / "fixtures" / "nsys_nested.sqlite"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "torch" else real(n, *a))
+    monkeypatch.setattr(cap, "describe_machine", lambda timeout=300: {
+        "gpu": {"name": "NVIDIA H200", "spec": "h200-sxm", "compute_capability": "9.0"},
+        "software": {"torch": "2.11.0"}, "cuda_available": True})
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: "/fake/nsys")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+    seen = []
+
+    def run(cmd, log, env, timeout):
+        seen.append((cmd, env))
+        spec = json.loads(Path(cmd[-1]).read_text())
+        pattern = cmd[cmd.index("-o") + 1]
+        for r in range(2):
+            rep = Path(pattern.replace("%q{RANK}", str(r)) + ".nsys-rep")
+            rep.write_bytes(b"rep")
+            shutil.copy(fix, rep.with_suffix(".sqlite"))
+            with open(spec["status"] + f".rank{r}", "a") as f:
+                for b in spec["batches"]:
+                    f.write(json.dumps({"batch": b, "status": "ok", "rank": r, "layer_time_ns": [100.0 + r, 90.0],
+                                        "gpu_name": "NVIDIA H200", "run_id": spec["run_id"], "kernel": "k",
+                                        "experts_touched": 3}) + "\n")
+        log.write_text("done\n")
+        return 0, "done\n"
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    monkeypatch.setattr(cap.nsys_mod, "export_sqlite", lambda nsys, rep, env=None, timeout=0: rep.with_suffix(".sqlite"))
+    out = tmp_path / "c"
+    m = cap.capture(cap.CaptureConfig(out=out, formats=["fp8"], batches=[256], shape=SHAPE, tp=2, collect=["nsys"],
+                                      repeats=2, quiet=True))
+    (cmd, env), = seen
+    assert cmd[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python"]
+    assert cmd[6:8] == ["/fake/nsys", "profile"] and cmd[cmd.index("-o") + 1].endswith("raw/nsys/fp8_b256.rank%q{RANK}")
+    assert env["NCCL_NVLS_ENABLE"] == "0" and env["NVSHMEM_DISABLE_NVLS"] == "1"
+    assert m["status"] == "complete" and m["collectors"]["nsys"]["status"] == "ok"
+    assert m["collectors"]["nsys"]["files"] == [f"raw/nsys/fp8_b256.rank{r}.{x}" for r in (0, 1) for x in ("nsys-rep", "sqlite")]
+    k = pd.read_csv(out / "kernels.csv", keep_default_na=False, na_values=[""])
+    # 18 = kernels launched inside the fixture's `fp8` NVTX ranges (sqlite join of kernels, their runtime
+    # launch and the NVTX ranges open on the launching thread), once per rank
+    assert k.groupby("rank").size().to_dict() == {0: 18, 1: 18} and set(k["format"]) == {"fp8"}
+    pts = pd.read_csv(out / "points.csv")
+    assert pts["layer_time_ns"].tolist() == [101.0, 90.0]  # the slower rank of each repeat
+    assert m["ranks"]["per_rank"]["1"]["gpu_name"] == "NVIDIA H200"

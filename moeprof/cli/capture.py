@@ -36,6 +36,7 @@ def capture(
     batch: str = typer.Option(",".join(map(str, DEFAULT_SWEEP_BATCHES)), "--batch", "-b", help="Tokens per layer call, comma-separated"),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel ranks: the layer sharded over N GPUs (intermediate split, all-reduce), launched by torchrun, one nsys report per rank"),
     ep: int = typer.Option(1, "--ep", help="Expert-parallel ranks: experts split over N GPUs, tokens dispatched and combined by all-to-all"),
+    ncu_rank: int = typer.Option(0, "--ncu-rank", help="With --tp/--ep: the rank ncu profiles (the others run beside it unprofiled)"),
     ranks: int = typer.Option(1, "--ranks", help="External mode: the command (torchrun ...) starts N ranks; each runs under nsys, one report per rank"),
     routing: str = typer.Option("uniform", "--routing", help="Router distribution: uniform | zipf:<s> (alias skew:<s>)"),
     collect: str = typer.Option("nsys,ncu,torch", "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
@@ -72,6 +73,8 @@ def capture(
         if len(dims) != 4 or min(dims) < 1:
             raise MoeprofError("--shape needs four positive integers: hidden,intermediate,experts,top_k")
         shp = dict(zip(LayerShape.KEYS, dims))
+    if not 0 <= ncu_rank < max(1, tp * ep):
+        raise MoeprofError(f"--ncu-rank {ncu_rank}: the capture has ranks 0..{max(1, tp * ep) - 1}")
     if ranks > 1 and not command:
         raise MoeprofError("--ranks N is for external mode: moeprof capture --ranks N -- torchrun ... CMD")
     if command and (tp > 1 or ep > 1):
@@ -108,6 +111,7 @@ def capture(
         ncu_repeats=ncu_repeats, ncu_launch_count=ncu_launch_count or None, ncu_nvtx_include=nvtx_include or None,
         ncu_kernel_regex=ncu_kernel, ncu_launch_skip=ncu_launch_skip, labels=run_labels, nvtx_pattern=nvtx_pattern,
         clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None, ranks=ranks,
+        ncu_rank=ncu_rank,
         resume=resume, timeout_s=timeout, command_line=["moeprof", *sys.argv[1:]], quiet=quiet,
     )
     m = run_capture(cfg)

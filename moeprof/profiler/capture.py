@@ -60,6 +60,7 @@ class CaptureConfig:
     cache_control: str = "all"
     command: list[str] | None = None   # external mode
     ranks: int = 1                     # external mode: processes the command starts (torchrun)
+    ncu_rank: int = 0                  # several ranks: the one ncu profiles
     resume: bool = False
     timeout_s: float = 3600
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 import uuid
@@ -145,6 +146,9 @@ def rank_kernels(read_report, base: Path, world: int, keep_format: str | None) -
         except MoeprofError as exc:
             failed[r] = str(exc)
             continue
+        except (sqlite3.Error, OSError, ValueError, KeyError) as exc:  # a report cut short or damaged
+            failed[r] = f"{rep.name}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            continue
         starts[r] = session_start
         if keep_format is not None:
             k = k[k["format"] == keep_format]
@@ -161,8 +165,6 @@ def rank_kernels(read_report, base: Path, world: int, keep_format: str | None) -
 
 def session_start_ns(sqlite_path: Path) -> int | None:
     """UTC epoch ns at which an nsys session started (TARGET_INFO_SESSION_START_TIME), None if absent."""
-    import sqlite3
-
     try:
         con = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
         try:
@@ -327,6 +329,8 @@ def sweep_sharded(cap, folder, pending: dict[str, list[int]]) -> None:
 
     c, m = cap.cfg, folder.manifest
     world = c.tp * c.ep
+    if not 0 <= c.ncu_rank < world:
+        raise MoeprofError(f"--ncu-rank {c.ncu_rank}: the capture has ranks 0..{world - 1}")
     run_id = m.setdefault("ranks", {}).get("run_id") or new_run_id()
     m["ranks"] = {"world_size": world, "run_id": run_id, "per_rank": m["ranks"].get("per_rank", {})}
     env = comm_env(tools.nsys_env(cp._child_env()))
@@ -384,7 +388,7 @@ def sweep_sharded(cap, folder, pending: dict[str, list[int]]) -> None:
         folder.save()
         for b in ok:
             if cap.ncu:
-                _ncu_one_rank(cap, folder, fmt, b, env)
+                _ncu_one_rank(cap, folder, fmt, b, env, rank=c.ncu_rank)
             m["points_done"].append([fmt, b])
             folder.save()
 
