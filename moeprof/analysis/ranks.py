@@ -79,6 +79,12 @@ class RankAnalysis:
     lines: list[str] = field(default_factory=list)
 
 
+def _manifest(capture) -> dict:
+    """The manifest as plain JSON data (the typed contract keeps extra keys such as `ranks`)."""
+    m = capture.manifest
+    return m.to_json() if hasattr(m, "to_json") else dict(m)
+
+
 def has_ranks(kernels: pd.DataFrame) -> bool:
     return RANK_COLUMN in kernels.columns and kernels[RANK_COLUMN].notna().any()
 
@@ -124,7 +130,7 @@ def _comm_bytes(workload: dict, batch: int, kind: str) -> float | None:
 
 def check_ranks(capture, kernels: pd.DataFrame) -> tuple[int, list[int], list[str], bool]:
     """(world size, ranks with kernels, one line per problem, whether ranks can be compared)."""
-    m = capture.manifest
+    m = _manifest(capture)
     info = m.get("ranks") if isinstance(m.get("ranks"), dict) else {}
     present = sorted(int(r) for r in kernels[RANK_COLUMN].dropna().unique())
     world = int(info.get("world_size") or (m.get("workload") or {}).get("world_size") or (max(present) + 1 if present else 0))
@@ -161,7 +167,7 @@ def analyze_ranks(capture, kernels: pd.DataFrame | None = None) -> RankAnalysis:
     world, present, notes, comparable = check_ranks(capture, k)
     k = k[k[RANK_COLUMN].isin(present)]
     calls = call_table(k)
-    w = capture.manifest.get("workload") or {}
+    w = _manifest(capture).get("workload") or {}
     layer_rows, comm_rows = [], []
     for (fmt, b), g in calls.groupby(["format", "batch"], sort=True):
         per_call = g.groupby("repeat")["rank"].nunique()
@@ -208,7 +214,7 @@ def _us(ns: float) -> str:
 
 def summary_lines(ra: RankAnalysis, capture) -> list[str]:
     """Plain words: per batch the layer's wall time across ranks per format, communication, imbalance."""
-    w = capture.manifest.get("workload") or {}
+    w = _manifest(capture).get("workload") or {}
     tp, ep = int(w.get("tp") or 1), int(w.get("ep") or 1)
     lines = [f"{ra.world_size} ranks (tp={tp}, ep={ep}), ranks with kernels: {', '.join(map(str, ra.ranks_present)) or 'none'}"]
     lines += [f"note: {n}" for n in ra.notes]
@@ -218,7 +224,7 @@ def summary_lines(ra: RankAnalysis, capture) -> list[str]:
     try:
         from moeprof.roofline.gpus import get_gpu
 
-        spec = (capture.manifest.get("gpu") or {}).get("spec")
+        spec = (_manifest(capture).get("gpu") or {}).get("spec")
         link = get_gpu(spec).link_bytes_per_s if spec else None
     except Exception:  # noqa: BLE001 - an unknown card has no link figure
         link = None
