@@ -26,6 +26,38 @@ BATCHES = [1, 4, 16, 64, 256, 1024, 4096, 16384]
 from moeprof.models.reference import ERROR_BOUNDS as BOUNDS  # noqa: E402
 
 
+def candidate_configs(fmt: str, m_per_expert: float) -> list[dict]:
+    """Tile configurations --autotune tries at one point (one config for both GEMMs)."""
+    from moeprof.models.kernels import moe_gemm as mg
+
+    wf, _ = mg.FMT_CODES[fmt]
+    out = []
+    if m_per_expert <= 16:
+        bms = [16]
+    elif m_per_expert <= 64:
+        bms = [16, 32, 64]
+    elif m_per_expert <= 256:
+        bms = [32, 64, 128]
+    else:
+        bms = [64, 128]
+    for bm in bms:
+        for bn in ([32, 64, 128] if bm <= 64 else [64, 128]):
+            for nw in ([4] if bm <= 64 else [4, 8]):
+                for ns in ([3, 5] if bm <= 32 else [3, 4]):
+                    bk = 128 if (bm <= 32 and wf != mg.WF_FP8B) else 64
+                    if wf == mg.WF_FP8B:
+                        bk = 64 if bm > 32 else 128
+                    out.append(dict(BM=bm, BN=bn, BK=bk, GROUP_M=1 if bm <= 16 else 8, num_warps=nw, num_stages=ns))
+    if wf == mg.WF_MX_BF16 and m_per_expert <= 64:
+        out = [dict(BM=bm, BN=bn, BK=128, GROUP_M=4, num_warps=nw, num_stages=ns, MXV=1)
+               for bm in ((16,) if m_per_expert <= 16 else (16, 32)) for bn in (32, 64, 128)
+               for nw in (2, 4) for ns in (3, 4)]
+    elif wf == mg.WF_MX_FP8 and m_per_expert <= 64:
+        out = [dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=ns, GPI=gpi)
+               for bn in (32, 64, 128) for gpi in (3, 6) for ns in (3, 5)]
+    return out
+
+
 def log(*a):
     print(*a, flush=True)
 
@@ -62,7 +94,7 @@ def main():
 
     from moeprof.profiler import timing
     from moeprof.models.kernels import moe_gemm as mg
-    from moeprof.models.reference import rel_err
+    from moeprof.models.reference import poisoned_call, rel_err
     from moeprof.models.layer import build_layer_for_model, model_shapes
 
     shapes = model_shapes(args.model)
@@ -95,7 +127,7 @@ def main():
             for kern in ["triton"] + (["torch-grouped"] if fmt in ("bf16", "fp8") else []):
                 try:
                     layer = build_layer_for_model(args.model, fmt, b, seed=11 + b, kernel=kern)
-                    out = layer.poisoned_call()
+                    out = poisoned_call(layer)
                     torch.cuda.synchronize()
                     written = bool(torch.isfinite(out.float()).all())
                     err = rel_err(out, layer.reference())
@@ -129,23 +161,21 @@ def main():
         mg.moe_gemm = orig
         log(f"CHECK int-unpack ERROR {exc}"[:400])
 
-    # ---- optional autotune at selected points
+    # ---- optional autotune at selected points: the best config is used for that point's sweep run
     tuned = {}
+    tuned_cfg: dict = {}
     for pt in [p for p in args.autotune.split(",") if p]:
         fmt, b = pt.split(":")
         b = int(b)
         try:
             layer0 = build_layer_for_model(args.model, fmt, b)
             best = None
-            for cand in mg.candidate_configs(fmt, layer0.m_per_expert, True):
+            for cand in candidate_configs(fmt, layer0.m_per_expert):
                 layer = build_layer_for_model(args.model, fmt, b, cfg=(cand, cand))
                 r = timing.time_fn(layer, repeats=8, warmup=2)
                 if best is None or r.median_ns < best[0]:
                     best = (r.median_ns, cand)
-            key1 = (fmt, "gemm1", mg.m_bucket(layer0.m_per_expert), shapes["intermediate_size"], shapes["hidden_size"])
-            key2 = (fmt, "gemm2", mg.m_bucket(layer0.m_per_expert), shapes["hidden_size"], shapes["intermediate_size"])
-            mg._TUNED[key1] = best[1]
-            mg._TUNED[key2] = best[1]
+            tuned_cfg[(fmt, b)] = (best[1], dict(best[1]))
             tuned[pt] = dict(cfg=best[1], median_us=best[0] / 1e3)
             log(f"TUNE {pt}: {best[1]} {best[0] / 1e3:.1f} us")
         except Exception as exc:  # noqa: BLE001
@@ -168,7 +198,8 @@ def main():
                     log("BUDGET reached; stopping sweep")
                     break
                 try:
-                    layer = build_layer_for_model(args.model, fmt, b, kernel=kern)
+                    layer = build_layer_for_model(args.model, fmt, b, kernel=kern,
+                                                  cfg=tuned_cfg.get((fmt, b)) if kern == "triton" else None)
                     r = timing.time_fn(layer, repeats=args.repeats, warmup=3, use_graph=(kern != "torch-loop"))
                     t = r.median_ns * 1e-9
                     row = dict(format=fmt, kernel=layer.kernel_name, batch=b, median_us=r.median_ns / 1e3,

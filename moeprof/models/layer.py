@@ -1,11 +1,11 @@
 """One MoE layer with GPT-OSS semantics, at real shapes, in one weight format, ready to time.
 
 ``build_layer(...)`` makes seeded synthetic weights (one bf16 master set, quantized per format with
-the real quantizers of profiler/quant.py), a seeded input batch and its routing, and returns a
+the real quantizers of models/quant.py), a seeded input batch and its routing, and returns a
 ``MoeLayer`` whose ``__call__`` runs one layer call (route, sort, quant, gemm1(+act), gemm2,
 combine) through the chosen implementation:
 
-  kernel="triton"         moeprof's Triton grouped GEMMs (profiler/kernels/moe_gemm.py)
+  kernel="triton"         moeprof's Triton grouped GEMMs (models/kernels/moe_gemm.py)
   kernel="torch-grouped"  torch._grouped_mm (bf16) / torch._scaled_grouped_mm (fp8 rowwise)
   kernel="torch-loop"     naive per-expert loop of torch matmuls (bf16 weights)
 
@@ -26,6 +26,9 @@ import math
 from dataclasses import dataclass, field
 
 from moeprof.models.quant import FORMATS
+
+# formats whose GEMMs read e4m3 activations (quantized per row, or per 128 channels for fp8-block)
+FP8_ACTIVATION_FORMATS = ("fp8", "fp8-block", "mxfp4-w4a8")
 from moeprof.models.routing import parse_skew
 
 def model_shapes(model) -> dict:
@@ -206,7 +209,6 @@ class MoeLayer:
         self.kernel_name = {"triton": "moeprof-triton", "torch-grouped": "torch-grouped-mm",
                             "torch-loop": "torch-loop"}.get(kernel, kernel)
         h, i = wt.hidden, wt.inter
-        self.flops = 2 * batch * top_k * (h * 2 * i + i * h) if True else 0
         # only the local share of slots does work
         self.flops = 2 * int(local.numel()) * (h * 2 * i + i * h)
         m_per_expert = max(1.0, local.numel() / max(1, wt.num_experts))
@@ -216,8 +218,8 @@ class MoeLayer:
 
             slots = int(local.numel())
             et = self.experts_touched
-            self.cfg1 = dict(cfg[0]) if cfg else mg.get_config(fmt, "gemm1", m_per_expert, i, h, True, slots=slots, experts=et)
-            self.cfg2 = dict(cfg[1]) if cfg else mg.get_config(fmt, "gemm2", m_per_expert, h, i, False, slots=slots, experts=et)
+            self.cfg1 = dict(cfg[0]) if cfg else mg.default_config(fmt, m_per_expert, i, h, True, slots=slots, experts=et)
+            self.cfg2 = dict(cfg[1]) if cfg else mg.default_config(fmt, m_per_expert, h, i, False, slots=slots, experts=et)
             self.cfg2["BM"] = self.cfg1["BM"]
         self._big = wt.extra.get("mx_scale_max", 0) > 128
         # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0
@@ -266,13 +268,13 @@ class MoeLayer:
             sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
         a, a_s = self.x, None
-        if fmt in ("fp8", "fp8-block", "mxfp4-w4a8"):
+        if fmt in FP8_ACTIVATION_FORMATS:
             with phase("quant"):
                 a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
         with phase("gemm1"):
             self._gemm1(a, a_s, tw, sids, eids, npp)
         a, a_s = self.inter_buf, None
-        if fmt in ("fp8", "fp8-block", "mxfp4-w4a8"):
+        if fmt in FP8_ACTIVATION_FORMATS:
             with phase("quant"):
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
         with phase("gemm2"):
@@ -316,18 +318,6 @@ class MoeLayer:
         else:
             torch.sum(self.out_sorted.view(self.batch, self.top_k, self.wt.hidden), dim=1, out=self.out)
 
-    def use_row_major_operands(self):
-        """Hand the kernels self.wt's row-major weights and scales (not the K-tile-major copies): for
-        kernel modules that predate the tiled layouts, or weights repacked after construction."""
-        self._w1, self._w2, self._s1, self._s2 = self.wt.w1, self.wt.w2, self.wt.w1_s, self.wt.w2_s
-
-    def poisoned_call(self):
-        """One layer call with the output and intermediate buffers NaN-poisoned first, so that a row the
-        kernels fail to write shows up as NaN; returns a copy of the output."""
-        for buf in (self.out, self.out_sorted, self.inter_buf):
-            buf.fill_(float("nan"))
-        return self().clone()
-
     # -- the expert GEMMs alone (activation quant + gemm1 with fused SwiGLU + gemm2), routing and
     #    sort precomputed: separates the weight-streaming kernels from the layer's fixed overhead.
     def gemm_only(self):
@@ -338,7 +328,7 @@ class MoeLayer:
         ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
         sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
-        q = fmt in ("fp8", "fp8-block", "mxfp4-w4a8")
+        q = fmt in FP8_ACTIVATION_FORMATS
 
         def run():
             a, a_s = self.x, None

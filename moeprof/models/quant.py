@@ -235,9 +235,9 @@ def tile_mx_scales(scale: torch.Tensor, per_tile: int = MX_SCALE_TILE) -> torch.
     """E8M0 scales [..., N, K/32] -> K-tile-major [..., ceil(K/32/per_tile), N, per_tile] (zero padded).
 
     The GEMM kernel reads, per K step, the scales of BN rows: row-major they are per_tile bytes from
-    each row's own 32-byte sector, a sector request per row for 4 bytes (ncu, H100: +50 % L2
-    requests over the weights themselves, L2 at 87 % while DRAM ran at 59 %); tile-major they are one
-    contiguous run of BN * per_tile bytes (kernels/moe_gemm.py, STILE)."""
+    each row's own 32-byte sector, a sector request per row for 4 bytes (many L2 requests for few
+    bytes, which keeps L2 busy while DRAM idles); tile-major they are one contiguous run of
+    BN * per_tile bytes (kernels/moe_gemm.py, STILE)."""
     g = scale.shape[-1]
     kt = -(-g // per_tile)
     out = torch.zeros(*scale.shape[:-1], kt * per_tile, dtype=scale.dtype, device=scale.device)
@@ -253,7 +253,7 @@ def tile_mx_weights(packed: torch.Tensor, tile_bytes: int = MX_WEIGHT_TILE) -> t
     """Packed MXFP4 weights [..., N, K/2] -> K-tile-major [..., ceil(K/2/tile_bytes), N, tile_bytes].
 
     Row-major, a K step of the GEMM reads 64 bytes of each of BN rows: half lines 1440 bytes apart,
-    each 128-byte line fetched in two visits (ncu, H100: L2 hit rate ~50 % on data read once).
+    each 128-byte line fetched in two visits (read-once data then shows an L2 hit rate near 50 %).
     Tile-major, the step reads BN * 64 contiguous bytes. Zero padded; same byte order inside a row."""
     kb = packed.shape[-1]
     kt = -(-kb // tile_bytes)

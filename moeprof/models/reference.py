@@ -59,3 +59,11 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     if not torch.isfinite(o).all():
         return float("inf")
     return float((o - ref.float()).norm() / ref.float().norm().clamp_min(1e-30))
+
+
+def poisoned_call(layer) -> torch.Tensor:
+    """One call of a models.layer.MoeLayer with its output and intermediate buffers NaN-poisoned first,
+    so that a row the kernels fail to write shows up as NaN (rel_err -> inf); returns a copy."""
+    for buf in (layer.out, layer.out_sorted, layer.inter_buf):
+        buf.fill_(float("nan"))
+    return layer().clone()

@@ -9,11 +9,11 @@ Layout (all weights output-major, K contiguous; E = local experts):
   fp8:       e4m3 values, fp32 scale per output row  s[E, rows].
   fp8-block: e4m3 values, fp32 scale per 128x128 block; for w1 the gate and up halves are blocked
              separately: s1[E, 2*ceil(I/128), ceil(K/128)] (up blocks start at ceil(I/128)).
-  mxfp4:     "lanes" pack (mxfp4) / "nibbles" pack (mxfp4-w4a8), see profiler/quant.py: uint8
+  mxfp4:     "lanes" pack (mxfp4) / "nibbles" pack (mxfp4-w4a8), see models/quant.py: uint8
              [E, rows, K/2] + E8M0 scales uint8 [E, rows, K/32]. For mxfp4 the workload hands the
              kernel K-tile-major copies instead (quant.tile_mx_weights / tile_mx_scales: [E, Kt, rows,
              64] and [E, Kt, rows, 4], Kt = ceil(K/128); WTILE / STILE below): a K step of BN rows is
-             then one contiguous run (H100: the batch-64 GEMMs 60 -> 82 % of copy bandwidth).
+             then one contiguous run of whole 128-byte lines instead of BN short row pieces.
 
 Tokens are sorted by expert (moe_align, below): each expert's rows are padded to BM; block b of BM
 rows belongs to expert_ids[b] (-1: rows routed to experts of another EP rank, written as zeros).
@@ -21,30 +21,39 @@ rows belongs to expert_ids[b] (-1: rows routed to experts of another EP rank, wr
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
 
+from moeprof.models import quant, reference
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# weight-format codes (constexpr WF)
-WF_BF16, WF_FP8, WF_FP8B, WF_MX_BF16, WF_MX_FP8 = 0, 1, 2, 3, 4
-# activation-quant codes (constexpr AQ)
-AQ_NONE, AQ_ROW, AQ_GROUP = 0, 1, 2
+# Weight-format codes (the kernel's constexpr WF) and activation-quant codes (constexpr AQ). They are
+# tl.constexpr so that the kernel can compare against the names; they compare equal to plain ints.
+WF_BF16, WF_FP8, WF_FP8B, WF_MX_BF16, WF_MX_FP8 = (tl.constexpr(c) for c in range(5))
+AQ_NONE, AQ_ROW, AQ_GROUP = (tl.constexpr(c) for c in range(3))
+MX_CODES = (int(WF_MX_BF16), int(WF_MX_FP8))
 
 FMT_CODES = {
-    "bf16": (WF_BF16, AQ_NONE),
-    "fp8": (WF_FP8, AQ_ROW),
-    "fp8-block": (WF_FP8B, AQ_GROUP),
-    "mxfp4": (WF_MX_BF16, AQ_NONE),
-    "mxfp4-w4a8": (WF_MX_FP8, AQ_ROW),
+    "bf16": (int(WF_BF16), int(AQ_NONE)),
+    "fp8": (int(WF_FP8), int(AQ_ROW)),
+    "fp8-block": (int(WF_FP8B), int(AQ_GROUP)),
+    "mxfp4": (int(WF_MX_BF16), int(AQ_NONE)),
+    "mxfp4-w4a8": (int(WF_MX_FP8), int(AQ_ROW)),
 }
+
+# GPT-OSS's clamped SwiGLU and the e4m3 range, from their one definition (reference.py, quant.py)
+_SWIGLU_ALPHA = tl.constexpr(reference.SWIGLU_ALPHA)
+_SWIGLU_LIMIT = tl.constexpr(reference.SWIGLU_LIMIT)
+_FP8_MAX = tl.constexpr(quant.FP8_MAX)
 
 
 # ----------------------------------------------------------------------------- E2M1 unpack
-# "lanes" layout (profiler/quant.py): per 16-bit lane, slot A needs no shift, B << 3, C << 6, D three
+# "lanes" layout (models/quant.py): per 16-bit lane, slot A needs no shift, B << 3, C << 6, D three
 # shifts; each result is E2M1 * 2^-126 as bf16 (0.5 -> subnormal, 0 -> 0) in both lanes of a word, and
 # one mul.bf16x2 by 2^(S-1) (bias word, built once per MX group by the caller: ((S + 126) << 7) in
 # each 16-bit half) applies the E8M0 scale exactly for S <= 128. Per 32-bit word (8 elements):
@@ -170,6 +179,15 @@ def _e2m1_nibble_to_fp8_bits(nib):
     return ((nib & 7) << 2) | ((nib & 8) << 4)
 
 
+@triton.jit
+def _swiglu_gptoss(gate, up):
+    """GPT-OSS clamped SwiGLU (reference.swiglu_gptoss) on fp32 tiles."""
+    gate = tl.minimum(gate, _SWIGLU_LIMIT)
+    up = tl.minimum(tl.maximum(up, -_SWIGLU_LIMIT), _SWIGLU_LIMIT)
+    glu = gate * tl.sigmoid(gate * _SWIGLU_ALPHA)
+    return (up + 1.0) * glu
+
+
 # ----------------------------------------------------------------------------- grouped GEMM
 @triton.jit
 def _dot(a, b, acc, F32: tl.constexpr):
@@ -239,15 +257,17 @@ def moe_gemm_kernel(
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     acc_up = tl.zeros((BM, BN), dtype=tl.float32)
 
-    if WF == 3 and MXV >= 1:
+    # mxfp4 x bf16 always takes the MXV >= 1 loop (the launcher sets MXV >= 1 for it)
+    tl.static_assert(WF != WF_MX_BF16 or MXV >= 1)
+    if WF == WF_MX_BF16:
         # ---------------- MXFP4 x bf16, v2 (MXV=1) / v3 (MXV=2: swapped A/B): one K tile of BK elements (BK/32 MX groups) per step.
         # The E8M0 scale is folded into the bf16 exponent while unpacking (no accumulator rescale),
         # so a K tile is two tensor-core dots: plane 0 (elements 0..15 of each group) and plane 1
-        # (16..31), each [BN, BK/2], against the matching A columns ("lanes" pack, profiler/quant.py).
+        # (16..31), each [BN, BK/2], against the matching A columns ("lanes" pack, models/quant.py).
         G: tl.constexpr = BK // 32
         gg = tl.arange(0, G)
         jj = tl.arange(0, 16)
-        # "lanes" pack (profiler/quant.py): the asm unpacks whole 32-bit words, so the weight tile is
+        # "lanes" pack (models/quant.py): the asm unpacks whole 32-bit words, so the weight tile is
         # loaded contiguously (16-byte loads); the integer path (interpreter) reads, for plane
         # element j, the two bytes of the 16-bit lane that holds it (elements j and j + 16 share it)
         if UNPACK_ASM:
@@ -374,11 +394,9 @@ def moe_gemm_kernel(
             acc = tl.trans(acc_t)
             if GATED:
                 acc_up = tl.trans(acc_ut)
-    elif WF >= 3:
+    elif WF == WF_MX_FP8:
         # ---------------- MXFP4 x fp8 (mxfp4-w4a8, "nibbles" pack) v1: one 32-element K group
-        # (16 bytes / row) per step, one K=32 dot, per-group accumulator rescale. (mxfp4 x bf16 always
-        # takes the MXV>=1 loop above: the launcher sets MXV >= 1 for it.)
-        tl.static_assert(WF == 4)
+        # (16 bytes / row) per step, one K=32 dot, per-group accumulator rescale.
         j = tl.arange(0, 16)
         jperm = (j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)      # byte position <-> plane index
         # the lo and hi nibble planes are joined along a new last axis (element 2j+h = plane h,
@@ -420,7 +438,7 @@ def moe_gemm_kernel(
         w_ptrs = w_e + offs_n_safe[None, :] * stride_wn + (k_lo + offs_k)[:, None]
         wu_ptrs = w_ptrs + up_off * stride_wn
         a_ptrs = a_row_ptr + (k_lo + offs_k)[None, :]
-        if WF == 2:
+        if WF == WF_FP8B:
             nblk = offs_n_safe // 128
             ws_row = w_s_ptr + expert * stride_wse + nblk * stride_wsn
             wsu_row = w_s_ptr + expert * stride_wse + (nblk + up_soff) * stride_wsn
@@ -433,7 +451,7 @@ def moe_gemm_kernel(
                 kmask = (k0 + offs_k) < K
                 a = tl.load(a_ptrs, mask=tok_mask[:, None] & kmask[None, :], other=0.0)
                 w = tl.load(w_ptrs, mask=kmask[:, None], other=0.0)
-            if WF == 2:
+            if WF == WF_FP8B:
                 kb = k0 // 128
                 a_s = tl.load(as_row + kb, mask=tok_mask, other=0.0)
                 w_s = tl.load(ws_row + kb)
@@ -445,7 +463,7 @@ def moe_gemm_kernel(
                     wu = tl.load(wu_ptrs)
                 else:
                     wu = tl.load(wu_ptrs, mask=kmask[:, None], other=0.0)
-                if WF == 2:
+                if WF == WF_FP8B:
                     wu_s = tl.load(wsu_row + kb)
                     acc_up += _dot(a, wu, tl.zeros((BM, BN), tl.float32), DOT_F32) * a_s[:, None] * wu_s[None, :]
                 else:
@@ -455,12 +473,12 @@ def moe_gemm_kernel(
             w_ptrs += BK
 
     # ---------------- epilogue: scales, bias, SwiGLU, routing weight
-    if AQ == 1:  # per-row activation scale
+    if AQ == AQ_ROW:  # per-row activation scale
         a_s = tl.load(a_s_ptr + arow.to(tl.int64) * stride_asm, mask=tok_mask, other=0.0)
         acc = acc * a_s[:, None]
         if GATED:
             acc_up = acc_up * a_s[:, None]
-    if WF == 1:
+    if WF == WF_FP8:
         ws_e = w_s_ptr + expert * stride_wse
         acc = acc * tl.load(ws_e + offs_n_safe * stride_wsn)[None, :]
         if GATED:
@@ -485,10 +503,7 @@ def moe_gemm_kernel(
             tl.atomic_add(c_ptr + crow[:, None] * stride_cm + offs_n[None, :], acc, mask=c_mask, sem="relaxed")
         return
     if GATED:
-        gate = tl.minimum(acc, 7.0)
-        up = tl.minimum(tl.maximum(acc_up, -7.0), 7.0)
-        glu = gate * tl.sigmoid(1.702 * gate)
-        acc = (up + 1.0) * glu
+        acc = _swiglu_gptoss(acc, acc_up)
     if MUL_ROUTED:
         rw = tl.load(topk_w_ptr + tok, mask=tok_mask, other=0.0)
         acc = acc * rw[:, None]
@@ -508,14 +523,14 @@ def act_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, stride_sm,
     x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
     amax = tl.max(tl.abs(x), axis=1)  # [NG]
     if PER_GROUP:
-        s = tl.maximum(amax, 1e-12) / 448.0
+        s = tl.maximum(amax, 1e-12) / _FP8_MAX
         q = x / s[:, None]
         tl.store(s_ptr + row * stride_sm + g, s, mask=g * 128 < K)
     else:
-        s = tl.maximum(tl.max(amax, axis=0), 1e-12) / 448.0
+        s = tl.maximum(tl.max(amax, axis=0), 1e-12) / _FP8_MAX
         q = x / s
         tl.store(s_ptr + row * stride_sm, s)
-    q = tl.minimum(tl.maximum(q, -448.0), 448.0)
+    q = tl.minimum(tl.maximum(q, -_FP8_MAX), _FP8_MAX)
     tl.store(q_ptr + row * stride_qm + offs, q.to(tl.float8e4nv), mask=mask)
 
 
@@ -526,9 +541,7 @@ def act_quant(x: torch.Tensor, per_group: bool, force_kernel: bool = False) -> t
     fp32->e4m3 conversion does not round to nearest (seen with triton 3.9: 5.7% vs 2.6% error),
     which would blur the layer's error bound; the kernel itself is checked on the GPU."""
     if INTERPRET and not force_kernel:
-        from moeprof.models import quant as q
-
-        return q.quant_fp8_groups(x) if per_group else q.quant_fp8_rowwise(x)
+        return quant.quant_fp8_groups(x) if per_group else quant.quant_fp8_rowwise(x)
     r, k = x.shape
     ng = triton.cdiv(k, 128)
     q = torch.empty((r, k), device=x.device, dtype=torch.float8_e4m3fn)
@@ -540,8 +553,8 @@ def act_quant(x: torch.Tensor, per_group: bool, force_kernel: bool = False) -> t
 
 
 # ----------------------------------------------------------------------------- sort (moe_align)
-# One-program sort kernel up to this many token slots (H100: 6.6 / 10.8 / 36.9 us at 4 / 256 / 4096
-# slots vs 75-116 us for the torch version; 480 us vs 170 us at 65536 slots, where torch is used).
+# One-program sort kernel up to this many token slots: one launch beats the torch version's ~40 small
+# kernels while the slots are few; one program's serial scan loses to torch on very many slots.
 ALIGN_KERNEL_MAX_SLOTS = 8192
 
 
@@ -658,22 +671,35 @@ def moe_align_torch(topk_ids: torch.Tensor, num_experts: int, block_m: int, expe
 
 # ----------------------------------------------------------------------------- configs
 # Defaults by regime: rows per expert small (decode: weight streaming) vs large (prefill).
-# Split-K for decode: when the (expert, N-tile) programs are too few to keep 132 SMs streaming,
-# split K so that about SPLIT_TARGET_CTAS programs run (each chunk >= SPLIT_MIN_STEPS K tiles).
-SPLIT_TARGET_CTAS = 528
+# Split-K for decode: when the (expert, N-tile) programs are too few to keep every SM streaming, split
+# K so that about SPLIT_CTAS_PER_SM programs per SM run (each chunk >= SPLIT_MIN_STEPS K tiles, so that
+# the fp32 atomics and the zeroed partial-sum buffer stay small against the weight bytes).
+SPLIT_CTAS_PER_SM = 4
 SPLIT_MAX = 8
 SPLIT_MIN_STEPS = 3
-# MXFP4 only: on H100 run 8 (row-major operands) split-K did not pay at batch 1 (GEMMs 72-80 us with
-# split 2-8 vs 73 us) nor for fp8 (67-71 vs 67 us); with the tiled operands (run 13) split 4 at batch 1
-# takes the layer from 86.9 to 80.3 us (gemm2's split fuses the combine), split 2 at batch 4 loses
-# (133 vs 121 us GEMMs); the heuristic below gives 4 and 1 there.
-SPLIT_K_AUTO = True
+# The card the kernels are tuned for, when no CUDA device can be asked (CPU, interpreter).
+FALLBACK_GPU = "h200"
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int | None = None) -> int:
+    """Streaming multiprocessors of the CUDA device (the current one by default); without a CUDA
+    device, the GPU table's count for FALLBACK_GPU."""
+    if torch.cuda.is_available():
+        idx = torch.cuda.current_device() if device_index is None else device_index
+        return int(torch.cuda.get_device_properties(idx).multi_processor_count)
+    from moeprof.roofline.gpus import get_gpu
+
+    return get_gpu(FALLBACK_GPU).sm_count
 
 
 def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | None,
-                target: int = SPLIT_TARGET_CTAS) -> int:
+                target: int | None = None) -> int:
+    """K chunks for one GEMM so that about `target` programs (default SPLIT_CTAS_PER_SM per SM) run."""
     if experts is None or slots is None or experts <= 0:
         return 1
+    if target is None:
+        target = SPLIT_CTAS_PER_SM * sm_count()
     m_blocks = experts + max(0, slots - experts) // cfg["BM"]   # lower bound on BM blocks in use
     tiles = m_blocks * -(-n // cfg["BN"])
     steps = -(-k // cfg["BK"])
@@ -685,103 +711,42 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 
 def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None,
                    experts: int | None = None) -> dict:
+    """Tile configuration for one GEMM (measured choices per regime: docs/performance.md)."""
     wf, _ = FMT_CODES[fmt]
-    mx = wf >= 3
-    if m_per_expert <= 16:
-        cfg = dict(BM=16, BN=64 if mx else 64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
-    elif m_per_expert <= 64:
-        cfg = dict(BM=32 if not mx else 32, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4)
-    elif m_per_expert <= 256:
-        cfg = dict(BM=64, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=4, num_stages=4)
-    else:
-        cfg = dict(BM=128, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=8, num_stages=3)
-    if mx:
-        # MXFP4: BM=16 tiles up to 64 rows/expert (the BM=32 tile ran 3x slower per byte on H100,
-        # run 5), 3 K-groups unrolled per loop step for bytes in flight; BM=128 for prefill (the
-        # BM=64 variant failed to compile in triton 3.6: "Illegal shared layout").
+    if wf == WF_MX_BF16:
+        # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
+        # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and
+        # 2 warps keep many programs streaming weights; prefill: wider N tiles reuse each activation
+        # tile over more weight rows.
+        if m_per_expert <= 16:
+            cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=2, num_stages=3, MXV=1)
+            # few experts at decode: split K so that the weight stream is spread over every SM
+            cfg["SPLIT_K"] = split_k_for(cfg, n, k, experts, slots)
+        elif m_per_expert <= 64:
+            cfg = dict(BM=32, BN=128, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
+        else:
+            cfg = dict(BM=64, BN=128, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
+    elif wf == WF_MX_FP8:
+        # one MX group per dot, GPI groups unrolled per loop step for bytes in flight; prefill BM=128
+        # (a BM=64 tile of this loop does not compile on Triton 3.6: "Illegal shared layout")
         if m_per_expert <= 64:
             cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, GPI=3)
         else:
             cfg = dict(BM=128, BN=64, BK=64, GROUP_M=8, num_warps=8, num_stages=3, GPI=1)
-        if wf == WF_MX_BF16:
-            # v2 loop (scale folded into the unpack, one K tile of BK elements per step), reading the
-            # K-tile-major weights and scales the workload hands it (WTILE / STILE)
-            if m_per_expert <= 16:
-                # H100 run 12 (tile-major weights + scales): BN=64 with 2 warps beat BN=32/64/128 with
-                # 4 warps at every batch 1..256 (batch 64: GEMMs 584 us vs 614-709 us)
-                cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=2, num_stages=3, MXV=1)
-            elif m_per_expert <= 64:
-                # run 12, batch 1024: BM=32 BN=128 4 warps 1478 us vs 1539 us for BN=64 2 warps
-                cfg = dict(BM=32, BN=128, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
-            else:
-                # run 13, prefill: BN=128 4917 / 16768 us vs BN=64 5426 / 18266 us at batch 4096 / 16384
-                cfg = dict(BM=64, BN=128, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
-            if 16 < m_per_expert <= 64 and SWAP_AB:
-                # v3, swapped A/B (MXV=2: weights are the wgmma's M, register A operand), BM=32:
-                # the default in run 8 (2330 vs 2577 us for v2 BM=16); run 9: slower than the v2
-                # loop with the lanes unpack at BM=32 (2435 vs 1825 us), so SWAP_AB is off
-                cfg = dict(BM=32, BN=64, BK=64, GROUP_M=4, num_warps=4, num_stages=4, MXV=2)
-    if SPLIT_K_AUTO and wf == WF_MX_BF16 and cfg.get("MXV", 0) >= 1 and m_per_expert <= 16:
-        cfg["SPLIT_K"] = split_k_for(cfg, n, k, experts, slots)
+    elif m_per_expert <= 16:
+        cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
+    elif m_per_expert <= 64:
+        cfg = dict(BM=32, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4)
+    elif m_per_expert <= 256:
+        cfg = dict(BM=64, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=4, num_stages=4)
+    else:
+        cfg = dict(BM=128, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=8, num_stages=3)
     if INTERPRET:
         cfg.update(BM=16, BN=16, BK=64 if cfg.get("MXV") else 32, num_stages=1, GPI=min(cfg.get("GPI", 1), 3))
     return cfg
 
 
-def m_bucket(m_per_expert: float) -> int:
-    b = 1
-    while b < m_per_expert:
-        b *= 2
-    return b
-
-
-_TUNED: dict = {}   # (fmt, gemm, m_bucket, N, K) -> config (filled by autotune())
-
-
-SWAP_AB = False  # opt-in swapped A/B (MXV=2) for 16 < rows/expert <= 64; see default_config
-
-
-def get_config(fmt: str, which: str, m_per_expert: float, n: int, k: int, gated: bool,
-               slots: int | None = None, experts: int | None = None) -> dict:
-    key = (fmt, which, m_bucket(m_per_expert), n, k)
-    if key in _TUNED:
-        return dict(_TUNED[key])
-    return default_config(fmt, m_per_expert, n, k, gated, slots=slots, experts=experts)
-
-
-def candidate_configs(fmt: str, m_per_expert: float, gated: bool) -> list[dict]:
-    wf, _ = FMT_CODES[fmt]
-    out = []
-    if m_per_expert <= 16:
-        bms = [16]
-    elif m_per_expert <= 64:
-        bms = [16, 32, 64]
-    elif m_per_expert <= 256:
-        bms = [32, 64, 128]
-    else:
-        bms = [64, 128]
-    for bm in bms:
-        for bn in ([32, 64, 128] if bm <= 64 else [64, 128]):
-            for nw in ([4] if bm <= 64 else [4, 8]):
-                for ns in ([3, 5] if bm <= 32 else [3, 4]):
-                    bk = 128 if (bm <= 32 and wf != WF_FP8B) else 64
-                    if wf == WF_FP8B:
-                        bk = 64 if bm > 32 else 128
-                    out.append(dict(BM=bm, BN=bn, BK=bk, GROUP_M=1 if bm <= 16 else 8, num_warps=nw, num_stages=ns))
-    if wf == WF_MX_BF16 and m_per_expert <= 64:
-        out = [dict(BM=bm, BN=bn, BK=128, GROUP_M=4, num_warps=nw, num_stages=ns, MXV=1)
-               for bm in ((16,) if m_per_expert <= 16 else (16, 32)) for bn in (32, 64, 128)
-               for nw in (2, 4) for ns in (3, 4)]
-    elif wf >= 3 and m_per_expert <= 64:
-        out = [dict(BM=16, BN=bn, BK=128, GROUP_M=4, num_warps=4, num_stages=ns, GPI=gpi)
-               for bn in (32, 64, 128) for gpi in (3, 6) for ns in (3, 5)]
-    return out
-
-
 # ----------------------------------------------------------------------------- launcher
-LAST_COMPILED: list = []  # the last launch's compiled kernel (benchmarks read .asm from it)
-
-
 def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, n, k, a_div,
              fmt: str, gated: bool, mul_routed: bool, cfg: dict, up_off: int = 0, up_soff: int = 0,
              unpack_asm: bool | None = None, mx_big_scale: bool | None = None, c_div: int = 1):
@@ -801,7 +766,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     mxv = max(1, int(cfg.get("MXV", 1))) if wf == WF_MX_BF16 else 0  # mxfp4 x bf16: MXV loop only
     if split > 1:
         assert out.dtype == torch.float32, "split-K accumulates into an fp32 buffer"
-        assert not (wf >= 3 and mxv == 0), "split-K needs the MXV>=1 loop for MXFP4"
+        assert wf != WF_MX_FP8, "split-K needs the MXV>=1 loop (mxfp4 x bf16)"
     grid = (triton.cdiv(cap, bm) * triton.cdiv(n, bn), split)
     if a_s is None:
         a_s = a  # unused
@@ -822,7 +787,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     wtile = bool(mxv and w.dim() == 4)
     if wtile:
         assert w.shape[-1] == 64 and w.shape[1] * 128 >= k, "tiled weights: [E, ceil(K/128), N, 64]"
-    ck = moe_gemm_kernel[grid](
+    moe_gemm_kernel[grid](
         a, a_s, w, w_s, bias, out, topk_w, sorted_ids, expert_ids, npp,
         n, k, topk_w.numel(), up_off, up_soff,
         a.stride(0), a_s.stride(0) if a_s.dim() else 1,
@@ -831,12 +796,11 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         A_DIV=a_div, WF=wf, AQ=aq, GATED=gated, HAS_BIAS=has_bias, MUL_ROUTED=mul_routed,
         BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"], EVEN_K=(k % bk == 0),
         UNPACK_ASM=bool(unpack_asm), DOT_F32=INTERPRET,
-        GPI=(cfg.get("GPI", 1) if (wf >= 3 and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
+        GPI=(cfg.get("GPI", 1) if (wf in MX_CODES and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
         MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1), STILE=stile, WTILE=wtile,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and not INTERPRET else {}),
     )
-    LAST_COMPILED[:] = [ck]
     return out
 
 
@@ -848,9 +812,7 @@ def swiglu_kernel(x_ptr, o_ptr, N, stride_x, stride_o, BLOCK: tl.constexpr):
     m = c < N
     g = tl.load(x_ptr + r * stride_x + c, mask=m, other=0.0)
     u = tl.load(x_ptr + r * stride_x + N + c, mask=m, other=0.0)
-    g = tl.minimum(g, 7.0)
-    u = tl.minimum(tl.maximum(u, -7.0), 7.0)
-    y = (u + 1.0) * (g * tl.sigmoid(1.702 * g))
+    y = _swiglu_gptoss(g, u)
     tl.store(o_ptr + r * stride_o + c, y.to(o_ptr.dtype.element_ty), mask=m)
 
 

@@ -1,9 +1,8 @@
 """GPT-OSS router in Triton: logits = x @ W^T + b (fp32 accumulation), top-k, softmax over the k
 selected logits, in one launch (many tokens) or two (few tokens: logits over expert blocks, then
-top-k). Same function as reference.route (torch: an fp32 copy of x and W, a cuBLAS
-GEMV/GEMM, topk, softmax, an int cast: 7-9 launches, 23.7 us at batch 1 on an H100, a third of an
-mxfp4 decode layer; one launch: 15.3 us; the split two-launch path: 7.0 us; docs/performance.md runs
-14, 16, 19).
+top-k). Same function as reference.route, whose torch version (an fp32 copy of x and W, a cuBLAS
+GEMV/GEMM, topk, softmax, an int cast) takes 7-9 launches: at decode that overhead is a large share of
+a layer whose GEMMs stream little weight (measured: docs/performance.md).
 
 Ties between equal logits go to the lower expert id (torch.topk leaves their order unspecified);
 random fp32 logits practically never tie.
