@@ -89,6 +89,15 @@ def _cfg(**kw):
     ("mxfp4", dict(MXV=1, STILE=0, SPLIT_K=2), "uniform", 1),
     ("mxfp4", dict(BK=128, num_warps=2, MXV=1), "skew:3", 1),   # BK = 128: one scale tile per step
     ("mxfp4", dict(BK=128, MXV=1, SPLIT_K=2), "uniform", 2),
+    # swapped A/B, two K tiles per step (odd tile counts: K = 160 is 3 tiles of 64; split chunks of 2 and 1)
+    ("mxfp4", dict(MXV=2, KPAIR=1), "skew:3", 1),
+    ("mxfp4", dict(MXV=2, KPAIR=1, SPLIT_K=2), "uniform", 2),
+    ("mxfp4", dict(MXV=2, KPAIR=1, WTILE=0, STILE=0), "uniform", 1),
+    # bf16 / fp8 swapped A/B (weight rows as the MMA's M side); K = 160 ragged against BK = 64
+    ("fp8", dict(BK=32, SWAP_AB=1), "skew:3", 1),
+    ("fp8", dict(BK=64, SWAP_AB=1), "uniform", 2),
+    ("fp8", dict(BK=32, SWAP_AB=1, SPLIT_K=2), "uniform", 1),
+    ("bf16", dict(BK=64, SWAP_AB=1, SPLIT_K=3), "skew:3", 1),
     ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
     ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
@@ -141,3 +150,14 @@ def test_fused_route_matches_torch(t, h, e, k, split):
     assert torch.equal(ids.cpu(), rids.cpu())
     assert torch.allclose(wts, rwts, rtol=1e-5, atol=1e-6)
     assert torch.allclose(wts.sum(-1), torch.ones(t, device=DEV))
+
+
+def test_swap_ab_refused_for_other_formats():
+    """SWAP_AB is the bf16 / fp8 loop's option (mxfp4 has MXV=2): asking it elsewhere is an error."""
+    from moeprof.models.layer import build_layer
+
+    c = _cfg(SWAP_AB=1)
+    layer = build_layer(hidden_size=64, intermediate_size=64, num_experts=4, top_k=2, fmt="fp8-block", batch=3,
+                        seed=1, device=DEV, cache_weights=False, cfg=(c, dict(c)))
+    with pytest.raises(ValueError, match="SWAP_AB"):
+        layer()

@@ -106,3 +106,47 @@ def _loop(layer):
         return out.to(torch.bfloat16)
 
     return run
+
+
+def grouped_gemms_only(layer):
+    """The torch-grouped peer's two grouped GEMMs alone, for a GEMM-against-GEMM comparison with
+    moeprof's expert GEMMs (MoeLayer.gemm_only): routing, sort, gather, activation quant, SwiGLU and the
+    intermediate are made once here, outside the returned callable; what the layer peer spends around
+    the GEMMs (the glue) is its layer time minus this callable's time."""
+    import torch
+
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import route as route_kernel
+
+    wt, fmt, k = layer.wt, layer.fmt, layer.top_k
+    if fmt not in ("bf16", "fp8"):
+        raise ValueError("torch-grouped supports bf16 and fp8")
+    i, nv = wt.inter, layer.batch * k
+    ids, _ = route_kernel.route(layer.x, layer.router_w, layer.router_b, k)
+    sids, _, _, _ = mg.moe_align(ids, wt.num_experts, 16)
+    ends = torch.cumsum((torch.bincount(ids.reshape(-1).long(), minlength=wt.num_experts) + 15) // 16 * 16, 0)
+    offs = ends.to(torch.int32)
+    src_tok = torch.where(sids < nv, sids // k, torch.zeros_like(sids)).long()
+    row_e = torch.searchsorted(ends, torch.arange(sids.numel(), device=sids.device), right=True)
+    row_e = row_e.clamp(max=wt.num_experts - 1)
+    w1t, w2t = wt.w1.transpose(1, 2), wt.w2.transpose(1, 2)
+    if fmt == "bf16":
+        xs = layer.x[src_tok]
+        hh = torch._grouped_mm(xs, w1t, offs=offs, out_dtype=torch.bfloat16)
+        a = _swiglu(hh.float() + wt.b1[row_e], i).to(torch.bfloat16)
+
+        def run():
+            torch._grouped_mm(xs, w1t, offs=offs, out_dtype=torch.bfloat16)
+            torch._grouped_mm(a, w2t, offs=offs, out_dtype=torch.bfloat16)
+
+        return run
+    xq, xs_ = mg.act_quant(layer.x, per_group=False)
+    xq, xs_ = xq[src_tok].contiguous(), xs_[src_tok].contiguous()
+    hh = torch._scaled_grouped_mm(xq, w1t, xs_, wt.w1_s, offs=offs, out_dtype=torch.bfloat16)
+    aq, as_ = mg.act_quant(_swiglu(hh.float() + wt.b1[row_e], i).to(torch.bfloat16), per_group=False)
+
+    def run():
+        torch._scaled_grouped_mm(xq, w1t, xs_, wt.w1_s, offs=offs, out_dtype=torch.bfloat16)
+        torch._scaled_grouped_mm(aq, w2t, as_, wt.w2_s, offs=offs, out_dtype=torch.bfloat16)
+
+    return run

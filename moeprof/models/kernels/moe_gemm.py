@@ -188,6 +188,108 @@ def _swiglu_gptoss(gate, up):
     return (up + 1.0) * glu
 
 
+@triton.jit
+def _mx_load(w_e, ws_e, nrow, kt, K, stride_wn, stride_wsn, gg, jpos, G: tl.constexpr,
+             UNPACK_ASM: tl.constexpr, EVEN_K: tl.constexpr, WTILE: tl.constexpr, STILE: tl.constexpr):
+    """Packed weights [BN, G, 16] (+ the lane's second byte for the integer unpack) and E8M0 scales
+    [BN, G] of K tile kt for weight rows nrow."""
+    k0 = kt * (G * 32)
+    if WTILE:
+        # K-tile-major weights [E, Kt, N, 64] (quant.tile_mx_weights): the BN rows' bytes of a K step
+        # are one contiguous run (whole 128-byte lines); stride_wn = tile stride
+        gabs = kt * G + gg
+        wcol = (gabs // 4) * stride_wn + (gabs % 4) * 16
+        wp = w_e + nrow[:, None, None] * 64 + (wcol[:, None] + jpos[None, :])[None, :, :]
+    else:
+        boff = gg[:, None] * 16 + jpos[None, :]         # [G, 16] byte offsets inside the tile
+        wp = w_e + nrow[:, None, None] * stride_wn + (k0 // 2 + boff)[None, :, :]
+    if STILE:
+        # K-tile-major scales [E, Kt, N, 4] (quant.tile_mx_scales): the BN rows' scales of a K step
+        # are one contiguous run, padded to whole tiles (read unmasked)
+        gabs = kt * G + gg
+        sp = ws_e + nrow[:, None] * 4 + ((gabs // 4) * stride_wsn + gabs % 4)[None, :]
+    else:
+        sp = ws_e + nrow[:, None] * stride_wsn + (kt * G + gg)[None, :]
+    if EVEN_K:
+        wb = tl.load(wp)
+        sc = tl.load(sp)
+        wb1 = wb
+        if not UNPACK_ASM:
+            wb1 = tl.load(wp + 1)
+    else:
+        # tiled layouts are zero-padded to whole K tiles: read unmasked (the activations beyond K
+        # are masked to zero)
+        gm = (k0 // 32 + gg) < (K // 32)
+        if WTILE:
+            wb = tl.load(wp)
+        else:
+            wb = tl.load(wp, mask=gm[None, :, None], other=0)
+        if STILE:
+            sc = tl.load(sp)
+        else:
+            sc = tl.load(sp, mask=gm[None, :], other=0)
+        wb1 = wb
+        if not UNPACK_ASM:
+            if WTILE:
+                wb1 = tl.load(wp + 1)
+            else:
+                wb1 = tl.load(wp + 1, mask=gm[None, :, None], other=0)
+    return wb, wb1, sc
+
+
+@triton.jit
+def _mx_unpack(wb, wb1, sc, jj, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr,
+               UNPACK_ASM: tl.constexpr, BIG_SCALE: tl.constexpr, MXV: tl.constexpr):
+    """Packed "lanes" tile + E8M0 scales -> (plane 0, plane 1) bf16 tiles [BN, BK/2], scale applied."""
+    if UNPACK_ASM:
+        # bias 2^(S-1) as bf16 bits, once per MX group; big scales: 2^126 + a multiply
+        if BIG_SCALE:
+            sb = tl.full((BN, G), (127 + 126) << 7, tl.int32)
+        else:
+            sb = (sc.to(tl.int32) + 126) << 7
+        sb3 = tl.broadcast_to(sb.to(tl.uint16)[:, :, None], (BN, G, 16))
+        if MXV == 2:
+            w_lo, w_hi = _e2m1_lanes_bf16_asm_rega(wb, sb3)
+        else:
+            w_lo, w_hi = _e2m1_lanes_bf16_asm(wb, sb3)
+        if BIG_SCALE:
+            f = tl.exp2((sc.to(tl.int32) - 127).to(tl.float32))[:, :, None]
+            w_lo = (w_lo.to(tl.float32) * f).to(tl.bfloat16)
+            w_hi = (w_hi.to(tl.float32) * f).to(tl.bfloat16)
+    else:
+        # integer unpack of the "lanes" layout (plane order): element j in slot A
+        # (j & 2 == 0) or B, element j + 16 in slot C or D of the same lane
+        lane = wb.to(tl.int32) | (wb1.to(tl.int32) << 8)
+        sexp = (sc.to(tl.int32) - 127)[:, :, None]
+        slot_b = ((jj & 2) != 0)[None, None, :]
+        n_lo = tl.where(slot_b, ((lane >> 3) & 7) | ((lane >> 9) & 8),
+                        ((lane >> 6) & 7) | ((lane >> 12) & 8))
+        n_hi = tl.where(slot_b, ((lane >> 10) & 3) | ((lane >> 11) & 4) | ((lane >> 11) & 8),
+                        (lane & 7) | ((lane >> 6) & 8))
+        w_lo = _e2m1_nibble_to_bf16_bits(n_lo, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
+        w_hi = _e2m1_nibble_to_bf16_bits(n_hi, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    return tl.reshape(w_lo, (BN, BK // 2)), tl.reshape(w_hi, (BN, BK // 2))
+
+
+@triton.jit
+def _mx_a_t_load(a_t_ptr, k0, a_lo_cols, tok_mask, k_end):
+    """Activation tile of the swapped loop, transposed: (columns of plane 0, plane 1) [BK/2, BM];
+    columns at or past k_end read as zero."""
+    akm = (k0 + a_lo_cols) < k_end
+    a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
+    a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
+    return a_lo_t, a_hi_t
+
+
+@triton.jit
+def _mx_dot_t(acc_t, wb, wb1, sc, a_lo_t, a_hi_t, jj, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr,
+              UNPACK_ASM: tl.constexpr, BIG_SCALE: tl.constexpr, DOT_F32: tl.constexpr):
+    """acc_t [BN, BM] += unpacked weight tile [BN, BK] @ activation tile^T (swapped A/B)."""
+    w_lo, w_hi = _mx_unpack(wb, wb1, sc, jj, BN, BK, G, UNPACK_ASM, BIG_SCALE, 2)
+    acc_t = _dot(w_lo, a_lo_t, acc_t, DOT_F32)
+    return _dot(w_hi, a_hi_t, acc_t, DOT_F32)
+
+
 # ----------------------------------------------------------------------------- grouped GEMM
 @triton.jit
 def _dot(a, b, acc, F32: tl.constexpr):
@@ -212,6 +314,7 @@ def moe_gemm_kernel(
     DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1, MXV: tl.constexpr = 0,
     BIG_SCALE: tl.constexpr = False, SPLIT_K: tl.constexpr = 1, C_DIV: tl.constexpr = 1,
     STILE: tl.constexpr = False, WTILE: tl.constexpr = False,
+    KPAIR: tl.constexpr = False, SWAP_AB: tl.constexpr = False,
 ):
     # SPLIT_K > 1 (decode: few experts -> few tiles): program_id(1) takes one BK-aligned K chunk and
     # adds its fp32 partial into c with atomics (c zeroed by the caller). Gated: c is fp32
@@ -274,7 +377,6 @@ def moe_gemm_kernel(
             jpos = jj
         else:
             jpos = (jj & ~3) | ((jj & 1) << 1)
-        boff = gg[:, None] * 16 + jpos[None, :]         # [G, 16] byte offsets inside the tile
         qq = tl.arange(0, BK // 2)
         a_lo_cols = tl.max_contiguous(tl.multiple_of((qq // 16) * 32 + (qq % 16), 16), 16)
         if MXV == 2 and UNPACK_ASM:
@@ -290,106 +392,72 @@ def moe_gemm_kernel(
         acc_t = tl.zeros((BN, BM), dtype=tl.float32)
         acc_ut = tl.zeros((BN, BM), dtype=tl.float32)
         a_t_ptr = a_ptr + arow.to(tl.int64)[None, :] * stride_am
-        for kt in range(k_lo // BK, tl.cdiv(k_hi, BK)):
-            # loop over K tiles (k0 = kt * BK) so that the scale offset kt * G is a known multiple of G:
-            # with scale rows padded to 16 bytes the G scale bytes of a tile are one aligned vector
-            k0 = kt * BK
-            if MXV == 2:
-                if EVEN_K:
-                    a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
-                    a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
+        kt_lo = k_lo // BK
+        kt_hi = tl.cdiv(k_hi, BK)
+        if KPAIR:
+            # two K tiles per step (swapped A/B only), every load of both issued before the first
+            # unpack: the weight tiles feed the inline-asm unpack in registers, which Triton's software
+            # pipeline does not stage, so this doubles the bytes in flight per program without
+            # loop-carried register tiles (those went through shared memory)
+            tl.static_assert(MXV == 2)
+            for kt in range(kt_lo, kt_hi, 2):
+                kt1 = tl.minimum(kt + 1, kt_hi - 1)
+                wb_g0, wb1_g0, sc_g0 = _mx_load(w_e, ws_e, offs_n_safe, kt, K, stride_wn, stride_wsn,
+                                                gg, jpos, G, UNPACK_ASM, EVEN_K, WTILE, STILE)
+                wb_g1, wb1_g1, sc_g1 = _mx_load(w_e, ws_e, offs_n_safe, kt1, K, stride_wn, stride_wsn,
+                                                gg, jpos, G, UNPACK_ASM, EVEN_K, WTILE, STILE)
+                if GATED:
+                    wb_u0, wb1_u0, sc_u0 = _mx_load(w_e, ws_e, offs_n_safe + up_off, kt, K, stride_wn, stride_wsn,
+                                                    gg, jpos, G, UNPACK_ASM, EVEN_K, WTILE, STILE)
+                    wb_u1, wb1_u1, sc_u1 = _mx_load(w_e, ws_e, offs_n_safe + up_off, kt1, K, stride_wn, stride_wsn,
+                                                    gg, jpos, G, UNPACK_ASM, EVEN_K, WTILE, STILE)
+                # the second tile's activations are zero when it lies past the chunk (odd tile count)
+                a_lo0, a_hi0 = _mx_a_t_load(a_t_ptr, kt * BK, a_lo_cols, tok_mask, K)
+                a_lo1, a_hi1 = _mx_a_t_load(a_t_ptr, (kt + 1) * BK, a_lo_cols, tok_mask,
+                                            tl.where(kt + 1 < kt_hi, K, 0))
+                acc_t = _mx_dot_t(acc_t, wb_g0, wb1_g0, sc_g0, a_lo0, a_hi0, jj, BN, BK, G, UNPACK_ASM, BIG_SCALE, DOT_F32)
+                if GATED:
+                    acc_ut = _mx_dot_t(acc_ut, wb_u0, wb1_u0, sc_u0, a_lo0, a_hi0, jj, BN, BK, G, UNPACK_ASM, BIG_SCALE, DOT_F32)
+                acc_t = _mx_dot_t(acc_t, wb_g1, wb1_g1, sc_g1, a_lo1, a_hi1, jj, BN, BK, G, UNPACK_ASM, BIG_SCALE, DOT_F32)
+                if GATED:
+                    acc_ut = _mx_dot_t(acc_ut, wb_u1, wb1_u1, sc_u1, a_lo1, a_hi1, jj, BN, BK, G, UNPACK_ASM, BIG_SCALE, DOT_F32)
+        else:
+            for kt in range(kt_lo, kt_hi):
+                # loop over K tiles (k0 = kt * BK) so that the scale offset kt * G is a known multiple of G:
+                # with scale rows padded to 16 bytes the G scale bytes of a tile are one aligned vector
+                k0 = kt * BK
+                if MXV == 2:
+                    if EVEN_K:
+                        a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
+                        a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :], other=0.0)
+                    else:
+                        akm = (k0 + a_lo_cols) < K
+                        a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
+                        a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
+                elif EVEN_K:
+                    a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
+                    a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
                 else:
                     akm = (k0 + a_lo_cols) < K
-                    a_lo_t = tl.load(a_t_ptr + (k0 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
-                    a_hi_t = tl.load(a_t_ptr + (k0 + 16 + a_lo_cols)[:, None], mask=tok_mask[None, :] & akm[:, None], other=0.0)
-            elif EVEN_K:
-                a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
-                a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None], other=0.0)
-            else:
-                akm = (k0 + a_lo_cols) < K
-                a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
-                a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
-            for half in tl.static_range(2 if GATED else 1):
-                nrow = offs_n_safe + half * up_off
-                if WTILE:
-                    # K-tile-major weights [E, Kt, N, 64] (quant.tile_mx_weights): the BN rows' bytes of
-                    # a K step are one contiguous run (whole 128-byte lines); stride_wn = tile stride
-                    gabs = kt * G + gg
-                    wcol = (gabs // 4) * stride_wn + (gabs % 4) * 16
-                    wp = w_e + nrow[:, None, None] * 64 + (wcol[:, None] + jpos[None, :])[None, :, :]
-                else:
-                    wp = w_e + nrow[:, None, None] * stride_wn + (k0 // 2 + boff)[None, :, :]
-                if STILE:
-                    # K-tile-major scales [E, Kt, N, 4] (quant.tile_mx_scales): the BN rows' scales of
-                    # a K step are one contiguous run, padded to whole tiles (read unmasked)
-                    gabs = kt * G + gg
-                    sp = ws_e + nrow[:, None] * 4 + ((gabs // 4) * stride_wsn + gabs % 4)[None, :]
-                else:
-                    sp = ws_e + nrow[:, None] * stride_wsn + (kt * G + gg)[None, :]
-                if EVEN_K:
-                    wb = tl.load(wp)
-                    sc = tl.load(sp)
-                    if not UNPACK_ASM:
-                        wb1 = tl.load(wp + 1)
-                else:
-                    # tiled layouts are zero-padded to whole K tiles: read unmasked (the activations
-                    # beyond K are masked to zero)
-                    gm = (k0 // 32 + gg) < (K // 32)
-                    if WTILE:
-                        wb = tl.load(wp)
-                    else:
-                        wb = tl.load(wp, mask=gm[None, :, None], other=0)
-                    if STILE:
-                        sc = tl.load(sp)
-                    else:
-                        sc = tl.load(sp, mask=gm[None, :], other=0)
-                    if not UNPACK_ASM:
-                        if WTILE:
-                            wb1 = tl.load(wp + 1)
-                        else:
-                            wb1 = tl.load(wp + 1, mask=gm[None, :, None], other=0)
-                if UNPACK_ASM:
-                    # bias 2^(S-1) as bf16 bits, once per MX group; big scales: 2^126 + a multiply
-                    if BIG_SCALE:
-                        sb = tl.full((BN, G), (127 + 126) << 7, tl.int32)
-                    else:
-                        sb = (sc.to(tl.int32) + 126) << 7
-                    sb3 = tl.broadcast_to(sb.to(tl.uint16)[:, :, None], (BN, G, 16))
+                    a_lo = tl.load(a_row_ptr + (k0 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
+                    a_hi = tl.load(a_row_ptr + (k0 + 16 + a_lo_cols)[None, :], mask=tok_mask[:, None] & akm[None, :], other=0.0)
+                for half in tl.static_range(2 if GATED else 1):
+                    wb, wb1, sc = _mx_load(w_e, ws_e, offs_n_safe + half * up_off, kt, K, stride_wn, stride_wsn,
+                                           gg, jpos, G, UNPACK_ASM, EVEN_K, WTILE, STILE)
+                    w_lo, w_hi = _mx_unpack(wb, wb1, sc, jj, BN, BK, G, UNPACK_ASM, BIG_SCALE, MXV)
                     if MXV == 2:
-                        w_lo, w_hi = _e2m1_lanes_bf16_asm_rega(wb, sb3)
+                        if half == 0:
+                            acc_t = _dot(w_lo, a_lo_t, acc_t, DOT_F32)
+                            acc_t = _dot(w_hi, a_hi_t, acc_t, DOT_F32)
+                        else:
+                            acc_ut = _dot(w_lo, a_lo_t, acc_ut, DOT_F32)
+                            acc_ut = _dot(w_hi, a_hi_t, acc_ut, DOT_F32)
+                    elif half == 0:
+                        acc = _dot(a_lo, tl.trans(w_lo), acc, DOT_F32)
+                        acc = _dot(a_hi, tl.trans(w_hi), acc, DOT_F32)
                     else:
-                        w_lo, w_hi = _e2m1_lanes_bf16_asm(wb, sb3)
-                    if BIG_SCALE:
-                        f = tl.exp2((sc.to(tl.int32) - 127).to(tl.float32))[:, :, None]
-                        w_lo = (w_lo.to(tl.float32) * f).to(tl.bfloat16)
-                        w_hi = (w_hi.to(tl.float32) * f).to(tl.bfloat16)
-                else:
-                    # integer unpack of the "lanes" layout (plane order): element j in slot A
-                    # (j & 2 == 0) or B, element j + 16 in slot C or D of the same lane
-                    lane = wb.to(tl.int32) | (wb1.to(tl.int32) << 8)
-                    sexp = (sc.to(tl.int32) - 127)[:, :, None]
-                    slot_b = ((jj & 2) != 0)[None, None, :]
-                    n_lo = tl.where(slot_b, ((lane >> 3) & 7) | ((lane >> 9) & 8),
-                                    ((lane >> 6) & 7) | ((lane >> 12) & 8))
-                    n_hi = tl.where(slot_b, ((lane >> 10) & 3) | ((lane >> 11) & 4) | ((lane >> 11) & 8),
-                                    (lane & 7) | ((lane >> 6) & 8))
-                    w_lo = _e2m1_nibble_to_bf16_bits(n_lo, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
-                    w_hi = _e2m1_nibble_to_bf16_bits(n_hi, sexp).to(tl.int16).to(tl.bfloat16, bitcast=True)
-                w_lo = tl.reshape(w_lo, (BN, BK // 2))
-                w_hi = tl.reshape(w_hi, (BN, BK // 2))
-                if MXV == 2:
-                    if half == 0:
-                        acc_t = _dot(w_lo, a_lo_t, acc_t, DOT_F32)
-                        acc_t = _dot(w_hi, a_hi_t, acc_t, DOT_F32)
-                    else:
-                        acc_ut = _dot(w_lo, a_lo_t, acc_ut, DOT_F32)
-                        acc_ut = _dot(w_hi, a_hi_t, acc_ut, DOT_F32)
-                elif half == 0:
-                    acc = _dot(a_lo, tl.trans(w_lo), acc, DOT_F32)
-                    acc = _dot(a_hi, tl.trans(w_hi), acc, DOT_F32)
-                else:
-                    acc_up = _dot(a_lo, tl.trans(w_lo), acc_up, DOT_F32)
-                    acc_up = _dot(a_hi, tl.trans(w_hi), acc_up, DOT_F32)
+                        acc_up = _dot(a_lo, tl.trans(w_lo), acc_up, DOT_F32)
+                        acc_up = _dot(a_hi, tl.trans(w_hi), acc_up, DOT_F32)
         if MXV == 2:
             acc = tl.trans(acc_t)
             if GATED:
@@ -432,6 +500,39 @@ def moe_gemm_kernel(
                     acc += part * fs[None, :]
                 else:
                     acc_up += part * fs[None, :]
+    elif SWAP_AB:
+        # ---------------- BF16 / FP8 weights, swapped A/B: out^T [BN, BM] = W [BN, BK] @ X^T [BK, BM].
+        # The weight tile is the MMA's M side (>= 64 rows: a warpgroup MMA, e4m3 operands stay e4m3;
+        # with few token rows as the M side Triton falls back to mma.sync, which takes e4m3 only as
+        # FP16 after a conversion) and the few tokens are its N side. Both operands are K-major.
+        tl.static_assert(WF == WF_BF16 or WF == WF_FP8)
+        offs_k = tl.arange(0, BK)
+        wt_ptrs = w_e + offs_n_safe[:, None] * stride_wn + (k_lo + offs_k)[None, :]
+        wut_ptrs = wt_ptrs + up_off * stride_wn
+        at_ptrs = a_ptr + arow.to(tl.int64)[None, :] * stride_am + (k_lo + offs_k)[:, None]
+        acc_t = tl.zeros((BN, BM), dtype=tl.float32)
+        acc_ut = tl.zeros((BN, BM), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BK):
+            if EVEN_K:
+                a_t = tl.load(at_ptrs, mask=tok_mask[None, :], other=0.0)
+                w = tl.load(wt_ptrs)
+            else:
+                kmask = (k0 + offs_k) < K
+                a_t = tl.load(at_ptrs, mask=tok_mask[None, :] & kmask[:, None], other=0.0)
+                w = tl.load(wt_ptrs, mask=kmask[None, :], other=0.0)
+            acc_t = _dot(w, a_t, acc_t, DOT_F32)
+            if GATED:
+                if EVEN_K:
+                    wu = tl.load(wut_ptrs)
+                else:
+                    wu = tl.load(wut_ptrs, mask=kmask[None, :], other=0.0)
+                acc_ut = _dot(wu, a_t, acc_ut, DOT_F32)
+                wut_ptrs += BK
+            at_ptrs += BK
+            wt_ptrs += BK
+        acc = tl.trans(acc_t)
+        if GATED:
+            acc_up = tl.trans(acc_ut)
     else:
         # ---------------- BF16 / FP8 weights
         offs_k = tl.arange(0, BK)
@@ -768,6 +869,9 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         assert out.dtype == torch.float32, "split-K accumulates into an fp32 buffer"
         assert wf != WF_MX_FP8, "split-K needs the MXV>=1 loop (mxfp4 x bf16)"
     grid = (triton.cdiv(cap, bm) * triton.cdiv(n, bn), split)
+    swap_ab = bool(cfg.get("SWAP_AB", 0))
+    if swap_ab and wf not in (WF_BF16, WF_FP8):
+        raise ValueError(f"SWAP_AB is for bf16 / fp8 weights (mxfp4: MXV=2), not {fmt}")
     if a_s is None:
         a_s = a  # unused
     if w_s is None:
@@ -798,6 +902,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         UNPACK_ASM=bool(unpack_asm), DOT_F32=INTERPRET,
         GPI=(cfg.get("GPI", 1) if (wf in MX_CODES and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
         MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1), STILE=stile, WTILE=wtile,
+        KPAIR=bool(mxv == 2 and cfg.get("KPAIR", 0)), SWAP_AB=swap_ab,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and not INTERPRET else {}),
     )
