@@ -30,30 +30,34 @@ SEED = 23  # fresh data: neither the capture's seed nor the tests'
 
 
 def _c(bm, bn, bk, nw, ns, **kw):
-    return dict(BM=bm, BN=bn, BK=bk, GROUP_M=4 if bm <= 32 else 8, num_warps=nw, num_stages=ns, **kw)
+    return {"BM": bm, "BN": bn, "BK": bk, "GROUP_M": 4 if bm <= 32 else 8, "num_warps": nw, "num_stages": ns, **kw}
 
 
 # name -> (batches, config for both GEMMs); None batches: every batch whose rows per expert fit BM
+# the defaults before the swapped fp8 tiles (for a same-run comparison)
+FP8_BEFORE = {16: _c(16, 64, 128, 4, 4, GROUP_M=1), 64: _c(32, 64, 128, 4, 4)}
+D = (1, 4, 16, 64, 256)
 VARIANTS = {
     "fp8": {
-        "swap-n64": ((1, 4, 16, 64, 256), _c(16, 64, 128, 4, 4, SWAP_AB=1)),
-        "swap-n128": ((1, 4, 16, 64, 256), _c(16, 128, 128, 4, 4, SWAP_AB=1)),
-        "swap-n64-k256": ((16, 64, 256), _c(16, 64, 256, 4, 3, SWAP_AB=1)),
-        "swap-n64-split2": ((1, 4), _c(16, 64, 128, 4, 4, SWAP_AB=1, SPLIT_K=2)),
-        "swap-m32-n64": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
-        "swap-m32-n128": ((1024,), _c(32, 128, 128, 4, 4, SWAP_AB=1)),
+        "before": (D, FP8_BEFORE[16]),
+        "before-m32": ((1024,), FP8_BEFORE[64]),
+        "swap-n64": (D, _c(16, 64, 128, 4, 4, SWAP_AB=1)),
+        "swap-n64-k256-s4": ((16, 64, 256), _c(16, 64, 256, 4, 4, SWAP_AB=1)),
+        "swap-n128-k256": ((16, 64, 256), _c(16, 128, 256, 4, 3, SWAP_AB=1)),
+        "swap-n64-k512": ((16, 64, 256), _c(16, 64, 512, 4, 2, SWAP_AB=1)),
+        "swap-m32-k256": ((1024,), _c(32, 64, 256, 4, 3, SWAP_AB=1)),
+        "pf-m128-n128-w8": ((4096, 16384), _c(128, 128, 128, 8, 3)),
     },
     "mxfp4": {
-        "swap": ((1, 16, 64, 256), _c(16, 64, 128, 4, 3, MXV=2)),
-        "swap-kpair": ((1, 4, 16, 64, 256), _c(16, 64, 128, 4, 3, MXV=2, KPAIR=1)),
-        "swap-kpair-k64": ((16, 64, 256), _c(16, 64, 64, 4, 3, MXV=2, KPAIR=1)),
-        "swap-kpair-n128-k64": ((16, 64, 256), _c(16, 128, 64, 4, 3, MXV=2, KPAIR=1)),
-        "v2-stages5": ((16, 64, 256), _c(16, 64, 128, 2, 5, MXV=1)),
-        "swap-m32-kpair": ((1024,), _c(32, 64, 128, 4, 3, MXV=2, KPAIR=1)),
-        "prefill-m128-w8": ((4096,), _c(128, 128, 64, 8, 3, MXV=1)),
-        "prefill-m128-n64-w8": ((4096,), _c(128, 64, 128, 8, 3, MXV=1)),
+        "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
+        "v2-n64-w4": ((16, 64, 256), _c(16, 64, 128, 4, 3, MXV=1)),
+        "v2-m16-n64-w2": ((1024,), _c(16, 64, 128, 2, 3, MXV=1)),
+        "dequant-bf16": ((4096, 16384), dict(_c(64, 64, 64, 4, 4), DEQUANT_BF16=1)),
+        "dequant-bf16-m128": ((4096, 16384), dict(_c(128, 64, 64, 8, 3), DEQUANT_BF16=1)),
     },
-    "bf16": {},
+    "bf16": {
+        "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
+    },
 }
 PEER_FORMATS = ("bf16", "fp8")
 
@@ -77,6 +81,8 @@ def _build(fmt, b, cfg, kernel="triton"):
     pair = None
     if cfg is not None:
         c1, c2 = dict(cfg), dict(cfg)
+        if cfg.get("DEQUANT_BF16"):
+            c2["BN"] = 128   # the bf16 defaults' gemm2 tile (not gated)
         if "SPLIT_K" not in cfg and cfg.get("MXV"):
             # the default's split-K heuristic, applied to the variant's tile (few experts: split K)
             sh = model_shapes(MODEL)
@@ -157,7 +163,7 @@ def run_ncu(out_dir, fmt, b, tag, pair):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--batches", default="1,4,16,64,256,1024,4096")
+    ap.add_argument("--batches", default="1,4,16,64,256,1024,4096,16384")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--dram-peak", type=float, default=4.81e12, help="bytes/s (ncu's DRAM peak of the card)")
@@ -218,6 +224,8 @@ def main():
             r = timing.time_fn(gemm_callable(layer), repeats=args.repeats, warmup=3)
             row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3,
                        pct_dram_peak=100 * layer.weight_bytes_read / (r.median_ns * 1e-9) / args.dram_peak)
+            if name == "default":   # the whole layer call too (route, sort, quant, GEMMs, combine)
+                row["layer_us"] = timing.time_fn(layer, repeats=args.repeats, warmup=3).median_ns / 1e3
             if name == "default" and fmt in PEER_FORMATS:
                 peer = _build(fmt, b, None, kernel="torch-grouped")
                 rp = timing.time_fn(peers.grouped_gemms_only(peer), repeats=args.repeats, warmup=3)
@@ -265,11 +273,12 @@ def main():
             print("NCU", key, "ERROR", v["error"], flush=True)
     print(f"\nSUMMARY {props.name}: expert GEMMs, us (% of DRAM peak {args.dram_peak / 1e12:.2f} TB/s); "
           f"{time.time() - t0:.0f} s")
-    print(f"{'fmt':6s} {'batch':>5s} {'variant':22s} {'ok':>3s} {'err':>8s} {'gemm_us':>8s} {'%peak':>6s} {'peer_us':>8s}")
+    print(f"{'fmt':6s} {'batch':>5s} {'variant':22s} {'ok':>3s} {'err':>8s} {'gemm_us':>8s} {'%peak':>6s} {'peer_us':>8s} {'layer_us':>8s}")
     for r in rows:
         print(f"{r['fmt']:6s} {r['batch']:5d} {r['variant']:22s} {'y' if r.get('ok') else 'N':>3s} "
               f"{r.get('rel_err', float('nan')):8.1e} {r.get('gemm_us', float('nan')):8.1f} "
-              f"{r.get('pct_dram_peak', float('nan')):6.1f} {r.get('peer_gemm_us', float('nan')):8.1f}"
+              f"{r.get('pct_dram_peak', float('nan')):6.1f} {r.get('peer_gemm_us', float('nan')):8.1f} "
+              f"{r.get('layer_us', float('nan')):8.1f}"
               + (f" {r['error'][:60]}" if "error" in r else ""))
 
 

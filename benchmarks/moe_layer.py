@@ -94,6 +94,7 @@ def main():
 
     from moeprof.profiler import timing
     from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models import peers
     from moeprof.models.reference import poisoned_call, rel_err
     from moeprof.models.layer import build_layer_for_model, model_shapes
 
@@ -208,11 +209,16 @@ def main():
                                bw_TBps=layer.weight_bytes_read / t / 1e12, bw_pct_copy=100 * layer.weight_bytes_read / t / copy_bw,
                                tflops=layer.flops / t / 1e12,
                                cfg=getattr(layer, "cfg1", None))
-                    if kern == "triton" and args.gemm_only:
-                        rg = timing.time_fn(layer.gemm_only(), repeats=args.repeats, warmup=2)
+                    if args.gemm_only and kern in ("triton", "torch-grouped"):
+                        # GEMMs against GEMMs: ours (quant + both expert GEMMs, routing and sort done
+                        # once outside) and the torch peer's two grouped GEMMs alone (gather, SwiGLU,
+                        # quant, combine outside); the rest of the layer time is the glue, reported apart
+                        gemm_fn = layer.gemm_only() if kern == "triton" else peers.grouped_gemms_only(layer)
+                        rg = timing.time_fn(gemm_fn, repeats=args.repeats, warmup=2)
                         row["gemm_us"] = rg.median_ns / 1e3
                         row["gemm_bw_pct_copy"] = 100 * layer.weight_bytes_read / (rg.median_ns * 1e-9) / copy_bw
-                        log(f"GEMM-ONLY {fmt:11s} b={b:5d} {row['gemm_us']:9.1f} us ({row['gemm_bw_pct_copy']:.0f}% of copy bw)")
+                        row["glue_us"] = row["median_us"] - row["gemm_us"]
+                        log(f"GEMM-ONLY {fmt:11s} {kern:14s} b={b:5d} {row['gemm_us']:9.1f} us ({row['gemm_bw_pct_copy']:.0f}% of copy bw)")
                     rows.append(row)
                     log(f"RUN {fmt:11s} {row['kernel']:16s} b={b:5d} {row['median_us']:9.1f} us "
                         f"[{row['p10_us']:.1f},{row['p90_us']:.1f}] E={row['experts_touched']:3d} "
@@ -231,6 +237,8 @@ def main():
         for (f, k, b), p in by.items():
             if b == r["batch"] and k != "moeprof-triton":
                 r[f"speedup_vs_{k}_{f}"] = p["median_us"] / r["median_us"]
+                if "gemm_us" in p and "gemm_us" in r:   # GEMMs against GEMMs (glue apart)
+                    r[f"gemm_speedup_vs_{k}_{f}"] = p["gemm_us"] / r["gemm_us"]
         f8 = by.get(("fp8", "moeprof-triton", r["batch"]))
         if f8:
             r["speedup_vs_triton_fp8"] = f8["median_us"] / r["median_us"]
@@ -246,15 +254,16 @@ def main():
         pass
     # short table last
     log("\nSUMMARY card=%s copy=%.2fTB/s" % (meta["card"], copy_bw / 1e12))
-    log(f"{'fmt':11s} {'kernel':16s} {'batch':>6s} {'us':>9s} {'E':>4s} {'%copy':>6s} {'TF/s':>6s} {'vs_peer':>8s} {'gemm_us':>8s} {'g%copy':>6s}")
+    log(f"{'fmt':11s} {'kernel':16s} {'batch':>6s} {'us':>9s} {'E':>4s} {'%copy':>6s} {'TF/s':>6s} {'vs_peer':>8s} {'gemm_us':>8s} {'g%copy':>6s} {'g_vs_peer':>9s}")
     for r in rows:
         if "median_us" not in r:
             continue
         # the same format's torch peer (bf16: _grouped_mm, fp8: _scaled_grouped_mm), else none
         sp = [v for k, v in r.items() if k == f"speedup_vs_torch-grouped-mm_{r['format']}"]
+        gsp = r.get(f"gemm_speedup_vs_torch-grouped-mm_{r['format']}", float("nan"))
         log(f"{r['format']:11s} {r['kernel']:16s} {r['batch']:6d} {r['median_us']:9.1f} {r['experts_touched']:4d} "
             f"{r['bw_pct_copy']:6.0f} {r['tflops']:6.1f} {(sp[0] if sp else float('nan')):8.2f} "
-            f"{r.get('gemm_us', float('nan')):8.1f} {r.get('gemm_bw_pct_copy', float('nan')):6.0f}")
+            f"{r.get('gemm_us', float('nan')):8.1f} {r.get('gemm_bw_pct_copy', float('nan')):6.0f} {gsp:9.2f}")
     bad = [c for c in checks if not c.get("ok")]
     log(f"CHECKS: {len(checks) - len(bad)}/{len(checks)} ok" + (f"; failed: {[(c['fmt'], c['kernel'], c['batch']) for c in bad]}" if bad else ""))
 

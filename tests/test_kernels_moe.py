@@ -98,6 +98,9 @@ def _cfg(**kw):
     ("fp8", dict(BK=64, SWAP_AB=1), "uniform", 2),
     ("fp8", dict(BK=32, SWAP_AB=1, SPLIT_K=2), "uniform", 1),
     ("bf16", dict(BK=64, SWAP_AB=1, SPLIT_K=3), "skew:3", 1),
+    # mxfp4 prefill path: weights dequantized to bf16 by the kernel, then the bf16 GEMM
+    ("mxfp4", dict(DEQUANT_BF16=1), "skew:3", 1),
+    ("mxfp4", dict(DEQUANT_BF16=1, BK=32), "uniform", 2),
     ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
     ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
@@ -161,3 +164,28 @@ def test_swap_ab_refused_for_other_formats():
                         seed=1, device=DEV, cache_weights=False, cfg=(c, dict(c)))
     with pytest.raises(ValueError, match="SWAP_AB"):
         layer()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_dequant_mx_bf16_matches_quant(big):
+    """The prefill dequantizer (tiled "lanes" weights -> bf16) gives exactly quant.dequant_packed_mxfp4's
+    values (both exact: E2M1 times a power of two fits bf16); K = 160 leaves a partial K tile; big:
+    a scale byte above 128 (the kernel's BIG_SCALE path)."""
+    from moeprof.models import quant as q
+    from moeprof.models.kernels import moe_gemm as mg
+
+    g = torch.Generator(device=DEV).manual_seed(7)
+    w = torch.randn(3, 40, 160, generator=g, device=DEV)
+    if big:
+        w[1, 5, :32] *= 2.0 ** 10
+    packed, scales = [], []
+    for e in range(3):
+        c, s = q.quant_mxfp4(w[e])
+        packed.append(q.pack_mxfp4(c, "lanes"))
+        scales.append(s)
+    p, s = torch.stack(packed), torch.stack(scales)
+    assert (int(s.max()) > 128) == big
+    out = torch.full((3, 40, 160), float("nan"), dtype=torch.bfloat16, device=DEV)
+    mg.dequant_mx_bf16(q.tile_mx_weights(p), q.tile_mx_scales(s), 160, out=out, big_scale=big)
+    ref = torch.stack([q.dequant_packed_mxfp4(p[e], s[e], "lanes") for e in range(3)])
+    assert torch.equal(out.float(), ref.float())

@@ -235,6 +235,14 @@ class MoeLayer:
                 self._w2 = wt.extra["w2_tiles"]
         dev = x.device
         nv = batch * top_k
+        # mxfp4 prefill (cfg DEQUANT_BF16): the weights are dequantized to bf16 once per call and the
+        # GEMMs run as bf16 with the rest of the config; the buffers hold every local expert
+        self._dequant = kernel == "triton" and fmt == "mxfp4" and bool(self.cfg1.get("DEQUANT_BF16"))
+        if self._dequant:
+            assert self._w1.dim() == 4 and self._s1.dim() == 4 and self._w2.dim() == 4 and self._s2.dim() == 4, \
+                "DEQUANT_BF16 reads the K-tile-major weights and scales"
+            self._w1_bf16 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.bfloat16, device=dev)
+            self._w2_bf16 = torch.empty(wt.num_experts, h, i, dtype=torch.bfloat16, device=dev)
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
         self.out_sorted = torch.empty(nv, h, dtype=torch.bfloat16, device=dev)
         self.out = torch.empty(batch, h, dtype=torch.bfloat16, device=dev)
@@ -289,7 +297,11 @@ class MoeLayer:
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
         kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
                   up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
-        if self._split1:
+        if self._dequant:
+            mg.dequant_mx_bf16(self._w1, self._s1, h, out=self._w1_bf16, big_scale=self._big)
+            kw["fmt"] = "bf16"
+            mg.moe_gemm(a, a_s, self._w1_bf16, None, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)
+        elif self._split1:
             self.ws1.zero_()
             mg.moe_gemm(a, a_s, self._w1, self._s1, wt.b1, tw, sids, eids, npp, out=self.ws1, **kw)
             mg.swiglu(self.ws1, self.inter_buf, i)
@@ -302,7 +314,11 @@ class MoeLayer:
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
         kw = dict(n=h, k=i, a_div=1, fmt=self.fmt, gated=False, mul_routed=True, cfg=self.cfg2,
                   mx_big_scale=self._big)
-        if self._split2:
+        if self._dequant:
+            mg.dequant_mx_bf16(self._w2, self._s2, i, out=self._w2_bf16, big_scale=self._big)
+            kw["fmt"] = "bf16"
+            mg.moe_gemm(a, a_s, self._w2_bf16, None, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
+        elif self._split2:
             # split-K partial sums go straight to the token's output row (combine fused)
             self.out32.zero_()
             mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out32,

@@ -834,6 +834,14 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, GPI=3)
         else:
             cfg = dict(BM=128, BN=64, BK=64, GROUP_M=8, num_warps=8, num_stages=3, GPI=1)
+    elif wf == WF_FP8 and m_per_expert <= 64:
+        # swapped A/B: the 64 weight rows are the warpgroup MMA's M side, so the e4m3 operands reach
+        # FP8 MMAs (with the few token rows as M, Triton takes mma.sync, which upcasts e4m3 to FP16);
+        # BK=256 at decode: twice the bytes per pipeline stage
+        if m_per_expert <= 16:
+            cfg = dict(BM=16, BN=64, BK=256, GROUP_M=1, num_warps=4, num_stages=3, SWAP_AB=1)
+        else:
+            cfg = dict(BM=32, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, SWAP_AB=1)
     elif m_per_expert <= 16:
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
     elif m_per_expert <= 64:
@@ -927,4 +935,51 @@ def swiglu(ws: torch.Tensor, out: torch.Tensor, n: int):
     if rows:
         blk = 1024 if n > 512 else triton.next_power_of_2(max(n, 16))
         swiglu_kernel[(rows, triton.cdiv(n, blk))](ws, out, n, ws.stride(0), out.stride(0), BLOCK=blk, num_warps=4)
+    return out
+
+
+# ----------------------------------------------------------------------------- mxfp4 -> bf16 (prefill)
+@triton.jit
+def dequant_mx_kernel(w_ptr, w_s_ptr, o_ptr, N, K, stride_we, stride_wn, stride_wse, stride_wsn,
+                      stride_oe, stride_on, BN: tl.constexpr, UNPACK_ASM: tl.constexpr,
+                      BIG_SCALE: tl.constexpr):
+    """One K tile (128 elements) of BN rows of one expert: K-tile-major "lanes" weights and scales
+    (quant.tile_mx_weights / tile_mx_scales) -> bf16 rows [E, N, K], with the GEMM's own unpack."""
+    e = tl.program_id(2).to(tl.int64)
+    kt = tl.program_id(1)
+    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+    n_mask = offs_n < N
+    offs_n_safe = tl.where(n_mask, offs_n, 0)
+    G: tl.constexpr = 4
+    gg = tl.arange(0, G)
+    jj = tl.arange(0, 16)
+    if UNPACK_ASM:
+        jpos = jj
+    else:
+        jpos = (jj & ~3) | ((jj & 1) << 1)
+    wb, wb1, sc = _mx_load(w_ptr + e * stride_we, w_s_ptr + e * stride_wse, offs_n_safe, kt, K, stride_wn,
+                           stride_wsn, gg, jpos, G, UNPACK_ASM, False, True, True)
+    w_lo, w_hi = _mx_unpack(wb, wb1, sc, jj, BN, 128, G, UNPACK_ASM, BIG_SCALE, 1)
+    qq = tl.arange(0, 64)
+    cols = kt * 128 + (qq // 16) * 32 + (qq % 16)         # plane 0: elements 0..15 of each group
+    o_row = o_ptr + e * stride_oe + offs_n.to(tl.int64)[:, None] * stride_on
+    tl.store(o_row + cols[None, :], w_lo, mask=n_mask[:, None] & (cols < K)[None, :])
+    tl.store(o_row + (cols + 16)[None, :], w_hi, mask=n_mask[:, None] & ((cols + 16) < K)[None, :])
+
+
+def dequant_mx_bf16(w_tiles: torch.Tensor, s_tiles: torch.Tensor, k: int, *, out: torch.Tensor,
+                    big_scale: bool, unpack_asm: bool | None = None) -> torch.Tensor:
+    """mxfp4 weights in the K-tile-major layouts ([E, Kt, N, 64] u8, [E, Kt, N, 4] E8M0) -> bf16
+    out [E, N, k]. Prefill reads each weight tile once per 128-row (or wider) activation tile; at
+    many rows per expert dequantizing once and running the BF16 GEMM does the unpack once instead."""
+    if unpack_asm is None:
+        unpack_asm = not INTERPRET
+    e, kt, n, _ = w_tiles.shape
+    assert out.shape == (e, n, k) and out.dtype == torch.bfloat16 and kt * 128 >= k
+    bn = 16 if INTERPRET else 64
+    if e:
+        dequant_mx_kernel[(triton.cdiv(n, bn), kt, e)](
+            w_tiles, s_tiles, out, n, k, w_tiles.stride(0), w_tiles.stride(1), s_tiles.stride(0),
+            s_tiles.stride(1), out.stride(0), out.stride(1), BN=bn, UNPACK_ASM=bool(unpack_asm),
+            BIG_SCALE=bool(big_scale), num_warps=4)
     return out
