@@ -167,6 +167,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--dram-peak", type=float, default=4.81e12, help="bytes/s (ncu's DRAM peak of the card)")
+    ap.add_argument("--defaults-only", action="store_true", help="time the default configurations alone")
     ap.add_argument("--ncu", action="store_true")
     ap.add_argument("--ncu-batch", type=int, default=64)
     ap.add_argument("--phase", choices=("all", "warm", "time"), default="all",
@@ -183,7 +184,7 @@ def main():
     from moeprof.profiler import timing
 
     batches = [int(x) for x in args.batches.split(",") if x]
-    pts = points(batches)
+    pts = [p for p in points(batches) if p[2] == "default" or not args.defaults_only]
     props = torch.cuda.get_device_properties(0)
     print(f"CARD {props.name} SMs {props.multi_processor_count}; {len(pts)} points", flush=True)
 

@@ -826,7 +826,9 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         elif m_per_expert <= 64:
             cfg = dict(BM=32, BN=128, BK=128, GROUP_M=4, num_warps=4, num_stages=3, MXV=1)
         else:
-            cfg = dict(BM=64, BN=128, BK=128, GROUP_M=8, num_warps=4, num_stages=3, MXV=1)
+            # prefill: every weight tile would be unpacked once per row tile; dequantizing the
+            # weights to bf16 once per call and running the bf16 GEMM does the unpack once
+            return dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1)
     elif wf == WF_MX_FP8:
         # one MX group per dot, GPI groups unrolled per loop step for bytes in flight; prefill BM=128
         # (a BM=64 tile of this loop does not compile on Triton 3.6: "Illegal shared layout")
@@ -839,13 +841,18 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         # FP8 MMAs (with the few token rows as M, Triton takes mma.sync, which upcasts e4m3 to FP16);
         # BK=256 at decode: twice the bytes per pipeline stage
         if m_per_expert <= 16:
-            cfg = dict(BM=16, BN=64, BK=256, GROUP_M=1, num_warps=4, num_stages=3, SWAP_AB=1)
+            cfg = dict(BM=16, BN=64, BK=256, GROUP_M=1, num_warps=4, num_stages=4, SWAP_AB=1)
         else:
             cfg = dict(BM=32, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, SWAP_AB=1)
+    elif wf == WF_FP8 and m_per_expert > 256:
+        # prefill: wider N and K tiles, 8 warps (more MMA work per byte staged)
+        cfg = dict(BM=128, BN=128, BK=128, GROUP_M=8, num_warps=8, num_stages=3)
     elif m_per_expert <= 16:
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
     elif m_per_expert <= 64:
         cfg = dict(BM=32, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4)
+        if wf == WF_BF16:
+            cfg["SWAP_AB"] = 1   # weight rows as the 64-row MMA side (fp8-block keeps the plain loop)
     elif m_per_expert <= 256:
         cfg = dict(BM=64, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=4, num_stages=4)
     else:
