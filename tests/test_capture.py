@@ -249,3 +249,88 @@ def test_external_capture_labels_kernels_and_reports_a_pattern_matching_nothing(
     own = k["nvtx_path"].str.contains(r"(?:^|/)moe/[^/]+/\d+")
     assert set(k.loc[own, "format"]) == {"bf16", "fp8"}  # moeprof's own ranges keep their labels
     assert (k.loc[~own, "format"] == "fp8").all() and (k.loc[~own, "batch"] == 32).all()
+
+
+@pytest.fixture
+def external_capture(fake_gpu, tmp_path, monkeypatch):
+    """An external-mode capture folder whose nsys run wrote no report; _run_logged records what would run."""
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: "/fake/nsys")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+    ran: list[list[str]] = []
+
+    def run(cmd, log, env, timeout):
+        ran.append(list(cmd))
+        return 1, "no report\n"
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    out = tmp_path / "ext"
+    m = cap.capture(_cfg(out, command=["python3", "stored_prog.py"], collect=["nsys"]))
+    assert m["workload"]["command"] == ["python3", "stored_prog.py"] and ran[-1][-2:] == ["python3", "stored_prog.py"]
+    ran.clear()
+    return out, ran
+
+
+def test_resume_never_runs_the_stored_command_unasked(external_capture, capsys):
+    out, ran = external_capture
+    before = (out / "manifest.json").read_text()
+    rc = main(["capture", "-q", "-o", str(out), "--resume"])  # stdin is not a terminal here
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "python3 stored_prog.py" in err and "--yes" in err
+    assert ran == [] and (out / "manifest.json").read_text() == before
+
+
+def test_resume_asks_on_a_terminal(external_capture):
+    out, ran = external_capture
+    questions: list[str] = []
+
+    def no(q: str) -> bool:
+        questions.append(q)
+        return False
+
+    with pytest.raises(MoeprofError, match="not confirmed"):
+        cap.capture(_cfg(out, resume=True, confirm=no))
+    assert ran == [] and "python3 stored_prog.py" in questions[0]
+    cap.capture(_cfg(out, resume=True, confirm=lambda q: True))
+    assert ran[-1][-2:] == ["python3", "stored_prog.py"]
+
+
+def test_resume_takes_the_command_line_or_yes(external_capture):
+    out, ran = external_capture
+    cap.capture(_cfg(out, resume=True, command=["python3", "typed.py"]))
+    assert ran[-1][-2:] == ["python3", "typed.py"]
+    cap.capture(_cfg(out, resume=True, assume_yes=True))
+    assert ran[-1][-2:] == ["python3", "stored_prog.py"]
+
+
+def test_resume_shows_stored_control_characters_escaped(external_capture):
+    out, ran = external_capture
+    m = json.loads((out / "manifest.json").read_text())
+    m["workload"]["command"] = ["python3", "x.py\x1b[2J"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(MoeprofError) as exc:
+        cap.capture(_cfg(out, resume=True))
+    assert "\x1b" not in str(exc.value) and "\\x1b[2J" in str(exc.value) and ran == []
+
+
+@pytest.mark.parametrize("key, value", [("formats", ["bf16", "$(touch pwned)"]), ("batches", [1, -4]),
+                                        ("batches", [1, 4.6]), ("kernel", "os.system"), ("workload", "other"),
+                                        ("top_k", 10**100), ("refined_points", [["fp8", 0]])])
+def test_resume_refuses_a_tampered_sweep(fake_gpu, tmp_path, key, value):
+    out = tmp_path / "c"
+    fake_gpu["fail"] = {("fp8", 8)}
+    cap.capture(_cfg(out))
+    m = json.loads((out / "manifest.json").read_text())
+    m["workload"][key] = value
+    (out / "manifest.json").write_text(json.dumps(m))
+    fake_gpu["calls"].clear()
+    with pytest.raises(MoeprofError, match=f"workload: {key}|workload: .*{key}|{key} must"):
+        cap.capture(_cfg(out, resume=True))
+    assert fake_gpu["calls"] == []
+
+
+def test_resume_of_a_sweep_takes_no_command(fake_gpu, tmp_path):
+    out = tmp_path / "c"
+    fake_gpu["fail"] = {("fp8", 8)}
+    cap.capture(_cfg(out))
+    with pytest.raises(MoeprofError, match="takes no command"):
+        cap.capture(_cfg(out, resume=True, command=["sh", "-c", "echo"]))

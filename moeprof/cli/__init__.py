@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
     except MoeprofError as exc:
         typer.echo(f"moeprof: error: {exc}", err=True)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # an interrupted capture: 128 + signal, as shells report it
     except KeyboardInterrupt:
         typer.echo("moeprof: interrupted", err=True)
         return 130

@@ -43,7 +43,9 @@ def capture(
     repeats: int = typer.Option(20, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
     warmup: int = typer.Option(3, "--warmup", help="Untimed calls before measuring, outside NVTX ranges"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Capture folder (default captures/<time>)"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted capture in --out"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted capture in --out (runs only the missing points; an external program comes from `-- CMD` or, confirmed, from the manifest)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --resume: run the command stored in the manifest without asking"),
+    refine_crossover: Optional[str] = typer.Option(None, "--refine-crossover", help="A,B: on an existing capture (-o), measure batches between the two measured batches that bracket the A/B crossover until it is located within 10%"),
     ncu_repeats: int = typer.Option(1, "--ncu-repeats", help="Layer calls per point replayed by ncu"),
     ncu_launch_count: int = typer.Option(200, "--ncu-launch-count", help="Most kernels ncu profiles per point (0: no bound); must cover a whole layer call"),
     nvtx_include: Optional[list[str]] = typer.Option(None, "--nvtx-include", help="ncu NVTX filter (default moe/; none in external mode)"),
@@ -105,14 +107,28 @@ def capture(
         raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
     if not command and model is None:
         model = DEFAULT_SWEEP_MODEL
+    if refine_crossover is not None:
+        if out is None or not Path(out).exists():
+            raise MoeprofError("--refine-crossover needs --out DIR, an existing capture folder")
+        from moeprof.profiler.refine import refine_crossover as run_refine
+
+        pair = _words(refine_crossover)
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise MoeprofError(f"--refine-crossover: expected two formats A,B, got {refine_crossover!r}")
+        run_refine(Path(out), pair[0], pair[1], timeout_s=timeout, quiet=quiet, echo=typer.echo)
+        return
+
+    def confirm(question: str) -> bool:
+        return typer.confirm(question, default=False)
+
     cfg = CaptureConfig(
         out=out, formats=_words(formats), batches=_ints(batch, "--batch"), model=model, shape=shp, tp=tp, ep=ep,
         routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),
         ncu_repeats=ncu_repeats, ncu_launch_count=ncu_launch_count or None, ncu_nvtx_include=nvtx_include or None,
         ncu_kernel_regex=ncu_kernel, ncu_launch_skip=ncu_launch_skip, labels=run_labels, nvtx_pattern=nvtx_pattern,
         clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None, ranks=ranks,
-        ncu_rank=ncu_rank,
-        resume=resume, timeout_s=timeout, command_line=["moeprof", *sys.argv[1:]], quiet=quiet,
+        ncu_rank=ncu_rank, resume=resume, assume_yes=yes, confirm=confirm if sys.stdin.isatty() else None,
+        timeout_s=timeout, command_line=["moeprof", *sys.argv[1:]], quiet=quiet,
     )
     m = run_capture(cfg)
     typer.echo(f"capture {m['status']}: {out}")

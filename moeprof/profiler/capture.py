@@ -14,9 +14,13 @@ import datetime as dt
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -62,6 +66,12 @@ class CaptureConfig:
     ranks: int = 1                     # external mode: processes the command starts (torchrun)
     ncu_rank: int = 0                  # several ranks: the one ncu profiles
     resume: bool = False
+    # resume in external mode without a command on the command line: run the stored one only if
+    # assume_yes, or if confirm (an interactive yes/no question; None where there is no terminal) says yes
+    assume_yes: bool = False
+    extra_points: list[tuple[str, int]] = field(default_factory=list)  # beyond formats x batches (refine)
+    events_only: bool = False         # resume measuring CUDA-event timing only (refine)
+    confirm: Callable[[str], bool] | None = None
     timeout_s: float = 3600
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
     quiet: bool = False
@@ -125,16 +135,145 @@ class CaptureFolder:
             write_csv_atomic(self.root / name, df)
 
 
+class CaptureInterrupted(MoeprofError):
+    """The sweep stopped on SIGINT/SIGTERM; finished points are recorded. exit_code follows the shell's 128 + signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class _Stop:
+    """Signal state of the running capture and the child it is waiting on.
+
+    Each child runs in its own session (process group), so a Ctrl-C or a signal sent to moeprof's group
+    reaches only moeprof; moeprof then forwards SIGINT to the child's group (what a terminal's Ctrl-C
+    would do: nsys stops its target and writes the report), waits STOP_GRACE_S, then SIGTERM, then
+    SIGKILL the group and every descendant seen. A second signal skips the grace period.
+    """
+
+    signum: int | None = None
+    count = 0
+    child: subprocess.Popen | None = None
+    descendants: set[int] = set()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.signum, cls.count, cls.child, cls.descendants = None, 0, None, set()
+
+
+STOP_GRACE_S = 60.0   # time a profiler gets to stop its target and write its report
+TERM_GRACE_S = 5.0
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below pid (from /proc; empty where /proc is missing)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's group and every descendant recorded while it ran (some leave the group)."""
+    _signal_group(proc, signal.SIGKILL)
+    for pid in _Stop.descendants | (_descendants(proc.pid) if proc.poll() is None else set()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _on_signal(signum: int, _frame) -> None:
+    _Stop.count += 1
+    if _Stop.signum is None:
+        _Stop.signum = signum
+    child = _Stop.child
+    if child is not None and child.poll() is None:
+        _Stop.descendants |= _descendants(child.pid)
+        _signal_group(child, signal.SIGINT if _Stop.count == 1 else signal.SIGKILL)
+
+
+class _SignalGuard:
+    """Route SIGINT/SIGTERM to _on_signal while a capture runs (main thread only)."""
+
+    def __enter__(self) -> "_SignalGuard":
+        _Stop.reset()
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, _on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
 def _run_logged(cmd: list[str], log: Path, env: dict[str, str] | None, timeout: float) -> tuple[int, str]:
-    """Run a child with stdout+stderr into `log`; return (exit code, log text)."""
+    """Run a child in its own process group with stdout+stderr into `log`; return (exit code, log text).
+
+    On timeout or on a signal to moeprof the child's group is stopped (SIGINT, then SIGTERM, then
+    SIGKILL) and every process it started is gone before this returns."""
+    if _Stop.signum is not None:
+        return 128 + _Stop.signum, ""
     with open(log, "a") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        _Stop.child = proc
+        t0, t_stop, stage = time.monotonic(), None, 0
         try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = 124
-            f.write(f"\nmoeprof: timed out after {timeout:.0f} s\n")
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now_s = time.monotonic()
+                if _Stop.signum is not None and t_stop is None:
+                    t_stop = now_s
+                    stage = max(stage, 1)
+                if t_stop is None and now_s - t0 > timeout:
+                    f.write(f"\nmoeprof: timed out after {timeout:.0f} s\n")
+                    f.flush()
+                    _Stop.descendants |= _descendants(proc.pid)
+                    _signal_group(proc, signal.SIGINT)
+                    t_stop, stage = now_s, 1
+                if t_stop is not None:
+                    waited = now_s - t_stop
+                    if stage == 1 and (waited > STOP_GRACE_S or _Stop.count > 1):
+                        _signal_group(proc, signal.SIGTERM)
+                        stage = 2
+                    elif stage == 2 and waited > STOP_GRACE_S + TERM_GRACE_S:
+                        _kill_all(proc)
+                        stage = 3
+            if t_stop is not None and _Stop.signum is None:
+                rc = 124
+        finally:
+            _Stop.child = None
+            _kill_all(proc)  # leftovers: the profiled program under a profiler that already exited
+            _Stop.descendants = set()
+            if proc.poll() is None:
+                proc.wait()
     return rc, log.read_text(errors="replace")
 
 
@@ -173,6 +312,53 @@ def describe_machine(timeout: float = 300) -> dict:
 
 
 DEFAULT_MODEL = schema.DEFAULT_SWEEP_MODEL
+MAX_BATCH = 1 << 22
+KNOWN_WORKLOADS = ("moeprof", "toy")
+KNOWN_KERNELS = ("triton", "torch-grouped", "torch-loop")
+
+
+def printable(text: str) -> str:
+    """text with control characters shown as escapes (text from a capture folder reaches the terminal)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _positive_int(v: object, limit: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit
+
+
+def _check_stored_sweep(w: dict, out: Path) -> None:
+    """The stored sweep parameters, before any of them reaches a child: known formats, workload and
+    kernel names, positive bounded integers. One line on the first bad field."""
+    from moeprof.roofline.formats import format_names
+
+    FORMATS = format_names()
+    where = f"{out}/manifest.json workload"
+    formats, batches = w.get("formats"), w.get("batches")
+    if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
+        raise MoeprofError(f"{where}: formats must be a list of {', '.join(FORMATS)}, got {printable(repr(formats))[:120]}")
+    if not isinstance(batches, list) or not batches or not all(_positive_int(b, MAX_BATCH) for b in batches):
+        raise MoeprofError(f"{where}: batches must be positive integers <= {MAX_BATCH}, got {printable(repr(batches))[:120]}")
+    refined = w.get("refined_points", [])
+    if not isinstance(refined, list) or not all(
+            isinstance(p, list) and len(p) == 2 and p[0] in formats and _positive_int(p[1], MAX_BATCH) for p in refined):
+        raise MoeprofError(f"{where}: refined_points must be [format, batch] pairs of the capture's formats")
+    for key in ("hidden_size", "intermediate_size", "num_experts", "top_k", "tp", "ep", "repeats"):
+        if not _positive_int(w.get(key), 1 << 20):
+            raise MoeprofError(f"{where}: {key} must be a positive integer, got {printable(repr(w.get(key)))[:60]}")
+    if w.get("top_k") > w.get("num_experts"):
+        raise MoeprofError(f"{where}: top_k {w['top_k']} exceeds num_experts {w['num_experts']}")
+    if not isinstance(w.get("seed"), int) or isinstance(w.get("seed"), bool):
+        raise MoeprofError(f"{where}: seed must be an integer")
+    if w.get("workload", "moeprof") not in KNOWN_WORKLOADS:
+        raise MoeprofError(f"{where}: workload must be one of {', '.join(KNOWN_WORKLOADS)}")
+    if w.get("workload", "moeprof") == "moeprof" and w.get("kernel", "triton") not in KNOWN_KERNELS:
+        raise MoeprofError(f"{where}: kernel must be one of {', '.join(KNOWN_KERNELS)}")
+    from moeprof.models.routing import parse_skew
+
+    try:
+        parse_skew(str(w.get("routing")))
+    except (MoeprofError, ValueError) as exc:
+        raise MoeprofError(f"{where}: routing: {printable(str(exc))[:120]}") from None
 
 
 def resolve_shape(cfg: CaptureConfig) -> schema.LayerShape:
@@ -331,10 +517,14 @@ class Capture:
         self.external = old["workload"].get("mode") == "external"
         w = old["workload"]
         if self.external:
-            c.command = w.get("command")
+            c.command = self._resume_command(w.get("command"))
             c.labels, c.nvtx_pattern = dict(w.get("labels") or {}), w.get("nvtx_pattern")
             c.ranks = int(w.get("world_size") or 1)
         else:
+            if c.command:
+                raise MoeprofError(f"{c.out} holds a moeprof sweep: --resume continues it and takes no command")
+            _check_stored_sweep(w, c.out)
+            c.extra_points = [(str(f), int(b)) for f, b in w.get("refined_points", [])]
             c.formats, c.batches = list(w["formats"]), [int(b) for b in w["batches"]]
             c.shape = schema.LayerShape.from_json(w).to_json()
             c.model, c.tp, c.ep, c.routing, c.seed = w.get("model"), w["tp"], w["ep"], w["routing"], w["seed"]
@@ -347,6 +537,12 @@ class Capture:
         old["points_failed"] = []
         old["command_line_resume"] = list(c.command_line)
         prev = old.get("collectors", {})
+        if c.events_only:  # measuring added points (refine): the earlier collectors' entries stay as they are
+            old["collectors"] = prev
+            folder = CaptureFolder(c.out, old)
+            return folder
+        # the collectors of the original run, not this command line's --collect default
+        c.collect = [n for n in COLLECTORS if isinstance(prev.get(n), dict) and prev[n].get("reason") != "not in --collect"]
         fresh = self._setup_collectors(old.get("gpu") or desc.get("gpu", {}))
         for name, ent in fresh.items():  # keep files of earlier runs
             ent["files"] = list(prev.get(name, {}).get("files", [])) if "files" in ent else ent.get("files")
@@ -365,6 +561,25 @@ class Capture:
             redo = {n for n in ("nsys", "ncu") if fresh[n].get("status") == "pending"}
             write_csv_atomic(c.out / schema.KERNELS_FILE, k[~k["collector"].isin(redo)])
         return folder
+
+    def _resume_command(self, stored: object) -> list[str]:
+        """The program to run on resume. A capture folder is data: the command stored in its manifest
+        runs only when the user confirms it (or passes --yes); a command given after `--` wins."""
+        c = self.cfg
+        if c.command:
+            return list(c.command)
+        if not isinstance(stored, list) or not stored or not all(isinstance(a, str) for a in stored):
+            raise MoeprofError(f"{c.out}: the manifest holds no usable command; give it: "
+                               f"`moeprof capture -o {c.out} --resume -- CMD ARGS...`")
+        shown = printable(shlex.join(stored))
+        if c.assume_yes:
+            return list(stored)
+        if c.confirm is None:
+            raise MoeprofError(f"--resume would run the command stored in {c.out}/manifest.json ({shown[:200]}); "
+                               f"give the command after `--` or pass --yes to run the stored one")
+        if not c.confirm(f"{c.out}/manifest.json asks to run: {shown}\nRun this command?"):
+            raise MoeprofError("resume cancelled: the stored command was not confirmed")
+        return list(stored)
 
     # ---- units ---------------------------------------------------------------------------------
     def _spec(self, folder: CaptureFolder, mode: str, fmt: str, batches: list[int], name: str, repeats: int) -> Path:
@@ -438,7 +653,8 @@ class Capture:
             folder.append(schema.POINTS_FILE, pd.DataFrame(rows, columns=list(schema.POINT_COLUMNS)), empty_points())
         for b in batches:
             if b not in st:
-                st[b] = {"format": fmt, "batch": b, "status": "failed", "reason": _last_line(log, rc)}
+                st[b] = ({"format": fmt, "batch": b, "status": "interrupted"} if _Stop.signum is not None else
+                         {"format": fmt, "batch": b, "status": "failed", "reason": _last_line(log, rc)})
         ev = folder.manifest["collectors"]["events"]
         ev["status"] = "ok"
         methods = sorted({r["timing"] for r in st.values() if r.get("timing")})
@@ -451,7 +667,9 @@ class Capture:
         self._advance()
         return st
 
-    def run_nsys(self, folder: CaptureFolder, fmt: str, batches: list[int], name: str) -> None:
+    def run_nsys(self, folder: CaptureFolder, fmt: str, batches: list[int], name: str) -> set[int]:
+        """One nsys child; returns the batches whose kernels it recorded (all of them unless it failed or
+        was interrupted: a report written on an interrupt keeps the batches whose calls had finished)."""
         self._step(f"{fmt}: nsys, batches {batches}")
         base = folder.raw("nsys", name)
         argv = self.cfg.command if self.external else _runner(self._spec(folder, "nsys", fmt, batches, name, self.cfg.repeats))
@@ -460,43 +678,71 @@ class Capture:
         rc, log = _run_logged(cmd, folder.raw("logs", f"nsys_{name}.log"), env, self.cfg.timeout_s)
         rep = base.with_suffix(".nsys-rep")
         self._advance()
+        stopped = _Stop.signum is not None
+        if stopped:
+            finished = {b for b, r in self._statuses(folder, "nsys", name).items() if r.get("status") == "ok"}
+            if self.external or not finished or _Stop.count > 1 or not rep.exists():
+                self._discard_nsys(base)
+                return set()
+        else:
+            finished = set(batches)
         if not rep.exists():
-            return self._fail(folder, "nsys", f"no report from nsys: {_last_line(log, rc)}")
+            self._fail(folder, "nsys", f"no report from nsys: {_last_line(log, rc)}")
+            return set()
         try:
             sql = nsys_mod.export_sqlite(self.nsys, rep, env=env)
             k = nsys_mod.read_kernels(sql)
         except MoeprofError as exc:
-            return self._fail(folder, "nsys", str(exc))
+            if stopped:  # a report cut short by the interrupt: drop it, the points run again on resume
+                self._discard_nsys(base)
+                return set()
+            self._fail(folder, "nsys", str(exc))
+            return set()
         if not self.external:
-            k = k[k["format"] == fmt]  # warm-up/setup kernels outside moe/ ranges are not part of a point
+            # warm-up/setup kernels outside moe/ ranges are not part of a point; nor are unfinished batches
+            k = k[(k["format"] == fmt) & k["batch"].isin(sorted(finished))]
         else:
             k = self._label(k, folder)
         folder.append(schema.KERNELS_FILE, k, table.empty_kernels())
         ent = folder.manifest["collectors"]["nsys"]
         ent["files"] += [folder.rel(rep), folder.rel(sql)]
         ent["status"] = "ok"
-        if rc != 0:  # the report exists; the profiled program itself failed (external mode) or timed out
+        if stopped:
+            ent.setdefault("cut_by_interrupt", []).append(folder.rel(rep))
+        elif rc != 0:  # the report exists; the profiled program itself failed (external mode) or timed out
             ent["program_exit"] = _last_line(log, rc)
         folder.save()
+        return finished
 
-    def run_torch(self, folder: CaptureFolder, fmt: str, batches: list[int], name: str) -> None:
+    @staticmethod
+    def _discard_nsys(base: Path) -> None:
+        for suffix in (".nsys-rep", ".sqlite", ".qdstrm"):
+            base.with_suffix(suffix).unlink(missing_ok=True)
+
+    def run_torch(self, folder: CaptureFolder, fmt: str, batches: list[int], name: str) -> bool:
         self._step(f"{fmt}: PyTorch profiler, batches {batches}")
         spec = self._spec(folder, "torch", fmt, batches, name, self.cfg.repeats)
         rc, log = _run_logged(_runner(spec), folder.raw("logs", f"torch_{name}.log"), _child_env(), self.cfg.timeout_s)
         trace = folder.raw("torch", f"{name}.json")
         self._advance()
         ent = folder.manifest["collectors"]["torch"]
+        if _Stop.signum is not None:
+            trace.unlink(missing_ok=True)
+            return False
         if not trace.exists():
             ent["status"], ent["reason"] = "failed", f"no trace: {_last_line(log, rc)}"
-            return folder.save()
+            folder.save()
+            return True
         k = torch_trace.read_trace(trace)
         folder.append(schema.KERNELS_FILE, k[k["format"] == fmt], table.empty_kernels())
         ent["files"].append(folder.rel(trace))
         ent["status"] = "ok"
         ent["tool_version"] = "torch " + str(folder.manifest["software"].get("torch"))
         folder.save()
+        return True
 
-    def run_ncu(self, folder: CaptureFolder, fmt: str, batch: int | None, name: str) -> None:
+    def run_ncu(self, folder: CaptureFolder, fmt: str, batch: int | None, name: str) -> bool:
+        """One ncu child; False when an interrupt stopped it (nothing recorded)."""
         self._step(f"{fmt}: ncu, batch {batch}" if batch is not None else "ncu")
         base = folder.raw("ncu", name)
         opts = folder.manifest["collectors"]["ncu"]["options"]
@@ -509,8 +755,12 @@ class Capture:
         rc, log = _run_logged(cmd, folder.raw("logs", f"ncu_{name}.log"), _child_env(), self.cfg.timeout_s)
         rep = base.with_suffix(".ncu-rep")
         self._advance()
+        if _Stop.signum is not None:  # the point runs again on resume; a partial report would double it
+            rep.unlink(missing_ok=True)
+            return False
         if ncu_mod.PERM_ERROR in log or not rep.exists():
-            return self._fail(folder, "ncu", ncu_mod.failure_reason(log, rc))
+            self._fail(folder, "ncu", ncu_mod.failure_reason(log, rc))
+            return True
         ent = folder.manifest["collectors"]["ncu"]
         try:
             csv_path = ncu_mod.export_csv(self.ncu, rep)
@@ -523,7 +773,8 @@ class Capture:
             if k is None:
                 k, present = ncu_mod.read_csv(csv_path)
         except MoeprofError as exc:
-            return self._fail(folder, "ncu", str(exc))
+            self._fail(folder, "ncu", str(exc))
+            return True
         if self.external:
             k = self._label(k, folder)
         missing = ncu_mod.missing_after(self.ncu_metrics, present)
@@ -536,39 +787,63 @@ class Capture:
         if ent["status"] == "pending":
             ent["status"] = "ok"
         folder.save()
+        return True
 
     # ---- sweep -----------------------------------------------------------------------------------
     def _units(self, pending: dict[str, list[int]]) -> int:
         return sum(1 + bool(self.nsys) + self.torch_on + (len(bs) if self.ncu else 0) for bs in pending.values())
 
     def run(self) -> dict:
-        folder = self.folder = self._open()
-        m = folder.manifest
-        if self.external:
-            self._sweep_external(folder)
-        else:
-            done = {(f, int(b)) for f, b in m["points_done"]}
-            pending = {f: [int(b) for b in self.cfg.batches if (f, int(b)) not in done] for f in self.cfg.formats}
-            pending = {f: bs for f, bs in pending.items() if bs}
-            folder.drop_points({(f, b) for f, bs in pending.items() for b in bs})
-            self._with_progress(self._units(pending), lambda: self._sweep(folder, pending))
-        for ent in m["collectors"].values():
-            if ent.get("status") == "pending":
-                ent["status"], ent["reason"] = "skipped", "nothing left to run"
-        if not (folder.root / schema.KERNELS_FILE).exists():
-            write_csv_atomic(folder.root / schema.KERNELS_FILE, table.empty_kernels())
-        if not (folder.root / schema.POINTS_FILE).exists():
-            write_csv_atomic(folder.root / schema.POINTS_FILE, empty_points())
-        m["finished_utc"] = now()
-        m["status"] = self._status(m)
-        folder.save()
+        with _SignalGuard():
+            folder = self.folder = self._open()
+            m = folder.manifest
+            pending: dict[str, list[int]] = {}
+            if _Stop.signum is None and self.external:
+                self._sweep_external(folder)
+            elif _Stop.signum is None:
+                done = {(f, int(b)) for f, b in m["points_done"]}
+                pending = {f: [b for b in bs if (f, b) not in done] for f, bs in self._wanted().items()}
+                pending = {f: bs for f, bs in pending.items() if bs}
+                folder.drop_points({(f, b) for f, bs in pending.items() for b in bs})
+                self._with_progress(self._units(pending), lambda: self._sweep(folder, pending))
+            signum = _Stop.signum
+            if signum is not None:
+                # rows of points that did not finish leave the tables: the folder shows finished points only
+                done = {(f, int(b)) for f, b in m["points_done"]}
+                folder.drop_points({(f, b) for f, bs in pending.items() for b in bs} - done)
+            for ent in m["collectors"].values():
+                if ent.get("status") == "pending":
+                    ent["status"], ent["reason"] = "skipped", ("interrupted before it ran" if signum is not None
+                                                               else "nothing left to run")
+            if not (folder.root / schema.KERNELS_FILE).exists():
+                write_csv_atomic(folder.root / schema.KERNELS_FILE, table.empty_kernels())
+            if not (folder.root / schema.POINTS_FILE).exists():
+                write_csv_atomic(folder.root / schema.POINTS_FILE, empty_points())
+            m["finished_utc"] = now()
+            m["status"] = "interrupted" if signum is not None else self._status(m)
+            if signum is not None:
+                m["interrupted_by"] = signal.Signals(signum).name
+            folder.save()
+        if signum is not None:
+            want = sum(len(bs) for bs in self._wanted().values())
+            left = "" if self.external else f" ({len(m['points_done'])} of {want} points done)"
+            raise CaptureInterrupted(f"interrupted by {signal.Signals(signum).name}{left}; "
+                                     f"continue with `moeprof capture -o {self.cfg.out} --resume`", signum)
         return m
+
+    def _wanted(self) -> dict[str, list[int]]:
+        """Every point of the capture: the formats x batches grid, then points added by refine."""
+        want = {f: [int(b) for b in self.cfg.batches] for f in self.cfg.formats}
+        for f, b in self.cfg.extra_points:
+            if b not in want.setdefault(f, []):
+                want[f].append(b)
+        return {f: sorted(bs) for f, bs in want.items()}
 
     def _status(self, m: dict) -> str:
         profilers_ok = any(m["collectors"].get(c, {}).get("status") == "ok" for c in COLLECTORS)
         if self.external:
             return "complete" if profilers_ok else "failed"
-        want = len(self.cfg.formats) * len(self.cfg.batches)
+        want = sum(len(bs) for bs in self._wanted().values())
         if not m["points_done"]:
             return "failed"
         return "complete" if len(m["points_done"]) == want and not m["points_failed"] else "partial"
@@ -587,29 +862,41 @@ class Capture:
                 self.progress = None
 
     def _sweep(self, folder: CaptureFolder, pending: dict[str, list[int]]) -> None:
+        """Each format: events child, nsys child, torch child, then ncu per point; a point is done once
+        all its collectors finished. An interrupt ends the sweep after the running child stopped,
+        keeping the points that finished (a batch whose nsys calls completed before the stop counts)."""
         m = folder.manifest
         if self.cfg.tp * self.cfg.ep > 1:  # several GPUs: torchrun, one report per rank
             from moeprof.profiler.distributed import sweep_sharded
 
             return sweep_sharded(self, folder, pending)
         for fmt, batches in pending.items():
+            if _Stop.signum is not None:
+                return
             name = f"{fmt}_b{'-'.join(str(b) for b in batches)}"
             st = self.run_events(folder, fmt, batches, name)
             ok = [b for b in batches if st[b]["status"] == "ok"]
             for b in batches:
-                if st[b]["status"] != "ok":
+                if st[b]["status"] == "failed":
                     m["points_failed"].append([fmt, b, st[b].get("reason", "failed")])
             folder.save()
+            if _Stop.signum is not None:
+                if not (self.nsys or self.ncu or self.torch_on):  # timing was the only collector: those points are done
+                    m["points_done"] += [[fmt, b] for b in ok]
+                    folder.save()
+                return
             if not ok:
                 continue
             oname = f"{fmt}_b{'-'.join(str(b) for b in ok)}"
             if self.nsys:
-                self.run_nsys(folder, fmt, ok, oname)
-            if self.torch_on:
-                self.run_torch(folder, fmt, ok, oname)
+                covered = self.run_nsys(folder, fmt, ok, oname)
+                if _Stop.signum is not None:
+                    ok = [b for b in ok if b in covered]
+            if self.torch_on and ok and not self.run_torch(folder, fmt, ok, oname):
+                ok = []
             for b in ok:
-                if self.ncu:
-                    self.run_ncu(folder, fmt, b, f"{fmt}_b{b}")
+                if self.ncu and not self.run_ncu(folder, fmt, b, f"{fmt}_b{b}"):
+                    break
                 m["points_done"].append([fmt, b])
                 folder.save()
 

@@ -16,7 +16,10 @@ import pandas as pd
 from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import ranges, table
 
-PROFILE_OPTIONS = ["--trace=cuda,nvtx", "--sample=none", "--cpuctxsw=none", "--backtrace=none"]
+# --cuda-graph-trace=node: kernels replayed from a CUDA graph appear one by one (each carries the
+# correlationId of the cudaGraphLaunch that replayed it), not as one graph-wide range.
+PROFILE_OPTIONS = ["--trace=cuda,nvtx", "--cuda-graph-trace=node", "--sample=none", "--cpuctxsw=none",
+                   "--backtrace=none"]
 NVTX_PUSH_POP = 59
 KNOWN_SCHEMA_MAJOR = 3  # EXPORT_SCHEMA_VERSION of nsys 2024-2025 exports
 _TID_TO_PID = 2**24  # globalPid = globalTid with the low 24 bits cleared
