@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,8 +42,9 @@ def fake_gpu(monkeypatch):
                     f.write(json.dumps({"format": spec["format"], "batch": b, "status": "failed",
                                         "reason": "OutOfMemoryError: CUDA out of memory"}) + "\n")
                 else:
+                    times = state["time_ns"](spec["format"], b) if "time_ns" in state else [1e5, 1.1e5]
                     f.write(json.dumps({"format": spec["format"], "batch": b, "status": "ok", "kernel": "k",
-                                        "layer_time_ns": [1e5, 1.1e5], "experts_touched": 3}) + "\n")
+                                        "layer_time_ns": times, "experts_touched": 3}) + "\n")
         log.write_text("done\n")
         return 0, "done\n"
 
@@ -334,3 +336,40 @@ def test_resume_of_a_sweep_takes_no_command(fake_gpu, tmp_path):
     cap.capture(_cfg(out))
     with pytest.raises(MoeprofError, match="takes no command"):
         cap.capture(_cfg(out, resume=True, command=["sh", "-c", "echo"]))
+
+
+def test_refine_crossover_locates_a_planted_crossing(fake_gpu, tmp_path):
+    """Layer times a = 100 + b ns and b = 50 + 1.5 b ns cross at batch 100 (solve 100 + b = 50 + 1.5 b)."""
+    from moeprof.profiler import refine
+
+    fake_gpu["time_ns"] = lambda fmt, b: [100.0 + b, 100.0 + b + 0.5] if fmt == "bf16" else [50.0 + 1.5 * b] * 2
+    out = tmp_path / "c"
+    cap.capture(_cfg(out, batches=[1, 16, 256, 4096]))
+    fake_gpu["calls"].clear()
+    lines: list[str] = []
+    br = refine.refine_crossover(out, "bf16", "fp8", echo=lines.append)
+    assert br.lo_batch <= 100 <= br.hi_batch and br.hi_batch <= 1.10 * br.lo_batch
+    assert br.faster_below == "fp8" and abs(br.estimate_batch - 100) < 2
+    mids = [c[2][0] for c in fake_gpu["calls"] if c[1] == "bf16"]
+    assert mids == [64, 128, 91, 108, 99]  # sqrt(16*256), sqrt(64*256), sqrt(64*128), ... rounded
+    assert [c[:2] for c in fake_gpu["calls"]] == [("events", f) for _ in mids for f in ("bf16", "fp8")]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "complete" and len(m["points_done"]) == 8 + 2 * len(mids)
+    assert m["workload"]["batches"] == [1, 16, 256, 4096]
+    p = pd.read_csv(out / "points.csv")
+    assert not p.duplicated(["format", "batch", "repeat"]).any() and len(p) == 2 * (8 + 2 * len(mids))
+    assert "located" in lines[-1]
+
+
+def test_refine_bracket_and_midpoints():
+    from moeprof.profiler.refine import bracket, next_batch
+
+    t = pd.DataFrame({"a": [1.0, 2.0, 4.0, 8.0], "b": [2.0, 3.0, 3.0, 3.0]}, index=[1, 4, 16, 64])
+    br = bracket(t, "a", "b")
+    assert (br.lo_batch, br.hi_batch, br.faster_below) == (4, 16, "a")
+    # log(2/3) at 4, log(4/3) at 16: zero at log 4 + log(1.5)/log(2) * log 4 = 4 * 4**0.585
+    assert br.estimate_batch == pytest.approx(4 * 4 ** (np.log(1.5) / np.log(2)))
+    assert bracket(t.assign(b=[9.0] * 4), "a", "b") is None
+    assert bracket(t.assign(a=[1.0, np.nan, 4.0, 8.0]), "a", "b").lo_batch == 1  # NaN left out
+    assert next_batch(256, 1024) == 512 and next_batch(99, 108) == 103 and next_batch(7, 8) is None
+    assert next_batch(1, 3) == 2

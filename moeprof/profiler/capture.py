@@ -534,7 +534,8 @@ class Capture:
         desc = self._check_host()
         old.setdefault("resumed_utc", []).append(now())
         old["status"] = "running"
-        old["points_failed"] = []
+        if not c.events_only:  # failed points run again; refine adds its own points only
+            old["points_failed"] = []
         old["command_line_resume"] = list(c.command_line)
         prev = old.get("collectors", {})
         if c.events_only:  # measuring added points (refine): the earlier collectors' entries stay as they are
@@ -802,7 +803,10 @@ class Capture:
                 self._sweep_external(folder)
             elif _Stop.signum is None:
                 done = {(f, int(b)) for f, b in m["points_done"]}
-                pending = {f: [b for b in bs if (f, b) not in done] for f, bs in self._wanted().items()}
+                wanted = self._wanted()
+                if self.cfg.events_only:
+                    wanted = {f: sorted({b for g, b in self.cfg.extra_points if g == f}) for f in wanted}
+                pending = {f: [b for b in bs if (f, b) not in done] for f, bs in wanted.items()}
                 pending = {f: bs for f, bs in pending.items() if bs}
                 folder.drop_points({(f, b) for f, bs in pending.items() for b in bs})
                 self._with_progress(self._units(pending), lambda: self._sweep(folder, pending))

@@ -1,0 +1,135 @@
+"""`moeprof capture -o FOLDER --refine-crossover A,B`: locate the A/B crossover of an existing capture.
+
+The measured batches only place a crossover between the two batches that bracket it. Refinement
+measures the geometric midpoint of that bracket (for formats A and B, CUDA-event timing, added to
+the same folder through the resume machinery as `workload.refined_points`) and repeats on the half
+that still brackets it, until the bracket is within REL_WIDTH (hi / lo <= 1.10) or no integer batch
+is left between its ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from moeprof import capture_folder as schema
+from moeprof.errors import MoeprofError
+
+REL_WIDTH = 0.10
+MAX_STEPS = 12
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """The A/B crossover between two measured batches: A faster at one end, B at the other."""
+
+    lo_batch: int
+    hi_batch: int
+    estimate_batch: float      # where log(tA/tB) crosses 0, interpolated linearly in log(batch)
+    method: str
+    faster_below: str          # the format faster at lo_batch
+    n_crossings: int           # sign changes over all measured batches (the first one is bracketed)
+
+    @property
+    def located(self) -> bool:
+        return self.hi_batch <= self.lo_batch * (1 + REL_WIDTH) or next_batch(self.lo_batch, self.hi_batch) is None
+
+
+def bracket(times: pd.DataFrame, a: str, b: str) -> Bracket | None:
+    """The first bracketing pair of measured batches. times: batch -> median time of a and of b
+    (columns a, b); batches where either is missing or not finite and positive are left out."""
+    t = times[[a, b]].apply(pd.to_numeric, errors="coerce")
+    t = t[np.isfinite(t[a]) & np.isfinite(t[b]) & (t[a] > 0) & (t[b] > 0)].sort_index()
+    batches = [int(x) for x in t.index]
+    r = np.log(t[a].to_numpy() / t[b].to_numpy())
+    found: list[tuple[int, int]] = []
+    for i in range(1, len(batches)):
+        if r[i - 1] != 0 and r[i] != 0 and np.sign(r[i - 1]) != np.sign(r[i]):
+            found.append((i - 1, i))
+        elif r[i - 1] == 0 and (i == 1 or r[i - 2] != 0):
+            found.append((i - 1, i - 1))
+    if not found:
+        return None
+    i, j = found[0]
+    if i == j:
+        est = float(batches[i])
+    else:
+        lb0, lb1 = math.log(batches[i]), math.log(batches[j])
+        est = math.exp(lb0 + r[i] / (r[i] - r[j]) * (lb1 - lb0))
+    return Bracket(batches[i], batches[j], est, "log-log interpolation of tA/tB between the bracketing batches",
+                   a if r[i] < 0 else b, len(found))
+
+
+def next_batch(lo: int, hi: int) -> int | None:
+    """The geometric midpoint of (lo, hi) rounded to an integer strictly inside, or None if none is."""
+    if hi - lo < 2:
+        return None
+    mid = int(round(math.sqrt(lo * hi)))
+    return min(max(mid, lo + 1), hi - 1)
+
+
+def median_times(folder: Path, formats: list[str]) -> pd.DataFrame:
+    """batch x format median layer time (ns) of the finished points in points.csv."""
+    from moeprof.analysis.load import load_capture
+
+    cap = load_capture(folder)
+    done = {(str(f), int(b)) for f, b in cap.manifest.get("points_done", [])}
+    p = cap.points[cap.points["format"].isin(formats)].copy()
+    p = p[[(f, int(b)) in done for f, b in zip(p["format"], p["batch"])]] if len(p) else p
+    if p.empty:
+        return pd.DataFrame(columns=formats)
+    p["layer_time_ns"] = pd.to_numeric(p["layer_time_ns"], errors="coerce")
+    return p.groupby(["batch", "format"])["layer_time_ns"].median().unstack("format").reindex(columns=formats)
+
+
+def refine_crossover(folder: Path, a: str, b: str, *, timeout_s: float = 3600, quiet: bool = True,
+                     echo: Callable[[str], None] = print, run: Callable | None = None) -> Bracket | None:
+    """Measure batches inside the A/B bracket until it is located (see module doc). Returns the last bracket."""
+    from moeprof.profiler import capture as cap_mod
+
+    mpath = folder / schema.MANIFEST_FILE
+    try:
+        m = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise MoeprofError(f"{mpath}: cannot read the capture manifest ({exc})") from None
+    w = m.get("workload") if isinstance(m, dict) else None
+    if not isinstance(w, dict) or w.get("mode") != "moe":
+        raise MoeprofError(f"{folder}: --refine-crossover needs a moeprof sweep capture (not an external program)")
+    cap_mod._check_stored_sweep(w, folder)
+    for f in (a, b):
+        if f not in w["formats"]:
+            raise MoeprofError(f"{folder}: format {f!r} is not in this capture ({', '.join(w['formats'])})")
+    if m.get("status") not in ("complete", "partial"):
+        raise MoeprofError(f"{folder}: capture status is {m.get('status')!r}; finish it with --resume first")
+    run = run or cap_mod.capture
+    br = None
+    for step in range(MAX_STEPS + 1):
+        br = bracket(median_times(folder, [a, b]), a, b)
+        if br is None:
+            echo(f"refine {a}/{b}: no crossover between the measured batches; nothing to refine")
+            return None
+        where = (f"at batch {br.lo_batch}" if br.lo_batch == br.hi_batch
+                 else f"between batch {br.lo_batch} and {br.hi_batch}, estimate {br.estimate_batch:.0f}")
+        if br.located or step == MAX_STEPS:
+            more = f" ({br.n_crossings} crossings measured; the first is refined)" if br.n_crossings > 1 else ""
+            state = "located" if br.located else f"not located after {MAX_STEPS} steps"
+            echo(f"refine {a}/{b}: crossover {where} ({br.method}); {state}{more}")
+            return br
+        mid = next_batch(br.lo_batch, br.hi_batch)
+        echo(f"refine {a}/{b}: crossover {where}; measuring batch {mid}")
+        m = json.loads(mpath.read_text())
+        m["workload"].setdefault("refined_points", []).extend([[a, mid], [b, mid]])
+        cap_mod.write_atomic(mpath, json.dumps(m, indent=2, default=str) + "\n")
+        res = run(cap_mod.CaptureConfig(out=folder, resume=True, events_only=True, timeout_s=timeout_s, quiet=quiet,
+                                        command_line=["moeprof", "capture", "-o", str(folder),
+                                                      "--refine-crossover", f"{a},{b}"]))
+        if not any(list(p) == [a, mid] for p in res["points_done"]) or \
+                not any(list(p) == [b, mid] for p in res["points_done"]):
+            raise MoeprofError(f"refine {a}/{b}: batch {mid} did not finish; see {folder}/manifest.json points_failed")
+    return br
