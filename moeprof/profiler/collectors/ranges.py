@@ -142,12 +142,16 @@ def label_launches(k: pd.DataFrame, launched: pd.Series, launches: pd.DataFrame,
 
 def split_path(paths: pd.Series) -> pd.DataFrame:
     """format, batch, phase from NVTX paths of the form [.../]moe/<format>/<batch>[/<phase>...]."""
-    p = paths.fillna("").astype(str)
-    x = p.str.extract(_PATH_RE)
+    # a launch table repeats few distinct paths: parse each once
+    codes, uniq = pd.factorize(paths.fillna("").astype(object), use_na_sentinel=False)
+    x = pd.Series(np.asarray(uniq, dtype=object), dtype=object).str.extract(_PATH_RE)
+    fmt = x["format"].fillna("").to_numpy(dtype=object)
+    batch = pd.to_numeric(x["batch"], errors="coerce").astype("Int64").array
+    phase = x["phase"].fillna("").to_numpy(dtype=object)
     return pd.DataFrame({
-        "format": x["format"].fillna(""),
-        "batch": pd.to_numeric(x["batch"], errors="coerce").astype("Int64"),
-        "phase": x["phase"].fillna(""),
+        "format": pd.Series(fmt[codes], index=paths.index, dtype=object),
+        "batch": pd.Series(batch.take(codes), index=paths.index),
+        "phase": pd.Series(phase[codes], index=paths.index, dtype=object),
     }, index=paths.index)
 
 

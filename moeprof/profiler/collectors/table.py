@@ -49,3 +49,14 @@ def short_kernel_names(names: pd.Series) -> pd.Series:
     names = names.fillna("").astype(str)
     uniq = pd.unique(names)
     return names.map(dict(zip(uniq, (short_kernel_name(u) for u in uniq))))
+
+
+def short_kernel_names_from_ids(ids: pd.Series, names: dict[int, str]) -> pd.Series:
+    """Short names of string ids (nsys StringIds), as a categorical: each distinct name once in memory."""
+    codes, uniq = pd.factorize(ids)
+    cats = [short_kernel_name(names.get(int(i), "")) for i in uniq]
+    # distinct ids can share a short name: categories must be unique
+    cat_index = pd.Index(cats)
+    fixed = pd.factorize(cat_index)
+    return pd.Series(pd.Categorical.from_codes(fixed[0][codes] if len(codes) else codes,
+                                               categories=fixed[1]), index=ids.index)
