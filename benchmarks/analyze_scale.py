@@ -3,11 +3,13 @@ rows of a capture's export (kernels, their runtime launch calls, NVTX ranges; ea
 time and correlation id), then timed:
 
   parse    moeprof.profiler.collectors.nsys.read_kernels (sqlite -> kernel table)
-  load     moeprof.analysis.load.load_capture of a capture folder holding that table as kernels.csv
+  load     moeprof.analysis.load.load_capture of a capture folder holding that table as the capture
+           writes it (kernels.parquet where pyarrow is installed, else kernels.csv; --csv forces CSV)
   analyze  moeprof.analysis.pipeline.analyze (classify, metrics, verdicts)
 
-Each stage runs in a fresh process so its peak RSS is its own. Usage:
-  python benchmarks/analyze_scale.py [--launches 1000000] [--sqlite SRC.sqlite] [--work DIR]
+Each stage runs in a fresh process so its peak RSS is its own; each reports wall seconds and the
+CPU seconds of its process (on a shared machine wall time also counts other jobs). Usage:
+  python benchmarks/analyze_scale.py [--launches 1000000] [--sqlite SRC.sqlite] [--work DIR] [--csv]
 """
 
 from __future__ import annotations
@@ -82,26 +84,33 @@ def build(src: Path, dst: Path, launches: int) -> dict:
 
 def measure(stage: str, path: str) -> dict:
     """Run one stage in this process; report its wall time and the process's peak RSS."""
-    t0 = time.perf_counter()
-    if stage in ("parse", "write"):
+    t0, c0 = time.perf_counter(), time.process_time()
+    if stage in ("parse", "write", "write-csv"):
         from moeprof.profiler.collectors import nsys
 
         k = nsys.read_kernels(path)
         out = {"rows": len(k)}
-        if stage == "write":  # not timed: the capture folder for the next stage
-            k.to_csv(Path(path).parent / "capture" / "kernels.csv", index=False)
+        if stage.startswith("write"):  # not timed: the capture folder for the next stage
+            from moeprof import kernel_store
+            from moeprof.capture_folder import KERNELS_FILE
+
+            folder = Path(path).parent / "capture"
+            dst = folder / KERNELS_FILE if stage == "write-csv" else kernel_store.table_path(folder)
+            kernel_store.write(dst, k)
     else:
         from moeprof.analysis.load import load_capture
 
         cap = load_capture(path)
-        t_load = time.perf_counter() - t0
+        t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
         from moeprof.analysis.pipeline import analyze
 
         a = analyze(cap)
         out = {"rows": len(cap.kernels), "load_s": round(t_load, 2),
                "analyze_s": round(time.perf_counter() - t0 - t_load, 2),
+               "load_cpu_s": round(c_load, 2), "analyze_cpu_s": round(time.process_time() - c0 - c_load, 2),
                "verdicts": len(a.verdicts), "calls": int(a.roles["n_calls"].max()) if len(a.roles) else 0}
     out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["cpu_seconds"] = round(time.process_time() - c0, 2)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -131,6 +140,7 @@ def main() -> None:
     ap.add_argument("--launches", type=int, default=1_000_000)
     ap.add_argument("--sqlite", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--csv", action="store_true", help="store the kernel table as kernels.csv (the older form)")
     ap.add_argument("--measure", nargs=2, metavar=("STAGE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -152,10 +162,15 @@ def main() -> None:
     cap.mkdir(exist_ok=True)
     shutil.copy(FIXTURE / "manifest.json", cap / "manifest.json")
     (cap / "points.csv").write_text(",".join(POINT_COLUMNS) + "\n")
-    _child("write", db)
+    for old in cap.glob("kernels.*"):
+        old.unlink()
+    _child("write-csv" if args.csv else "write", db)
+    from moeprof import kernel_store
+
+    stored = kernel_store.kernel_files(cap)[0]
     full = _child("analyze", cap)
-    print(json.dumps({"stage": "load+analyze", **full, "kernels_csv_bytes": (cap / "kernels.csv").stat().st_size}),
-          flush=True)
+    print(json.dumps({"stage": "load+analyze", **full, "kernel_table": stored.name,
+                      "kernel_table_bytes": stored.stat().st_size}), flush=True)
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}", flush=True)
 
 

@@ -15,6 +15,13 @@ from moeprof.cli import main
 from moeprof.errors import MoeprofError
 from moeprof.profiler import capture as cap
 
+
+def _kernels(folder: Path) -> pd.DataFrame:
+    """The capture's kernel table in whichever form it was written (Parquet or CSV)."""
+    from moeprof.profiler.capture import CaptureFolder
+
+    return CaptureFolder(folder, {}).read_kernels()
+
 FIX = Path(__file__).parent / "fixtures"
 SHAPE = dict(hidden_size=64, intermediate_size=32, num_experts=4, top_k=2)
 
@@ -71,7 +78,7 @@ def test_sweep_writes_folder(fake_gpu, tmp_path):
     assert schema.read_manifest(tmp_path / "c").workload.shape == schema.LayerShape(64, 32, 4, 2)
     p = pd.read_csv(tmp_path / "c" / "points.csv")
     assert list(p.columns) == list(schema.POINT_COLUMNS) and len(p) == 8
-    k = pd.read_csv(tmp_path / "c" / "kernels.csv")
+    k = _kernels(tmp_path / "c")
     assert len(k) == 0 and list(k.columns)[:3] == ["collector", "format", "batch"]
     # one child per format, not per point
     assert fake_gpu["calls"] == [("events", "bf16", (1, 8)), ("events", "fp8", (1, 8))]
@@ -141,7 +148,7 @@ def test_nsys_unit_reads_real_export(fake_gpu, tmp_path, monkeypatch):
     m = cap.capture(_cfg(tmp_path / "c", formats=["bf16"], batches=[256], collect=["nsys"]))
     assert m["collectors"]["nsys"]["status"] == "ok"
     assert m["collectors"]["nsys"]["files"] == ["raw/nsys/bf16_b256.nsys-rep", "raw/nsys/bf16_b256.sqlite"]
-    k = pd.read_csv(tmp_path / "c" / "kernels.csv", keep_default_na=False, na_values=[""])
+    k = _kernels(tmp_path / "c")
     assert len(k) == 18 and set(k["format"]) == {"bf16"}  # setup kernels and the fp8 calls are not this point's
     assert set(k["repeat"]) == {0, 1}
 
@@ -204,7 +211,7 @@ def test_ncu_unit_reads_real_csv_and_flags_launch_bound(fake_gpu, tmp_path, monk
     assert sorted(ent["options"]["metrics_missing"]) == ["sm__inst_executed_pipe_tensor.sum",
                                                           "sm__ops_path_tensor_src_fp16.sum"]
     assert ent["options"]["launch_count_reached"] == ["bf16_b256"]
-    k = pd.read_csv(tmp_path / "c" / "kernels.csv", keep_default_na=False, na_values=[""])
+    k = _kernels(tmp_path / "c")
     assert set(k["collector"]) == {"ncu"} and len(k) == 20 and k["dram_read_bytes"].notna().all()
 
 
@@ -373,3 +380,41 @@ def test_refine_bracket_and_midpoints():
     assert bracket(t.assign(a=[1.0, np.nan, 4.0, 8.0]), "a", "b").lo_batch == 1  # NaN left out
     assert next_batch(256, 1024) == 512 and next_batch(99, 108) == 103 and next_batch(7, 8) is None
     assert next_batch(1, 3) == 2
+
+
+def test_kernel_table_is_parquet_with_dictionary_names(fake_gpu, tmp_path, monkeypatch, capsys):
+    """The real nsys fixture through the nsys unit: stored as Parquet, text dictionary-encoded, loaded
+    back as the same table by analysis; a second kernel-table form beside it is refused."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from moeprof.analysis.load import load_capture
+
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: "/fake/nsys")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+    run0 = cap._run_logged
+
+    def run(cmd, log, env, timeout):
+        if cmd[0] == "/fake/nsys":
+            Path(cmd[cmd.index("-o") + 1]).with_suffix(".nsys-rep").write_bytes(b"rep")
+            return run0(cmd[cmd.index("--force-overwrite=true") + 1:], log, env, timeout)
+        return run0(cmd, log, env, timeout)
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    monkeypatch.setattr(cap.nsys_mod, "export_sqlite",
+                        lambda nsys, rep, env=None, timeout=0: Path(shutil.copy(FIX / "nsys_nested.sqlite", rep.with_suffix(".sqlite"))))
+    out = tmp_path / "c"
+    cap.capture(_cfg(out, formats=["bf16"], batches=[256], collect=["nsys"]))
+    assert not (out / "kernels.csv").exists()
+    meta = pq.ParquetFile(out / "kernels.parquet").metadata
+    cols = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).encodings
+            for i in range(meta.num_columns)}
+    for c in ("kernel_name", "nvtx_path", "format", "phase"):
+        assert any("DICT" in e for e in cols[c]), (c, cols[c])
+    direct = cap.nsys_mod.read_kernels(FIX / "nsys_nested.sqlite")
+    direct = direct[direct["format"] == "bf16"].reset_index(drop=True)
+    loaded = load_capture(out).kernels
+    assert len(loaded) == len(direct) == 18
+    for c in ("kernel_name", "nvtx_path", "phase", "start_ns", "duration_ns", "repeat", "grid_x"):
+        assert loaded[c].astype(str).tolist() == direct[c].astype(str).tolist(), c
+    (out / "kernels.csv").write_text("collector,format,batch,kernel_name,duration_ns\n")
+    assert main(["analyze", str(out)]) == 2
+    assert "holds both kernels.parquet and kernels.csv" in capsys.readouterr().err

@@ -13,6 +13,13 @@ import pytest
 
 from moeprof.cli import main
 
+
+def _kernels(folder: Path) -> pd.DataFrame:
+    """The capture's kernel table in whichever form it was written (Parquet or CSV)."""
+    from moeprof.profiler.capture import CaptureFolder
+
+    return CaptureFolder(folder, {}).read_kernels()
+
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
@@ -29,7 +36,7 @@ def outdir(tmp_path):
 
 def _load(d: Path):
     m = json.loads((d / "manifest.json").read_text())
-    k = pd.read_csv(d / "kernels.csv", keep_default_na=False, na_values=[""])
+    k = _kernels(d)
     p = pd.read_csv(d / "points.csv")
     return m, k, p
 

@@ -99,6 +99,24 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
     return coerce_columns(df, columns, keep_other=True)
 
 
+def _read_kernel_table(folder: Path) -> pd.DataFrame:
+    """kernels.parquet (columnar, written where pyarrow is installed) or kernels.csv[.gz]; never two."""
+    from moeprof import kernel_store
+
+    present = kernel_store.kernel_files(folder)
+    parquet = folder / kernel_store.PARQUET_FILE
+    if parquet in present:
+        if len(present) > 1:
+            raise MoeprofError(f"{folder}: holds both {parquet.name} and {present[1].name}; "
+                               f"remove the one that is not this capture's kernel table")
+        df = kernel_store.read(parquet)
+        missing = [c for c in REQUIRED_KERNEL_COLUMNS if c not in df.columns]
+        if missing:
+            raise MoeprofError(f"{parquet}: missing column(s) {', '.join(missing)}")
+        return coerce_columns(df, KERNEL_TABLE_COLUMNS, keep_other=True)
+    return _read_csv(_table_file(folder, KERNELS_FILE), KERNEL_TABLE_COLUMNS, REQUIRED_KERNEL_COLUMNS)
+
+
 def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
     """Read and validate a capture folder; None -> the shipped example capture."""
     folder = Path(path) if path is not None else example_capture_path()
@@ -111,7 +129,7 @@ def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
     if not folder.is_dir():
         raise MoeprofError(f"{folder}: not a folder (a capture is a folder holding {MANIFEST_FILE})")
     manifest = read_manifest(folder)
-    kernels = _read_csv(_table_file(folder, KERNELS_FILE), KERNEL_TABLE_COLUMNS, REQUIRED_KERNEL_COLUMNS)
+    kernels = _read_kernel_table(folder)
     points = _read_csv(_table_file(folder, POINTS_FILE), POINT_COLUMNS, REQUIRED_POINT_COLUMNS)
     warnings: list[str] = []
     if manifest.status not in (None, "complete"):

@@ -27,6 +27,7 @@ import pandas as pd
 
 import moeprof
 from moeprof import capture_folder as schema
+from moeprof import kernel_store
 from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import ncu as ncu_mod
 from moeprof.profiler.collectors import nsys as nsys_mod
@@ -120,19 +121,44 @@ class CaptureFolder:
         return pd.read_csv(p, keep_default_na=False, na_values=[""]) if p.exists() else empty
 
     def append(self, name: str, rows: pd.DataFrame, empty: pd.DataFrame) -> None:
+        if name == schema.KERNELS_FILE:
+            return self.append_kernels(rows)
         old = self._read(name, empty)
         parts = [d for d in (old, rows) if len(d)]
         write_csv_atomic(self.root / name, pd.concat(parts, ignore_index=True) if parts else empty)
 
+    # the kernel table: Parquet where pyarrow is installed (moeprof.kernel_store), else CSV
+    def read_kernels(self) -> pd.DataFrame:
+        p = kernel_store.table_path(self.root)
+        if not p.exists():
+            return table.empty_kernels()
+        if p.suffix == ".parquet":
+            return kernel_store.read(p)
+        return pd.read_csv(p, keep_default_na=False, na_values=[""])
+
+    def write_kernels(self, df: pd.DataFrame) -> None:
+        kernel_store.write(kernel_store.table_path(self.root), table.normalize(df))
+
+    def append_kernels(self, rows: pd.DataFrame) -> None:
+        old = self.read_kernels()
+        parts = [d for d in (old, rows) if len(d)]
+        self.write_kernels(pd.concat(parts, ignore_index=True) if parts else table.empty_kernels())
+
     def drop_points(self, points: set[tuple[str, int]]) -> None:
         """Remove rows of unfinished points (resume)."""
-        for name, empty in ((schema.KERNELS_FILE, table.empty_kernels()), (schema.POINTS_FILE, empty_points())):
-            df = self._read(name, empty)
-            if len(df):
-                key = list(zip(df["format"].fillna("").astype(str), pd.to_numeric(df["batch"], errors="coerce")))
-                keep = [(f, int(b) if b == b else None) not in points for f, b in key]
-                df = df[keep]
-            write_csv_atomic(self.root / name, df)
+        for name, df in ((schema.KERNELS_FILE, self.read_kernels()),
+                         (schema.POINTS_FILE, self._read(schema.POINTS_FILE, empty_points()))):
+            if len(df) and points:
+                fmt = df["format"].fillna("").astype(str).to_numpy()
+                batch = pd.to_numeric(df["batch"], errors="coerce").to_numpy(dtype="float64", na_value=float("nan"))
+                drop = pd.Series(False, index=df.index)
+                for f, b in points:
+                    drop |= (fmt == f) & (batch == b)
+                df = df[~drop.to_numpy()]
+            if name == schema.KERNELS_FILE:
+                self.write_kernels(df)
+            else:
+                write_csv_atomic(self.root / name, df)
 
 
 class CaptureInterrupted(MoeprofError):
@@ -558,9 +584,9 @@ class Capture:
         self.torch_on = fresh["torch"]["status"] == "pending"
         folder = CaptureFolder(c.out, old)
         if self.external:
-            k = folder._read(schema.KERNELS_FILE, table.empty_kernels())
+            k = folder.read_kernels()
             redo = {n for n in ("nsys", "ncu") if fresh[n].get("status") == "pending"}
-            write_csv_atomic(c.out / schema.KERNELS_FILE, k[~k["collector"].isin(redo)])
+            folder.write_kernels(k[~k["collector"].isin(redo)])
         return folder
 
     def _resume_command(self, stored: object) -> list[str]:
@@ -819,8 +845,8 @@ class Capture:
                 if ent.get("status") == "pending":
                     ent["status"], ent["reason"] = "skipped", ("interrupted before it ran" if signum is not None
                                                                else "nothing left to run")
-            if not (folder.root / schema.KERNELS_FILE).exists():
-                write_csv_atomic(folder.root / schema.KERNELS_FILE, table.empty_kernels())
+            if not kernel_store.kernel_files(folder.root):
+                folder.write_kernels(table.empty_kernels())
             if not (folder.root / schema.POINTS_FILE).exists():
                 write_csv_atomic(folder.root / schema.POINTS_FILE, empty_points())
             m["finished_utc"] = now()

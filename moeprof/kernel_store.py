@@ -1,0 +1,89 @@
+"""Storage of the kernel table in a capture folder: columnar Parquet (kernels.parquet) where pyarrow
+is installed, CSV (kernels.csv, or kernels.csv.gz in shipped examples) otherwise and in older captures.
+
+Parquet keeps a million-launch table small and quick to load: text columns (kernel names, NVTX
+paths, formats, phases) are dictionary-encoded, so each distinct name is stored once per page, and
+numbers keep their types. Readers accept every form; a folder holding two forms is refused (which
+one is right cannot be told).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from moeprof.capture_folder import KERNEL_COLUMNS, KERNELS_FILE
+from moeprof.errors import MoeprofError
+
+PARQUET_FILE = "kernels.parquet"
+MAX_ROWS = 200_000_000  # a Parquet footer claiming more rows than this is refused before reading
+
+
+def parquet_available() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def kernel_files(folder: Path) -> list[Path]:
+    """The kernel-table files present in a capture folder, in any of its forms."""
+    return [p for p in (folder / PARQUET_FILE, folder / KERNELS_FILE, folder / f"{KERNELS_FILE}.gz") if p.exists()]
+
+
+def table_path(folder: Path) -> Path:
+    """Where this moeprof writes the kernel table of `folder`: the form already there, else Parquet
+    where pyarrow is installed, else CSV."""
+    present = kernel_files(folder)
+    if present:
+        return present[0]
+    return folder / (PARQUET_FILE if parquet_available() else KERNELS_FILE)
+
+
+def _text_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if KERNEL_COLUMNS.get(c) == "str"]
+
+
+def write(path: Path, df: pd.DataFrame) -> None:
+    """Write the kernel table atomically (tmp file + rename), as Parquet or CSV by the file name."""
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = df.copy()
+        for c in _text_columns(out):
+            out[c] = out[c].astype(object).where(out[c].notna(), "").astype(str)
+        table = pa.Table.from_pandas(out, preserve_index=False)
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=_text_columns(out) or False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> pd.DataFrame:
+    """A Parquet kernel table as written by `write` (text columns as pandas text, '' for missing).
+    CSV forms are read by the caller's CSV reader."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MoeprofError(f"{path}: reading a Parquet kernel table needs pyarrow (`pip install pyarrow`)") from None
+    import pyarrow as pa
+
+    try:
+        f = pq.ParquetFile(path)
+        if f.metadata.num_rows > MAX_ROWS:
+            raise MoeprofError(f"{path}: {f.metadata.num_rows} rows, more than moeprof reads ({MAX_ROWS})")
+        table = f.read()
+    except (pa.ArrowException, OSError) as exc:
+        raise MoeprofError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:160]})") from None
+    df = table.to_pandas()
+    for c in _text_columns(df):
+        if isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].astype(object)
+        df[c] = df[c].where(df[c].notna(), "").astype(str)
+    return df
