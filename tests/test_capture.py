@@ -418,3 +418,15 @@ def test_kernel_table_is_parquet_with_dictionary_names(fake_gpu, tmp_path, monke
     (out / "kernels.csv").write_text("collector,format,batch,kernel_name,duration_ns\n")
     assert main(["analyze", str(out)]) == 2
     assert "holds both kernels.parquet and kernels.csv" in capsys.readouterr().err
+
+
+def test_resume_on_another_card_is_refused(fake_gpu, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    fake_gpu["fail"] = {("fp8", 8)}
+    cap.capture(_cfg(out))
+    monkeypatch.setattr(cap, "describe_machine", lambda timeout=300: {
+        "gpu": {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}, "software": {}, "cuda_available": True})
+    fake_gpu["calls"].clear()
+    with pytest.raises(MoeprofError, match="captured on NVIDIA H200, this machine has NVIDIA H100"):
+        cap.capture(_cfg(out, resume=True))
+    assert fake_gpu["calls"] == []

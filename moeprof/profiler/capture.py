@@ -558,6 +558,10 @@ class Capture:
             if c.workload == "moeprof":
                 c.kernel = w.get("kernel", c.kernel)
         desc = self._check_host()
+        here, there = (desc.get("gpu") or {}).get("name"), (old.get("gpu") or {}).get("name")
+        if here and there and here != there:
+            raise MoeprofError(f"{c.out} was captured on {printable(str(there))[:80]}, this machine has {here}: "
+                               f"one capture holds one card's numbers; capture into a new folder")
         old.setdefault("resumed_utc", []).append(now())
         old["status"] = "running"
         if not c.events_only:  # failed points run again; refine adds its own points only
