@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from moeprof.capture_folder import KERNEL_COLUMNS, KERNELS_FILE
@@ -19,6 +20,25 @@ from moeprof.errors import MoeprofError
 
 PARQUET_FILE = "kernels.parquet"
 MAX_ROWS = 200_000_000  # a Parquet footer claiming more rows than this is refused before reading
+
+
+def _python_text_dtype():
+    try:  # pandas >= 2.3: the "str" dtype with Python storage
+        return pd.StringDtype("python", na_value=np.nan)
+    except TypeError:
+        return object
+
+
+TEXT_DTYPE = _python_text_dtype()
+
+
+def text_column(s: pd.Series) -> pd.Series:
+    """A text column as analysis reads it: '' for missing, Python-stored strings, each distinct value
+    one object shared by all its rows. Arrow-stored text (pandas' default where pyarrow is installed)
+    copies string bytes on every row selection; a launch table is filtered many times."""
+    codes, uniq = pd.factorize(s, use_na_sentinel=True)
+    vals = np.append(np.asarray([str(u) for u in uniq], dtype=object), "")  # code -1 (missing) -> ''
+    return pd.Series(pd.array(vals[codes], dtype=TEXT_DTYPE), index=s.index)
 
 
 def parquet_available() -> bool:
@@ -83,7 +103,5 @@ def read(path: Path) -> pd.DataFrame:
         raise MoeprofError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:160]})") from None
     df = table.to_pandas()
     for c in _text_columns(df):
-        if isinstance(df[c].dtype, pd.CategoricalDtype):
-            df[c] = df[c].astype(object)
-        df[c] = df[c].where(df[c].notna(), "").astype(str)
+        df[c] = text_column(df[c])
     return df

@@ -87,7 +87,7 @@ def check_schema(con: sqlite3.Connection, path: Path) -> tuple[str, set[str]]:
     return version, present
 
 
-_CHUNK_ROWS = 4_000_000  # kernel rows per query: bounds the text one query returns (SQLite caps a value at 1 GB)
+_CHUNK_ROWS = 250_000  # rows per query: bounds the text a query builds (SQLite caps a value at 1 GB; memory)
 
 
 def _query_frame(con: sqlite3.Connection, select: list[str], names: list[str], rest: str,
@@ -151,8 +151,11 @@ def _read_launches(con: sqlite3.Connection) -> tuple[pd.DataFrame, dict[int, str
     except pd.errors.MergeError:
         raise MoeprofError("CUPTI_ACTIVITY_KIND_RUNTIME holds duplicated (process, correlationId) records: "
                            "launches cannot be matched to their calls") from None
+    del rt
+    k = k.drop(columns=["corr", "pid"])
     k[["tid", "t"]] = k[["tid", "t"]].fillna(-1).astype("int64")
-    k = k.sort_values("start", kind="stable", ignore_index=True)
+    if not k["start"].is_monotonic_increasing:
+        k = k.sort_values("start", kind="stable", ignore_index=True)
     names = dict(con.execute("""SELECT id, value FROM StringIds
                                 WHERE id IN (SELECT DISTINCT demangledName FROM CUPTI_ACTIVITY_KIND_KERNEL)"""))
     return k, names
@@ -181,7 +184,6 @@ def _read_ranges(con: sqlite3.Connection) -> pd.DataFrame:
 def kernels_from_launches(k: pd.DataFrame, names: dict[int, str], nv: pd.DataFrame) -> pd.DataFrame:
     """The kernel table from launches already joined to their launch call (see _read_launches)."""
     launched = k["t"].to_numpy() >= 0
-    k = k.copy()
     k["name"] = table.short_kernel_names_from_ids(k["name_id"], names)
     lab = ranges.label_launches(
         k, pd.Series(launched, index=k.index),
