@@ -90,13 +90,13 @@ def measure(stage: str, path: str) -> dict:
 
         k = nsys.read_kernels(path)
         out = {"rows": len(k)}
-        if stage.startswith("write"):  # not timed: the capture folder for the next stage
+        if stage == "write-csv":  # not timed: the capture folder for the next stage
+            k.to_csv(Path(path).parent / "capture" / "kernels.csv", index=False)
+        elif stage == "write":
             from moeprof import kernel_store
-            from moeprof.capture_folder import KERNELS_FILE
 
             folder = Path(path).parent / "capture"
-            dst = folder / KERNELS_FILE if stage == "write-csv" else kernel_store.table_path(folder)
-            kernel_store.write(dst, k)
+            kernel_store.write(kernel_store.table_path(folder), k)
     else:
         from moeprof.analysis.load import load_capture
 
@@ -140,7 +140,8 @@ def main() -> None:
     ap.add_argument("--launches", type=int, default=1_000_000)
     ap.add_argument("--sqlite", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--csv", action="store_true", help="store the kernel table as kernels.csv (the older form)")
+    ap.add_argument("--csv", action="store_true", help="store the kernel table as kernels.csv (the older form; "
+                    "also what a moeprof without kernel_store can run, to time an older tree with PYTHONPATH)")
     ap.add_argument("--measure", nargs=2, metavar=("STAGE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -165,9 +166,7 @@ def main() -> None:
     for old in cap.glob("kernels.*"):
         old.unlink()
     _child("write-csv" if args.csv else "write", db)
-    from moeprof import kernel_store
-
-    stored = kernel_store.kernel_files(cap)[0]
+    stored = sorted(cap.glob("kernels.*"))[0]
     full = _child("analyze", cap)
     print(json.dumps({"stage": "load+analyze", **full, "kernel_table": stored.name,
                       "kernel_table_bytes": stored.stat().st_size}), flush=True)
