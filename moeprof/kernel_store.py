@@ -36,7 +36,12 @@ def text_column(s: pd.Series) -> pd.Series:
     """A text column as analysis reads it: '' for missing, Python-stored strings, each distinct value
     one object shared by all its rows. Arrow-stored text (pandas' default where pyarrow is installed)
     copies string bytes on every row selection; a launch table is filtered many times."""
-    codes, uniq = pd.factorize(s, use_na_sentinel=True)
+    if s.dtype == TEXT_DTYPE and not s.hasnans:
+        return s
+    if isinstance(s.dtype, pd.CategoricalDtype):  # Parquet dictionary columns: already factorized
+        codes, uniq = s.cat.codes.to_numpy(), s.cat.categories
+    else:
+        codes, uniq = pd.factorize(s, use_na_sentinel=True)
     vals = np.append(np.asarray([str(u) for u in uniq], dtype=object), "")  # code -1 (missing) -> ''
     return pd.Series(pd.array(vals[codes], dtype=TEXT_DTYPE), index=s.index)
 
@@ -98,7 +103,9 @@ def read(path: Path) -> pd.DataFrame:
         f = pq.ParquetFile(path)
         if f.metadata.num_rows > MAX_ROWS:
             raise MoeprofError(f"{path}: {f.metadata.num_rows} rows, more than moeprof reads ({MAX_ROWS})")
-        table = f.read()
+        meta = f.schema_arrow
+        text = [c for c in meta.names if KERNEL_COLUMNS.get(c) == "str"]
+        table = pq.read_table(path, read_dictionary=text)  # names arrive as dictionaries: decoded once each
     except (pa.ArrowException, OSError) as exc:
         raise MoeprofError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:160]})") from None
     df = table.to_pandas()
