@@ -22,6 +22,18 @@ PARQUET_FILE = "kernels.parquet"
 MAX_ROWS = 200_000_000  # a Parquet footer claiming more rows than this is refused before reading
 
 
+def _python_text_storage() -> None:
+    """pandas 3 stores text in arrow where pyarrow is installed (a dependency here, for the Parquet
+    table). moeprof keeps Python storage, set when this module is imported (by the loader and the
+    collectors, before any table is built): the same dtypes with or without pyarrow, and row
+    selections of million-launch tables share string objects instead of copying string bytes."""
+    if getattr(pd.options.mode, "string_storage", None) == "auto":
+        pd.options.mode.string_storage = "python"
+
+
+_python_text_storage()
+
+
 def _python_text_dtype():
     try:  # pandas >= 2.3: the "str" dtype with Python storage
         return pd.StringDtype("python", na_value=np.nan)

@@ -254,7 +254,7 @@ def test_external_capture_labels_kernels_and_reports_a_pattern_matching_nothing(
     assert rc == 2 and "matches none of the" in err and "kept unlabelled" in err and err.count("moeprof: error") == 1
     m = json.loads((out / "manifest.json").read_text())
     assert m["workload"]["labels"] == {"format": "fp8", "batch": "32"} and len(m["label_errors"]) == 1
-    k = pd.read_csv(out / "kernels.csv", keep_default_na=False, na_values=[""])
+    k = _kernels(out)
     own = k["nvtx_path"].str.contains(r"(?:^|/)moe/[^/]+/\d+")
     assert set(k.loc[own, "format"]) == {"bf16", "fp8"}  # moeprof's own ranges keep their labels
     assert (k.loc[~own, "format"] == "fp8").all() and (k.loc[~own, "batch"] == 32).all()
