@@ -1,6 +1,7 @@
 """Copy a real capture into moeprof/data/example_capture, small enough to ship.
 
-Kept: manifest.json, points.csv, kernels.csv (gzip-compressed), raw/ncu/*.csv, raw/events, raw/logs.
+Kept: manifest.json, points.csv, the kernel table (kernels.parquet as it is; kernels.csv gzip-compressed),
+raw/ncu/*.csv, raw/events, raw/logs.
 Dropped (size): raw/nsys/*.nsys-rep and *.sqlite, raw/ncu/*.ncu-rep. The manifest records what was
 dropped under "shipped", so nothing claims a file that is not there.
 
@@ -38,10 +39,11 @@ def main(src: Path) -> None:
         elif rel.name != "manifest.json":
             shutil.copy2(f, out)
     manifest = json.loads((src / "manifest.json").read_text())
+    csv = (src / "kernels.csv").exists()
     manifest["shipped"] = {
-        "note": "example copy: profiler databases dropped for size; kernels.csv gzip-compressed",
+        "note": "example copy: profiler databases dropped for size" + ("; kernels.csv gzip-compressed" if csv else ""),
         "dropped": dropped,
-        "compressed": ["kernels.csv -> kernels.csv.gz"],
+        "compressed": ["kernels.csv -> kernels.csv.gz"] if csv else [],
     }
     (DEST / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     size = sum(p.stat().st_size for p in DEST.rglob("*") if p.is_file())
