@@ -430,3 +430,42 @@ def test_resume_on_another_card_is_refused(fake_gpu, tmp_path, monkeypatch):
     with pytest.raises(MoeprofError, match="captured on NVIDIA H200, this machine has NVIDIA H100"):
         cap.capture(_cfg(out, resume=True))
     assert fake_gpu["calls"] == []
+
+
+def test_interrupt_inside_nsys_keeps_the_batches_its_report_finished(fake_gpu, tmp_path, monkeypatch):
+    """A stop while nsys runs: nsys writes its report (here the real fixture export: bf16 and fp8 calls at
+    batch 256), the child had finished batch 256 and not 1024; 256 is recorded from the report, 1024 is not."""
+    import signal
+
+    monkeypatch.setattr(cap.tools, "find_nsys", lambda: "/fake/nsys")
+    monkeypatch.setattr(cap.tools, "tool_version", lambda path, env=None: "2025.3.1.0")
+    run_events = cap._run_logged  # the fake_gpu child: every batch ok
+
+    def run(cmd, log, env, timeout):
+        if cmd[0] != "/fake/nsys":
+            return run_events(cmd, log, env, timeout)
+        spec = json.loads(Path(cmd[-1]).read_text())
+        with open(spec["status"], "a") as f:  # the child's own record of the batch it finished
+            f.write(json.dumps({"format": "bf16", "batch": 256, "status": "ok"}) + "\n")
+        Path(cmd[cmd.index("-o") + 1]).with_suffix(".nsys-rep").write_bytes(b"rep")
+        cap._Stop.signum = signal.SIGINT  # what the handler records when the signal arrives
+        return 130, "interrupted\n"
+
+    monkeypatch.setattr(cap, "_run_logged", run)
+    monkeypatch.setattr(cap.nsys_mod, "export_sqlite", lambda nsys, rep, env=None, timeout=0:
+                        Path(shutil.copy(FIX / "nsys_nested.sqlite", rep.with_suffix(".sqlite"))))
+    out = tmp_path / "c"
+    with pytest.raises(cap.CaptureInterrupted) as exc:
+        cap.capture(_cfg(out, formats=["bf16"], batches=[256, 1024], collect=["nsys"]))
+    assert exc.value.exit_code == 130 and "1 of 2 points done" in str(exc.value)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["points_done"] == [["bf16", 256]]
+    assert m["collectors"]["nsys"]["cut_by_interrupt"] == ["raw/nsys/bf16_b256-1024.nsys-rep"]
+    k = _kernels(out)
+    assert len(k) == 18 and set(zip(k["format"], k["batch"])) == {("bf16", 256)}
+    p = pd.read_csv(out / "points.csv")
+    assert set(p["batch"]) == {256}  # batch 1024's timing rows left with its unfinished point
+    monkeypatch.setattr(cap, "_run_logged", run_events)
+    fake_gpu["calls"].clear()
+    m = cap.capture(_cfg(out, resume=True))
+    assert ("events", "bf16", (1024,)) in fake_gpu["calls"] and ("events", "bf16", (256,)) not in fake_gpu["calls"]
