@@ -120,7 +120,10 @@ def read(path: Path) -> pd.DataFrame:
         table = pq.read_table(path, read_dictionary=text)  # names arrive as dictionaries: decoded once each
     except (pa.ArrowException, OSError) as exc:
         raise MoeprofError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:160]})") from None
-    df = table.to_pandas()
+    # self_destruct frees each arrow column once converted; the pool then hands freed memory back
+    df = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
     for c in _text_columns(df):
         df[c] = text_column(df[c])
+    pa.default_memory_pool().release_unused()
     return df
