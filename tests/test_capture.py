@@ -469,3 +469,15 @@ def test_interrupt_inside_nsys_keeps_the_batches_its_report_finished(fake_gpu, t
     fake_gpu["calls"].clear()
     m = cap.capture(_cfg(out, resume=True))
     assert ("events", "bf16", (1024,)) in fake_gpu["calls"] and ("events", "bf16", (256,)) not in fake_gpu["calls"]
+
+
+def test_refine_crossover_cli_errors(fake_gpu, tmp_path, capsys):
+    out = tmp_path / "c"
+    cap.capture(_cfg(out))
+    for arg, msg in (("bf16", "expected two formats"), ("bf16,bf16", "expected two formats"),
+                     ("bf16,mxfp4", "format 'mxfp4' is not in this capture")):
+        assert main(["capture", "-q", "-o", str(out), "--refine-crossover", arg]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    assert main(["capture", "-q", "-o", str(tmp_path / "none"), "--refine-crossover", "bf16,fp8"]) == 2
+    assert "existing capture folder" in capsys.readouterr().err

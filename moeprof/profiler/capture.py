@@ -826,7 +826,13 @@ class Capture:
 
     def run(self) -> dict:
         with _SignalGuard():
-            folder = self.folder = self._open()
+            try:
+                folder = self.folder = self._open()
+            except MoeprofError as exc:
+                if _Stop.signum is not None:  # the signal reached the GPU probe child too
+                    raise CaptureInterrupted(f"interrupted by {signal.Signals(_Stop.signum).name} before the "
+                                             f"capture started ({exc})", _Stop.signum) from None
+                raise
             m = folder.manifest
             pending: dict[str, list[int]] = {}
             if _Stop.signum is None and self.external:
