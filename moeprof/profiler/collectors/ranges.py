@@ -83,7 +83,9 @@ def attach(launches: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
         return out
     r = range_paths(ranges)
     n = len(r)
-    is_call = r["path"].str.contains(_LAYER_RE, regex=True).to_numpy()
+    # ranges repeat a few distinct paths: match each once
+    codes, uniq = pd.factorize(r["path"].astype(object))
+    is_call = pd.Series(np.asarray(uniq, dtype=object)).str.contains(_LAYER_RE, regex=True).to_numpy(dtype=bool)[codes]
     # call_start of each range: its own start if it is a layer call, else inherited from its parent.
     call = np.where(is_call, r["start"].to_numpy(), -1)
     depth = r["depth"].to_numpy()
