@@ -125,19 +125,23 @@ def coerce_columns(df: "pd.DataFrame", columns: dict[str, str], keep_other: bool
     import numpy as np
     import pandas as pd
 
+    from moeprof.kernel_store import TEXT_DTYPE, text_column
+
     n = len(df)
     out: dict[str, Any] = {}
     for col, dtype in columns.items():
         if col in df:
             s = df[col]
-            if dtype == "str":
-                s = s.fillna("").astype(str)
+            if dtype == "str":  # converted once per distinct value (a launch table repeats few names)
+                s = text_column(s)
             elif dtype == "Int64":
-                s = pd.to_numeric(s, errors="coerce").round().astype("Int64")
+                if s.dtype != "Int64":
+                    s = pd.to_numeric(s, errors="coerce")
+                    s = (s if pd.api.types.is_integer_dtype(s.dtype) else s.round()).astype("Int64")
             else:
                 s = pd.to_numeric(s, errors="coerce").astype(dtype)
         elif dtype == "str":
-            s = pd.Series([""] * n, index=df.index, dtype=object)
+            s = pd.Series(pd.array([""] * n, dtype=TEXT_DTYPE), index=df.index)
         elif dtype == "Int64":
             s = pd.Series(pd.array([pd.NA] * n, dtype="Int64"), index=df.index)
         else:
@@ -145,7 +149,7 @@ def coerce_columns(df: "pd.DataFrame", columns: dict[str, str], keep_other: bool
         out[col] = s
     if keep_other:
         out.update({c: df[c] for c in df.columns if c not in columns})
-    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+    return pd.DataFrame(out, index=df.index, copy=False).reset_index(drop=True)
 
 
 def empty_table(columns: dict[str, str]) -> "pd.DataFrame":

@@ -355,8 +355,8 @@ def test_refine_crossover_locates_a_planted_crossing(fake_gpu, tmp_path):
     fake_gpu["calls"].clear()
     lines: list[str] = []
     br = refine.refine_crossover(out, "bf16", "fp8", echo=lines.append)
-    assert br.lo_batch <= 100 <= br.hi_batch and br.hi_batch <= 1.10 * br.lo_batch
-    assert br.faster_below == "fp8" and abs(br.estimate_batch - 100) < 2
+    assert br.lo <= 100 <= br.hi and br.hi <= 1.10 * br.lo
+    assert (br.before, br.after) == ("fp8", "bf16") and abs(br.estimate - 100) < 2
     mids = [c[2][0] for c in fake_gpu["calls"] if c[1] == "bf16"]
     assert mids == [64, 128, 91, 108, 99]  # sqrt(16*256), sqrt(64*256), sqrt(64*128), ... rounded
     assert [c[:2] for c in fake_gpu["calls"]] == [("events", f) for _ in mids for f in ("bf16", "fp8")]
@@ -373,11 +373,11 @@ def test_refine_bracket_and_midpoints():
 
     t = pd.DataFrame({"a": [1.0, 2.0, 4.0, 8.0], "b": [2.0, 3.0, 3.0, 3.0]}, index=[1, 4, 16, 64])
     br = bracket(t, "a", "b")
-    assert (br.lo_batch, br.hi_batch, br.faster_below) == (4, 16, "a")
+    assert (br.lo, br.hi, br.before, br.after) == (4, 16, "a", "b")
     # log(2/3) at 4, log(4/3) at 16: zero at log 4 + log(1.5)/log(2) * log 4 = 4 * 4**0.585
-    assert br.estimate_batch == pytest.approx(4 * 4 ** (np.log(1.5) / np.log(2)))
+    assert br.estimate == pytest.approx(4 * 4 ** (np.log(1.5) / np.log(2)))
     assert bracket(t.assign(b=[9.0] * 4), "a", "b") is None
-    assert bracket(t.assign(a=[1.0, np.nan, 4.0, 8.0]), "a", "b").lo_batch == 1  # NaN left out
+    assert bracket(t.assign(a=[1.0, np.nan, 4.0, 8.0]), "a", "b").lo == 1  # NaN left out
     assert next_batch(256, 1024) == 512 and next_batch(99, 108) == 103 and next_batch(7, 8) is None
     assert next_batch(1, 3) == 2
 

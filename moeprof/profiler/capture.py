@@ -368,9 +368,12 @@ def _check_stored_sweep(w: dict, out: Path) -> None:
     if not isinstance(refined, list) or not all(
             isinstance(p, list) and len(p) == 2 and p[0] in formats and _positive_int(p[1], MAX_BATCH) for p in refined):
         raise MoeprofError(f"{where}: refined_points must be [format, batch] pairs of the capture's formats")
-    for key in ("hidden_size", "intermediate_size", "num_experts", "top_k", "tp", "ep", "repeats"):
+    for key in ("hidden_size", "num_experts", "top_k", "tp", "ep", "repeats"):
         if not _positive_int(w.get(key), 1 << 20):
             raise MoeprofError(f"{where}: {key} must be a positive integer, got {printable(repr(w.get(key)))[:60]}")
+    inter = w.get("expert_intermediate_size", w.get("intermediate_size"))  # the version-1 spelling, or the new one
+    if not _positive_int(inter, 1 << 20):
+        raise MoeprofError(f"{where}: expert_intermediate_size must be a positive integer, got {printable(repr(inter))[:60]}")
     if w.get("top_k") > w.get("num_experts"):
         raise MoeprofError(f"{where}: top_k {w['top_k']} exceeds num_experts {w['num_experts']}")
     if not isinstance(w.get("seed"), int) or isinstance(w.get("seed"), bool):

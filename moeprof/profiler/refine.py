@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,50 +19,26 @@ import pandas as pd
 
 from moeprof import capture_folder as schema
 from moeprof.errors import MoeprofError
+from moeprof.roofline import crossover
+from moeprof.roofline.crossover import Crossover
 
 REL_WIDTH = 0.10
 MAX_STEPS = 12
 
 
-@dataclass(frozen=True)
-class Bracket:
-    """The A/B crossover between two measured batches: A faster at one end, B at the other."""
-
-    lo_batch: int
-    hi_batch: int
-    estimate_batch: float      # where log(tA/tB) crosses 0, interpolated linearly in log(batch)
-    method: str
-    faster_below: str          # the format faster at lo_batch
-    n_crossings: int           # sign changes over all measured batches (the first one is bracketed)
-
-    @property
-    def located(self) -> bool:
-        return self.hi_batch <= self.lo_batch * (1 + REL_WIDTH) or next_batch(self.lo_batch, self.hi_batch) is None
+def bracket(times: pd.DataFrame, a: str, b: str) -> Crossover | None:
+    """The first A/B crossover along the measured batches (moeprof.roofline.crossover: the bracketing
+    batches lo, hi and a log-log estimate). times: batch -> median time of a and of b (columns a, b);
+    batches where either is missing or not a finite positive number are skipped."""
+    t = times[[a, b]].apply(pd.to_numeric, errors="coerce").sort_index()
+    t = t[np.isfinite(t[a]) & np.isfinite(t[b]) & (t[a] > 0) & (t[b] > 0)]
+    found = crossover.find([int(x) for x in t.index], t[a].tolist(), t[b].tolist(), a, b)
+    return found[0] if found else None
 
 
-def bracket(times: pd.DataFrame, a: str, b: str) -> Bracket | None:
-    """The first bracketing pair of measured batches. times: batch -> median time of a and of b
-    (columns a, b); batches where either is missing or not finite and positive are left out."""
-    t = times[[a, b]].apply(pd.to_numeric, errors="coerce")
-    t = t[np.isfinite(t[a]) & np.isfinite(t[b]) & (t[a] > 0) & (t[b] > 0)].sort_index()
-    batches = [int(x) for x in t.index]
-    r = np.log(t[a].to_numpy() / t[b].to_numpy())
-    found: list[tuple[int, int]] = []
-    for i in range(1, len(batches)):
-        if r[i - 1] != 0 and r[i] != 0 and np.sign(r[i - 1]) != np.sign(r[i]):
-            found.append((i - 1, i))
-        elif r[i - 1] == 0 and (i == 1 or r[i - 2] != 0):
-            found.append((i - 1, i - 1))
-    if not found:
-        return None
-    i, j = found[0]
-    if i == j:
-        est = float(batches[i])
-    else:
-        lb0, lb1 = math.log(batches[i]), math.log(batches[j])
-        est = math.exp(lb0 + r[i] / (r[i] - r[j]) * (lb1 - lb0))
-    return Bracket(batches[i], batches[j], est, "log-log interpolation of tA/tB between the bracketing batches",
-                   a if r[i] < 0 else b, len(found))
+def located(c: Crossover) -> bool:
+    """Within REL_WIDTH (hi <= 1.1 lo), or no integer batch left between the bracketing batches."""
+    return c.hi <= c.lo * (1 + REL_WIDTH) or next_batch(c.lo, c.hi) is None
 
 
 def next_batch(lo: int, hi: int) -> int | None:
@@ -79,7 +54,7 @@ def median_times(folder: Path, formats: list[str]) -> pd.DataFrame:
     from moeprof.analysis.load import load_capture
 
     cap = load_capture(folder)
-    done = {(str(f), int(b)) for f, b in cap.manifest.get("points_done", [])}
+    done = {(str(f), int(b)) for f, b in cap.manifest.points_done}
     p = cap.points[cap.points["format"].isin(formats)].copy()
     p = p[[(f, int(b)) in done for f, b in zip(p["format"], p["batch"])]] if len(p) else p
     if p.empty:
@@ -89,7 +64,7 @@ def median_times(folder: Path, formats: list[str]) -> pd.DataFrame:
 
 
 def refine_crossover(folder: Path, a: str, b: str, *, timeout_s: float = 3600, quiet: bool = True,
-                     echo: Callable[[str], None] = print, run: Callable | None = None) -> Bracket | None:
+                     echo: Callable[[str], None] = print, run: Callable | None = None) -> Crossover | None:
     """Measure batches inside the A/B bracket until it is located (see module doc). Returns the last bracket."""
     from moeprof.profiler import capture as cap_mod
 
@@ -114,15 +89,13 @@ def refine_crossover(folder: Path, a: str, b: str, *, timeout_s: float = 3600, q
         if br is None:
             echo(f"refine {a}/{b}: no crossover between the measured batches; nothing to refine")
             return None
-        where = (f"at batch {br.lo_batch}" if br.lo_batch == br.hi_batch
-                 else f"between batch {br.lo_batch} and {br.hi_batch}, estimate {br.estimate_batch:.0f}")
-        if br.located or step == MAX_STEPS:
-            more = f" ({br.n_crossings} crossings measured; the first is refined)" if br.n_crossings > 1 else ""
-            state = "located" if br.located else f"not located after {MAX_STEPS} steps"
-            echo(f"refine {a}/{b}: crossover {where} ({br.method}); {state}{more}")
+        where = f"crossover {br.describe()}"
+        if located(br) or step == MAX_STEPS:
+            state = "located within 10%" if located(br) else f"not located after {MAX_STEPS} steps"
+            echo(f"refine {a}/{b}: {where}: {br.method_detail}; {state}")
             return br
-        mid = next_batch(br.lo_batch, br.hi_batch)
-        echo(f"refine {a}/{b}: crossover {where}; measuring batch {mid}")
+        mid = next_batch(br.lo, br.hi)
+        echo(f"refine {a}/{b}: {where}; measuring batch {mid}")
         m = json.loads(mpath.read_text())
         m["workload"].setdefault("refined_points", []).extend([[a, mid], [b, mid]])
         cap_mod.write_atomic(mpath, json.dumps(m, indent=2, default=str) + "\n")
