@@ -125,5 +125,14 @@ def read(path: Path) -> pd.DataFrame:
     del table
     for c in _text_columns(df):
         df[c] = text_column(df[c])
-    pa.default_memory_pool().release_unused()
+    release_arrow_memory()
     return df
+
+
+def release_arrow_memory() -> None:
+    """Hand pyarrow's freed buffers back to the system (its allocator keeps them otherwise)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return
+    pa.default_memory_pool().release_unused()

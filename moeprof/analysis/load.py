@@ -113,7 +113,10 @@ def _read_kernel_table(folder: Path) -> pd.DataFrame:
         missing = [c for c in REQUIRED_KERNEL_COLUMNS if c not in df.columns]
         if missing:
             raise MoeprofError(f"{parquet}: missing column(s) {', '.join(missing)}")
-        return coerce_columns(df, KERNEL_TABLE_COLUMNS, keep_other=True)
+        out = coerce_columns(df, KERNEL_TABLE_COLUMNS, keep_other=True)
+        del df
+        kernel_store.release_arrow_memory()  # the arrow buffers the first frame pointed into
+        return out
     return _read_csv(_table_file(folder, KERNELS_FILE), KERNEL_TABLE_COLUMNS, REQUIRED_KERNEL_COLUMNS)
 
 
