@@ -375,7 +375,7 @@ class Manifest:
     workload: Workload = field(default_factory=Workload)
     gpu: GpuInfo = field(default_factory=GpuInfo)
     collectors: dict[str, CollectorEntry] = field(default_factory=dict)
-    status: str | None = None           # running | complete | partial | failed
+    status: str | None = None           # running | complete | partial | failed | interrupted
     manifest_version: int = MANIFEST_VERSION  # of the file it was read from
     moeprof_version: str | None = None
     command_line: tuple[str, ...] = ()

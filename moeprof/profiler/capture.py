@@ -856,7 +856,7 @@ class Capture:
                 folder.drop_points({(f, b) for f, bs in pending.items() for b in bs} - done)
             for ent in m["collectors"].values():
                 if ent.get("status") == "pending":
-                    ent["status"], ent["reason"] = "skipped", ("interrupted before it ran" if signum is not None
+                    ent["status"], ent["reason"] = "skipped", ("interrupted before it finished" if signum is not None
                                                                else "nothing left to run")
             if not kernel_store.kernel_files(folder.root):
                 folder.write_kernels(table.empty_kernels())
