@@ -50,16 +50,20 @@ def next_batch(lo: int, hi: int) -> int | None:
 
 
 def median_times(folder: Path, formats: list[str]) -> pd.DataFrame:
-    """batch x format median layer time (ns) of the finished points in points.csv."""
-    from moeprof.analysis.load import load_capture
-
-    cap = load_capture(folder)
-    done = {(str(f), int(b)) for f, b in cap.manifest.points_done}
-    p = cap.points[cap.points["format"].isin(formats)].copy()
+    """batch x format median layer time (ns) of the finished points (manifest points_done) in points.csv;
+    times that are not finite positive numbers are left out."""
+    try:
+        manifest = json.loads((folder / schema.MANIFEST_FILE).read_text())
+        p = pd.read_csv(folder / schema.POINTS_FILE, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise MoeprofError(f"{folder}: cannot read the capture's points ({str(exc).splitlines()[0][:160]})") from None
+    p = schema.coerce_columns(p, schema.POINT_COLUMNS)
+    done = {(str(f), int(b)) for f, b in manifest.get("points_done", [])}
+    p = p[p["format"].isin(formats) & p["batch"].notna()]
     p = p[[(f, int(b)) in done for f, b in zip(p["format"], p["batch"])]] if len(p) else p
+    p = p[np.isfinite(p["layer_time_ns"]) & (p["layer_time_ns"] > 0)]
     if p.empty:
         return pd.DataFrame(columns=formats)
-    p["layer_time_ns"] = pd.to_numeric(p["layer_time_ns"], errors="coerce")
     return p.groupby(["batch", "format"])["layer_time_ns"].median().unstack("format").reindex(columns=formats)
 
 
