@@ -184,7 +184,7 @@ def test_sharded_sweep_reads_one_report_per_rank(monkeypatch, tmp_path):
     assert env["NCCL_NVLS_ENABLE"] == "0" and env["NVSHMEM_DISABLE_NVLS"] == "1"
     assert m["status"] == "complete" and m["collectors"]["nsys"]["status"] == "ok"
     assert m["collectors"]["nsys"]["files"] == [f"raw/nsys/fp8_b256.rank{r}.{x}" for r in (0, 1) for x in ("nsys-rep", "sqlite")]
-    k = pd.read_csv(out / "kernels.csv", keep_default_na=False, na_values=[""])
+    k = cap.CaptureFolder(out, {}).read_kernels()  # the kernel table in its stored form (Parquet or CSV)
     # 18 = kernels launched inside the fixture's `fp8` NVTX ranges (sqlite join of kernels, their runtime
     # launch and the NVTX ranges open on the launching thread), once per rank
     assert k.groupby("rank").size().to_dict() == {0: 18, 1: 18} and set(k["format"]) == {"fp8"}

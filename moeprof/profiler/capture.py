@@ -137,7 +137,9 @@ class CaptureFolder:
         return pd.read_csv(p, keep_default_na=False, na_values=[""])
 
     def write_kernels(self, df: pd.DataFrame) -> None:
-        kernel_store.write(kernel_store.table_path(self.root), table.normalize(df))
+        # schema columns first; columns beyond the schema (a multi-rank capture's `rank`) are kept
+        kernel_store.write(kernel_store.table_path(self.root),
+                           schema.coerce_columns(df, schema.KERNEL_TABLE_COLUMNS, keep_other=True))
 
     def append_kernels(self, rows: pd.DataFrame) -> None:
         old = self.read_kernels()

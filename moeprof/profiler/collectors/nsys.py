@@ -114,8 +114,6 @@ def read_kernels(path: str | Path) -> pd.DataFrame:
         nv = _read_ranges(con) if "NVTX_EVENTS" in present else pd.DataFrame(
             {"tid": pd.Series(dtype="int64"), "start": pd.Series(dtype="int64"), "end": pd.Series(dtype="int64"),
              "name": pd.Series(dtype=object)})
-    except sqlite3.DatabaseError as exc:
-        raise MoeprofError(f"{path.name}: cannot read the nsys export ({exc})") from None
     finally:
         con.close()
     return kernels_from_launches(k, names, nv)
