@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moeprof.errors import MoeprofError
+from moeprof.untrusted import clean_json, load_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -443,12 +444,8 @@ def read_manifest(folder: Path) -> Manifest:
     file = Path(folder) / MANIFEST_FILE
     if not file.is_file():
         raise MoeprofError(f"{folder}: not a capture folder (no {MANIFEST_FILE})")
-    try:
-        d = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MoeprofError(f"{file}: not valid JSON, truncated? ({exc.msg}, line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MoeprofError(f"{file}: cannot read ({exc})") from None
+    # bounded (size, nesting, integer digits) and without control characters: a manifest is data
+    d = clean_json(load_json(file, "manifest"))
     try:
         return Manifest.from_json(d)
     except MoeprofError as exc:

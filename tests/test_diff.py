@@ -88,7 +88,8 @@ def test_significance_from_repeats_and_added_removed(tmp_path):
 
     k = pd.read_csv(b / "kernels.csv")
     k = k[~((k["format"] == "bf16") & (k["phase"] == "act"))]
-    k2 = k[(k["format"] == "fp8") & (k["phase"] == "act")].assign(phase="combine")
+    k2 = k[(k["format"] == "fp8") & (k["phase"] == "act")]
+    k2 = k2.assign(phase="combine", nvtx_path=k2["nvtx_path"].str.replace("/act", "/combine"), start_ns=k2["start_ns"] + 1)
     pd.concat([k, k2]).to_csv(b / "kernels.csv", index=False)
     d = diff(load_capture(a), load_capture(b))
     st = d.rows.set_index(["format", "role"])["status"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from moeprof.analysis import validate
 from moeprof.capture_folder import (
     KERNEL_TABLE_COLUMNS,
     KERNELS_FILE,
@@ -24,6 +25,7 @@ from moeprof.capture_folder import (
     read_manifest,
 )
 from moeprof.errors import MoeprofError
+from moeprof.untrusted import check_table_size
 
 EXAMPLE_ENV = "MOEPROF_EXAMPLE_CAPTURE"
 # Columns without which the analysis cannot run (the rest of the schema may be absent: filled empty).
@@ -38,6 +40,7 @@ class Capture:
     kernels: pd.DataFrame
     points: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    dropped: list[validate.Dropped] = field(default_factory=list)  # rows left out by validation, and why
 
     @property
     def gpu_name(self) -> str:
@@ -64,7 +67,10 @@ def example_capture_path() -> Path:
 def _table_file(folder: Path, name: str) -> Path:
     """`name`, or its gzip-compressed form `name.gz` (shipped examples are compressed)."""
     plain, packed = folder / name, folder / f"{name}.gz"
-    return packed if not plain.exists() and packed.exists() else plain
+    if plain.exists() and packed.exists():
+        raise MoeprofError(f"{folder}: holds both {name} and {name}.gz; which one is the capture's is ambiguous "
+                           f"(remove the other)")
+    return packed if packed.exists() else plain
 
 
 def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.DataFrame:
@@ -72,12 +78,13 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
         raise MoeprofError(f"{file.parent}: capture is missing {file.name}")
     if file.stat().st_size == 0:
         raise MoeprofError(f"{file}: empty file (truncated capture?)")
-    if file.suffix != ".gz":  # gzip carries its own length and CRC checks
-        with open(file, "rb") as fh:  # a writer that died mid-row leaves no final newline
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) not in (b"\n", b"\r"):
-                raise MoeprofError(f"{file}: truncated (last line is incomplete)")
+    check_table_size(file)
     try:
+        if file.suffix != ".gz":  # gzip carries its own length and CRC checks
+            with open(file, "rb") as fh:  # a writer that died mid-row leaves no final newline
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) not in (b"\n", b"\r"):
+                    raise MoeprofError(f"{file}: truncated (last line is incomplete)")
         header = pd.read_csv(file, nrows=0).columns
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise MoeprofError(f"{file}: not a readable CSV ({str(exc).splitlines()[0]})") from None
@@ -93,10 +100,13 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
             dtypes[col] = "float64"
         # Int64 columns are parsed as floats (fast C path), converted below.
     try:
-        df = pd.read_csv(file, dtype=dtypes, keep_default_na=False, na_values=[""], low_memory=False)
+        try:
+            df = pd.read_csv(file, dtype=dtypes, keep_default_na=False, na_values=[""], low_memory=False)
+        except ValueError:  # text in a number column ('NaN', 'inf', 'n/a', ...): validate.clean_table sorts it out
+            df = pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""], low_memory=False)
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise MoeprofError(f"{file}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    return coerce_columns(df, columns, keep_other=True)
+    return df  # as read: validate.clean_table checks it before the one coercion
 
 
 def _read_kernel_table(folder: Path) -> pd.DataFrame:
@@ -113,10 +123,7 @@ def _read_kernel_table(folder: Path) -> pd.DataFrame:
         missing = [c for c in REQUIRED_KERNEL_COLUMNS if c not in df.columns]
         if missing:
             raise MoeprofError(f"{parquet}: missing column(s) {', '.join(missing)}")
-        out = coerce_columns(df, KERNEL_TABLE_COLUMNS, keep_other=True)
-        del df
-        kernel_store.release_arrow_memory()  # the arrow buffers the first frame pointed into
-        return out
+        return df
     return _read_csv(_table_file(folder, KERNELS_FILE), KERNEL_TABLE_COLUMNS, REQUIRED_KERNEL_COLUMNS)
 
 
@@ -131,10 +138,20 @@ def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
         raise MoeprofError(f"{folder}: no such capture folder")
     if not folder.is_dir():
         raise MoeprofError(f"{folder}: not a folder (a capture is a folder holding {MANIFEST_FILE})")
-    manifest = read_manifest(folder)
-    kernels = _read_kernel_table(folder)
-    points = _read_csv(_table_file(folder, POINTS_FILE), POINT_COLUMNS, REQUIRED_POINT_COLUMNS)
-    warnings: list[str] = []
+    manifest, warnings = validate.check_manifest(read_manifest(folder))
+    kernels_raw = _read_kernel_table(folder)
+    points_raw = _read_csv(_table_file(folder, POINTS_FILE), POINT_COLUMNS, REQUIRED_POINT_COLUMNS)
+    kernels, dropped = validate.clean_table(kernels_raw, KERNEL_TABLE_COLUMNS, KERNELS_FILE, "duration_ns", True)
+    points, dropped_points = validate.clean_table(points_raw, POINT_COLUMNS, POINTS_FILE, "layer_time_ns", False)
+    dropped += dropped_points
+    if kernels.empty and points.empty and (len(kernels_raw) or len(points_raw)):
+        raise MoeprofError(f"{folder}: no sound rows left in {KERNELS_FILE} or {POINTS_FILE} ("
+                           + "; ".join(d.line() for d in dropped) + ")")
+    del kernels_raw
+    kernels = coerce_columns(kernels, KERNEL_TABLE_COLUMNS, keep_other=True)
+    points = coerce_columns(points, POINT_COLUMNS, keep_other=True)
+    from moeprof import kernel_store
+    kernel_store.release_arrow_memory()  # arrow buffers a Parquet table's first frame pointed into
     if manifest.status not in (None, "complete"):
         warnings.append(f"capture status is {manifest.status!r}: some points or collectors may be missing")
     for name, info in manifest.collectors.items():
@@ -142,4 +159,5 @@ def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
             warnings.append(f"collector {name} failed: {info.reason or 'no reason given'}")
     if points.empty:
         warnings.append("points.csv has no rows: layer times come from kernel sums only")
-    return Capture(path=folder, manifest=manifest, kernels=kernels, points=points, warnings=warnings)
+    return Capture(path=folder, manifest=manifest, kernels=kernels, points=points, warnings=warnings,
+                   dropped=dropped)

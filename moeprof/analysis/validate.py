@@ -1,0 +1,208 @@
+"""Bad data never becomes a verdict: checks on a capture's tables and manifest after they are read.
+
+Rows that cannot be sound are dropped, and every drop is recorded (table, rows, reason) so the
+reports can say what was left out; where nothing sound is left the capture is refused in one line.
+
+kernels.csv
+  batch, repeat    a positive (batch) / non-negative (repeat) integer or empty; 4.6 or -4 is not a
+                   point: the row is dropped (never rounded).
+  duration_ns      finite and > 0. A launch without a sound duration makes its whole layer call
+                   unsound (summing the rest would understate the call), so the call is dropped.
+  duplicates       the same launch twice (collector, stream, start, kernel, point, repeat) would
+                   double the times: the repeats are dropped.
+  counters         negative or infinite counter values are set to n/a (the row's time is kept).
+points.csv
+  batch, repeat    as above; layer_time_ns finite and > 0, else the row is dropped.
+manifest.json
+  gpu.name vs gpu.spec: where both name a known GPU and disagree, the name (what the driver
+  reported) is trusted and the spec replaced; workload dims must be consistent (top_k <= experts);
+  a model that is neither a preset nor described by its dims is said to skip the model-based parts.
+Text from a capture (manifest strings, format and kernel names) loses its control characters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from moeprof.capture_folder import Manifest
+from moeprof.errors import MoeprofError
+from moeprof.untrusted import clean_text, has_control
+
+# Columns that identify one launch: the same values twice are one launch recorded twice.
+LAUNCH_KEY = ["collector", "format", "batch", "repeat", "nvtx_path", "kernel_name", "stream_id", "start_ns"]
+# Columns that identify one layer call of a collector.
+CALL_KEY = ["collector", "format", "batch", "repeat"]
+NON_NEGATIVE_INT_COLUMNS = ["repeat", "grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z",
+                            "registers_per_thread", "stream_id", "start_ns", "experts_touched"]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Rows left out of the analysis, and why."""
+    table: str      # kernels.csv | points.csv | manifest.json
+    rows: int       # rows dropped (values set to n/a, for counters)
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.table}: {self.rows:,} {'row' if self.rows == 1 else 'rows'} dropped: {self.reason}"
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def numeric(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(float64 values, mask of non-empty text that is not a number). 'nan'/'inf' text parses."""
+    text = raw.astype("string").str.strip()
+    values = pd.to_numeric(text, errors="coerce").astype("float64")
+    unparsable = values.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "na", "n/a", "null"])
+    return values, unparsable.fillna(False).astype(bool)
+
+
+def _integer_problems(values: pd.Series, text_bad: pd.Series, minimum: int) -> pd.Series:
+    """Rows whose (non-empty) value is not an integer >= minimum."""
+    v = values.to_numpy(dtype=float)
+    present = ~np.isnan(v) | text_bad.to_numpy()
+    ok = np.isfinite(v) & (np.floor(v) == v) & (v >= minimum)
+    return pd.Series(present & ~ok, index=values.index)
+
+
+def _describe(values: pd.Series, mask: pd.Series, limit: int = 3) -> str:
+    shown = pd.unique(values[mask].astype(str))[:limit]
+    return ", ".join(shown) + (", ..." if mask.sum() > len(shown) else "")
+
+
+def _clean_strings(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    for col in columns:
+        if col in df and df[col].map(lambda s: isinstance(s, str) and has_control(s)).any():
+            df[col] = df[col].map(lambda s: clean_text(s) if isinstance(s, str) else s)
+    return df
+
+
+def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
+                time_column: str, whole_calls: bool) -> tuple[pd.DataFrame, list[Dropped]]:
+    """Typed, validated copy of a table read as text: (table, what was dropped).
+
+    `columns` maps the schema's columns to str | float64 | Int64; `time_column` must be finite and
+    positive where a row belongs to a point; with `whole_calls` a bad time drops the whole layer call.
+    """
+    df = raw.copy()
+    dropped: list[Dropped] = []
+    bad_rows = pd.Series(False, index=df.index)
+    parsed: dict[str, pd.Series] = {}
+    for col, kind in columns.items():
+        if col not in df or kind == "str":
+            continue
+        values, text_bad = numeric(df[col])
+        parsed[col] = values
+        if col == "batch":
+            bad = _integer_problems(values, text_bad, 1)
+            if bad.any():
+                dropped.append(Dropped(table, int(bad.sum()),
+                                       f"batch is not a positive integer ({_describe(df[col], bad)})"))
+                bad_rows |= bad
+        elif kind == "Int64" and col in NON_NEGATIVE_INT_COLUMNS:
+            bad = _integer_problems(values, text_bad, 0) & ~bad_rows
+            if bad.any():
+                dropped.append(Dropped(table, int(bad.sum()),
+                                       f"{col} is not a non-negative integer ({_describe(df[col], bad)})"))
+                bad_rows |= bad
+        elif kind == "float64" and col != time_column:
+            bad = (text_bad | np.isinf(values) | (values < 0)) & ~bad_rows
+            if bad.any():
+                dropped.append(Dropped(table, int(bad.sum()), f"{col} negative, infinite or not a number: "
+                                                               f"set to n/a ({_describe(df[col], bad)})"))
+                parsed[col] = values.where(~bad)
+    df = df.assign(**parsed)
+    # Times: finite and positive where the row belongs to a point (kernels outside MoE ranges: dropped alone).
+    t, t_bad_text = parsed[time_column], numeric(raw[time_column])[1]
+    bad_t = (~np.isfinite(t) | (t <= 0) | t_bad_text) & ~bad_rows
+    if bad_t.any():
+        dropped.append(Dropped(table, int(bad_t.sum()),
+                               f"{time_column} missing, zero, negative, infinite or not a number "
+                               f"({_describe(raw[time_column].fillna(''), bad_t)})"))
+        if whole_calls:
+            in_point = bad_t & df["batch"].notna()
+            calls = df.loc[in_point, CALL_KEY].drop_duplicates()
+            if len(calls):
+                same_call = df[CALL_KEY].merge(calls.assign(_bad=True), on=CALL_KEY, how="left")["_bad"]
+                rest = same_call.fillna(False).to_numpy(dtype=bool) & ~bad_t.to_numpy() & ~bad_rows.to_numpy()
+                if rest.any():
+                    dropped.append(Dropped(table, int(rest.sum()),
+                                           f"the rest of the {len(calls):,} layer calls holding a launch without a "
+                                           f"sound {time_column} (a partial call would understate its time)"))
+                bad_t |= pd.Series(rest, index=df.index)
+        bad_rows |= bad_t
+    df = df[~bad_rows.to_numpy()]
+    for col, kind in columns.items():
+        if col not in df:
+            continue
+        if kind == "Int64":
+            df[col] = df[col].astype("float64").astype("Int64")
+        elif kind == "str":
+            df[col] = df[col].fillna("").astype(str)
+    df = _clean_strings(df, [c for c, k in columns.items() if k == "str"])
+    if whole_calls:
+        key = [c for c in LAUNCH_KEY if c in df]
+        dup = df.duplicated(subset=key, keep="first") & df["start_ns"].notna() if "start_ns" in df else \
+            pd.Series(False, index=df.index)
+        dup |= df.duplicated(keep="first")  # rows without a start time: identical in every column
+        if dup.any():
+            dropped.append(Dropped(table, int(dup.sum()), "duplicated launches (same collector, point, repeat, stream, "
+                                                          "start time and kernel): kept once"))
+            df = df[~dup.to_numpy()]
+    else:
+        key = [c for c in ("format", "batch", "repeat") if c in df]
+        dup = df.duplicated(keep="first")
+        if dup.any():
+            dropped.append(Dropped(table, int(dup.sum()), "duplicated rows (identical in every column): kept once"))
+            df = df[~dup.to_numpy()]
+        same_call = df.duplicated(subset=key, keep=False) & df["repeat"].notna()
+        if same_call.any():
+            raise MoeprofError(f"{table}: {int(same_call.sum())} rows share a (format, batch, repeat) with different "
+                               f"values: the capture is inconsistent")
+    return df.reset_index(drop=True), dropped
+
+
+def check_left(table: str, before: int, after: int, dropped: list[Dropped]) -> None:
+    """Refuse when every row of a table that had rows was dropped: nothing sound is left."""
+    if before and not after:
+        why = "; ".join(d.reason for d in dropped if d.table == table)
+        raise MoeprofError(f"{table}: no sound rows left ({before:,} rows, all dropped: {why})")
+
+
+# ------------------------------------------------------------------------------------------------
+# manifest
+
+def check_manifest(manifest: Manifest) -> tuple[Manifest, list[str]]:
+    """(manifest with a contradicted GPU spec replaced, notes); MoeprofError for an inconsistent layer.
+    Control characters were already removed as the manifest was read (capture_folder.read_manifest)."""
+    from moeprof.roofline import gpus
+
+    notes: list[str] = []
+    name, spec = manifest.gpu.name, manifest.gpu.spec
+    by_name = gpus.match_gpu(name) if name else None
+    if by_name is None and name:
+        try:
+            by_name = gpus.get_gpu(name)
+        except MoeprofError:
+            by_name = None
+    by_spec = None
+    if spec:
+        try:
+            by_spec = gpus.get_gpu(spec)
+        except MoeprofError:
+            notes.append(f"manifest gpu.spec {spec!r} is not a known GPU spec")
+    if by_name is not None and by_spec is not None and by_name.name != by_spec.name:
+        notes.append(f"manifest gpu.spec {spec!r} contradicts gpu.name {name!r}: trusting the name "
+                     f"(what the driver reported) and using the {by_name.name} spec")
+        manifest = dataclasses.replace(manifest, gpu=dataclasses.replace(manifest.gpu, spec=by_name.name))
+    shape = manifest.workload.shape
+    if shape is not None and shape.top_k > shape.num_experts:
+        raise MoeprofError(f"manifest workload.top_k {shape.top_k} exceeds num_experts {shape.num_experts}: "
+                           f"the manifest is inconsistent")
+    return manifest, notes
