@@ -2,12 +2,22 @@
 
 1. Comparability: a different GPU model or workload (model, layer dims, top-k, tp/ep) refuses
    (MoeprofError unless force); softer differences (clock control, collectors, software, kernel,
-   repeats) are warnings.
-2. Per row: raw time samples (one per layer call), median bytes and tensor ops (ncu) on both
-   sides, rates recomputed from them. Significance: two-sided Mann-Whitney U at `alpha` AND a
-   relative change of at least `min_effect`; where a side has fewer than `min_repeats` samples,
-   the change must exceed the stated `noise_floor` instead.
-3. Status: faster | slower | unchanged | added | removed.
+   repeats) are warnings. Rows either capture dropped as unsound are named in the warnings.
+2. Per row: time samples in repeat order (one per layer call) on both sides, median bytes and
+   tensor ops (ncu), rates recomputed from them.
+3. Decision (stated in DiffResult.decision_rule). Repeats of one run are neither independent nor
+   stationary (clocks and temperature drift over a run), so no rank test: instead
+   - change = median(B) / median(A) - 1, with a (1 - alpha) interval from a circular block bootstrap
+     over contiguous repeats (seeded: the same captures give the same interval);
+   - the threshold a change must clear = the largest of: min_effect; each side's within-run drift
+     (range of the medians of 4 contiguous blocks of its repeats); where a side has only 1-2 repeats,
+     the other side's full sample range (a lone call can land anywhere in it); where both sides
+     have a single repeat, the stated noise_floor;
+   - slower / faster: the whole interval beyond +threshold / -threshold (and |B - A| >= min_abs_ns);
+     unchanged: the whole interval within +-threshold, or |B - A| < min_abs_ns;
+     inconclusive: the interval straddles the threshold, or one repeat per side changed less than
+     the threshold (no spread is known to confirm "unchanged").
+4. Status: faster | slower | unchanged | inconclusive | added | removed.
 """
 
 from __future__ import annotations
@@ -19,21 +29,21 @@ import pandas as pd
 
 from moeprof.analysis import classify, metrics
 from moeprof.analysis.load import Capture
-from moeprof.analysis.stats import mann_whitney
+from moeprof.analysis.stats import BOOTSTRAP_SEED, block_bootstrap_medians, run_drift, sample_range
 from moeprof.capture_folder import LayerShape, Workload
 from moeprof.errors import MoeprofError
 
-STATUSES = ["faster", "slower", "unchanged", "added", "removed"]
+STATUSES = ["faster", "slower", "unchanged", "inconclusive", "added", "removed"]
 LAYER_ROLE = "layer"
 
 
 @dataclass
 class DiffOptions:
-    alpha: float = 0.05
-    min_effect: float = 0.03      # relative change a significant result must also reach
-    noise_floor: float = 0.05     # relative change that counts without enough repeats to test
+    alpha: float = 0.05           # the interval on the change is a (1 - alpha) bootstrap interval
+    min_effect: float = 0.03      # smallest relative change that counts, however quiet the runs
+    noise_floor: float = 0.05     # relative change that counts when both sides have one repeat (no spread known)
     min_abs_ns: float = 500.0     # and an absolute one: sub-microsecond shifts of tiny kernels are timer/collector jitter
-    min_repeats: int = 3
+    resamples: int = 2000         # bootstrap resamples per row
     force: bool = False
 
 
@@ -45,6 +55,19 @@ class DiffResult:
     options: DiffOptions = field(default_factory=DiffOptions)
     label_a: str = ""
     label_b: str = ""
+
+    @property
+    def decision_rule(self) -> str:
+        """The rule behind every status, in one paragraph (reports print it; JSON carries it)."""
+        o = self.options
+        return (f"change = median(B)/median(A) - 1 with a {1 - o.alpha:.0%} circular block-bootstrap interval over "
+                f"contiguous repeats ({o.resamples} resamples, seed {BOOTSTRAP_SEED}); threshold = the largest of "
+                f"{o.min_effect:.0%}, each side's within-run drift (range of the medians of 4 contiguous blocks of "
+                f"repeats), the other side's sample range where a side has 1-2 repeats, and {o.noise_floor:.0%} where "
+                f"both have 1; slower/faster: the whole interval beyond +/-threshold and |B - A| >= "
+                f"{o.min_abs_ns / 1e3:g} µs; unchanged: the whole interval within +/-threshold or |B - A| < "
+                f"{o.min_abs_ns / 1e3:g} µs; inconclusive: the interval straddles the threshold, or one repeat per "
+                f"side and a change below the threshold")
 
     def counts(self) -> dict[str, int]:
         vc = self.rows["status"].value_counts() if len(self.rows) else pd.Series(dtype=int)
@@ -104,9 +127,10 @@ def _samples(cap: Capture) -> tuple[pd.DataFrame, pd.DataFrame]:
     collector = metrics.timing_collector(k)
     parts = []
     if collector is not None:
-        crt = metrics.call_role_times(k, collector)
+        crt = metrics.call_role_times(k, collector).sort_values("call_id", kind="stable")  # call order
         parts.append(crt[["format", "batch", "role", "time_ns"]])
-    lay = metrics.layer_samples(k, cap.points, collector)
+    pts = cap.points.sort_values("repeat", kind="stable") if "repeat" in cap.points else cap.points
+    lay = metrics.layer_samples(k, pts, collector)
     if not lay.empty:
         parts.append(lay.assign(role=LAYER_ROLE))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["format", "batch", "role", "time_ns"])
@@ -133,6 +157,8 @@ def _counter_cols(c: pd.DataFrame) -> pd.DataFrame:
 def diff(a: Capture, b: Capture, options: DiffOptions | None = None) -> DiffResult:
     opt = options or DiffOptions()
     errors, warnings = comparability(a, b)
+    for side, cap in (("A", a), ("B", b)):
+        warnings += [f"{side} {d.line()}" for d in getattr(cap, "dropped", [])]
     if errors and not opt.force:
         raise MoeprofError("captures are not comparable: " + "; ".join(errors) + " (--force compares anyway)")
     sa, ca = _samples(a)
@@ -172,21 +198,43 @@ def _role_order(role: str) -> int:
 
 
 def _judge(xa: np.ndarray | None, xb: np.ndarray | None, opt: DiffOptions) -> dict:
+    """Status of one row from its samples in repeat order (see the module docstring and decision_rule)."""
+    none = {"ci_low_pct": np.nan, "ci_high_pct": np.nan, "threshold_pct": np.nan, "drift_a_pct": np.nan,
+            "drift_b_pct": np.nan, "change_pct": np.nan}
     if xa is None or len(xa) == 0:
-        return {"status": "added", "change_pct": np.nan, "p_value": np.nan, "test": "n/a"}
+        return {"status": "added", **none, "test": "n/a"}
     if xb is None or len(xb) == 0:
-        return {"status": "removed", "change_pct": np.nan, "p_value": np.nan, "test": "n/a"}
+        return {"status": "removed", **none, "test": "n/a"}
+    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
     ma, mb = float(np.median(xa)), float(np.median(xb))
-    change = (mb / ma - 1.0) if ma > 0 else (0.0 if mb == ma else np.inf)
-    if len(xa) >= opt.min_repeats and len(xb) >= opt.min_repeats:
-        res = mann_whitney(xa, xb)
-        significant = res.p_value < opt.alpha and abs(change) >= opt.min_effect
-        p, test = res.p_value, f"mann-whitney ({res.method}), alpha {opt.alpha}, min effect {opt.min_effect:.0%}"
+    change = mb / ma - 1.0
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    ratio = block_bootstrap_medians(xb, opt.resamples, rng) / block_bootstrap_medians(xa, opt.resamples, rng)
+    lo, hi = (float(q) - 1.0 for q in np.quantile(ratio, [opt.alpha / 2, 1 - opt.alpha / 2]))
+    drift_a, drift_b = run_drift(xa), run_drift(xb)
+    parts = {"min effect": opt.min_effect, "drift A": drift_a, "drift B": drift_b}
+    if len(xb) <= 2:
+        parts["range A"] = sample_range(xa)
+    if len(xa) <= 2:
+        parts["range B"] = sample_range(xb)
+    single = len(xa) == 1 and len(xb) == 1
+    if single:
+        parts["noise floor"] = opt.noise_floor
+    known = {k: v for k, v in parts.items() if np.isfinite(v)}
+    source = max(known, key=known.get)
+    threshold = known[source]
+    test = f"{1 - opt.alpha:.0%} interval {lo * 100:+.1f}%..{hi * 100:+.1f}%, threshold {threshold:.1%} ({source})"
+    if abs(mb - ma) < opt.min_abs_ns:
+        status, test = "unchanged", test + f"; change below {opt.min_abs_ns:.0f} ns"
+    elif lo > threshold:
+        status = "slower"
+    elif hi < -threshold:
+        status = "faster"
+    elif -threshold <= lo and hi <= threshold and not single:
+        status = "unchanged"
     else:
-        significant = abs(change) >= opt.noise_floor
-        p, test = np.nan, f"noise floor {opt.noise_floor:.0%} (fewer than {opt.min_repeats} repeats)"
-    if significant and abs(mb - ma) < opt.min_abs_ns:
-        significant = False
-        test += f"; change below {opt.min_abs_ns:.0f} ns"
-    status = "unchanged" if not significant else ("faster" if change < 0 else "slower")
-    return {"status": status, "change_pct": change * 100.0, "p_value": p, "test": test}
+        status = "inconclusive"
+        test += "; one repeat per side" if single else "; the interval straddles the threshold"
+    return {"status": status, "change_pct": change * 100.0, "ci_low_pct": lo * 100.0, "ci_high_pct": hi * 100.0,
+            "threshold_pct": threshold * 100.0, "drift_a_pct": drift_a * 100.0, "drift_b_pct": drift_b * 100.0,
+            "test": test}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from moeprof.analysis import classify, expected, metrics, verdict
+from moeprof.analysis import classify, expected, metrics, validate, verdict
 from moeprof.analysis.load import Capture
 from moeprof.errors import MoeprofError
 
@@ -26,6 +26,7 @@ class Analysis:
     timing_collector: str | None
     notes: list[str] = field(default_factory=list)
     expectations: expected.Expectations | None = None  # what the model expects, resolved once for this capture
+    dropped: list[validate.Dropped] = field(default_factory=list)  # rows validation left out, and why
 
     @property
     def gpu_label(self) -> str:
@@ -36,14 +37,16 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     from moeprof.analysis.ranks import has_ranks, single_rank_kernels
 
     k = classify.classify(single_rank_kernels(capture.kernels))  # several ranks: rank 0's (ranks.py has all)
-    notes = list(capture.warnings)
+    notes = list(capture.warnings) + [d.line() for d in capture.dropped]
     if has_ranks(capture.kernels):
         notes.append("several ranks: per-role tables show rank 0's kernels; layer times are the slowest rank's")
     collector = metrics.timing_collector(k, timing)
     if timing and collector is None:
         raise MoeprofError(f"capture has no kernel timings from collector {timing!r}")
     if collector is None and capture.points["layer_time_ns"].notna().sum() == 0:
-        raise MoeprofError(f"{capture.path}: no layer times in points.csv and no kernel timings in kernels.csv")
+        dropped = "; ".join(d.line() for d in capture.dropped)
+        raise MoeprofError(f"{capture.path}: no layer times in points.csv and no kernel timings in kernels.csv"
+                           + (f" ({dropped})" if dropped else ""))
     if collector == "ncu":
         notes.append("kernel times come from ncu replay (caches flushed, serialized): slower than real runs")
     pts = k[k["batch"].notna()]
@@ -68,4 +71,5 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     xp, xp_source = exp.predicted_crossover(*chosen) if chosen else (None, "n/a")
     summ = verdict.summary(layer, vds, chosen, (xp.estimate if xp else None, xp_source), exp.memory, exp.memory_note,
                            capture.gpu_name, predicted_crossover=xp)
-    return Analysis(capture, k, roles, layer, samples, vds, summ, pk, exp.memory, collector, notes, exp)
+    return Analysis(capture, k, roles, layer, samples, vds, summ, pk, exp.memory, collector, notes, exp,
+                    dropped=list(capture.dropped))

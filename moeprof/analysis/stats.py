@@ -112,3 +112,47 @@ def mann_whitney(x: np.ndarray | list[float], y: np.ndarray | list[float], use_s
             p = float(res.pvalue) if np.isfinite(res.pvalue) else 1.0
             return MannWhitney(float(res.statistic), p, "scipy-exact" if exact else "scipy-asymptotic")
     return _mann_whitney_own(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Repeated timings of one run are not independent draws: clocks, temperature and caches drift over
+# the run. The tools below respect the order of the repeats.
+
+BOOTSTRAP_SEED = 20261130  # fixed: the same captures always give the same interval
+DRIFT_BLOCKS = 4           # a run is cut into this many contiguous blocks to measure its drift
+
+
+def block_length(n: int) -> int:
+    """Contiguous repeats resampled together: about sqrt(n), so neighbouring (correlated) calls stay together."""
+    return max(1, int(math.sqrt(n)))
+
+
+def block_bootstrap_medians(x: np.ndarray | list[float], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of `resamples` circular block-bootstrap resamples of x, in repeat order (n = 1: x itself)."""
+    v = np.asarray(x, dtype=float)
+    n = v.size
+    if n == 1:
+        return np.full(resamples, v[0])
+    length = block_length(n)
+    blocks = -(-n // length)
+    starts = rng.integers(0, n, size=(resamples, blocks))
+    idx = (starts[:, :, None] + np.arange(length)[None, None, :]).reshape(resamples, -1)[:, :n] % n
+    return np.median(v[idx], axis=1)
+
+
+def run_drift(x: np.ndarray | list[float], blocks: int = DRIFT_BLOCKS) -> float:
+    """Within-run drift, relative: range of the medians of contiguous blocks of repeats over the run's
+    median (n = 2..blocks: each repeat is its own block). NaN for fewer than 2 repeats."""
+    v = np.asarray(x, dtype=float)
+    n = v.size
+    if n < 2:
+        return math.nan
+    size = max(1, n // blocks)
+    meds = [float(np.median(v[i:i + size])) for i in range(0, n - size + 1, size)]
+    return (max(meds) - min(meds)) / float(np.median(v))
+
+
+def sample_range(x: np.ndarray | list[float]) -> float:
+    """(max - min) / median: where one more call of this run could land. NaN for fewer than 2 repeats."""
+    v = np.asarray(x, dtype=float)
+    return math.nan if v.size < 2 else float((v.max() - v.min()) / np.median(v))

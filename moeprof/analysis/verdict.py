@@ -349,6 +349,7 @@ def verdicts(layer: pd.DataFrame, roles: pd.DataFrame, samples: pd.DataFrame, fo
         sw = samples.loc[(samples["format"] == w) & (samples["batch"] == batch), "time_ns"].to_numpy(float)
         sl = samples.loc[(samples["format"] == l) & (samples["batch"] == batch), "time_ns"].to_numpy(float)
         p = sig = None
+        sw, sl = sw[np.isfinite(sw)], sl[np.isfinite(sl)]
         if len(sw) >= 2 and len(sl) >= 2:
             p = mann_whitney(sw, sl).p_value
             sig = bool(p < ALPHA)
@@ -394,8 +395,9 @@ def pick_pair(formats: list[str], pair: tuple[str, str] | None = None) -> tuple[
 def measured_crossovers(layer: pd.DataFrame, a: str, b: str) -> list[crossover.Crossover]:
     """Where the faster of a and b changes between measured batches (median layer times): the bracketing
     batches and a log-log estimate between them (moeprof.roofline.crossover)."""
-    ta = layer[layer["format"] == a].set_index("batch")["layer_time_median_ns"]
-    tb = layer[layer["format"] == b].set_index("batch")["layer_time_median_ns"]
+    ok = layer[np.isfinite(layer["layer_time_median_ns"].astype(float)) & (layer["layer_time_median_ns"] > 0)]
+    ta = ok[ok["format"] == a].set_index("batch")["layer_time_median_ns"]
+    tb = ok[ok["format"] == b].set_index("batch")["layer_time_median_ns"]
     common = sorted(set(ta.index) & set(tb.index))
     if len(common) < 2:
         return []
@@ -458,7 +460,9 @@ def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | Non
     a, b = pair
     lines = []
     wins = {a: [], b: []}
-    for _, g in layer[layer["format"].isin(pair)].groupby("batch"):
+    timed = layer[layer["format"].isin(pair) & np.isfinite(layer["layer_time_median_ns"].astype(float))]
+    untimed = [f for f in pair if f not in set(timed["format"])]
+    for _, g in timed.groupby("batch"):
         if len(g) == 2:
             g = g.sort_values("layer_time_median_ns")
             wins[str(g["format"].iloc[0])].append(
@@ -484,7 +488,11 @@ def summary(layer: pd.DataFrame, vds: list[Verdict], pair: tuple[str, str] | Non
                      f"{kv(ma)} vs {kv(mb)} (after a {ma['reserve_fraction'] * 100:.0f}% runtime reserve).")
     else:
         lines.append(f"Memory effect n/a ({memory_note or 'no cost model for these formats'}).")
-    if not wins[a] and not wins[b]:
+    if untimed:
+        answer = (f"n/a: {' and '.join(untimed)} {'has' if len(untimed) == 1 else 'have'} no sound layer times "
+                  f"in this capture (see the dropped rows), so no {a} vs {b} verdict")
+        lines.insert(0, f"No layer times for {', '.join(untimed)}: its rows were missing or dropped as unsound.")
+    elif not wins[a] and not wins[b]:
         answer = f"n/a ({a} and {b} share no measured batch)"
     elif not wins[b] or not wins[a]:
         best = a if wins[a] else b

@@ -90,9 +90,9 @@ def diff_cmd(
     b: Path = typer.Argument(..., help="Capture folder to compare with the baseline."),
     format: str = typer.Option("table", "--format", "-f", help="table | markdown | json | csv"),
     force: bool = typer.Option(False, "--force", help="Compare captures from different GPUs or workloads anyway."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Mann-Whitney significance level."),
+    alpha: float = typer.Option(0.05, "--alpha", help="The interval on each change is a (1 - alpha) block-bootstrap interval."),
     min_effect: float = typer.Option(0.03, "--min-effect", help="Smallest relative change that counts (0.03 = 3%)."),
-    noise_floor: float = typer.Option(0.05, "--noise-floor", help="Relative change that counts when a side has too few repeats."),
+    noise_floor: float = typer.Option(0.05, "--noise-floor", help="Relative change that counts when both sides have a single repeat (no spread known)."),
     min_abs_us: float = typer.Option(0.5, "--min-abs-us", help="Smallest absolute change that counts, in µs (timer and collector jitter)."),
     show_all: bool = typer.Option(False, "--all", help="List added/removed rows one by one in the table (else summarized)."),
 ) -> None:

@@ -57,6 +57,7 @@ def analysis_dict(a: Analysis) -> dict[str, Any]:
         "roles": records(a.roles),
         "memory": records(a.memory),
         "notes": a.notes,
+        "dropped": [d.as_record() for d in a.dropped],
     })
 
 
@@ -84,7 +85,8 @@ def diff_dict(d: DiffResult) -> dict[str, Any]:
         "a": d.label_a, "b": d.label_b,
         "comparable": not d.errors, "errors": d.errors, "warnings": d.warnings,
         "options": {"alpha": o.alpha, "min_effect": o.min_effect, "noise_floor": o.noise_floor,
-                    "min_repeats": o.min_repeats, "force": o.force},
+                    "min_abs_ns": o.min_abs_ns, "resamples": o.resamples, "force": o.force},
+        "decision_rule": d.decision_rule,
         "counts": d.counts(),
         "rows": records(d.rows),
     })

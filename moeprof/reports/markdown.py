@@ -6,7 +6,7 @@ from __future__ import annotations
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
 from moeprof.analysis.verdict import fmt_num, fmt_time
-from moeprof.reports.terminal import mma_cell, role_rows, verdict_heading
+from moeprof.reports.terminal import interval_cell, mma_cell, role_rows, verdict_heading
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -50,7 +50,9 @@ def diff_markdown(d: DiffResult) -> str:
     out += [f"> warning: {w}" for w in d.warnings]
     out += ["", ", ".join(f"{k}: {v}" for k, v in d.counts().items()), ""]
     rows = [[r["status"], str(r["format"]), str(r["batch"]), str(r["role"]), fmt_time(r["time_a_ns"]),
-             fmt_time(r["time_b_ns"]), fmt_num(r["change_pct"], "{:+.1f}", "%"), fmt_num(r["p_value"], "{:.2g}"),
-             f"{r['n_a']}/{r['n_b']}"] for _, r in d.rows.iterrows()]
-    out.append(_table(["status", "format", "batch", "role", "A", "B", "change", "p", "n A/B"], rows))
+             fmt_time(r["time_b_ns"]), fmt_num(r["change_pct"], "{:+.1f}", "%"), interval_cell(r),
+             fmt_num(r.get("threshold_pct"), "{:.1f}", "%"), f"{r['n_a']}/{r['n_b']}"] for _, r in d.rows.iterrows()]
+    out.append(_table(["status", "format", "batch", "role", "A", "B", "change", "interval", "threshold", "n A/B"],
+                      rows))
+    out += ["", f"Decision rule: {d.decision_rule}"]
     return "\n".join(out) + "\n"

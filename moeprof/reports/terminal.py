@@ -141,6 +141,12 @@ def _fold(rows: pd.DataFrame, status: str) -> str:
     return f"{status}: {len(sub)} rows only in {side}: " + "; ".join(parts) + " (--all lists them)"
 
 
+def interval_cell(r) -> str:
+    """The bootstrap interval on the change, e.g. '+4.1%..+6.0%' (n/a for added/removed rows)."""
+    lo, hi = fmt_num(r.get("ci_low_pct"), "{:+.1f}", "%"), fmt_num(r.get("ci_high_pct"), "{:+.1f}", "%")
+    return "n/a" if "n/a" in (lo, hi) else f"{lo}..{hi}"
+
+
 def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = False) -> None:
     c = console or Console()
     for e in d.errors:
@@ -150,18 +156,20 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
     counts = d.counts()
     c.print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     t = Table(title=escape(f"{d.label_a} -> {d.label_b}"), title_justify="left")
-    for col in ("status", "format", "batch", "role", "A (median)", "B (median)", "change", "p", "n A/B",
+    for col in ("status", "format", "batch", "role", "A (median)", "B (median)", "change", "interval", "threshold",
+                "n A/B",
                 "DRAM bytes Δ", "tensor ops Δ"):
         t.add_column(col, justify="left" if col in ("status", "format", "role") else "right")
-    style = {"faster": "green", "slower": "red", "added": "cyan", "removed": "magenta", "unchanged": "dim"}
-    rank = {"slower": 0, "faster": 1, "unchanged": 2, "added": 3, "removed": 4}
+    style = {"faster": "green", "slower": "red", "added": "cyan", "removed": "magenta", "unchanged": "dim",
+             "inconclusive": "yellow"}
+    rank = {"slower": 0, "faster": 1, "inconclusive": 2, "unchanged": 3, "added": 4, "removed": 5}
     rows = d.rows.assign(_rank=d.rows["status"].map(rank)).sort_values("_rank", kind="stable")
     if not show_all:
         rows = rows[~rows["status"].isin(["added", "removed"])]
     for _, r in rows.iterrows():
         t.add_row(f"[{style.get(r['status'], '')}]{r['status']}[/]", str(r["format"]), str(r["batch"]), str(r["role"]),
                   fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]), fmt_num(r["change_pct"], "{:+.1f}", "%"),
-                  fmt_num(r["p_value"], "{:.2g}"), f"{r['n_a']}/{r['n_b']}",
+                  interval_cell(r), fmt_num(r.get("threshold_pct"), "{:.1f}", "%"), f"{r['n_a']}/{r['n_b']}",
                   fmt_num(r.get("dram_bytes_change_pct"), "{:+.1f}", "%"),
                   fmt_num(r.get("tensor_ops_change_pct"), "{:+.1f}", "%"))
     c.print(t)
@@ -170,6 +178,4 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
             line = _fold(d.rows, status)
             if line:
                 c.print(escape(line))
-    o = d.options
-    c.print(f"significance: Mann-Whitney U, alpha {o.alpha}, min effect {o.min_effect:.0%} and "
-            f"{o.min_abs_ns / 1e3:g} µs; noise floor {o.noise_floor:.0%} below {o.min_repeats} repeats")
+    c.print(escape(f"decision rule: {d.decision_rule}"))
