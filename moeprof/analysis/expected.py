@@ -31,6 +31,9 @@ class Subject:
     ep: int = 1
     routing: str = "uniform"
     notes: dict[str, str] = field(default_factory=dict)  # what is missing -> why
+    # The model is a known preset (whole-model numbers such as weight memory need its layer count);
+    # False where only the capture's layer dims describe it.
+    model_is_preset: bool = False
 
     @property
     def why_not(self) -> str:
@@ -96,23 +99,26 @@ def resolve(manifest: Manifest) -> Subject:
         notes["gpu"] = f"no spec for GPU {g.name or g.spec or '(unnamed)'!r}"
 
     w = manifest.workload
-    model = None
+    model, model_is_preset = None, False
     if w.model:
         try:
             model = shapes.get_model(w.model)
+            model_is_preset = True
         except MoeprofError as exc:
             notes["model"] = str(exc)
     if w.shape is not None:
         dims = w.shape.to_json()
         if model is None:
             model = shapes.MoeModel(name=w.model or "capture", num_moe_layers=1, num_layers=1, **dims)
-            notes.pop("model", None)
+            notes["model"] = (f"model {w.model or '(unnamed)'!r} is not a known preset: the per-layer cost uses the "
+                              f"capture's layer dims; whole-model weight memory and KV-cache room are skipped")
         elif any(getattr(model, k) != v for k, v in dims.items()):
             # The capture ran a reshaped layer: trust the dims that ran.
             model = dataclasses.replace(model, name=f"{model.name} (capture dims)", **dims)
     if model is None and "model" not in notes:
         notes["model"] = "manifest names no model and no layer dims"
-    return Subject(gpu=gpu, model=model, tp=int(w.tp), ep=int(w.ep), routing=w.routing, notes=notes)
+    return Subject(gpu=gpu, model=model, tp=int(w.tp), ep=int(w.ep), routing=w.routing, notes=notes,
+                   model_is_preset=model_is_preset)
 
 
 def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.DataFrame, str | None]:
@@ -144,9 +150,11 @@ def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.Dat
 
 
 def memory(subject: Subject, formats: list[str]) -> tuple[pd.DataFrame, str | None]:
-    """Weight bytes per GPU and HBM left for the KV cache, per format."""
+    """Weight bytes per GPU and HBM left for the KV cache, per format (known preset models only)."""
     if subject.gpu is None or subject.model is None:
         return pd.DataFrame(), subject.why_not
+    if not subject.model_is_preset:
+        return pd.DataFrame(), f"{subject.model.name!r} is not a known model preset: its layer count is unknown"
     from moeprof.roofline import cost
 
     rows = []

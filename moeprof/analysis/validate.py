@@ -72,7 +72,8 @@ def _integer_problems(values: pd.Series, text_bad: pd.Series, minimum: int) -> p
 
 
 def _describe(values: pd.Series, mask: pd.Series, limit: int = 3) -> str:
-    shown = pd.unique(values[mask].astype(str))[:limit]
+    text = values[mask].astype("string").fillna("").str.slice(0, 24)
+    shown = pd.unique(text.where(text != "", "empty"))[:limit]
     return ", ".join(shown) + (", ..." if mask.sum() > len(shown) else "")
 
 
@@ -124,7 +125,7 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
     if bad_t.any():
         dropped.append(Dropped(table, int(bad_t.sum()),
                                f"{time_column} missing, zero, negative, infinite or not a number "
-                               f"({_describe(raw[time_column].fillna(''), bad_t)})"))
+                               f"({_describe(raw[time_column], bad_t)})"))
         if whole_calls:
             in_point = bad_t & df["batch"].notna()
             calls = df.loc[in_point, CALL_KEY].drop_duplicates()

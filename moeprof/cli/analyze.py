@@ -56,6 +56,9 @@ def analyze_cmd(
             raise MoeprofError("--plot needs format/batch labels (the kernel report has no charts)")
         _emit_kernels(cap, format, timing)
         return
+    if plot is not None:  # fail before the report, not after it
+        from moeprof.untrusted import ensure_writable_dir
+        ensure_writable_dir(plot)
     result = analyze(cap, pair=pair_t, timing=timing)
     _emit(result, format, "analysis")
     from moeprof.analysis.ranks import analyze_ranks, has_ranks

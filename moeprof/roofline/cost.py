@@ -92,9 +92,14 @@ def parse_routing(spec: str | float | Sequence[int] | Routing) -> Routing:
     return _histogram(list(spec), "histogram")
 
 
+# Largest zipf exponent accepted: at S = 64 the second expert already gets 2^-64 of the first's
+# traffic (a router that always picks the same k experts); larger S only overflows i**S.
+MAX_ZIPF_S = 64.0
+
+
 def _zipf(s: float, spec: str) -> Routing:
-    if not math.isfinite(s) or s < 0:
-        raise MoeprofError(f"bad routing {spec!r}: zipf exponent must be >= 0")
+    if not math.isfinite(s) or s < 0 or s > MAX_ZIPF_S:
+        raise MoeprofError(f"bad routing {spec!r}: zipf exponent must be in [0, {MAX_ZIPF_S:g}]")
     return Routing("uniform") if s == 0 else Routing("zipf", zipf_s=s)
 
 
@@ -108,6 +113,8 @@ def expected_experts_touched(num_experts: int, top_k: int, batch: int, routing: 
     """Expected number of distinct experts that receive at least one of `batch` tokens."""
     r = parse_routing(routing)
     e, k = num_experts, top_k
+    if not 1 <= k <= e:
+        raise MoeprofError(f"top_k {k} must be between 1 and the number of experts {e}")
     if r.kind == "histogram":
         if len(r.histogram) != e:
             raise MoeprofError(f"routing histogram has {len(r.histogram)} bins, the model has {e} experts")

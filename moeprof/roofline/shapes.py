@@ -10,9 +10,9 @@ format (see cost.memory_plan). The estimates match the model cards' totals withi
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from moeprof.errors import MoeprofError
@@ -318,13 +318,11 @@ def load_hf_config(path: str | os.PathLike[str]) -> MoeModel:
     file = os.path.join(path, "config.json") if os.path.isdir(path) else path
     if not os.path.isfile(file):
         raise MoeprofError(f"no such config file: {file}")
-    try:
-        with open(file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise MoeprofError(f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except OSError as exc:
-        raise MoeprofError(f"{file}: cannot read ({exc.strerror})") from None
+    from moeprof.untrusted import clean_json, load_json
+
+    data = clean_json(load_json(Path(file), "config.json"))
+    if not isinstance(data, dict):
+        raise MoeprofError(f"{file}: expected a JSON object, got {type(data).__name__}")
     name = os.path.basename(os.path.dirname(os.path.abspath(file))) or "model"
     return model_from_hf_config(data, name=name, source=file)
 
