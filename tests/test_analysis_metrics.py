@@ -93,3 +93,40 @@ def test_points_give_layer_times():
     lay = metrics.layer_table(k, pts, pd.DataFrame(), metrics.Peaks(), None)
     assert lay["layer_time_median_ns"].iloc[0] == 110 and lay["repeats"].iloc[0] == 3
     assert lay["experts_touched"].iloc[0] == 30
+
+
+# ------------------------------------------------------------------------------------------------
+# bound class with a stated margin around BUSY_PCT
+
+@pytest.mark.parametrize("dram, tensor, expected", [
+    (59.9, 9.5, "memory (borderline)"),      # the shipped capture's fp8 batch 1 (ncu itself says 60.0%)
+    (60.0, 9.5, "memory (borderline)"),      # the other side of the mark: the same sentence
+    (61.9, 9.5, "memory (borderline)"),
+    (62.0, 9.5, "memory"),
+    (57.9, 9.5, "latency/issue"),
+    (58.0, 9.5, "memory (borderline)"),
+    (9.5, 59.0, "compute (borderline)"),
+    (9.5, 75.0, "compute"),
+    (70.0, 90.0, "compute"),                 # both busy: the busier unit
+    (90.0, 70.0, "memory"),
+    (float("nan"), 70.0, "compute"),         # a busy tensor pipe bounds it whatever DRAM did
+    (float("nan"), 30.0, ""),                # DRAM unknown and tensor pipe idle: no class
+])
+def test_bound_class_margin_both_sides(dram, tensor, expected):
+    from moeprof.analysis.metrics import BOUND_MARGIN_PCT, BUSY_PCT, bound_class, classify_bound
+
+    assert (BUSY_PCT, BOUND_MARGIN_PCT) == (60.0, 2.0)  # the values the cases above are written for
+    got = classify_bound(pd.Series([dram]), pd.Series([tensor])).iloc[0]
+    assert got == expected
+    assert bound_class(got) == expected.removesuffix(" (borderline)")
+
+
+def test_shipped_fp8_batch1_is_borderline_memory_not_latency():
+    from moeprof.analysis.load import load_capture
+    from moeprof.analysis.pipeline import analyze
+
+    a = analyze(load_capture(None))
+    row = a.layer[(a.layer["format"] == "fp8") & (a.layer["batch"] == 1)].iloc[0]
+    assert 59.0 < row["dram_bw_pct_of_peak"] < 60.0 and row["bound_measured"] == "memory (borderline)"
+    v = next(v for v in a.verdicts if v.batch == 1)
+    assert any("fp8: expert GEMMs are memory-bound as measured" in r and "borderline" in r for r in v.reasons)

@@ -16,7 +16,9 @@ Sources, stated in `*_source` columns:
              tells "tensor instructions of an uncounted type" from "no tensor-core work".
   bound      measured class of the expert GEMMs: memory (DRAM >= BUSY_PCT of peak), compute (tensor
              pipe >= BUSY_PCT active), else latency/issue (neither unit is busy: stalls, unpacking,
-             too little parallelism).
+             too little parallelism). Within BOUND_MARGIN_PCT points of BUSY_PCT the class is
+             "memory (borderline)" / "compute (borderline)": counters of two tools (or two runs)
+             differ by tenths of a point, and such a difference must not flip the sentence.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ TENSOR_OP_COLUMNS = ["tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16
 # Counters averaged over a call, weighted by each kernel's ncu duration.
 COUNTER_TIME_WEIGHTED = ["tensor_pipe_active_pct", "sm_throughput_pct"]
 BUSY_PCT = 60.0  # a unit at or above this share of its peak is what bounds the kernel
+# Points either side of BUSY_PCT where the class is called borderline: larger than the spread between
+# ncu's own throughput metrics for one kernel (e.g. 59.9% from bytes/time vs 60.0% dram__throughput).
+BOUND_MARGIN_PCT = 2.0
+BORDERLINE = " (borderline)"
 MEASURED_PATHS = ("fp8", "bf16", "fp16")  # a measured path that names one MMA type sets the roofline peak
 # MMA paths -> the peak they run at (FP16-source MMAs run at the BF16 rate on every tensor-core GPU).
 _PEAK_ALIAS = {"fp16": "bf16"}
@@ -176,16 +182,27 @@ def tensor_path(fp8_ops: pd.Series, bf16_ops: pd.Series, fp16_ops: pd.Series | N
     return pd.Series(out, index=fp8_ops.index)
 
 
-def classify_bound(dram_pct: pd.Series, tensor_busy_pct: pd.Series, threshold: float = BUSY_PCT) -> pd.Series:
-    """memory | compute | latency/issue | '' (counters missing), from how busy DRAM and the tensor pipe are."""
+def classify_bound(dram_pct: pd.Series, tensor_busy_pct: pd.Series, threshold: float = BUSY_PCT,
+                   margin: float = BOUND_MARGIN_PCT) -> pd.Series:
+    """memory | compute | latency/issue | '' (counters missing), from how busy DRAM and the tensor pipe
+    are; 'memory (borderline)' / 'compute (borderline)' where the busier unit is within `margin`
+    points of `threshold` (either side)."""
     d, t = dram_pct.to_numpy(dtype=float), tensor_busy_pct.to_numpy(dtype=float)
     out = np.where(np.isnan(d) | np.isnan(t), "", "latency/issue").astype(object)
-    mem, comp = np.nan_to_num(d) >= threshold, np.nan_to_num(t) >= threshold
-    out[mem & ~comp] = "memory"
-    out[comp & ~mem] = "compute"
-    both = mem & comp
-    out[both] = np.where(d[both] / threshold >= t[both] / threshold, "memory", "compute")
+    low = threshold - margin
+    mem, comp = np.nan_to_num(d) >= low, np.nan_to_num(t) >= low
+    memory_wins = mem & (~comp | (np.nan_to_num(d) >= np.nan_to_num(t)))
+    compute_wins = comp & ~memory_wins
+    for unit, wins, value in (("memory", memory_wins, d), ("compute", compute_wins, t)):
+        clear = wins & (np.nan_to_num(value) >= threshold + margin)
+        out[clear] = unit
+        out[wins & ~clear] = unit + BORDERLINE
     return pd.Series(out, index=dram_pct.index)
+
+
+def bound_class(label: object) -> str:
+    """The class of a bound label without its borderline qualifier ('memory (borderline)' -> 'memory')."""
+    return str(label or "").removesuffix(BORDERLINE)
 
 
 def dram_bytes(c: pd.DataFrame) -> pd.Series:

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from moeprof.analysis.classify import GEMM_ROLES
-from moeprof.analysis.metrics import BUSY_PCT, MEASURED_PATHS, PATH_NONE, PATH_NOT_COLLECTED, PATH_UNCOUNTED
+from moeprof.analysis.metrics import (BORDERLINE, BOUND_MARGIN_PCT, BUSY_PCT, MEASURED_PATHS, PATH_NONE,
+                                      PATH_NOT_COLLECTED, PATH_UNCOUNTED, bound_class)
 from moeprof.analysis.stats import mann_whitney
 from moeprof.roofline import crossover
 
@@ -141,11 +142,14 @@ def _bound_reason(fmt: str, lr: pd.Series, why_no_counters: str) -> str:
         return f"{fmt}: measured bound n/a ({why_no_counters}); {model_txt}."
     sm = _get(lr, "sm_throughput_pct")
     sm_txt = f", SM throughput {sm:.0f}%" if np.isfinite(sm) else ""
+    edge = (f", borderline: within {BOUND_MARGIN_PCT:g} points of the {BUSY_PCT:.0f}% mark"
+            if str(bound).endswith(BORDERLINE) else "")
+    bound = bound_class(bound)
     if bound == "memory":
-        what = f"memory-bound as measured ({_dram_txt(lr)}; {_tensor_busy_txt(lr)})"
+        what = f"memory-bound as measured ({_dram_txt(lr)}; {_tensor_busy_txt(lr)}{edge})"
     elif bound == "compute":
         what = (f"compute-bound as measured ({_tensor_busy_txt(lr)}, {_pct(_get(lr, 'tensor_pct_of_peak'))} of "
-                f"{_peak_txt(lr)} in useful FLOPs; {_dram_txt(lr)})")
+                f"{_peak_txt(lr)} in useful FLOPs; {_dram_txt(lr)}{edge})")
     else:
         what = (f"latency/issue-bound as measured: neither DRAM ({_dram_txt(lr, short=True)}) nor the tensor cores "
                 f"({_tensor_busy_txt(lr)}) reach {BUSY_PCT:.0f}%{sm_txt}")
@@ -291,7 +295,7 @@ def _headline(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str:
         aw, al = _weights(wr), _weights(lr)
         bytes_txt, src = (al / aw if aw > 0 else np.nan), "expert weight bytes (model)"
     dw, dl = _get(wr, "dram_bw_pct_of_peak"), _get(lr, "dram_bw_pct_of_peak")
-    bl = _get(lr, "bound_measured", "")
+    bl = bound_class(_get(lr, "bound_measured", ""))
     if tl < tw:  # the loser had the lower roofline: say what kept it from it
         moves = (f"{l} moves {bytes_txt:.2f}x the {src} of {w}" if np.isfinite(bytes_txt)
                  else f"{l} has the lower roofline")
