@@ -172,3 +172,40 @@ def test_zipf_routing_every_expert_picked():
     # top_k == experts: every token picks every expert (used to divide by zero)
     assert expected_experts_touched(1, 1, 256, "zipf:1") == pytest.approx(1.0)
     assert expected_experts_touched(8, 8, 3, "zipf:2") == pytest.approx(8.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# as-built traffic (the shipped kernels' separate passes), derived by hand for one small shape
+
+def _tiny() -> "MoeModel":
+    from moeprof.roofline.shapes import MoeModel
+
+    return MoeModel(name="tiny", hidden_size=64, expert_intermediate_size=32, num_experts=4, top_k=2,
+                    num_moe_layers=1, num_layers=1)
+
+
+def test_as_built_bytes_fp8_by_hand():
+    """batch 2, top-2 of 4 experts: 2 token rows, 4 (token, expert) pairs, H = 64, I = 32.
+    FP8 activations carry one fp32 scale per row.
+      quant x      read 2*64*2 = 256 (bf16)      write 2*64 + 2*4 = 136         -> 392
+      gemm1        read 136 (fp8 x)              write 4*32*2 = 256 (bf16 inter) -> 392
+      quant inter  read 256                      write 4*32 + 4*4 = 144         -> 400
+      gemm2        read 144                      write 4*64*2 = 512 (per pair)   -> 656
+      combine      read 512                      write 2*64*2 = 256             -> 768
+    Ideal: gemm1 136 + 144 (inter in fp8), gemm2 144 + 256 (y) = 680."""
+    c = layer_cost(_tiny(), "fp8", "h100", 2)
+    assert (c.tokens, c.token_expert_pairs) == (2, 4)
+    assert c.quant_bytes_as_built == 392 + 400
+    assert c.gemm1_act_bytes_as_built == 392 and c.gemm2_act_bytes_as_built == 656
+    assert c.combine_bytes_as_built == 768
+    assert c.act_bytes == 680
+    assert c.bytes_as_built - c.bytes == (392 + 392 + 400 + 656 + 768) - 680
+    assert c.t_as_built_s == pytest.approx(max(c.t_compute_s, c.bytes_as_built / c.hbm_bytes_per_s))
+
+
+def test_as_built_bytes_bf16_by_hand():
+    """BF16: no quant passes. gemm1 256 + 256, gemm2 256 + 512, combine 512 + 256; ideal 512 + 512."""
+    c = layer_cost(_tiny(), "bf16", "h100", 2)
+    assert c.quant_bytes_as_built == 0
+    assert (c.gemm1_act_bytes_as_built, c.gemm2_act_bytes_as_built, c.combine_bytes_as_built) == (512, 768, 768)
+    assert c.act_bytes == 1024 and c.bytes_as_built - c.bytes == 2048 - 1024

@@ -144,6 +144,8 @@ def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.Dat
             "gemm1_weight_bytes": c.gemm1_weight_bytes, "gemm2_weight_bytes": c.gemm2_weight_bytes,
             "experts_touched_model": c.experts_touched, "intensity_flop_per_byte": c.intensity_flop_per_byte,
             "t_roofline_spec_s": c.t_roofline_s, "bound_model": c.bound,
+            "bytes_as_built": c.bytes_as_built, "gemm1_bytes_as_built": c.gemm1_bytes_as_built,
+            "gemm2_bytes_as_built": c.gemm2_bytes_as_built, "t_as_built_spec_s": c.t_as_built_s,
         })
     note = ("; ".join(sorted(set(skipped))) or None) if skipped else None
     return pd.DataFrame(rows), note

@@ -229,8 +229,9 @@ def _add_counter_metrics(t: pd.DataFrame, pk: Peaks) -> pd.DataFrame:
 
 
 def _add_roofline(t: pd.DataFrame, pk: Peaks, flops: pd.Series, nbytes: pd.Series, time_ns: pd.Series,
-                  path: pd.Series) -> pd.DataFrame:
-    """Achieved rates and % of roofline for rows with analytic FLOPs/bytes and a measured time."""
+                  path: pd.Series, nbytes_as_built: pd.Series | None = None) -> pd.DataFrame:
+    """Achieved rates and % of roofline (ideal bytes) and of the as-built bound, for rows with analytic
+    FLOPs/bytes and a measured time."""
     t["useful_flops"] = flops
     t["useful_tflop_per_s"] = flops / time_ns * 1e-3
     # Padding: share of the executed tensor work that was not useful. Undefined without executed ops,
@@ -249,6 +250,9 @@ def _add_roofline(t: pd.DataFrame, pk: Peaks, flops: pd.Series, nbytes: pd.Serie
     t_roof = np.maximum(flops / t["peak_tensor_flop_per_s"], nbytes / pk.dram_bytes_per_s)
     t["t_roofline_ns"] = t_roof * 1e9
     t["pct_of_roofline"] = t["t_roofline_ns"] / time_ns * 100.0
+    if nbytes_as_built is not None:
+        t["t_as_built_ns"] = np.maximum(flops / t["peak_tensor_flop_per_s"], nbytes_as_built / pk.dram_bytes_per_s) * 1e9
+        t["pct_of_as_built"] = t["t_as_built_ns"] / time_ns * 100.0
     # How busy the tensor pipe was: ncu's active share where read (padding work included), else useful
     # FLOP/s against the path's peak.
     pipe = t["tensor_pipe_active_pct"] if "tensor_pipe_active_pct" in t else pd.Series(np.nan, index=t.index)
@@ -278,6 +282,7 @@ def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector:
     # Analytic FLOPs/bytes exist for the expert GEMMs only.
     flops = pd.Series(np.nan, index=t.index)
     nbytes = pd.Series(np.nan, index=t.index)
+    nbytes_built = pd.Series(np.nan, index=t.index)
     path = pd.Series("", index=t.index, dtype=object)
     if not costs.empty:
         c = t[keys].merge(costs, on=["format", "batch"], how="left")
@@ -285,9 +290,10 @@ def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector:
             sel = (t["role"] == r).to_numpy()
             flops[sel] = c.loc[sel, f"{r}_flops"].to_numpy()
             nbytes[sel] = c.loc[sel, f"{r}_bytes"].to_numpy()
+            nbytes_built[sel] = c.loc[sel, f"{r}_bytes_as_built"].to_numpy()
         path = c["mma_path_model"].fillna("").astype(object)
     path = path.where(~t["tensor_path"].isin(MEASURED_PATHS), t["tensor_path"])
-    t = _add_roofline(t, pk, flops, nbytes, t["time_median_ns"], path)
+    t = _add_roofline(t, pk, flops, nbytes, t["time_median_ns"], path, nbytes_built)
     t["role"] = pd.Categorical(t["role"], categories=ROLES)
     return t.sort_values(["format", "batch", "role"]).reset_index(drop=True)
 
@@ -371,13 +377,20 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
         seen = _gemms_seen(kernels, collector, t[keys])
         gflops = sum(t[f"{r}_flops"].where(seen[r], 0.0) for r in GEMM_ROLES)
         gbytes = sum(t[f"{r}_bytes"].where(seen[r], 0.0) for r in GEMM_ROLES)
+        gbuilt = sum(t[f"{r}_bytes_as_built"].where(seen[r], 0.0) for r in GEMM_ROLES)
         gemm_time = t.get("gemm_time_median_ns", pd.Series(np.nan, index=t.index))
         t["gemms_measured"] = [",".join(r for r in GEMM_ROLES if seen[r].iloc[i]) for i in range(len(t))]
-        t = _add_roofline(t, pk, gflops.where(gflops > 0), gbytes.where(gbytes > 0), gemm_time, path)
+        t = _add_roofline(t, pk, gflops.where(gflops > 0), gbytes.where(gbytes > 0), gemm_time, path,
+                          gbuilt.where(gbuilt > 0))
         # Whole layer against its roofline (routing etc. add time the model does not count).
         other_flops = t["flops"] - t["gemm1_flops"] - t["gemm2_flops"]
         other_bytes = t["bytes"] - t["gemm1_bytes"] - t["gemm2_bytes"]
         t["layer_t_roofline_ns"] = np.maximum((gflops + other_flops) / t["peak_tensor_flop_per_s"],
                                               (gbytes + other_bytes) / pk.dram_bytes_per_s) * 1e9
         t["layer_pct_of_roofline"] = t["layer_t_roofline_ns"] / t["layer_time_median_ns"] * 100.0
+        # The whole layer as built: its separate quant and combine passes included.
+        other_built = t["bytes_as_built"] - t["gemm1_bytes_as_built"] - t["gemm2_bytes_as_built"]
+        t["layer_t_as_built_ns"] = np.maximum((gflops + other_flops) / t["peak_tensor_flop_per_s"],
+                                              (gbuilt + other_built) / pk.dram_bytes_per_s) * 1e9
+        t["layer_pct_of_as_built"] = t["layer_t_as_built_ns"] / t["layer_time_median_ns"] * 100.0
     return t.sort_values(keys).reset_index(drop=True)

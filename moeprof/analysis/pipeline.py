@@ -10,6 +10,7 @@ import pandas as pd
 from moeprof.analysis import classify, expected, metrics, validate, verdict
 from moeprof.analysis.load import Capture
 from moeprof.errors import MoeprofError
+from moeprof.roofline.cost import ROOFLINE_BASIS, ROOFLINE_BASIS_NOTE
 
 
 @dataclass
@@ -56,6 +57,8 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     notes += [f"{what}: {why}" for what, why in exp.notes.items()]
     if exp.cost_note:
         notes.append(f"cost model: {exp.cost_note}")
+    if not exp.costs.empty:
+        notes.append(ROOFLINE_BASIS_NOTE)
     pk = metrics.peaks(k, capture.manifest, exp.gpu)
     roles = metrics.role_table(k, exp.costs, pk, collector) if collector else pd.DataFrame()
     layer = metrics.layer_table(k, capture.points, exp.costs, pk, collector)
@@ -71,5 +74,6 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     xp, xp_source = exp.predicted_crossover(*chosen) if chosen else (None, "n/a")
     summ = verdict.summary(layer, vds, chosen, (xp.estimate if xp else None, xp_source), exp.memory, exp.memory_note,
                            capture.gpu_name, predicted_crossover=xp)
+    summ["roofline_basis"] = ROOFLINE_BASIS  # "% of roofline" is against the ideal bound; see the notes
     return Analysis(capture, k, roles, layer, samples, vds, summ, pk, exp.memory, collector, notes, exp,
                     dropped=list(capture.dropped))

@@ -219,8 +219,10 @@ def _efficiency_reason(fmt: str, lr: pd.Series) -> str:
     if not np.isfinite(pct):
         return f"{fmt}: efficiency against its roofline n/a (no analytic FLOPs/bytes for this point)."
     tf = _get(lr, "useful_tflop_per_s")
-    return (f"{fmt}: expert GEMMs reach {pct:.0f}% of their roofline ({fmt_time(troof)} lower bound vs "
-            f"{fmt_time(t)} measured, {tf:.0f} useful TFLOP/s).")
+    built = _get(lr, "pct_of_as_built")
+    built_txt = f"; {built:.0f}% of the bound of the kernels as built" if np.isfinite(built) else ""
+    return (f"{fmt}: expert GEMMs reach {pct:.0f}% of their roofline ({fmt_time(troof)} ideal lower bound vs "
+            f"{fmt_time(t)} measured, {tf:.0f} useful TFLOP/s{built_txt}).")
 
 
 def _outside_reason(w: str, l: str, wr: pd.Series, lr: pd.Series, roles: pd.DataFrame, batch: int) -> str:
