@@ -154,4 +154,4 @@ def test_summary_without_memory():
     layer = _layer([("fp8", 1, 5.0, 0.0, 0.0), ("mxfp4", 1, 4.0, 0.0, 0.0)])
     s = summary(layer, [], ("fp8", "mxfp4"), (None, "n/a (no spec)"), pd.DataFrame(), "unknown model", "GPU")
     assert any(line == "Memory effect n/a (unknown model)." for line in s["lines"])
-    assert np.isnan(s["measured_crossover_batch"] or np.nan)
+    assert s["measured_crossover_batch"] is None and s["measured_crossover_batches"] == []  # one batch: no crossing

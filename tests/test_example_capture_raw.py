@@ -53,3 +53,30 @@ def test_points_cover_the_sweep(capture):
     assert (got == w.repeats).all()
     assert (capture.points["layer_time_ns"] > 0).all()
     assert Path(EXAMPLE / "manifest.json").is_file()
+
+
+# The tensor-op columns behind the MMA-path claims (fp8 on FP16-source MMAs up to batch 1024, on FP8
+# MMAs above), checked against the raw ncu exports read with plain pandas, not the collector's reader.
+TENSOR_COLUMNS = {"tensor_ops_fp16": "sm__ops_path_tensor_src_fp16.sum",
+                  "tensor_ops_fp8": "sm__ops_path_tensor_src_fp8_sparsity_off.sum",
+                  "tensor_ops_bf16_hmma": "sm__ops_path_tensor_op_hmma_src_bf16_dst_fp32_sparsity_off.sum",
+                  "tensor_ops_bf16_hgmma": "sm__ops_path_tensor_op_hgmma_src_bf16_dst_fp32_sparsity_off.sum",
+                  "tensor_inst_executed": "sm__inst_executed_pipe_tensor.sum"}
+
+
+@pytest.mark.parametrize("raw_file", sorted((EXAMPLE / "raw" / "ncu").glob("*.csv")), ids=lambda p: p.stem)
+def test_tensor_op_columns_match_raw_ncu_export(capture, raw_file: Path):
+    import pandas as pd
+
+    raw = pd.read_csv(raw_file, skiprows=[1], thousands=",", low_memory=False)  # row 2 holds the units
+    fmt, batch = raw_file.stem.split("_b")
+    table = capture.kernels[(capture.kernels["collector"] == "ncu") & (capture.kernels["format"] == fmt)
+                            & (capture.kernels["batch"] == int(batch))]
+    assert len(raw) == len(table) > 0
+    for col, metric in TENSOR_COLUMNS.items():
+        np.testing.assert_allclose(np.sort(raw[metric].astype(float).to_numpy()),
+                                   np.sort(table[col].to_numpy(float)), rtol=1e-9, err_msg=col)
+    if fmt == "fp8":  # the claim itself: one MMA type per batch, FP16-source below 4096 and FP8 from it
+        on_fp8 = raw[TENSOR_COLUMNS["tensor_ops_fp8"]].sum() > 0
+        on_fp16 = raw[TENSOR_COLUMNS["tensor_ops_fp16"]].sum() > 0
+        assert on_fp8 != on_fp16 and on_fp8 == (int(batch) >= 4096)
