@@ -143,7 +143,7 @@ def _fold(rows: pd.DataFrame, status: str) -> str:
 
 def interval_cell(r) -> str:
     """The bootstrap interval on the change, e.g. '+4.1%..+6.0%' (n/a for added/removed rows)."""
-    lo, hi = fmt_num(r.get("ci_low_pct"), "{:+.1f}", "%"), fmt_num(r.get("ci_high_pct"), "{:+.1f}", "%")
+    lo, hi = fmt_num(r.get("ci_low_pct"), "{:+.1f}"), fmt_num(r.get("ci_high_pct"), "{:+.1f}", "%")
     return "n/a" if "n/a" in (lo, hi) else f"{lo}..{hi}"
 
 
@@ -156,7 +156,7 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
     counts = d.counts()
     c.print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     t = Table(title=escape(f"{d.label_a} -> {d.label_b}"), title_justify="left")
-    for col in ("status", "format", "batch", "role", "A (median)", "B (median)", "change", "interval", "threshold",
+    for col in ("status", "format", "batch", "role", "A (median)", "B (median)", "change [95% interval]", "threshold",
                 "n A/B",
                 "DRAM bytes Δ", "tensor ops Δ"):
         t.add_column(col, justify="left" if col in ("status", "format", "role") else "right")
@@ -168,8 +168,9 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
         rows = rows[~rows["status"].isin(["added", "removed"])]
     for _, r in rows.iterrows():
         t.add_row(f"[{style.get(r['status'], '')}]{r['status']}[/]", str(r["format"]), str(r["batch"]), str(r["role"]),
-                  fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]), fmt_num(r["change_pct"], "{:+.1f}", "%"),
-                  interval_cell(r), fmt_num(r.get("threshold_pct"), "{:.1f}", "%"), f"{r['n_a']}/{r['n_b']}",
+                  fmt_time(r["time_a_ns"]), fmt_time(r["time_b_ns"]),
+                  f"{fmt_num(r['change_pct'], '{:+.1f}', '%')} [{interval_cell(r)}]",
+                  fmt_num(r.get("threshold_pct"), "{:.1f}", "%"), f"{r['n_a']}/{r['n_b']}",
                   fmt_num(r.get("dram_bytes_change_pct"), "{:+.1f}", "%"),
                   fmt_num(r.get("tensor_ops_change_pct"), "{:+.1f}", "%"))
     c.print(t)
