@@ -202,4 +202,5 @@ def kernel_report(capture: Capture, timing: str | None = None) -> KernelReport:
         notes.append(exp.notes.get("gpu", "no GPU spec"))
     labelled = raw["batch"].notna().any()
     hints = [] if labelled else _hints(raw, capture)
-    return KernelReport(capture, t, collector, total, pk, notes + list(capture.warnings), hints)
+    dropped = [d.line() for d in capture.dropped]  # rows validation left out as unsound
+    return KernelReport(capture, t, collector, total, pk, notes + dropped + list(capture.warnings), hints)

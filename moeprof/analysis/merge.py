@@ -133,4 +133,5 @@ def merge(captures: list[Capture], force: bool = False) -> tuple[Capture, list[s
     notes = [w for c in captures for w in c.warnings] + warnings
     notes.append("merged runs: " + ", ".join(f"{c.path.name} ({', '.join(sorted({f for f, _ in _points(c)}))})"
                                              for c in captures))
-    return Capture(path=first.path, manifest=manifest, kernels=kernels, points=points, warnings=notes), warnings
+    return Capture(path=first.path, manifest=manifest, kernels=kernels, points=points, warnings=notes,
+                   dropped=[d for c in captures for d in c.dropped]), warnings
