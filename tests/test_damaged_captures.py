@@ -340,3 +340,15 @@ def test_roofline_config_top_k_above_experts(tmp_path, capsys):
                                "num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 1000,
                                "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 100}))
     _one_line_error(*run(["roofline", "-m", cfg, "-b", "1"], capsys), "top-k 1000 exceeds")
+
+
+def test_bad_duration_without_a_repeat_index_drops_only_that_launch(tmp_path):
+    d = _copy(tmp_path)
+    k = _kernels(d)
+    rows = k.index[(k["collector"] == "nsys") & (k["format"] == "bf16") & (k["batch"] == "1")]
+    k.loc[rows, "repeat"] = ""
+    k.loc[rows[:1], "duration_ns"] = "0"
+    k.to_csv(d / "kernels.csv.gz", index=False)
+    cap = load_capture(d)
+    assert [(x.table, x.rows) for x in cap.dropped] == [("kernels.csv", 1)]
+    assert len(cap.kernels) == len(k) - 1

@@ -7,7 +7,8 @@ kernels.csv
   batch, repeat    a positive (batch) / non-negative (repeat) integer or empty; 4.6 or -4 is not a
                    point: the row is dropped (never rounded).
   duration_ns      finite and > 0. A launch without a sound duration makes its whole layer call
-                   unsound (summing the rest would understate the call), so the call is dropped.
+                   unsound (summing the rest would understate the call), so the call (collector,
+                   format, batch, repeat) is dropped; without a repeat index only the launch is.
   duplicates       the same launch twice (collector, stream, start, kernel, point, repeat) would
                    double the times: the repeats are dropped.
   counters         negative or infinite counter values are set to n/a (the row's time is kept).
@@ -127,7 +128,7 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
                                f"{time_column} missing, zero, negative, infinite or not a number "
                                f"({_describe(raw[time_column], bad_t)})"))
         if whole_calls:
-            in_point = bad_t & df["batch"].notna()
+            in_point = bad_t & df["batch"].notna() & df["repeat"].notna()  # a known layer call
             calls = df.loc[in_point, CALL_KEY].drop_duplicates()
             if len(calls):
                 same_call = df[CALL_KEY].merge(calls.assign(_bad=True), on=CALL_KEY, how="left")["_bad"]
