@@ -97,6 +97,13 @@ def resolve(manifest: Manifest) -> Subject:
             continue
     if gpu is None:
         notes["gpu"] = f"no spec for GPU {g.name or g.spec or '(unnamed)'!r}"
+    # The name is what the driver reported; a spec that names another GPU (a hand-edited or damaged
+    # manifest) would give another card's bandwidth and memory: trust the name and say so.
+    by_name = gpus.match_gpu(g.name) if g.name else None
+    if gpu is not None and by_name is not None and by_name.name != gpu.name:
+        notes["gpu spec"] = (f"manifest gpu.spec {g.spec!r} contradicts gpu.name {g.name!r}: trusting the name "
+                             f"(what the driver reported) and using the {by_name.name} spec")
+        gpu = by_name
 
     w = manifest.workload
     model, model_is_preset = None, False

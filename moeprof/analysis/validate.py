@@ -15,15 +15,14 @@ kernels.csv
 points.csv
   batch, repeat    as above; layer_time_ns finite and > 0, else the row is dropped.
 manifest.json
-  gpu.name vs gpu.spec: where both name a known GPU and disagree, the name (what the driver
-  reported) is trusted and the spec replaced; workload dims must be consistent (top_k <= experts);
-  a model that is neither a preset nor described by its dims is said to skip the model-based parts.
+  workload dims must be consistent (top_k <= experts). (Where gpu.spec and gpu.name name different
+  GPUs, analysis.expected trusts the name and says so; a model that is no preset skips the
+  whole-model numbers there too.)
 Text from a capture (manifest strings, format and kernel names) loses its control characters.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -181,30 +180,11 @@ def check_left(table: str, before: int, after: int, dropped: list[Dropped]) -> N
 # manifest
 
 def check_manifest(manifest: Manifest) -> tuple[Manifest, list[str]]:
-    """(manifest with a contradicted GPU spec replaced, notes); MoeprofError for an inconsistent layer.
-    Control characters were already removed as the manifest was read (capture_folder.read_manifest)."""
-    from moeprof.roofline import gpus
-
-    notes: list[str] = []
-    name, spec = manifest.gpu.name, manifest.gpu.spec
-    by_name = gpus.match_gpu(name) if name else None
-    if by_name is None and name:
-        try:
-            by_name = gpus.get_gpu(name)
-        except MoeprofError:
-            by_name = None
-    by_spec = None
-    if spec:
-        try:
-            by_spec = gpus.get_gpu(spec)
-        except MoeprofError:
-            notes.append(f"manifest gpu.spec {spec!r} is not a known GPU spec")
-    if by_name is not None and by_spec is not None and by_name.name != by_spec.name:
-        notes.append(f"manifest gpu.spec {spec!r} contradicts gpu.name {name!r}: trusting the name "
-                     f"(what the driver reported) and using the {by_name.name} spec")
-        manifest = dataclasses.replace(manifest, gpu=dataclasses.replace(manifest.gpu, spec=by_name.name))
+    """(manifest, notes); MoeprofError for a layer shape that cannot exist. Control characters were
+    removed as the manifest was read (capture_folder.read_manifest); a GPU spec that contradicts the
+    GPU name is resolved where the spec is looked up (analysis.expected.resolve)."""
     shape = manifest.workload.shape
     if shape is not None and shape.top_k > shape.num_experts:
         raise MoeprofError(f"manifest workload.top_k {shape.top_k} exceeds num_experts {shape.num_experts}: "
                            f"the manifest is inconsistent")
-    return manifest, notes
+    return manifest, []
