@@ -57,12 +57,22 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     notes += [f"{what}: {why}" for what, why in exp.notes.items()]
     if exp.cost_note:
         notes.append(f"cost model: {exp.cost_note}")
+    # The as-built traffic describes moeprof's own kernels; other programs' kernels have their own.
+    w = capture.manifest.workload
+    ours = not w.external and w.kernel in (None, "triton")
     if not exp.costs.empty:
-        notes.append(ROOFLINE_BASIS_NOTE)
+        notes.append(ROOFLINE_BASIS_NOTE if ours else
+                     "% of roofline is measured against the ideal bound; the as-built bound is n/a (it models "
+                     "moeprof's own kernels, and this capture ran " + (w.kernel or "another program's kernels") + ")")
     pk = metrics.peaks(k, capture.manifest, exp.gpu)
     roles = metrics.role_table(k, exp.costs, pk, collector) if collector else pd.DataFrame()
     layer = metrics.layer_table(k, capture.points, exp.costs, pk, collector)
     samples = metrics.layer_samples(k, capture.points, collector)
+    if not ours:
+        as_built = ("t_as_built_ns", "pct_of_as_built", "layer_t_as_built_ns", "layer_pct_of_as_built",
+                    "bytes_as_built", "gemm1_bytes_as_built", "gemm2_bytes_as_built", "t_as_built_spec_s")
+        layer = layer.drop(columns=[c for c in as_built if c in layer])
+        roles = roles.drop(columns=[c for c in as_built if c in roles])
     ncu = capture.manifest.collector("ncu")
     why = (f"ncu {ncu.status}: {ncu.reason}" if ncu.status not in (None, "ok")
            else "no ncu counters for these kernels")

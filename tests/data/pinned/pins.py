@@ -16,7 +16,11 @@ expectations and the crossover were given one home each) and must not move while
         /tmp/diff.json
 
 A deliberate change of a number (a better cost model, a fixed bug) regenerates them from the commit
-that makes it, and says so in that commit.
+that makes it, and says so in that commit. Changed so far (the file's "made_with" repeats it): the
+measured bound labels within metrics.BOUND_MARGIN_PCT of the 60% mark ("memory (borderline)");
+analysis_probe2's whole-model memory, dropped because its model is no preset; analyze_slice and
+diff_example_vs_slice, re-made after tests/data/example_slice was rebuilt from the shipped capture
+(the old slice came from an earlier capture).
 """
 
 from __future__ import annotations
