@@ -40,7 +40,7 @@ def _rank_rows(k: pd.DataFrame, rank: int, stretch: float) -> pd.DataFrame:
         g = g.copy()
         t0 = int(g["start_ns"].min())
         g["start_ns"] = (t0 + (g["start_ns"] - t0) * stretch).round().astype("int64")
-        g["duration_ns"] = g["duration_ns"] * stretch
+        g["duration_ns"] = (g["duration_ns"] * stretch).round()  # whole ns, like the start times
         end = float((g["start_ns"] + g["duration_ns"]).max())
         comm = g.iloc[[0]].copy()
         comm["phase"], comm["kernel_name"], comm["nvtx_path"] = "allreduce", AR, f"moe/{fmt}/64/allreduce"

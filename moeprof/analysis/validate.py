@@ -34,9 +34,9 @@ from moeprof.errors import MoeprofError
 from moeprof.untrusted import clean_text, has_control
 
 # Columns that identify one launch: the same values twice are one launch recorded twice.
-LAUNCH_KEY = ["collector", "format", "batch", "repeat", "nvtx_path", "kernel_name", "stream_id", "start_ns"]
-# Columns that identify one layer call of a collector.
-CALL_KEY = ["collector", "format", "batch", "repeat"]
+LAUNCH_KEY = ["collector", "rank", "format", "batch", "repeat", "nvtx_path", "kernel_name", "stream_id", "start_ns"]
+# Columns that identify one layer call of a collector (on one rank, in multi-rank captures).
+CALL_KEY = ["collector", "rank", "format", "batch", "repeat"]
 NON_NEGATIVE_INT_COLUMNS = ["repeat", "grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z",
                             "registers_per_thread", "stream_id", "start_ns", "experts_touched"]
 
@@ -127,10 +127,11 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
                                f"{time_column} missing, zero, negative, infinite or not a number "
                                f"({_describe(raw[time_column], bad_t)})"))
         if whole_calls:
+            call_key = [c for c in CALL_KEY if c in df]
             in_point = bad_t & df["batch"].notna() & df["repeat"].notna()  # a known layer call
-            calls = df.loc[in_point, CALL_KEY].drop_duplicates()
+            calls = df.loc[in_point, call_key].drop_duplicates()
             if len(calls):
-                same_call = df[CALL_KEY].merge(calls.assign(_bad=True), on=CALL_KEY, how="left")["_bad"]
+                same_call = df[call_key].merge(calls.assign(_bad=True), on=call_key, how="left")["_bad"]
                 rest = same_call.fillna(False).to_numpy(dtype=bool) & ~bad_t.to_numpy() & ~bad_rows.to_numpy()
                 if rest.any():
                     dropped.append(Dropped(table, int(rest.sum()),
@@ -146,7 +147,16 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
             df[col] = df[col].astype("float64").astype("Int64")
         elif kind == "str":
             df[col] = df[col].fillna("").astype(str)
-    df = _clean_strings(df, [c for c, k in columns.items() if k == "str"])
+    # Columns outside the schema (e.g. a multi-rank capture's `rank`): numbers where every value is one,
+    # as a plain CSV read would give them; text otherwise, without control characters.
+    extra = [c for c in df.columns if c not in columns]
+    for col in extra:
+        try:
+            df[col] = pd.to_numeric(df[col])
+        except (ValueError, TypeError):
+            pass
+    df = _clean_strings(df, [c for c, k in columns.items() if k == "str"]
+                        + [c for c in extra if not pd.api.types.is_numeric_dtype(df[c])])
     if whole_calls:
         key = [c for c in LAUNCH_KEY if c in df]
         dup = df.duplicated(subset=key, keep="first") & df["start_ns"].notna() if "start_ns" in df else \
