@@ -352,3 +352,12 @@ def test_bad_duration_without_a_repeat_index_drops_only_that_launch(tmp_path):
     cap = load_capture(d)
     assert [(x.table, x.rows) for x in cap.dropped] == [("kernels.csv", 1)]
     assert len(cap.kernels) == len(k) - 1
+
+
+def test_same_launch_on_two_ranks_is_not_a_duplicate(tmp_path):
+    d = _copy(tmp_path)
+    k = _kernels(d)
+    pd.concat([k.assign(rank="0"), k.assign(rank="1")]).to_csv(d / "kernels.csv.gz", index=False)
+    cap = load_capture(d)
+    assert cap.dropped == [] and len(cap.kernels) == 2 * len(k)
+    assert sorted(cap.kernels["rank"].unique()) == [0, 1]  # a number, as a plain CSV read gives it
