@@ -57,6 +57,8 @@ class Dropped:
 
 def numeric(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(float64 values, mask of non-empty text that is not a number). 'nan'/'inf' text parses."""
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype("float64"), pd.Series(False, index=raw.index)  # read as numbers: nothing to parse
     text = raw.astype("string").str.strip()
     values = pd.to_numeric(text, errors="coerce").astype("float64")
     unparsable = values.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "na", "n/a", "null"])
@@ -78,9 +80,14 @@ def _describe(values: pd.Series, mask: pd.Series, limit: int = 3) -> str:
 
 
 def _clean_strings(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Control characters out of text columns, checked once per distinct value (a launch table repeats
+    few names)."""
     for col in columns:
-        if col in df and df[col].map(lambda s: isinstance(s, str) and has_control(s)).any():
-            df[col] = df[col].map(lambda s: clean_text(s) if isinstance(s, str) else s)
+        if col not in df:
+            continue
+        fix = {v: clean_text(v) for v in pd.unique(df[col]) if isinstance(v, str) and has_control(v)}
+        if fix:
+            df[col] = df[col].map(lambda v: fix.get(v, v) if isinstance(v, str) else v)
     return df
 
 
@@ -91,7 +98,7 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
     `columns` maps the schema's columns to str | float64 | Int64; `time_column` must be finite and
     positive where a row belongs to a point; with `whole_calls` a bad time drops the whole layer call.
     """
-    df = raw.copy()
+    df = raw
     dropped: list[Dropped] = []
     bad_rows = pd.Series(False, index=df.index)
     parsed: dict[str, pd.Series] = {}
@@ -139,29 +146,26 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
                                            f"sound {time_column} (a partial call would understate its time)"))
                 bad_t |= pd.Series(rest, index=df.index)
         bad_rows |= bad_t
-    df = df[~bad_rows.to_numpy()]
-    for col, kind in columns.items():
-        if col not in df:
-            continue
-        if kind == "Int64":
-            df[col] = df[col].astype("float64").astype("Int64")
-        elif kind == "str":
-            df[col] = df[col].fillna("").astype(str)
-    # Columns outside the schema (e.g. a multi-rank capture's `rank`): numbers where every value is one,
-    # as a plain CSV read would give them; text otherwise, without control characters.
+    if bad_rows.any():
+        df = df[~bad_rows.to_numpy()]
+    # (the schema dtypes are set after this by capture_folder.coerce_columns: the values are integral now)
+    # Columns outside the schema (e.g. a multi-rank capture's `rank`) that were read as text: numbers
+    # where every value is one, as a plain CSV read would give them; text otherwise.
     extra = [c for c in df.columns if c not in columns]
     for col in extra:
-        try:
-            df[col] = pd.to_numeric(df[col])
-        except (ValueError, TypeError):
-            pass
+        if df[col].dtype == object or pd.api.types.is_string_dtype(df[col].dtype):
+            try:
+                df[col] = pd.to_numeric(df[col])
+            except (ValueError, TypeError):
+                pass
     df = _clean_strings(df, [c for c, k in columns.items() if k == "str"]
                         + [c for c in extra if not pd.api.types.is_numeric_dtype(df[c])])
     if whole_calls:
         key = [c for c in LAUNCH_KEY if c in df]
-        dup = df.duplicated(subset=key, keep="first") & df["start_ns"].notna() if "start_ns" in df else \
-            pd.Series(False, index=df.index)
-        dup |= df.duplicated(keep="first")  # rows without a start time: identical in every column
+        timed = df["start_ns"].notna() if "start_ns" in df else pd.Series(False, index=df.index)
+        dup = df.duplicated(subset=key, keep="first") & timed
+        if (~timed).any():  # rows without a start time (ncu): identical in every column
+            dup |= df[~timed].duplicated(keep="first").reindex(df.index, fill_value=False)
         if dup.any():
             dropped.append(Dropped(table, int(dup.sum()), "duplicated launches (same collector, point, repeat, stream, "
                                                           "start time and kernel): kept once"))
