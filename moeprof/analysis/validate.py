@@ -163,7 +163,12 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
     if whole_calls:
         key = [c for c in LAUNCH_KEY if c in df]
         timed = df["start_ns"].notna() if "start_ns" in df else pd.Series(False, index=df.index)
-        dup = df.duplicated(subset=key, keep="first") & timed
+        # candidates first on the cheap numeric part of the key (a launch's start and stream), then the full key
+        quick = [c for c in ("start_ns", "stream_id", "rank") if c in df]
+        cand = timed & df.duplicated(subset=quick, keep=False) if quick else timed
+        dup = pd.Series(False, index=df.index)
+        if cand.any():
+            dup = df[cand].duplicated(subset=key, keep="first").reindex(df.index, fill_value=False)
         if (~timed).any():  # rows without a start time (ncu): identical in every column
             dup |= df[~timed].duplicated(keep="first").reindex(df.index, fill_value=False)
         if dup.any():
