@@ -120,7 +120,7 @@ def test_crossover_and_summary():
                         "tp": [1, 1], "min_tp_to_fit": [1, 1]})
     s = summary(layer, [], pick_pair(["bf16", "fp8", "mxfp4"]), (3400.0, "roofline model"), mem, None, "NVIDIA H200")
     assert s["pair"] == ["fp8", "mxfp4"]
-    assert s["answer"].startswith("mxfp4 at batch 1–8; fp8 at batch 64–512 (crossover ~")
+    assert s["answer"].startswith("mxfp4 at batch 1–8; fp8 at batch 64–512 (fp8/mxfp4 crossover ~")
     assert "54.00 GB more HBM" in s["answer"]
     assert any("predicted: batch ~3400" in line for line in s["lines"])
     assert any("KV-cache room 10.00 GB vs 64.00 GB" in line for line in s["lines"])
@@ -132,11 +132,11 @@ def test_summary_lists_every_crossover_and_near_ties():
     for b, t8, t4 in [(1, 100.0, 104.0), (16, 600.0, 540.0), (256, 1300.0, 1190.0), (1024, 1510.0, 2460.0)]:
         rows += [("fp8", b, t8 * 1e3, 0.0, 0.0), ("mxfp4", b, t4 * 1e3, 0.0, 0.0)]
     s = summary(_layer(rows), [], ("fp8", "mxfp4"), (None, "n/a"), None, "no model", "NVIDIA H100 80GB HBM3")
-    assert s["answer"].startswith("fp8 at batch 1 and batch 1024; mxfp4 at batch 16–256 (crossovers ~")
+    assert s["answer"].startswith("fp8 at batch 1 and batch 1024; mxfp4 at batch 16–256 (fp8/mxfp4 crossovers ~")
     assert "within 5% of each other at batch 1." in s["answer"]
     xs = s["measured_crossover_batches"]
     assert len(xs) == 2 and 1 < xs[0] < 16 and 256 < xs[1] < 1024
-    assert any(line.startswith("Measured crossovers: batch ~") for line in s["lines"])
+    assert any(line.startswith("Measured fp8/mxfp4 crossovers: batch ~") for line in s["lines"])
 
 
 def test_summary_says_when_weights_do_not_fit():

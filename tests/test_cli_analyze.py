@@ -41,7 +41,9 @@ def test_analyze_json(capsys):
 
 def test_analyze_table_markdown_csv(capsys):
     rc, out, _ = run(["analyze", FIXTURE], capsys)
-    assert rc == 0 and "NVIDIA H200" in out and "Verdict" in out
+    assert rc == 0 and "NVIDIA H200" in out and "Answer:" in out and "deciding reason" in " ".join(out.lower().split())
+    rc, out, _ = run(["analyze", FIXTURE, "--explain"], capsys)
+    assert rc == 0 and "Verdict" in out and "Time by role" in out
     rc, out, _ = run(["analyze", FIXTURE, "-f", "markdown"], capsys)
     assert rc == 0 and out.startswith("# moeprof analysis") and "| format | batch |" in out
     rc, out, _ = run(["analyze", FIXTURE, "-f", "csv"], capsys)

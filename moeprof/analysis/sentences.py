@@ -303,22 +303,21 @@ def deciding_reason(d: Decision, lr: pd.Series) -> str:
     if d.kind == v.OUTSIDE_GEMMS:
         return f"not the GEMMs: {l} spends {fmt_time(d.outside_extra_ns)} more outside them"
     if d.kind == v.LOSER_LOWER_ROOF:
-        moves = (f"{l} moves {d.bytes_ratio:.2f}x the {src}" if np.isfinite(d.bytes_ratio)
-                 else f"{l} has the lower roofline")
-        dram = f"{_pct_busy(d.dram_pct_loser)} of DRAM peak vs {w}'s {_pct_busy(d.dram_pct_winner)}"
+        less = f"despite {d.bytes_ratio:.2f}x the {src}" if np.isfinite(d.bytes_ratio) else "despite its lower roofline"
+        dram = f"{_pct_busy(d.dram_pct_loser)} of DRAM peak ({w} {_pct_busy(d.dram_pct_winner)})"
         if d.loser_bound == "latency/issue":
-            return f"{moves} but is latency/issue-bound ({dram})"
+            return f"{l} latency/issue-bound at {dram} {less}"
         if d.loser_bound == "memory":
-            return f"{moves} but reaches only {_pct(d.roofline_pct_loser)} of its roofline ({dram})"
+            return f"{l} reaches only {_pct(d.roofline_pct_loser)} of its roofline, {dram}, {less}"
         if d.loser_bound == "compute":
-            return f"{moves} but is compute-bound ({_tensor_busy_txt(lr)})"
-        return f"{moves} but stays far from its roofline (measured bound n/a)"
+            return f"{l} compute-bound ({_tensor_busy_txt(lr)}) {less}"
+        return f"{l} far from its roofline {less} (measured bound n/a)"
     if d.winner_model_bound == "compute" and d.winner_path and d.loser_path and d.winner_path != d.loser_path:
-        return (f"lower roofline: {w}'s {d.winner_path.upper()} MMA peak is {d.peak_ratio:.1f}x "
-                f"{l}'s {d.loser_path.upper()} (compute-bound)")
+        return (f"compute-bound roofline: {w}'s {d.winner_path.upper()} MMA peak is {d.peak_ratio:.1f}x "
+                f"{l}'s {d.loser_path.upper()}")
     if d.winner_model_bound == "memory" and np.isfinite(d.bytes_ratio):
-        return f"lower roofline: {l} moves {d.bytes_ratio:.2f}x the {src} (memory-bound)"
-    return (f"{w} has the lower roofline ({fmt_time(d.roof_winner_ns)} vs {fmt_time(d.roof_loser_ns)})")
+        return f"memory-bound roofline: {l} moves {d.bytes_ratio:.2f}x the {src}"
+    return f"{w} has the lower roofline ({fmt_time(d.roof_winner_ns)} vs {fmt_time(d.roof_loser_ns)})"
 
 
 def comparison(batch: int, w: str, l: str, speedup: float, wr: pd.Series, lr: pd.Series, n_w: int, n_l: int,

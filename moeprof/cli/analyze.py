@@ -7,28 +7,42 @@ from typing import Optional
 
 import typer
 
-from moeprof.cli import app
+from moeprof.cli import app, defaults, version_option
 from moeprof.errors import MoeprofError
 
-FORMATS = ("table", "markdown", "json", "csv")
+_FORMAT_HELP = " | ".join(defaults.OUTPUT_FORMATS)
 
 
 def _check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise MoeprofError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if fmt not in defaults.OUTPUT_FORMATS:
+        raise MoeprofError(f"unknown --format {fmt!r}; valid: {', '.join(defaults.OUTPUT_FORMATS)}")
     return fmt
+
+
+def _parse_pair(pair: str | None) -> tuple[str, str] | None:
+    if not pair:
+        return None
+    parts = [p.strip().lower() for p in pair.split(",") if p.strip()]
+    if len(parts) != 2:
+        raise MoeprofError(f"--pair takes two formats separated by a comma, got {pair!r}")
+    if parts[0] == parts[1]:
+        raise MoeprofError(f"--pair needs two different formats, got {pair!r}")
+    return parts[0], parts[1]
 
 
 @app.command("analyze")
 def analyze_cmd(
     captures: Optional[list[Path]] = typer.Argument(None, help="Capture folder(s) (default: the example capture shipped with moeprof). Several: runs of one program on one card (e.g. FP8 and BF16 weights), merged into one verdict."),
-    format: str = typer.Option("table", "--format", "-f", help="table | markdown | json | csv"),
+    format: str = typer.Option(defaults.OUTPUT_FORMAT, "--format", "-f", help=_FORMAT_HELP),
+    explain: bool = typer.Option(False, "--explain", "--verbose", "-v",
+                                 help="Table format: every reason and the per-format tables, not one screen."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write roofline, breakdown and speedup charts (PNG, SVG) here."),
     pair: Optional[str] = typer.Option(None, "--pair", help="The two formats to answer about, e.g. fp8,mxfp4 (default: FP8 vs MXFP4 when both ran)."),
     timing: Optional[str] = typer.Option(None, "--timing", help="Collector whose kernel durations to use: nsys | torch | ncu (default: best available)."),
     nvtx_pattern: Optional[str] = typer.Option(None, "--nvtx-pattern", help="Relabel the kernels: regex over their NVTX ranges with named groups format, batch, phase, layer (replaces the capture's)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model the program ran (preset or config.json): sets its kernels against the roofline."),
     force: bool = typer.Option(False, "--force", help="Merge captures from different GPUs, models or programs anyway."),
+    _version: bool = version_option(),
 ) -> None:
     """Which weight format is faster for this capture's model on its GPU, at which batch sizes, and why.
 
@@ -38,14 +52,7 @@ def analyze_cmd(
     from moeprof.analysis.pipeline import analyze
 
     _check_format(format)
-    pair_t = None
-    if pair:
-        parts = [p.strip().lower() for p in pair.split(",") if p.strip()]
-        if len(parts) != 2:
-            raise MoeprofError(f"--pair takes two formats separated by a comma, got {pair!r}")
-        if parts[0] == parts[1]:
-            raise MoeprofError(f"--pair needs two different formats, got {pair!r}")
-        pair_t = (parts[0], parts[1])
+    pair_t = _parse_pair(pair)
     loaded = [load_capture(p) for p in (captures or [None])]
     loaded = [merge.labelled(c, nvtx_pattern) for c in loaded]
     if model:
@@ -54,13 +61,15 @@ def analyze_cmd(
     if not cap.kernels["batch"].notna().any() and not cap.points["layer_time_ns"].notna().any():
         if plot is not None:
             raise MoeprofError("--plot needs format/batch labels (the kernel report has no charts)")
-        _emit_kernels(cap, format, timing)
+        from moeprof.analysis.foreign import kernel_report
+
+        _emit("kernels", format, kernel_report(cap, timing))
         return
     if plot is not None:  # fail before the report, not after it
         from moeprof.untrusted import ensure_writable_dir
         ensure_writable_dir(plot)
     result = analyze(cap, pair=pair_t, timing=timing)
-    _emit(result, format, "analysis")
+    _emit("analysis", format, result, explain=explain)
     from moeprof.analysis.ranks import analyze_ranks, has_ranks
 
     if has_ranks(cap.kernels) and format in ("table", "markdown"):  # several GPUs: the cross-rank view
@@ -71,33 +80,18 @@ def analyze_cmd(
         typer.echo(f"wrote {len(paths)} charts to {plot}", err=True)
 
 
-def _emit_kernels(capture, format: str, timing: str | None) -> None:
-    """The per-kernel report of a capture without format/batch labels."""
-    from moeprof.analysis.foreign import kernel_report
-    from moeprof.reports import kernel_table
-
-    report = kernel_report(capture, timing)
-    if format == "json":
-        typer.echo(kernel_table.as_json(report))
-    elif format == "csv":
-        typer.echo(kernel_table.as_csv(report), nl=False)
-    elif format == "markdown":
-        typer.echo(kernel_table.markdown(report), nl=False)
-    else:
-        kernel_table.render(report)
-
-
 @app.command("diff")
 def diff_cmd(
     a: Path = typer.Argument(..., help="Baseline capture folder."),
     b: Path = typer.Argument(..., help="Capture folder to compare with the baseline."),
-    format: str = typer.Option("table", "--format", "-f", help="table | markdown | json | csv"),
+    format: str = typer.Option(defaults.OUTPUT_FORMAT, "--format", "-f", help=_FORMAT_HELP),
     force: bool = typer.Option(False, "--force", help="Compare captures from different GPUs or workloads anyway."),
-    alpha: float = typer.Option(0.05, "--alpha", help="The interval on each change is a (1 - alpha) block-bootstrap interval."),
-    min_effect: float = typer.Option(0.03, "--min-effect", help="Smallest relative change that counts (0.03 = 3%)."),
-    noise_floor: float = typer.Option(0.05, "--noise-floor", help="Relative change that counts when both sides have a single repeat (no spread known)."),
-    min_abs_us: float = typer.Option(0.5, "--min-abs-us", help="Smallest absolute change that counts, in µs (timer and collector jitter)."),
+    alpha: float = typer.Option(defaults.ALPHA, "--alpha", help="The interval on each change is a (1 - alpha) block-bootstrap interval."),
+    min_effect: float = typer.Option(defaults.MIN_EFFECT, "--min-effect", help="Smallest relative change that counts (0.03 = 3%)."),
+    noise_floor: float = typer.Option(defaults.NOISE_FLOOR, "--noise-floor", help="Relative change that counts when both sides have a single repeat (no spread known)."),
+    min_abs_us: float = typer.Option(defaults.MIN_ABS_US, "--min-abs-us", help="Smallest absolute change that counts, in µs (timer and collector jitter)."),
     show_all: bool = typer.Option(False, "--all", help="List added/removed rows one by one in the table (else summarized)."),
+    _version: bool = version_option(),
 ) -> None:
     """What changed between two captures beyond noise, per format, batch and kernel role."""
     from moeprof.analysis.diff import DiffOptions, diff
@@ -112,18 +106,11 @@ def diff_cmd(
     result = diff(load_capture(a), load_capture(b),
                   DiffOptions(alpha=alpha, min_effect=min_effect, noise_floor=noise_floor,
                               min_abs_ns=min_abs_us * 1e3, force=force))
-    _emit(result, format, "diff", show_all=show_all)
+    _emit("diff", format, result, show_all=show_all)
 
 
-def _emit(result, format: str, kind: str, **terminal_options) -> None:
-    """Print an analysis or a diff in the chosen format (kind: 'analysis' | 'diff')."""
-    from moeprof.reports import export, markdown, terminal
+def _emit(kind: str, format: str, result, **options) -> None:
+    """Print an analysis or a diff with the renderer its format names (reports.outputs.RENDERERS)."""
+    from moeprof.reports.outputs import RENDERERS
 
-    if format == "json":
-        typer.echo(getattr(export, f"{kind}_json")(result))
-    elif format == "csv":
-        typer.echo(getattr(export, f"{kind}_csv")(result), nl=False)
-    elif format == "markdown":
-        typer.echo(getattr(markdown, f"{kind}_markdown")(result), nl=False)
-    else:
-        getattr(terminal, f"render_{kind}")(result, **terminal_options)
+    RENDERERS[kind][format](result, **options)

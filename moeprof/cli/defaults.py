@@ -33,3 +33,4 @@ MIN_ABS_US = 0.5
 
 # analyze / diff output
 OUTPUT_FORMAT = "table"
+OUTPUT_FORMATS = ("table", "markdown", "json", "csv")  # the keys of moeprof.reports.outputs.RENDERERS

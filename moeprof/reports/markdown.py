@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
-from moeprof.analysis.verdict import fmt_num, fmt_time
-from moeprof.reports.terminal import interval_cell, mma_cell, role_rows, verdict_heading
+from moeprof.analysis.sentences import fmt_num, fmt_time, heading
+from moeprof.reports.terminal import interval_cell, mma_cell, role_rows
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -24,7 +23,7 @@ def analysis_markdown(a: Analysis) -> str:
     s = a.summary
     out += ["", "## Verdict", "", f"**{s.get('answer')}**", ""] + [f"- {x}" for x in s.get("lines", [])]
     for v in a.verdicts:
-        h = verdict_heading(v)
+        h = heading(v)
         out += ["", f"### B{h[1:]}", ""]
         out += [f"- {r}" for r in v.reasons]
     out += ["", "## Layer calls", ""]
@@ -45,7 +44,7 @@ def analysis_markdown(a: Analysis) -> str:
 
 
 def diff_markdown(d: DiffResult) -> str:
-    out = [f"# moeprof diff", "", f"A: `{d.label_a}`  ", f"B: `{d.label_b}`", ""]
+    out = ["# moeprof diff", "", f"A: `{d.label_a}`  ", f"B: `{d.label_b}`", ""]
     out += [f"> incomparable (forced): {e}" for e in d.errors]
     out += [f"> warning: {w}" for w in d.warnings]
     out += ["", ", ".join(f"{k}: {v}" for k, v in d.counts().items()), ""]
