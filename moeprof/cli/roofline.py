@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Optional
 
 import typer
 
-from moeprof.cli import app
+from moeprof.cli import app, defaults, version_option
 from moeprof.errors import MoeprofError
 
 _HELP = (
@@ -51,45 +52,35 @@ def _print_lists(as_json: bool) -> None:
 
 @app.command("roofline", help=_HELP)
 def roofline(
-    model: str = typer.Option("gpt-oss-120b", "--model", "-m", help="Preset name or path to a Hugging Face config.json."),
-    gpu: str = typer.Option("h200", "--gpu", "-g", help="GPU: h100-sxm, h100-pcie, h200-sxm, h20, b200 (aliases ok)."),
-    formats: str = typer.Option("bf16,fp8,mxfp4", "--formats", "-f", help="Comma-separated weight formats."),
-    batch: str = typer.Option("1..16384", "--batch", "-b", help="Tokens per layer call: 1,2,4 or LO..HI (doubling)."),
-    tp: str = typer.Option("1", "--tp", metavar="INT", help="Tensor-parallel size (splits expert intermediate dim)."),
-    ep: str = typer.Option("1", "--ep", metavar="INT", help="Expert-parallel size (splits routed experts)."),
-    link_gbps: float = typer.Option(None, "--link-gbps", help="NVLink GB/s per direction for the tp/ep communication term [default: the GPU's datasheet figure; 2x H200 measured ~281 GB/s all-reduce bus bandwidth]."),
-    routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | hist:N1,N2,... (per-expert counts)."),
+    model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Preset name or path to a Hugging Face config.json."),
+    gpu: str = typer.Option(defaults.GPU, "--gpu", "-g", help="GPU: h100-sxm, h100-pcie, h200-sxm, h20, b200 (aliases ok)."),
+    formats: str = typer.Option(defaults.FORMATS, "--formats", "-f", help="Comma-separated weight formats."),
+    batch: str = typer.Option(defaults.ROOFLINE_BATCHES, "--batch", "-b", help="Tokens per layer call: 1,2,4 or LO..HI (doubling)."),
+    tp: str = typer.Option(str(defaults.TP), "--tp", metavar="INT", help="Tensor-parallel size (splits expert intermediate dim)."),
+    ep: str = typer.Option(str(defaults.EP), "--ep", metavar="INT", help="Expert-parallel size (splits routed experts)."),
+    link_gbps: Optional[float] = typer.Option(None, "--link-gbps", help="NVLink GB/s per direction for the tp/ep communication term [default: the GPU's datasheet figure; 2x H200 measured ~281 GB/s all-reduce bus bandwidth]."),
+    routing: str = typer.Option(defaults.ROUTING, "--routing", help="uniform | zipf:S | hist:N1,N2,... (per-expert counts)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (records, verdicts, crossover, memory)."),
     list_all: bool = typer.Option(False, "--list", help="List models, GPUs and formats, then exit."),
+    _version: bool = version_option(),
 ) -> None:
     if list_all:
         _print_lists(as_json)
         return
 
     # Imported here so that `moeprof --help` does not pay for pandas.
-    from moeprof.roofline.bound import roofline_report
+    from moeprof.roofline.report import report
 
-    report = roofline_report(model, gpu, formats, batch, tp=_positive_int(tp, "--tp"), ep=_positive_int(ep, "--ep"),
-                             routing=routing)
-    if report.tp > 1 or report.ep > 1 or link_gbps is not None:  # the link term beside memory and compute
-        import dataclasses
-
-        from moeprof.roofline.comm import add_comm_columns, comm_lines
-
-        table = add_comm_columns(report.table, report.model, report.gpu, report.tp, report.ep, link_gbps)
-        report = dataclasses.replace(report, table=table, summary=report.summary + comm_lines(table, report.tp, report.ep))
+    r = report(model, gpu, formats, batch, tp=_positive_int(tp, "--tp"), ep=_positive_int(ep, "--ep"),
+               routing=routing, link_gbps=link_gbps)
     if as_json:
         from moeprof.reports.export import json_safe
 
-        print(json.dumps(json_safe(report.to_json()), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(r.to_json()), indent=2, allow_nan=False))
         return
 
     from rich.console import Console
 
     from moeprof.reports.roofline_view import render_roofline
 
-    title = (
-        f"{report.model.name} on {report.gpu.display_name}: one MoE layer, roofline lower bound "
-        f"(tp={report.tp}, ep={report.ep}, routing {report.routing.label})"
-    )
-    render_roofline(Console(), report.table, report.verdicts, report.summary, report.memory_lines, title)
+    render_roofline(Console(), r)
