@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors, no tracebacks (set MOEPROF_DEBUG=1 to see them)."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="moeprof", standalone_mode=False)
     except MoeprofError as exc:
         typer.echo(f"moeprof: error: {exc}", err=True)
         return int(getattr(exc, "exit_code", 2))  # an interrupted capture: 128 + signal, as shells report it

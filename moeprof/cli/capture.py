@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from moeprof.capture_folder import DEFAULT_SWEEP_BATCHES, DEFAULT_SWEEP_FORMATS, DEFAULT_SWEEP_MODEL, LayerShape
-from moeprof.cli import app
+from moeprof.capture_folder import LayerShape
+from moeprof.cli import app, defaults, version_option
 from moeprof.errors import MoeprofError
 
 
@@ -31,35 +31,36 @@ def _words(text: str) -> list[str]:
 @app.command(context_settings={"ignore_unknown_options": True})
 def capture(
     command: Optional[list[str]] = typer.Argument(None, help="External mode: `moeprof capture [OPTIONS] -- CMD ARGS...`"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"MoE preset giving the layer shape [default: {DEFAULT_SWEEP_MODEL}]; in external mode, the model the program runs (lets analyze set it against the roofline)"),
-    formats: str = typer.Option(",".join(DEFAULT_SWEEP_FORMATS), "--formats", "-f", help="Weight formats, comma-separated"),
-    batch: str = typer.Option(",".join(map(str, DEFAULT_SWEEP_BATCHES)), "--batch", "-b", help="Tokens per layer call, comma-separated"),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel ranks: the layer sharded over N GPUs (intermediate split, all-reduce), launched by torchrun, one nsys report per rank"),
-    ep: int = typer.Option(1, "--ep", help="Expert-parallel ranks: experts split over N GPUs, tokens dispatched and combined by all-to-all"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"MoE preset giving the layer shape [default: {defaults.MODEL}]; in external mode, the model the program runs (lets analyze set it against the roofline)"),
+    formats: str = typer.Option(defaults.FORMATS, "--formats", "-f", help="Weight formats, comma-separated"),
+    batch: str = typer.Option(defaults.CAPTURE_BATCHES, "--batch", "-b", help="Tokens per layer call, comma-separated"),
+    tp: int = typer.Option(defaults.TP, "--tp", help="Tensor-parallel ranks: the layer sharded over N GPUs (intermediate split, all-reduce), launched by torchrun, one nsys report per rank"),
+    ep: int = typer.Option(defaults.EP, "--ep", help="Expert-parallel ranks: experts split over N GPUs, tokens dispatched and combined by all-to-all"),
     ncu_rank: int = typer.Option(0, "--ncu-rank", help="With --tp/--ep: the rank ncu profiles (the others run beside it unprofiled)"),
     ranks: int = typer.Option(1, "--ranks", help="External mode: the command (torchrun ...) starts N ranks; each runs under nsys, one report per rank"),
-    routing: str = typer.Option("uniform", "--routing", help="Router distribution: uniform | zipf:<s> (alias skew:<s>)"),
-    collect: str = typer.Option("nsys,ncu,torch", "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
-    repeats: int = typer.Option(20, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed calls before measuring, outside NVTX ranges"),
+    routing: str = typer.Option(defaults.ROUTING, "--routing", help="Router distribution: uniform | zipf:<s> (alias skew:<s>)"),
+    collect: str = typer.Option(defaults.COLLECT, "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
+    repeats: int = typer.Option(defaults.REPEATS, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
+    warmup: int = typer.Option(defaults.WARMUP, "--warmup", help="Untimed calls before measuring, outside NVTX ranges"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Capture folder (default captures/<time>)"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted capture in --out (runs only the missing points; an external program comes from `-- CMD` or, confirmed, from the manifest)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="With --resume: run the command stored in the manifest without asking"),
     refine_crossover: Optional[str] = typer.Option(None, "--refine-crossover", help="A,B: on an existing capture (-o), measure batches between the two measured batches that bracket the A/B crossover until it is located within 10%"),
-    ncu_repeats: int = typer.Option(1, "--ncu-repeats", help="Layer calls per point replayed by ncu"),
-    ncu_launch_count: int = typer.Option(200, "--ncu-launch-count", help="Most kernels ncu profiles per point (0: no bound); must cover a whole layer call"),
+    ncu_repeats: int = typer.Option(defaults.NCU_REPEATS, "--ncu-repeats", help="Layer calls per point replayed by ncu"),
+    ncu_launch_count: int = typer.Option(defaults.NCU_LAUNCH_COUNT, "--ncu-launch-count", help="Most kernels ncu profiles per point (0: no bound); must cover a whole layer call"),
     nvtx_include: Optional[list[str]] = typer.Option(None, "--nvtx-include", help="ncu NVTX filter (default moe/; none in external mode)"),
     ncu_kernel: Optional[str] = typer.Option(None, "--ncu-kernel", help="ncu: profile only kernels whose demangled name matches this regex (external mode)"),
     ncu_launch_skip: int = typer.Option(0, "--ncu-launch-skip", help="ncu: matching launches to skip first (warm-up; external mode)"),
     label: Optional[list[str]] = typer.Option(None, "--label", help="Whole-run label key=value, e.g. --label format=fp8 --label batch=64 (external mode)"),
     nvtx_pattern: Optional[str] = typer.Option(None, "--nvtx-pattern", help="Regex over the program's NVTX ranges with named groups format, batch, phase, layer (external mode)"),
-    clock_control: str = typer.Option("none", "--clock-control", help="ncu --clock-control (none keeps boost clocks)"),
-    cache_control: str = typer.Option("all", "--cache-control", help="ncu --cache-control (all: flush caches per replay)"),
+    clock_control: str = typer.Option(defaults.CLOCK_CONTROL, "--clock-control", help="ncu --clock-control (none keeps boost clocks)"),
+    cache_control: str = typer.Option(defaults.CACHE_CONTROL, "--cache-control", help="ncu --cache-control (all: flush caches per replay)"),
     seed: int = typer.Option(0, "--seed"),
     workload: str = typer.Option("moeprof", "--workload", hidden=True, help="moeprof | toy (self-test layer)"),
     shape: Optional[str] = typer.Option(None, "--shape", help="Custom layer shape hidden,intermediate,experts,top_k (overrides --model)"),
-    timeout: float = typer.Option(3600, "--timeout", help="Seconds allowed to each profiler run"),
+    timeout: float = typer.Option(defaults.TIMEOUT_S, "--timeout", help="Seconds allowed to each profiler run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
+    _version: bool = version_option(),
 ) -> None:
     """Profile MoE layers over a batch sweep (or any program) into one self-describing capture folder."""
     from moeprof.profiler.capture import CaptureConfig
@@ -106,7 +107,7 @@ def capture(
     if workload not in ("moeprof", "toy"):
         raise MoeprofError(f"--workload: {workload!r}; valid: moeprof, toy")
     if not command and model is None:
-        model = DEFAULT_SWEEP_MODEL
+        model = defaults.MODEL
     if refine_crossover is not None:
         if out is None or not Path(out).exists():
             raise MoeprofError("--refine-crossover needs --out DIR, an existing capture folder")

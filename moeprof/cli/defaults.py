@@ -1,16 +1,19 @@
-"""Every default a command shows, in one place.
+"""Every default a command shows, in one place: the library's own where it has one (a sweep's model,
+formats and batches from the capture contract), else stated here.
 
-Plain literals so that `moeprof --help` does not import pandas; tests/test_cli_conventions.py checks
-that they agree with the library's own defaults (formats, batches, diff thresholds).
+Nothing here imports pandas (so `moeprof --help` stays fast); tests/test_cli_conventions.py checks the
+literals against the library's defaults they mirror (roofline batches, diff thresholds).
 """
 
 from __future__ import annotations
 
-MODEL = "gpt-oss-120b"                 # MoE preset
+from moeprof.capture_folder import DEFAULT_SWEEP_BATCHES, DEFAULT_SWEEP_FORMATS, DEFAULT_SWEEP_MODEL
+
+MODEL = DEFAULT_SWEEP_MODEL            # MoE preset (capture sweeps and the roofline)
 GPU = "h200"                           # roofline: GPU spec (alias of h200-sxm)
-FORMATS = "bf16,fp8,mxfp4"             # moeprof.roofline.formats.DEFAULT_FORMATS
+FORMATS = ",".join(DEFAULT_SWEEP_FORMATS)
 ROOFLINE_BATCHES = "1..16384"          # moeprof.roofline.bound.DEFAULT_BATCHES (doubling)
-CAPTURE_BATCHES = "1,8,32,128,512"     # tokens per layer call of a capture sweep
+CAPTURE_BATCHES = ",".join(map(str, DEFAULT_SWEEP_BATCHES))  # tokens per layer call of a capture sweep
 TP = 1
 EP = 1
 ROUTING = "uniform"
