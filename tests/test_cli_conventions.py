@@ -50,6 +50,8 @@ def test_version_everywhere(prefix, capsys):
 def test_help_short_and_long(prefix, flag, capsys):
     rc, out, _ = run([*prefix, flag], capsys)
     assert rc == 0 and out.startswith("Usage: ") and "-h, --help" in out
+    if "Commands:" in out:  # each command's one-line summary whole, not cut with "..."
+        assert not any(ln.rstrip().endswith("...") for ln in out.split("Commands:", 1)[1].splitlines())
 
 
 def test_boolean_options_are_flags(capsys):

@@ -30,7 +30,7 @@ def _parse_pair(pair: str | None) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-@app.command("analyze")
+@app.command("analyze", short_help="Which format is faster for a capture, at which batch, and why.")
 def analyze_cmd(
     captures: Optional[list[Path]] = typer.Argument(None, help="Capture folder(s) (default: the example capture shipped with moeprof). Several: runs of one program on one card (e.g. FP8 and BF16 weights), merged into one verdict."),
     format: str = typer.Option(defaults.OUTPUT_FORMAT, "--format", "-f", help=_FORMAT_HELP),
@@ -80,7 +80,7 @@ def analyze_cmd(
         typer.echo(f"wrote {len(paths)} charts to {plot}", err=True)
 
 
-@app.command("diff")
+@app.command("diff", short_help="What changed between two captures beyond noise.")
 def diff_cmd(
     a: Path = typer.Argument(..., help="Baseline capture folder."),
     b: Path = typer.Argument(..., help="Capture folder to compare with the baseline."),

@@ -28,7 +28,8 @@ def _words(text: str) -> list[str]:
     return [x for x in text.replace(" ", "").split(",") if x]
 
 
-@app.command(context_settings={"ignore_unknown_options": True})
+@app.command(short_help="Profile MoE layers (or any program) into a capture folder.",
+             context_settings={"ignore_unknown_options": True})
 def capture(
     command: Optional[list[str]] = typer.Argument(None, help="External mode: `moeprof capture [OPTIONS] -- CMD ARGS...`"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=f"MoE preset giving the layer shape [default: {defaults.MODEL}]; in external mode, the model the program runs (lets analyze set it against the roofline)"),

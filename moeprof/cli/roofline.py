@@ -50,7 +50,7 @@ def _print_lists(as_json: bool) -> None:
         print(f"  {f['name']:<11} {f['description']}")
 
 
-@app.command("roofline", help=_HELP)
+@app.command("roofline", help=_HELP, short_help="The analytical roofline per format and batch (no GPU needed).")
 def roofline(
     model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Preset name or path to a Hugging Face config.json."),
     gpu: str = typer.Option(defaults.GPU, "--gpu", "-g", help="GPU: h100-sxm, h100-pcie, h200-sxm, h20, b200 (aliases ok)."),
