@@ -5,13 +5,26 @@ from __future__ import annotations
 from moeprof.analysis.diff import DiffResult
 from moeprof.analysis.pipeline import Analysis
 from moeprof.analysis.sentences import fmt_num, fmt_time, heading
-from moeprof.reports.terminal import interval_cell, mma_cell, role_rows
+from moeprof.reports.terminal import interval_cell, mma_cell, point_cell, role_rows, speedup_cell, winner_cell
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def per_batch_table(a: Analysis) -> str:
+    """One row per batch: winner, speedup, each format's bound / % of roofline / MMA path, the deciding reason."""
+    pair = a.summary.get("pair") or []
+    measured = sorted(a.layer["format"].unique()) if not a.layer.empty else []
+    formats = [f for f in pair if f in measured] + [f for f in measured if f not in pair]
+    rows = a.layer.set_index(["format", "batch"])
+    body = [[str(v.batch), winner_cell(v), speedup_cell(v)]
+            + [point_cell(rows.loc[(f, v.batch)] if (f, v.batch) in rows.index else None) for f in formats]
+            + [v.deciding_reason] for v in a.verdicts]
+    return _table(["batch", "winner", "speedup"] + [f"{f} (bound, % roofline, MMA)" for f in formats]
+                  + ["deciding reason"], body)
 
 
 def analysis_markdown(a: Analysis) -> str:
@@ -22,6 +35,8 @@ def analysis_markdown(a: Analysis) -> str:
     out += [f"> note: {n}" for n in a.notes]
     s = a.summary
     out += ["", "## Verdict", "", f"**{s.get('answer')}**", ""] + [f"- {x}" for x in s.get("lines", [])]
+    if a.verdicts:
+        out += ["", per_batch_table(a)]
     for v in a.verdicts:
         h = heading(v)
         out += ["", f"### B{h[1:]}", ""]

@@ -9,6 +9,8 @@ the time-by-role cells drop their share. No cell is ever cut short with "…": c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from rich import box
@@ -203,18 +205,31 @@ def reasons_panel(a: Analysis) -> Panel:
         parts.append(Text(""))
         style = "bold green" if v.significant else ("bold yellow" if v.significant is None else "bold")
         parts.append(Text(heading(v), style=style))
+        bullets = Table.grid(padding=(0, 1, 0, 0))  # a hanging indent: wrapped lines stay under their text
+        bullets.add_column(no_wrap=True)
+        bullets.add_column(overflow="fold")
         for reason in v.reasons:
-            parts.append(Text("  • " + reason))
+            bullets.add_row("  •", reason)
+        parts.append(bullets)
     pair = " vs ".join(s.get("pair") or []) or "formats"
     return Panel(Group(*parts), title=f"Verdict: {pair} on {escape(a.gpu_label)}", expand=True)
+
+
+def shown_path(path) -> str:
+    """A capture folder as the user would type it: relative to the working folder when it lies below it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(p)
 
 
 def render_analysis(a: Analysis, console: Console | None = None, explain: bool = False) -> None:
     c = console or Console()
     w = a.capture.workload
     what = w.get("model") or ("external: " + " ".join(w.get("command") or []) if w.get("mode") == "external" else "workload")
-    c.print(f"[bold]moeprof analyze[/] {escape(str(a.capture.path))}  —  {escape(what)} on [bold]{escape(a.gpu_label)}[/]",
-            highlight=False)
+    c.print(f"[bold]moeprof analyze[/] {escape(shown_path(a.capture.path))}  —  {escape(what)} on "
+            f"[bold]{escape(a.gpu_label)}[/]", highlight=False)
     if explain:
         c.print(f"peaks: tensor {escape(a.peaks.tensor_source)}; DRAM {escape(a.peaks.dram_source)}", highlight=False)
     else:
