@@ -19,15 +19,15 @@ ROLE_COLORS = {"route": "#8c564b", "sort": "#e377c2", "quant": "#bcbd22", "gemm1
                "other": "#7f7f7f"}
 
 
-def _plt():
+def _figure(width_in: float, height_in: float):
+    """A figure and its axes without pyplot (no GUI backend, no global figure registry: faster to import)."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     # Text stays text in the SVG (searchable, and much faster to write than glyph paths).
     matplotlib.rcParams["svg.fonttype"] = "none"
-    return plt
+    fig = Figure(figsize=(width_in, height_in))
+    return fig, fig.subplots()
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
@@ -110,8 +110,7 @@ def _narrow_weights(lay, roof: dict[str, str]) -> dict[str, int]:
 
 
 def roofline_chart(a: Analysis, out: Path) -> list[Path]:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5.4))
+    fig, ax = _figure(8, 5.4)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.18)
     lay = a.layer
     have = {"useful_tflop_per_s", "gemm1_bytes", "gemm2_bytes"} <= set(lay.columns)
@@ -153,7 +152,6 @@ def roofline_chart(a: Analysis, out: Path) -> list[Path]:
     if pts.empty:
         ax.text(0.5, 0.5, "no measured points with analytic FLOPs", transform=ax.transAxes, ha="center")
     paths = _save(fig, out, "roofline")
-    plt.close(fig)
     return paths
 
 
@@ -170,11 +168,10 @@ def breakdown_chart(a: Analysis, out: Path) -> list[Path]:
     Shares, not absolute times: layer times span orders of magnitude across batches (µs to tens of
     ms), which would flatten every small batch on a linear axis and distort stacks on a log axis.
     """
-    plt = _plt()
     r = a.roles
     n = 1 if r.empty else r[["format", "batch"]].drop_duplicates().shape[0]
     width_in = max(6.0, 0.55 * n + 2)
-    fig, ax = plt.subplots(figsize=(width_in, 4.8))
+    fig, ax = _figure(width_in, 4.8)
     fig.subplots_adjust(left=0.8 / width_in, right=1 - 0.2 / width_in, top=0.86, bottom=0.3)
     if r.empty:
         ax.text(0.5, 0.5, "no kernel timings", transform=ax.transAxes, ha="center")
@@ -210,7 +207,6 @@ def breakdown_chart(a: Analysis, out: Path) -> list[Path]:
     ax.set_title(f"Time by role, {a.gpu_label} ({a.timing_collector or 'n/a'} kernel durations)\n"
                  f"share of each layer call's kernel time; on top of each bar: median kernel time per call", fontsize=10)
     paths = _save(fig, out, "breakdown")
-    plt.close(fig)
     return paths
 
 
@@ -221,8 +217,7 @@ def _short_time(ns: float) -> str:
 
 
 def speedup_chart(a: Analysis, out: Path) -> list[Path]:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.12)
     pair = a.summary.get("pair")
     if pair and not a.layer.empty:
@@ -267,7 +262,6 @@ def speedup_chart(a: Analysis, out: Path) -> list[Path]:
     ax.set_title(f"Speedup vs batch, {' vs '.join(pair or [])} on {a.gpu_label}".replace(",  on", " on"))
     ax.grid(True, alpha=0.3)
     paths = _save(fig, out, "speedup")
-    plt.close(fig)
     return paths
 
 
