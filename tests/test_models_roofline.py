@@ -10,11 +10,9 @@ from moeprof.roofline.bound import (
     all_crossovers,
     crossovers,
     first_win,
-    memory_lines,
     memory_table,
     parse_batches,
     roofline_table,
-    summary_lines,
     verdicts,
 )
 
@@ -71,10 +69,15 @@ def test_ties_do_not_count_as_crossovers(table):
 
 
 def test_summary_words(table):
-    text = "\n".join(summary_lines(table, all_crossovers(table, "gpt-oss-120b", "h200")))
+    from moeprof.roofline.report import TIE_TOLERANCE, leaders
+    from moeprof.roofline.sentences import summary_lines
+
+    text = "\n".join(summary_lines(table, leaders(table), all_crossovers(table, "gpt-oss-120b", "h200"),
+                                   TIE_TOLERANCE))
     assert "MXFP4 moves 0.27x the bytes of BF16, 0.53x the bytes of FP8" in text
-    assert "MXFP4 is fastest for batches 1-2048" in text
-    assert "From batch 4096 (crossover at batch 3418): FP8 is fastest" in text
+    assert "MXFP4 is fastest at batch 1–2048" in text
+    assert "FP8 is fastest at batch 4096–16384" in text
+    assert "Crossover: FP8/MXFP4 at batch 3418 (MXFP4 faster below, FP8 from there)." in text
     assert "runs its MMA in BF16 at 989 TFLOP/s, half of FP8's 1979 TFLOP/s" in text
     assert "[" not in text  # plain words, nothing rich could read as markup
 
@@ -82,6 +85,8 @@ def test_summary_words(table):
 def test_memory_lines():
     mem = memory_table("gpt-oss-120b", "h200", ["bf16", "fp8", "mxfp4"])
     assert list(mem["fits"]) == [False, True, True]
+    from moeprof.roofline.sentences import memory_lines
+
     text = "\n".join(memory_lines(mem, "h200"))
     assert "BF16: model 233.7 GB" in text and "fits from tp=2" in text
     assert "MXFP4: model 65.2 GB" in text and "for the KV cache" in text

@@ -1,9 +1,9 @@
-"""Roofline tables over batch sizes and formats, per-batch verdicts, crossovers, plain-words summary."""
+"""Roofline tables over batch sizes and formats, per-batch verdicts, crossovers, memory (the verdict in words:
+roofline/sentences.py; everything at once: roofline/report.py)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterable, Sequence
 
@@ -14,7 +14,6 @@ from moeprof.roofline import crossover
 from moeprof.roofline.crossover import TIE_RTOL, Crossover
 from moeprof.roofline.cost import (
     Routing,
-    check_parallelism,
     layer_cost,
     memory_plan,
     min_tp_to_fit,
@@ -205,162 +204,3 @@ def memory_table(
         rec["min_tp_to_fit"] = min_tp_to_fit(model, f, gpu)
         rows.append(rec)
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------
-# Plain-words summary
-
-def _label(fmt: str) -> str:
-    return fmt.upper()
-
-
-def _gb(nbytes: float) -> str:
-    return f"{nbytes / 1e9:.1f} GB"
-
-
-def _batch_range(batches: list[int]) -> str:
-    return f"batch {batches[0]}" if len(batches) == 1 else f"batches {batches[0]}-{batches[-1]}"
-
-
-def summary_lines(table: pd.DataFrame, crossover_list: Sequence[Crossover] | None = None) -> list[str]:
-    """The verdict in plain words (no markup), from a roofline table of one model and GPU."""
-    if table.empty:
-        return []
-    v = verdicts(table)
-    rows = table.set_index(["format", "batch"])
-    first_batch = int(v["batch"].iloc[0])
-    formats = list(dict.fromkeys(table["format"]))
-    lines: list[str] = []
-
-    # 1. Small batches: who moves the fewest bytes.
-    w0 = v["winner"].iloc[0]
-    if rows.loc[(w0, first_batch), "bound"] == "memory" and len(formats) > 1:
-        ratios = ", ".join(
-            f"{rows.loc[(w0, first_batch), 'bytes'] / rows.loc[(f, first_batch), 'bytes']:.2f}x the bytes of {_label(f)}"
-            for f in formats if f != w0
-        )
-        lines.append(f"At batch {first_batch} the layer is memory-bound: {_label(w0)} moves {ratios}.")
-
-    # 2. Segments of the same winner.
-    segments = crossover.winner_runs(list(zip(v["batch"], v["winner"])))
-    exact = {(c.winner, c.batch): c.batch_exact for c in (crossover_list or []) if c.batch_exact}
-    for i, (winner, batches) in enumerate(segments if len(formats) > 1 else []):
-        seg = v[v["batch"].isin(batches)]
-        lead = f"{_label(winner)} is fastest for {_batch_range(batches)}"
-        if seg["runner_up"].notna().all():
-            lo, hi = seg["speedup"].min(), seg["speedup"].max()
-            spread = f"{lo:.2f}x" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}x-{hi:.2f}x"
-            lead += f" ({spread} faster than the runner-up)"
-        if i == 0:
-            lines.append(lead + ".")
-            continue
-        prev = segments[i - 1][0]
-        b = batches[0]
-        a_row, w_row = rows.loc[(prev, b)], rows.loc[(winner, b)]
-        near = exact.get((winner, b))
-        where = f" (crossover at batch {near})" if near else ""
-        if a_row["bound"] == "compute" and a_row["peak_flops_per_s"] < w_row["peak_flops_per_s"]:
-            ratio = a_row["peak_flops_per_s"] / w_row["peak_flops_per_s"]
-            share = "half" if abs(ratio - 0.5) < 0.01 else f"{ratio:.2g}x"
-            why = (
-                f"{_label(prev)} has become compute-bound and runs its MMA in {a_row['mma_path'].upper()} "
-                f"at {a_row['peak_flops_per_s'] / 1e12:.0f} TFLOP/s, {share} of {_label(winner)}'s "
-                f"{w_row['peak_flops_per_s'] / 1e12:.0f} TFLOP/s ({w_row['mma_path'].upper()} MMA)"
-            )
-        elif a_row["bound"] == "memory" and w_row["bound"] == "memory":
-            why = f"{_label(winner)} moves {w_row['bytes'] / a_row['bytes']:.2f}x the bytes of {_label(prev)}"
-        else:
-            why = f"{w_row['t_roofline_us']:.0f} vs {a_row['t_roofline_us']:.0f} us"
-        lines.append(f"From batch {b}{where}: {lead}, because {why}.")
-
-    # 3. Where each format turns compute-bound.
-    turns = []
-    for f in formats:
-        cb = table[(table["format"] == f) & (table["bound"] == "compute")]["batch"]
-        turns.append(f"{_label(f)} from batch {int(cb.min())}" if len(cb) else f"{_label(f)} never (up to batch {int(v['batch'].max())})")
-    lines.append("Compute-bound: " + "; ".join(turns) + ".")
-    lines.append(
-        "These are lower bounds (max of FLOPs/peak and bytes/bandwidth); real kernels add dequantization, "
-        "routing, quantization and launch costs. `moeprof capture` measures them."
-    )
-    return lines
-
-
-def memory_lines(mem: pd.DataFrame, gpu: GpuSpec | str) -> list[str]:
-    """Whole-model weight memory per format and the KV-cache room it leaves, in plain words."""
-    gpu = get_gpu(gpu)
-    if mem.empty:
-        return []
-    r0 = mem.iloc[0]
-    where = f"{r0['num_gpus']}x {gpu.display_name} (tp={r0['tp']}, ep={r0['ep']})"
-    lines = [
-        f"Weights per GPU on {where}, {r0['reserve_fraction']:.0%} of HBM reserved for the runtime, "
-        f"non-expert weights in BF16:"
-    ]
-    for _, r in mem.iterrows():
-        head = f"{_label(r['format'])}: model {_gb(r['model_weight_bytes'])}, {_gb(r['weight_bytes_per_gpu'])} per GPU"
-        if r["fits"]:
-            lines.append(f"{head}, leaves {_gb(r['free_bytes_per_gpu'])} per GPU for the KV cache.")
-        else:
-            need = r["min_tp_to_fit"]
-            hint = f"; fits from tp={int(need)}" if pd.notna(need) and need else ""
-            lines.append(f"{head}: does not fit ({_gb(-r['free_bytes_per_gpu'])} over){hint}.")
-    return lines
-
-
-# --------------------------------------------------------------------------------------------
-# One entry point: everything `moeprof roofline` shows, computed once
-
-@dataclass(frozen=True)
-class RooflineReport:
-    model: MoeModel
-    gpu: GpuSpec
-    formats: list[WeightFormat]
-    batches: list[int]
-    tp: int
-    ep: int
-    routing: Routing
-    table: pd.DataFrame            # one row per (format, batch): TABLE_COLUMNS
-    verdicts: pd.DataFrame         # per batch: winner, runner-up, speedup, ties
-    crossovers: list[Crossover]    # every pair of formats, estimates bisected to the integer batch
-    summary: list[str]             # the verdict in plain words
-    memory: pd.DataFrame           # per format: weights per GPU, KV-cache room, smallest tp that fits
-    memory_lines: list[str]
-
-    def to_json(self) -> dict[str, object]:
-        """The report as plain data (NaN left in: the JSON writer decides how to show it)."""
-        return {
-            "model": self.model.name,
-            "gpu": self.gpu.name,
-            "tp": self.tp,
-            "ep": self.ep,
-            "routing": self.routing.label,
-            "formats": [f.name for f in self.formats],
-            "batches": list(self.batches),
-            "records": self.table.to_dict(orient="records"),
-            "verdicts": self.verdicts.to_dict(orient="records"),
-            "crossover": [c.as_record() for c in self.crossovers],
-            "memory": self.memory.to_dict(orient="records"),
-            "summary": self.summary + self.memory_lines,
-        }
-
-
-def roofline_report(
-    model: MoeModel | str,
-    gpu: GpuSpec | str,
-    formats: Sequence[WeightFormat | str] | str = DEFAULT_FORMATS,
-    batches: Iterable[int] | str = DEFAULT_BATCHES,
-    tp: int = 1,
-    ep: int = 1,
-    routing: Routing | str | float = "uniform",
-) -> RooflineReport:
-    """The roofline of one MoE layer per format over batches, its verdicts, crossovers and memory."""
-    m, g = get_model(model), get_gpu(gpu)
-    fmts, bs = parse_formats(formats), parse_batches(batches)
-    check_parallelism(m, tp, ep)
-    route = parse_routing(routing)
-    table = roofline_table(m, g, fmts, bs, tp=tp, ep=ep, routing=route)
-    cross = all_crossovers(table, m, g, tp=tp, ep=ep, routing=route)
-    mem = memory_table(m, g, fmts, tp=tp, ep=ep)
-    return RooflineReport(m, g, fmts, bs, tp, ep, route, table, verdicts(table), cross, summary_lines(table, cross),
-                          mem, memory_lines(mem, g))

@@ -120,4 +120,4 @@ def report(
     mem = bound.memory_table(m, g, fmts, tp=tp, ep=ep)
     return RooflineReport(
         m, g, tuple(fmts), tuple(bs), tp, ep, route, table, verdicts, tuple(cross), tuple(lead), mem,
-        tuple(sentences.summary_lines(table, lead, cross, TIE_TOLERANCE)), tuple(bound.memory_lines(mem, g)))
+        tuple(sentences.summary_lines(table, lead, cross, TIE_TOLERANCE)), tuple(sentences.memory_lines(mem, g)))

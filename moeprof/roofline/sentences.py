@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
+from moeprof.roofline.gpus import GpuSpec, get_gpu
+
 if TYPE_CHECKING:
     from moeprof.roofline.bound import Crossover
     from moeprof.roofline.report import Leaders
@@ -129,4 +131,30 @@ def summary_lines(table: pd.DataFrame, lead: Sequence[Leaders], crossovers: Sequ
     lines.append("Compute-bound: " + "; ".join(turns) + ".")
     lines.append("These are lower bounds (max of FLOPs/peak and bytes/bandwidth); real kernels add dequantization, "
                  "routing, quantization and launch costs. `moeprof capture` measures them.")
+    return lines
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB"
+
+
+def memory_lines(mem: pd.DataFrame, gpu: GpuSpec | str) -> list[str]:
+    """Whole-model weight memory per format and the KV-cache room it leaves, in plain words."""
+    gpu = get_gpu(gpu)
+    if mem.empty:
+        return []
+    r0 = mem.iloc[0]
+    where = f"{r0['num_gpus']}x {gpu.display_name} (tp={r0['tp']}, ep={r0['ep']})"
+    lines = [
+        f"Weights per GPU on {where}, {r0['reserve_fraction']:.0%} of HBM reserved for the runtime, "
+        f"non-expert weights in BF16:"
+    ]
+    for _, r in mem.iterrows():
+        head = f"{label(r['format'])}: model {_gb(r['model_weight_bytes'])}, {_gb(r['weight_bytes_per_gpu'])} per GPU"
+        if r["fits"]:
+            lines.append(f"{head}, leaves {_gb(r['free_bytes_per_gpu'])} per GPU for the KV cache.")
+        else:
+            need = r["min_tp_to_fit"]
+            hint = f"; fits from tp={int(need)}" if pd.notna(need) and need else ""
+            lines.append(f"{head}: does not fit ({_gb(-r['free_bytes_per_gpu'])} over){hint}.")
     return lines
