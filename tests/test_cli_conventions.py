@@ -240,5 +240,5 @@ def test_measured_tie_shown_as_tie():
     from moeprof.analysis.verdict import Verdict
     from moeprof.reports.terminal import speedup_cell
 
-    assert speedup_cell(Verdict(16, "fp8", "mxfp4", 1.02, 0.4, False)) == "1.02x (tie)"
+    assert speedup_cell(Verdict(16, "fp8", "mxfp4", 1.02, 0.4, False)) == "1.02x (n.s.)"
     assert speedup_cell(Verdict(16, "fp8", "mxfp4", 1.30, 1e-6, True)) == "1.30x"

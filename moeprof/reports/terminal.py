@@ -68,9 +68,9 @@ def point_cell(r: pd.Series | None) -> str:
 
 
 def speedup_cell(v) -> str:
-    """The pair's speedup; a difference the test cannot tell from noise is marked as a tie."""
+    """The pair's speedup; a difference the test cannot tell from noise is marked as such (a tie)."""
     if v.significant is False:
-        return f"{v.speedup:.2f}x (tie)"
+        return f"{v.speedup:.2f}x (n.s.)"
     if v.significant is None:
         return f"{v.speedup:.2f}x (untested)"
     return f"{v.speedup:.2f}x"
@@ -130,8 +130,9 @@ def verdict_screen(a: Analysis, width: int) -> Group:
         for v in a.verdicts:
             why.add_row(str(v.batch), v.deciding_reason)
         parts += [Text("Deciding reason per batch:"), why]
-    parts.append(Text(f"{BOUND_LEGEND}; tie: not significant (Mann-Whitney). --explain: every reason and the "
-                      f"per-format tables; --format markdown | json: all of them.", style="dim"))
+    parts.append(Text(f"{BOUND_LEGEND}; n.s.: not significant (Mann-Whitney), a tie as far as the repeats tell. "
+                      f"--explain: every reason and the per-format tables; --format markdown | json: all of them.",
+                      style="dim"))
     return Group(*parts)
 
 
