@@ -170,7 +170,7 @@ def breakdown_chart(a: Analysis, out: Path) -> list[Path]:
     """
     r = a.roles
     n = 1 if r.empty else r[["format", "batch"]].drop_duplicates().shape[0]
-    width_in = max(6.0, 0.55 * n + 2)
+    width_in = max(8.0, 0.55 * n + 2)  # 8 in: room for the title without a tight bounding box
     fig, ax = _figure(width_in, 4.8)
     fig.subplots_adjust(left=0.8 / width_in, right=1 - 0.2 / width_in, top=0.86, bottom=0.3)
     if r.empty:
@@ -246,7 +246,14 @@ def speedup_chart(a: Analysis, out: Path) -> list[Path]:
         ax.xaxis.set_major_locator(LogLocator(base=4))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        lo, hi = ax.get_ylim()
+        if hi / lo < 1.5:  # speedups close to each other (or one batch): widen to a factor 1.5 so ticks show
+            mid = (lo * hi) ** 0.5
+            lo, hi = mid / 1.5 ** 0.5, mid * 1.5 ** 0.5
+            ax.set_ylim(lo, hi)
+        # 1x, 2x, 5x, 10x... on a wide range; every 0.1x step where the speedups stay close to each other.
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if hi / lo > 4 else
+                                              tuple(float(x) for x in range(1, 10))))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_ylabel(f"{fa} speedup over {fb} (>1: {fa} faster; log)")
