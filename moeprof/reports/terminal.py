@@ -28,7 +28,8 @@ from moeprof.analysis.sentences import fmt_num, fmt_time, heading
 WIDE = 110  # columns from which the per-batch table carries its reasons and the role cells their shares
 
 BOUND_SHORT = {"memory": "mem", "compute": "cmp", "latency/issue": "lat"}
-BOUND_LEGEND = "mem / lat / cmp: memory-, latency/issue- or compute-bound as measured"
+BOUND_LEGEND = ("mem / lat / cmp: memory-, latency/issue-, compute-bound (measured); FP8?: the format's MMA "
+                "path, not measured")
 
 
 def _table(title: str | None = None, caption: str | None = None) -> Table:
@@ -64,7 +65,12 @@ def point_cell(r: pd.Series | None) -> str:
         return "not measured"
     bound = r.get("bound_measured")
     bound = BOUND_SHORT.get(str(bound), "n/a") if isinstance(bound, str) and bound else "n/a"
-    return f"{bound} {fmt_num(r.get('pct_of_roofline'), suffix='%')} {mma_cell(r).upper().replace('EXP.', 'exp.')}"
+    path, model = str(r.get("tensor_path") or ""), str(r.get("mma_path_model") or "")
+    if path in ("", "n/a"):  # not measured: the format's expected path, marked as such
+        path = f"{model.upper()}?" if model else "n/a"
+    elif path != "uncounted":
+        path = path.upper()
+    return f"{bound} {fmt_num(r.get('pct_of_roofline'), suffix='%')} {path}"
 
 
 def speedup_cell(v) -> str:
@@ -77,6 +83,8 @@ def speedup_cell(v) -> str:
 
 
 def winner_cell(v) -> str:
+    if v.pair is None and v.runner_up:  # the pair asked about was not both measured at this batch
+        return f"{v.winner} (over {v.runner_up})"
     if v.fastest and v.fastest != v.winner:
         return f"{v.winner} ({v.fastest} fastest)"
     return v.winner
@@ -130,9 +138,8 @@ def verdict_screen(a: Analysis, width: int) -> Group:
         for v in a.verdicts:
             why.add_row(str(v.batch), v.deciding_reason)
         parts += [Text("Deciding reason per batch:"), why]
-    parts.append(Text(f"{BOUND_LEGEND}; n.s.: not significant (Mann-Whitney), a tie as far as the repeats tell. "
-                      f"--explain: every reason and the per-format tables; --format markdown | json: all of them.",
-                      style="dim"))
+    parts.append(Text(f"{BOUND_LEGEND}; n.s.: no significant difference (Mann-Whitney), a tie. --explain: "
+                      f"every reason and table; --format markdown | json: all of them.", style="dim"))
     return Group(*parts)
 
 
