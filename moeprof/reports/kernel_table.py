@@ -54,26 +54,45 @@ def title(r: KernelReport) -> str:
             f"({r.timing_collector}) on {r.gpu_label} — {cmd}")
 
 
+# Below this many columns (piped output is 80) the table keeps the columns that decide and folds the names.
+WIDE = 150
+NARROW_DROPPED = ("median", "DRAM", "% MMA peak")
+NARROW_HEADERS = {"% DRAM peak": "DRAM%", "tensor pipe": "pipe%"}
+BOUND_SHORT = {"memory": "mem", "compute": "cmp", "latency/issue": "lat"}
+
+
 def render(r: KernelReport, console=None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     c = console or Console()
-    if not c.is_terminal:  # a pipe or a file: wide enough for the whole table, no wrapping
-        c = Console(width=200)
-    tab = Table(title=title(r), title_justify="left")
+    wide = c.width >= WIDE
+    tab = Table(title=title(r), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                padding=(0, 1, 0, 0))
     header, body = rows(r)
-    for h in header:
-        tab.add_column(h, justify="left" if h in ("role", "kernel", "MMA", "bound") else "right",
+    keep = [i for i, h in enumerate(header) if wide or h not in NARROW_DROPPED]
+    for i in keep:
+        h = header[i]
+        # Long kernel names fold inside their column (no "…" cut); the short cells keep their width.
+        tab.add_column(h if wide else NARROW_HEADERS.get(h, h),
+                       justify="left" if h in ("role", "kernel", "MMA", "bound") else "right",
                        no_wrap=h != "kernel", overflow="fold")
+    bound = header.index("bound")
     for line in body:
-        tab.add_row(*line)
+        if not wide:
+            line = [*line[:bound], BOUND_SHORT.get(line[bound], line[bound]), *line[bound + 1:]]
+        tab.add_row(*(line[i] for i in keep))
     c.print(tab)
+    if not wide:
+        c.print(f"DRAM%, pipe%: DRAM bandwidth and tensor pipe activity, % of peak; bound mem / lat / cmp: memory-, "
+                f"latency/issue-, compute-bound; {', '.join(NARROW_DROPPED)}: --format csv or json, or {WIDE}+ "
+                f"columns", highlight=False)
     if len(r.table) > TOP_ROWS:
         c.print(f"({len(r.table) - TOP_ROWS} more kernel identities: --format csv or json lists all)")
-    c.print(f"peaks: DRAM {r.peaks.dram_source}; tensor {r.peaks.tensor_source}")
+    c.print(f"peaks: DRAM {r.peaks.dram_source}; tensor {r.peaks.tensor_source}", highlight=False)
     for n in r.notes:
-        c.print(f"note: {n}")
+        c.print(f"note: {n}", highlight=False, markup=False)
     for h in r.hints:
         c.print(h, highlight=False, markup=False)
 
