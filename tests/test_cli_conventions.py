@@ -242,3 +242,18 @@ def test_measured_tie_shown_as_tie():
 
     assert speedup_cell(Verdict(16, "fp8", "mxfp4", 1.02, 0.4, False)) == "1.02x (n.s.)"
     assert speedup_cell(Verdict(16, "fp8", "mxfp4", 1.30, 1e-6, True)) == "1.30x"
+
+
+def test_kernel_report_fits_80_columns(monkeypatch, capsys):
+    """A program without labels: its kernel table fits a pipe; every kernel's calls are on its row."""
+    capture = ROOT / "tests" / "data" / "grouped_mm_h200" / "A_fp8_nolabels"
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, err = run(["analyze", str(capture)], capsys)
+    assert rc == 0, err
+    assert max(len(ln) for ln in _lines(out)) <= 80
+    rc, js, _ = run(["analyze", str(capture), "-f", "json"], capsys)
+    kernels = json.loads(js)["kernels"]
+    rows = re.findall(r"^(route|sort|quant|gemm1|act|gemm2|combine|communication|other|set-up)\s+\S.*?\s(\d+)\s+"
+                      r"\d+\.\d\d? [mµ]s", out, re.M)
+    top = sorted(kernels, key=lambda k: -k["total_ns"])[:len(rows)]
+    assert len(rows) >= 10 and [int(c) for _, c in rows] == [k["calls"] for k in top]
