@@ -146,6 +146,7 @@ def test_analyze_one_screen_no_cut_cells(columns, monkeypatch, capsys, shipped_m
 def test_analyze_explain_keeps_every_reason(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "80")
     rc, out, _ = run(["analyze", str(SHIPPED), "--explain"], capsys)
+    assert (rc, out) == (0, run(["analyze", str(SHIPPED), "--verbose"], capsys)[1])  # one option, two names
     assert rc == 0 and "…" not in out
     assert max(len(ln) for ln in _lines(out)) <= 80
     rc, js, _ = run(["analyze", str(SHIPPED), "-f", "json"], capsys)
