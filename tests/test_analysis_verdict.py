@@ -136,7 +136,9 @@ def test_summary_lists_every_crossover_and_near_ties():
     assert "within 5% of each other at batch 1." in s["answer"]
     xs = s["measured_crossover_batches"]
     assert len(xs) == 2 and 1 < xs[0] < 16 and 256 < xs[1] < 1024
-    assert any(line.startswith("Measured fp8/mxfp4 crossovers: batch ~") for line in s["lines"])
+    # each with the measured batches that bracket it, named with its pair
+    assert any(line.startswith("Measured fp8/mxfp4 crossovers: between 1 and 16 (estimate ~")
+               and "; between 256 and 1024 (estimate ~" in line for line in s["lines"])
 
 
 def test_summary_says_when_weights_do_not_fit():

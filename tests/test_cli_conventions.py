@@ -218,7 +218,8 @@ def test_roofline_crossover_named_with_its_pair(capsys):
     doc = json.loads(out)
     # The first integer batch where FP8's bound is below MXFP4's, from the cost model by scanning.
     first = next(b for b in range(65, 4097) if _t_us("fp8", b) < _t_us("mxfp4", b))
-    line = f"Crossover: FP8/MXFP4 at batch {first} (MXFP4 faster below, FP8 from there)."
+    # ... bracketed by the table's batches 64 and 4096 that the sweep evaluated.
+    line = f"Crossover: FP8/MXFP4 at batch {first} (bisection between 64 and 4096): MXFP4 faster below, FP8 from there."
     assert line in doc["summary"]
     # ... on its own line, not appended to a sentence about another format.
     assert not any("crossover" in s.lower() and s != line for s in doc["summary"])

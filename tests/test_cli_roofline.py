@@ -42,7 +42,7 @@ def test_json_defaults(capsys):
         2048, 4096, "mxfp4", "fp8", 3418, "bisection")
     assert c["text"] == "between 2048 and 4096 (estimate ~3418, bisection)"
     assert [m["format"] for m in data["memory"]] == ["bf16", "fp8", "mxfp4"]
-    assert "Crossover: FP8/MXFP4 at batch 3418 (MXFP4 faster below, FP8 from there)." in data["summary"]
+    assert "Crossover: FP8/MXFP4 at batch 3418 (bisection between 2048 and 4096): MXFP4 faster below, FP8 from there." in data["summary"]
 
 
 def test_json_options(capsys):

@@ -77,7 +77,7 @@ def test_summary_words(table):
     assert "MXFP4 moves 0.27x the bytes of BF16, 0.53x the bytes of FP8" in text
     assert "MXFP4 is fastest at batch 1–2048" in text
     assert "FP8 is fastest at batch 4096–16384" in text
-    assert "Crossover: FP8/MXFP4 at batch 3418 (MXFP4 faster below, FP8 from there)." in text
+    assert "Crossover: FP8/MXFP4 at batch 3418 (bisection between 2048 and 4096): MXFP4 faster below, FP8 from there." in text
     assert "runs its MMA in BF16 at 989 TFLOP/s, half of FP8's 1979 TFLOP/s" in text
     assert "[" not in text  # plain words, nothing rich could read as markup
 

@@ -13,7 +13,7 @@ import pandas as pd
 from moeprof.roofline.gpus import GpuSpec, get_gpu
 
 if TYPE_CHECKING:
-    from moeprof.roofline.bound import Crossover
+    from moeprof.roofline.crossover import Crossover
     from moeprof.roofline.report import Leaders
 
 
@@ -77,13 +77,15 @@ def _why(rows: pd.DataFrame, gone: str, new: str, batch: int) -> str:
 
 
 def crossover_line(crossovers: Sequence[Crossover], batches: Sequence[int]) -> str:
-    """Every crossover, each named with its pair: which format is faster below and from where."""
+    """Every crossover, each named with its pair: where it lies (bracketing batches, estimate and its method)
+    and which format is faster on each side."""
     if not crossovers:
         return f"Crossovers: none between any two formats over {span(list(batches))}."
     parts = []
     for c in crossovers:
-        where = (f"at batch {c.batch_exact}" if c.batch_exact else f"between batch {c.prev_batch} and {c.batch}")
-        parts.append(f"{label(c.a)}/{label(c.b)} {where} ({label(c.loser)} faster below, {label(c.winner)} from there)")
+        where = (f"at batch {c.estimate:.0f} ({c.method} between {c.lo} and {c.hi})" if c.estimate is not None
+                 else f"between batch {c.lo} and {c.hi}")
+        parts.append(f"{label(c.a)}/{label(c.b)} {where}: {label(c.before)} faster below, {label(c.after)} from there")
     return ("Crossover: " if len(parts) == 1 else "Crossovers: ") + "; ".join(parts) + "."
 
 
