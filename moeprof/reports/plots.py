@@ -234,6 +234,10 @@ def speedup_chart(a: Analysis, out: Path) -> list[Path]:
         for i, xm in enumerate(xs):
             ax.axvline(xm, color="C1", ls="--", label=f"measured {fa}/{fb} crossover{'s' if len(xs) > 1 else ''} "
                        f"~{', ~'.join(f'{x:.0f}' for x in xs)}" if i == 0 else None)
+        for i, c in enumerate(a.summary.get("measured_crossovers") or []):
+            # where the data place it: between the measured batches that bracket it (the line is an estimate)
+            ax.axvspan(c["lo"], c["hi"], color="C1", alpha=0.08, lw=0,
+                       label=f"measured batches bracketing it: {c['lo']}–{c['hi']}" if i == 0 else None)
         if not xs:
             ax.plot([], [], " ", label="measured crossover: none in the measured batches")
         if xp:
