@@ -114,12 +114,12 @@ def comm_lines(table, tp: int, ep: int) -> list[str]:
     link = float(table["link_bytes_per_s"].iloc[0])
     lines = [f"Communication ({what}) over NVLink at {link / 1e9:.0f} GB/s per direction; it does not depend on "
              f"the weight format, so it narrows the gap between formats. A bandwidth bound only: each collective "
-             f"also has a fixed latency (tens of us on NVLink) that dominates small batches:"]
+             f"also has a fixed latency (tens of µs on NVLink) that dominates small batches:"]
     for b in sorted({int(table["batch"].min()), int(table["batch"].max())}):
         rows = table[table["batch"] == b]
         r0 = rows.iloc[0]
         shares = ", ".join(f"{f.upper()} {t_c / t_tot:.0%}" for f, t_c, t_tot in
                            zip(rows["format"], rows["t_comm_us"], rows["t_total_us"]))
-        lines.append(f"batch {b}: {r0['comm_bytes'] / 1e6:.2f} MB per rank, {r0['t_comm_us']:.1f} us "
+        lines.append(f"batch {b}: {r0['comm_bytes'] / 1e6:.2f} MB per rank, {r0['t_comm_us']:.1f} µs "
                      f"(share of the layer's bound: {shares}).")
     return lines

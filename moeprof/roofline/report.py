@@ -106,8 +106,12 @@ def report(
     tp: int = 1,
     ep: int = 1,
     routing: Routing | str | float = "uniform",
+    link_gbps: float | None = None,
 ) -> RooflineReport:
-    """The roofline of one MoE layer per format over batch sizes, with verdicts, crossovers and memory."""
+    """The roofline of one MoE layer per format over batch sizes, with verdicts, crossovers and memory.
+
+    With tp or ep > 1 (or a link bandwidth given) the table also holds the communication term per rank
+    (roofline/comm.py: comm_bytes, t_comm_us, t_total_us) and the summary says what it adds."""
     m, g = get_model(model), get_gpu(gpu)
     fmts = bound.parse_formats(formats)
     bs = bound.parse_batches(batches)
@@ -118,6 +122,12 @@ def report(
     cross = bound.all_crossovers(table, m, g, tp=tp, ep=ep, routing=route)
     lead = leaders(table)
     mem = bound.memory_table(m, g, fmts, tp=tp, ep=ep)
+    summary = sentences.summary_lines(table, lead, cross, TIE_TOLERANCE)
+    if tp > 1 or ep > 1 or link_gbps is not None:  # the link term beside memory and compute
+        from moeprof.roofline.comm import add_comm_columns, comm_lines
+
+        table = add_comm_columns(table, m, g, tp, ep, link_gbps)
+        summary += comm_lines(table, tp, ep)
     return RooflineReport(
         m, g, tuple(fmts), tuple(bs), tp, ep, route, table, verdicts, tuple(cross), tuple(lead), mem,
-        tuple(sentences.summary_lines(table, lead, cross, TIE_TOLERANCE)), tuple(sentences.memory_lines(mem, g)))
+        tuple(summary), tuple(sentences.memory_lines(mem, g)))
