@@ -28,8 +28,8 @@ from moeprof.analysis.sentences import fmt_num, fmt_time, heading
 WIDE = 110  # columns from which the per-batch table carries its reasons and the role cells their shares
 
 BOUND_SHORT = {"memory": "mem", "compute": "cmp", "latency/issue": "lat"}
-BOUND_LEGEND = ("mem / lat / cmp: memory-, latency/issue-, compute-bound (measured); FP8?: the format's MMA "
-                "path, not measured")
+BOUND_LEGEND = "mem / lat / cmp: memory-, latency/issue-, compute-bound (measured)"
+EXPECTED_PATH_LEGEND = "FP8?: the format's MMA path, not measured"
 
 
 def _table(title: str | None = None, caption: str | None = None) -> Table:
@@ -138,7 +138,9 @@ def verdict_screen(a: Analysis, width: int) -> Group:
         for v in a.verdicts:
             why.add_row(str(v.batch), v.deciding_reason)
         parts += [Text("Deciding reason per batch:"), why]
-    parts.append(Text(f"{BOUND_LEGEND}; n.s.: no significant difference (Mann-Whitney), a tie. --explain: "
+    guessed = any(point_cell(r).endswith("?") for _, r in a.layer.iterrows())
+    legend = BOUND_LEGEND + (f"; {EXPECTED_PATH_LEGEND}" if guessed else "")
+    parts.append(Text(f"{legend}; n.s.: no significant difference (Mann-Whitney), a tie. --explain: "
                       f"every reason and table; --format markdown | json: all of them.", style="dim"))
     return Group(*parts)
 
