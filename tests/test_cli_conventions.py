@@ -259,3 +259,12 @@ def test_kernel_report_fits_80_columns(monkeypatch, capsys):
                       r"\d+\.\d\d? [mµ]s", out, re.M)
     top = sorted(kernels, key=lambda k: -k["total_ns"])[:len(rows)]
     assert len(rows) >= 10 and [int(c) for _, c in rows] == [k["calls"] for k in top]
+
+
+@pytest.mark.parametrize("run_name", ["tp2", "ep2"])
+def test_cross_rank_view_fits_80_columns(run_name, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, err = run(["analyze", str(ROOT / "tests" / "data" / "multi_gpu_h200" / run_name)], capsys)
+    assert rc == 0, err
+    assert "Across ranks:" in out and max(len(ln) for ln in _lines(out)) <= 80
+    assert not re.search(r"\d us\b", out)

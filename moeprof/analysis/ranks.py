@@ -209,7 +209,7 @@ def analyze_ranks(capture, kernels: pd.DataFrame | None = None) -> RankAnalysis:
 
 
 def _us(ns: float) -> str:
-    return "n/a" if ns != ns else f"{ns / 1e3:,.1f} us"
+    return "n/a" if ns != ns else f"{ns / 1e3:,.1f} µs"
 
 
 def summary_lines(ra: RankAnalysis, capture) -> list[str]:

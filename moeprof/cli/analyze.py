@@ -73,7 +73,13 @@ def analyze_cmd(
     from moeprof.analysis.ranks import analyze_ranks, has_ranks
 
     if has_ranks(cap.kernels) and format in ("table", "markdown"):  # several GPUs: the cross-rank view
-        typer.echo("\nAcross ranks:\n" + "\n".join(f"  {ln}" for ln in analyze_ranks(cap).lines))
+        lines = analyze_ranks(cap).lines
+        if format == "table":
+            from moeprof.reports.terminal import render_lines
+
+            render_lines("Across ranks:", lines)
+        else:
+            typer.echo("\nAcross ranks:\n" + "\n".join(f"- {ln}" for ln in lines))
     if plot is not None:
         from moeprof.reports.plots import write_plots
         paths = write_plots(result, plot)

@@ -258,6 +258,19 @@ def render_analysis(a: Analysis, console: Console | None = None, explain: bool =
     c.print(verdict_screen(a, c.width), highlight=False)
 
 
+def render_lines(title: str, lines: list[str], console: Console | None = None) -> None:
+    """A titled list of plain-text lines, each wrapped under its own indent (no markup is read)."""
+    c = console or Console()
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for ln in lines:
+        grid.add_row(" •", Text(ln))
+    c.print()
+    c.print(Text(title))
+    c.print(grid)
+
+
 # ------------------------------------------------------------------------------------------------
 # diff
 
