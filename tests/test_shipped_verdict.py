@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moeprof.analysis import metrics, verdict
+from moeprof.analysis import metrics, sentences
 from moeprof.analysis.load import example_capture_path, load_capture
 from moeprof.analysis.pipeline import analyze
 
@@ -89,4 +89,4 @@ def test_uncounted_and_no_tensor_work(fp16, inst, path, words):
     assert got == path
     row = pd.Series({"tensor_path": got, "mma_path_model": "fp8", "tensor_inst_executed": inst,
                      "tensor_pipe_active_pct": 0.0, "tensor_ops_fp16": fp16})
-    assert words in verdict._path_reason("fp8", row)
+    assert words in sentences.path_reason("fp8", row)

@@ -81,7 +81,9 @@ def render(r: KernelReport, console=None) -> None:
     bound = header.index("bound")
     for line in body:
         if not wide:
-            line = [*line[:bound], BOUND_SHORT.get(line[bound], line[bound]), *line[bound + 1:]]
+            cls = line[bound].removesuffix(" (borderline)")
+            short = BOUND_SHORT.get(cls, cls) + ("~" if cls != line[bound] else "")
+            line = [*line[:bound], short, *line[bound + 1:]]
         tab.add_row(*(line[i] for i in keep))
     c.print(tab)
     if not wide:

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from moeprof.analysis.classify import ROLES
 from moeprof.analysis.diff import DiffResult
+from moeprof.analysis.metrics import BORDERLINE, BOUND_MARGIN_PCT, BUSY_PCT, bound_class
 from moeprof.analysis.pipeline import Analysis
 from moeprof.analysis.sentences import fmt_num, fmt_time, heading
 
@@ -63,8 +64,9 @@ def point_cell(r: pd.Series | None) -> str:
     """One format at one batch: measured bound, % of roofline reached by its expert GEMMs, MMA path."""
     if r is None:
         return "not measured"
-    bound = r.get("bound_measured")
-    bound = BOUND_SHORT.get(str(bound), "n/a") if isinstance(bound, str) and bound else "n/a"
+    label = r.get("bound_measured")
+    label = label if isinstance(label, str) else ""
+    bound = BOUND_SHORT.get(bound_class(label), "n/a") + ("~" if label.endswith(BORDERLINE) else "")
     path, model = str(r.get("tensor_path") or ""), str(r.get("mma_path_model") or "")
     if path in ("", "n/a"):  # not measured: the format's expected path, marked as such
         path = f"{model.upper()}?" if model else "n/a"
@@ -138,8 +140,9 @@ def verdict_screen(a: Analysis, width: int) -> Group:
         for v in a.verdicts:
             why.add_row(str(v.batch), v.deciding_reason)
         parts += [Text("Deciding reason per batch:"), why]
-    guessed = any(point_cell(r).endswith("?") for _, r in a.layer.iterrows())
-    legend = BOUND_LEGEND + (f"; {EXPECTED_PATH_LEGEND}" if guessed else "")
+    cells = [point_cell(r) for _, r in a.layer.iterrows()]
+    legend = (BOUND_LEGEND + (f"; ~: borderline, within {BOUND_MARGIN_PCT:g} points of the {BUSY_PCT:.0f}% mark" if any("~" in c for c in cells)
+                              else "") + (f"; {EXPECTED_PATH_LEGEND}" if any(c.endswith("?") for c in cells) else ""))
     parts.append(Text(f"{legend}; n.s.: no significant difference (Mann-Whitney), a tie. --explain: "
                       f"every reason and table; --format markdown | json: all of them.", style="dim"))
     return Group(*parts)
