@@ -5,7 +5,11 @@ raw/ncu/*.csv, raw/events, raw/logs.
 Dropped (size): raw/nsys/*.nsys-rep and *.sqlite, raw/ncu/*.ncu-rep. The manifest records what was
 dropped under "shipped", so nothing claims a file that is not there.
 
-    python scripts/ship_capture.py CAPTURE_DIR
+    python scripts/ship_capture.py CAPTURE_DIR [DEST_DIR]
+
+DEST_DIR defaults to moeprof/data/example_capture. A capture fetched from the GPU machine without its
+profiler databases is shipped the same way: files the manifest lists but the folder lacks are recorded
+as dropped too.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ DEST = Path(__file__).resolve().parent.parent / "moeprof" / "data" / "example_ca
 DROP_SUFFIXES = (".nsys-rep", ".sqlite", ".ncu-rep")
 
 
-def main(src: Path) -> None:
-    if DEST.exists():
-        shutil.rmtree(DEST)
+def main(src: Path, dest: Path = DEST) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
     dropped: list[str] = []
     for f in sorted(src.rglob("*")):
         if not f.is_file():
@@ -31,7 +35,7 @@ def main(src: Path) -> None:
         if f.name.endswith(DROP_SUFFIXES):
             dropped.append(str(rel))
             continue
-        out = DEST / rel
+        out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         if rel.as_posix() in ("kernels.csv",):
             with open(f, "rb") as fi, gzip.GzipFile(out.with_name(out.name + ".gz"), "wb", mtime=0) as fo:
@@ -39,16 +43,18 @@ def main(src: Path) -> None:
         elif rel.name != "manifest.json":
             shutil.copy2(f, out)
     manifest = json.loads((src / "manifest.json").read_text())
+    listed = [f for ent in (manifest.get("collectors") or {}).values() for f in ((ent or {}).get("files") or [])]
+    dropped += sorted(f for f in listed if f not in dropped and not (src / f).is_file())
     csv = (src / "kernels.csv").exists()
     manifest["shipped"] = {
         "note": "example copy: profiler databases dropped for size" + ("; kernels.csv gzip-compressed" if csv else ""),
         "dropped": dropped,
         "compressed": ["kernels.csv -> kernels.csv.gz"] if csv else [],
     }
-    (DEST / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    size = sum(p.stat().st_size for p in DEST.rglob("*") if p.is_file())
-    print(f"shipped {src} -> {DEST} ({size / 1e6:.1f} MB, dropped {len(dropped)} files)")
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"shipped {src} -> {dest} ({size / 1e6:.1f} MB, dropped {len(dropped)} files)")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *(Path(a) for a in sys.argv[2:3]))

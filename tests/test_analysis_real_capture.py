@@ -1,5 +1,5 @@
 """End to end on a slice of the shipped H100 capture (tests/data/example_slice: batches 1 and 64 of
-moeprof/data/example_capture, cut by its build.py; test_slice_matches_its_source checks it still is).
+moeprof/data/example_capture_h100, cut by its build.py; test_slice_matches_its_source checks it still is).
 
 Expected values are recomputed here from the raw rows of kernels.csv and points.csv with plain
 pandas, never copied from a report or built from the result under test.
@@ -23,7 +23,7 @@ from moeprof.cli import main
 from moeprof.roofline import cost
 
 SLICE = Path(__file__).parent / "data" / "example_slice"
-SOURCE = example_capture_path()
+SOURCE = example_capture_path().parent / "example_capture_h100"  # the H100 capture the slice and pins were cut from
 TENSOR_OPS = ["tensor_ops_fp8", "tensor_ops_bf16_hgmma", "tensor_ops_bf16_hmma", "tensor_ops_fp16"]
 
 

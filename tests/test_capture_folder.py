@@ -18,7 +18,7 @@ from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import table
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "moeprof" / "data" / "example_capture"
+EXAMPLE = ROOT / "moeprof" / "data" / "example_capture_h100"
 SLICE = ROOT / "tests" / "data" / "example_slice"
 
 

@@ -20,7 +20,7 @@ from moeprof import untrusted
 from moeprof.analysis.load import example_capture_path, load_capture
 from moeprof.cli import main
 
-SRC = example_capture_path()
+SRC = example_capture_path().parent / "example_capture_h100"  # the H100 capture the slice and pins were cut from
 BAD_NUMBER = re.compile(r"(?i)(?<![a-z])(nan|inf|infinity)(?![a-z])|-\d[\d.]*x")
 
 

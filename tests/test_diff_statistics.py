@@ -18,7 +18,7 @@ from moeprof.analysis.diff import DiffOptions, _judge, diff
 from moeprof.analysis.load import example_capture_path, load_capture
 from moeprof.analysis.stats import block_bootstrap_medians, run_drift
 
-SRC = example_capture_path()
+SRC = example_capture_path().parent / "example_capture_h100"  # the H100 capture the slice and pins were cut from
 
 
 def _write(tmp_path: Path, name: str, repeats: list[int] | None = None, fmt: str | None = None,

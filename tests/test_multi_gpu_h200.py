@@ -92,3 +92,17 @@ def test_analyze_prints_the_cross_rank_view(capsys: pytest.CaptureFixture[str]) 
     assert main(["analyze", str(DATA / "ep2")]) == 0
     out = capsys.readouterr().out
     assert "Across ranks" in out and "imbalance" in out and "alltoall" in out
+
+
+def test_json_carries_the_cross_rank_view(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["analyze", str(DATA / "tp2"), "--format", "json"]) == 0
+    ranks = json.loads(capsys.readouterr().out)["ranks"]
+    assert ranks["world_size"] == 2 and ranks["ranks_present"] == [0, 1]
+    k = _rows("tp2")
+    g = k[(k["format"] == "mxfp4") & (k["batch"] == 64)]
+    span = g.groupby(["repeat", "rank"]).apply(lambda x: x["end"].max() - x["start_ns"].min(), include_groups=False)
+    row = next(r for r in ranks["layer"] if r["format"] == "mxfp4" and r["batch"] == 64)
+    assert row["wall_ns"] == pytest.approx(float(span.unstack().max(axis=1).median()), rel=1e-12)
+    assert {c["kind"] for c in ranks["communication"]} == {"allreduce"}

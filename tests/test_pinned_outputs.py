@@ -17,7 +17,7 @@ import pytest
 from moeprof.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "moeprof" / "data" / "example_capture"
+EXAMPLE = ROOT / "moeprof" / "data" / "example_capture_h100"
 SLICE = ROOT / "tests" / "data" / "example_slice"
 PROBE2 = ROOT / "tests" / "data" / "analysis_probe2"
 sys.path.insert(0, str(ROOT / "tests" / "data" / "pinned"))

@@ -1,8 +1,8 @@
 """Rebuild this fixture: a slice of a real capture keeping batches 1 and 64 only. The committed files
-are the slice of the shipped H100 capture (moeprof/data/example_capture: gpt-oss-120b, bf16/fp8/mxfp4,
+are the slice of the shipped H100 capture (moeprof/data/example_capture_h100: gpt-oss-120b, bf16/fp8/mxfp4,
 nsys + ncu on the gemm1/gemm2 phases, 20 repeats, 2026-11-26), made with
 
-    python tests/data/example_slice/build.py moeprof/data/example_capture tests/data/example_slice
+    python tests/data/example_slice/build.py moeprof/data/example_capture_h100 tests/data/example_slice
 
 kernels.csv.gz and points.csv are the source's rows for those batches, byte for byte as text; the
 manifest is the source's, with workload.batches, points_done and collector file lists cut to the slice.

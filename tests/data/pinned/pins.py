@@ -10,7 +10,7 @@ expectations and the crossover were given one home each) and must not move while
     PYTHONPATH=$PWD moeprof analyze tests/data/example_slice --format json > /tmp/slice.json
     PYTHONPATH=$PWD moeprof analyze tests/data/analysis_probe2 --format json > /tmp/probe2.json
     PYTHONPATH=$PWD moeprof roofline --json > /tmp/roofline.json
-    PYTHONPATH=$PWD moeprof diff moeprof/data/example_capture tests/data/example_slice --format json > /tmp/diff.json
+    PYTHONPATH=$PWD moeprof diff moeprof/data/example_capture_h100 tests/data/example_slice --format json > /tmp/diff.json
     cd -  # back in this project
     python tests/data/pinned/pins.py /tmp/analyze.json /tmp/slice.json /tmp/probe2.json /tmp/roofline.json \
         /tmp/diff.json
