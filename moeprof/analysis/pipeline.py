@@ -28,6 +28,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     expectations: expected.Expectations | None = None  # what the model expects, resolved once for this capture
     dropped: list[validate.Dropped] = field(default_factory=list)  # rows validation left out, and why
+    ranks: Any = None  # moeprof.analysis.ranks.RankAnalysis for a capture of several GPUs, else None
 
     @property
     def gpu_label(self) -> str:
@@ -35,7 +36,7 @@ class Analysis:
 
 
 def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str | None = None) -> Analysis:
-    from moeprof.analysis.ranks import has_ranks, single_rank_kernels
+    from moeprof.analysis.ranks import analyze_ranks, has_ranks, single_rank_kernels
 
     k = classify.classify(single_rank_kernels(capture.kernels))  # several ranks: rank 0's (ranks.py has all)
     notes = list(capture.warnings) + [d.line() for d in capture.dropped]
@@ -85,5 +86,6 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     summ = verdict.summary(layer, vds, chosen, (xp.estimate if xp else None, xp_source), exp.memory, exp.memory_note,
                            capture.gpu_name, predicted_crossover=xp)
     summ["roofline_basis"] = ROOFLINE_BASIS  # "% of roofline" is against the ideal bound; see the notes
+    ranks = analyze_ranks(capture) if has_ranks(capture.kernels) else None
     return Analysis(capture, k, roles, layer, samples, vds, summ, pk, exp.memory, collector, notes, exp,
-                    dropped=list(capture.dropped))
+                    dropped=list(capture.dropped), ranks=ranks)

@@ -70,10 +70,8 @@ def analyze_cmd(
         ensure_writable_dir(plot)
     result = analyze(cap, pair=pair_t, timing=timing)
     _emit("analysis", format, result, explain=explain)
-    from moeprof.analysis.ranks import analyze_ranks, has_ranks
-
-    if has_ranks(cap.kernels) and format in ("table", "markdown"):  # several GPUs: the cross-rank view
-        lines = analyze_ranks(cap).lines
+    if result.ranks is not None and format in ("table", "markdown"):  # several GPUs: the cross-rank view
+        lines = result.ranks.lines
         if format == "table":
             from moeprof.reports.terminal import render_lines
 

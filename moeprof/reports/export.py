@@ -58,6 +58,10 @@ def analysis_dict(a: Analysis) -> dict[str, Any]:
         "memory": records(a.memory),
         "notes": a.notes,
         "dropped": [d.as_record() for d in a.dropped],
+        "ranks": None if a.ranks is None else {
+            "world_size": a.ranks.world_size, "ranks_present": a.ranks.ranks_present,
+            "comparable": a.ranks.cross_rank, "layer": records(a.ranks.layer), "communication": records(a.ranks.comm),
+            "notes": a.ranks.notes},
     })
 
 
