@@ -93,7 +93,7 @@ def measure(stage: str, path: str) -> dict:
         if stage == "write-csv":  # not timed: the capture folder for the next stage
             k.to_csv(Path(path).parent / "capture" / "kernels.csv", index=False)
         elif stage == "write":
-            from moeprof import kernel_store
+            from moeprof.capture_folder import kernel_store
 
             folder = Path(path).parent / "capture"
             kernel_store.write(kernel_store.table_path(folder), k)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moeprof import labels
+from moeprof.capture_folder import labels
 from moeprof.analysis import classify, merge
 from moeprof.analysis.foreign import kernel_report
 from moeprof.analysis.load import load_capture
@@ -120,7 +120,7 @@ def test_mark_rejects_bad_values(kw, needle):
 def test_mark_falls_back_to_torch_nvtx(monkeypatch):
     import torch
 
-    from moeprof import marks
+    from moeprof.profiler import marks
 
     calls: list[tuple[str, str | None]] = []
     monkeypatch.setitem(sys.modules, "nvtx", None)  # the nvtx package missing
@@ -134,8 +134,8 @@ def test_mark_falls_back_to_torch_nvtx(monkeypatch):
 
 
 def test_mark_paths_parse_as_moeprof_layer_paths():
-    from moeprof.marks import check_label
-    from moeprof.profiler.collectors.ranges import split_path
+    from moeprof.profiler.marks import check_label
+    from moeprof.capture_folder.labels import split_path
 
     parts = split_path(pd.Series(["/".join(check_label("mxfp4", 256, "gemm2"))]))
     assert (parts["format"][0], int(parts["batch"][0]), parts["phase"][0]) == ("mxfp4", 256, "gemm2")

@@ -111,7 +111,7 @@ def _read_csv(file: Path, columns: dict[str, str], required: list[str]) -> pd.Da
 
 def _read_kernel_table(folder: Path) -> pd.DataFrame:
     """kernels.parquet (columnar, written where pyarrow is installed) or kernels.csv[.gz]; never two."""
-    from moeprof import kernel_store
+    from moeprof.capture_folder import kernel_store
 
     present = kernel_store.kernel_files(folder)
     parquet = folder / kernel_store.PARQUET_FILE
@@ -150,7 +150,7 @@ def load_capture(path: str | os.PathLike[str] | None = None) -> Capture:
     del kernels_raw
     kernels = coerce_columns(kernels, KERNEL_TABLE_COLUMNS, keep_other=True)
     points = coerce_columns(points, POINT_COLUMNS, keep_other=True)
-    from moeprof import kernel_store
+    from moeprof.capture_folder import kernel_store
     kernel_store.release_arrow_memory()  # arrow buffers a Parquet table's first frame pointed into
     if manifest.status not in (None, "complete"):
         warnings.append(f"capture status is {manifest.status!r}: some points or collectors may be missing")

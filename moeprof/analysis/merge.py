@@ -1,6 +1,6 @@
 """Captures of programs moeprof did not write, made ready for one verdict.
 
-  labelled(capture, pattern)   the capture's kernels relabelled in memory (moeprof.labels): whole-run
+  labelled(capture, pattern)   the capture's kernels relabelled in memory (moeprof.capture_folder.labels): whole-run
                                labels and NVTX pattern from its manifest, or a new pattern
   with_model(capture, model)   the capture set against a model preset (shape for the roofline)
   merge(captures, force)       runs of one program on one card (e.g. one with FP8 weights, one with
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from moeprof import labels as labels_mod
+from moeprof.capture_folder import labels as labels_mod
 from moeprof.analysis.diff import comparability
 from moeprof.analysis.load import Capture
 from moeprof.capture_folder import LayerShape

@@ -91,7 +91,7 @@ def capture(
     from moeprof.models.routing import parse_skew
 
     parse_skew(routing)  # reject a bad --routing before any profiler starts
-    from moeprof import labels as labels_mod
+    from moeprof.capture_folder import labels as labels_mod
 
     run_labels = labels_mod.parse_labels(label)
     labels_mod.compile_pattern(nvtx_pattern)

@@ -27,7 +27,7 @@ import pandas as pd
 
 import moeprof
 from moeprof import capture_folder as schema
-from moeprof import kernel_store
+from moeprof.capture_folder import kernel_store
 from moeprof.errors import MoeprofError
 from moeprof.profiler.collectors import ncu as ncu_mod
 from moeprof.profiler.collectors import nsys as nsys_mod
@@ -127,7 +127,7 @@ class CaptureFolder:
         parts = [d for d in (old, rows) if len(d)]
         write_csv_atomic(self.root / name, pd.concat(parts, ignore_index=True) if parts else empty)
 
-    # the kernel table: Parquet where pyarrow is installed (moeprof.kernel_store), else CSV
+    # the kernel table: Parquet where pyarrow is installed (moeprof.capture_folder.kernel_store), else CSV
     def read_kernels(self) -> pd.DataFrame:
         p = kernel_store.table_path(self.root)
         if not p.exists():
@@ -656,7 +656,7 @@ class Capture:
 
         A pattern that labels nothing keeps the table unlabelled and is recorded (the capture stays
         usable: `moeprof analyze DIR --nvtx-pattern NEW` relabels it)."""
-        from moeprof import labels
+        from moeprof.capture_folder import labels
 
         c = self.cfg
         try:

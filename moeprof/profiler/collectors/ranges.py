@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from moeprof.capture_folder import NVTX_ROOT, PHASES
+from moeprof.capture_folder.labels import split_path  # noqa: F401  (the NVTX path grammar; collectors use it from here)
 
 _OPEN_END = np.iinfo(np.int64).max // 4  # end of a range never popped
 _LAYER_RE = rf"(?:^|/){NVTX_ROOT}/[^/]+/\d+$"
-_PATH_RE = rf"(?:^|/){NVTX_ROOT}/(?P<format>[^/]+)/(?P<batch>\d+)(?:/(?P<phase>[^/]+))?"
 
 
 def range_paths(ranges: pd.DataFrame) -> pd.DataFrame:
@@ -140,21 +140,6 @@ def label_launches(k: pd.DataFrame, launched: pd.Series, launches: pd.DataFrame,
     k = pd.concat([k, split_path(k["nvtx_path"])], axis=1)
     k["repeat"] = number_repeats_by_call(k)
     return k
-
-
-def split_path(paths: pd.Series) -> pd.DataFrame:
-    """format, batch, phase from NVTX paths of the form [.../]moe/<format>/<batch>[/<phase>...]."""
-    # a launch table repeats few distinct paths: parse each once
-    codes, uniq = pd.factorize(paths.fillna("").astype(object), use_na_sentinel=False)
-    x = pd.Series(np.asarray(uniq, dtype=object), dtype=object).str.extract(_PATH_RE)
-    fmt = x["format"].fillna("").to_numpy(dtype=object)
-    batch = pd.to_numeric(x["batch"], errors="coerce").astype("Int64").array
-    phase = x["phase"].fillna("").to_numpy(dtype=object)
-    return pd.DataFrame({
-        "format": pd.Series(fmt[codes], index=paths.index, dtype=object),
-        "batch": pd.Series(batch.take(codes), index=paths.index),
-        "phase": pd.Series(phase[codes], index=paths.index, dtype=object),
-    }, index=paths.index)
 
 
 def number_repeats_by_call(df: pd.DataFrame) -> pd.Series:

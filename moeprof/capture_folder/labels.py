@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moeprof.capture_folder import NVTX_ROOT
 from moeprof.errors import MoeprofError
 
 PATTERN_GROUPS = ("format", "batch", "phase", "layer")
@@ -70,9 +71,26 @@ def compile_pattern(text: str | None) -> re.Pattern[str] | None:
     return rx
 
 
-def _own_paths(paths: pd.Series) -> pd.Series:
-    from moeprof.profiler.collectors.ranges import split_path
+# moeprof's own NVTX paths: [.../]moe/<format>/<batch>[/<phase>...]
+NVTX_PATH_RE = rf"(?:^|/){NVTX_ROOT}/(?P<format>[^/]+)/(?P<batch>\d+)(?:/(?P<phase>[^/]+))?"
 
+
+def split_path(paths: pd.Series) -> pd.DataFrame:
+    """format, batch, phase from NVTX paths of the form [.../]moe/<format>/<batch>[/<phase>...]."""
+    # a launch table repeats few distinct paths: parse each once
+    codes, uniq = pd.factorize(paths.fillna("").astype(object), use_na_sentinel=False)
+    x = pd.Series(np.asarray(uniq, dtype=object), dtype=object).str.extract(NVTX_PATH_RE)
+    fmt = x["format"].fillna("").to_numpy(dtype=object)
+    batch = pd.to_numeric(x["batch"], errors="coerce").astype("Int64").array
+    phase = x["phase"].fillna("").to_numpy(dtype=object)
+    return pd.DataFrame({
+        "format": pd.Series(fmt[codes], index=paths.index, dtype=object),
+        "batch": pd.Series(batch.take(codes), index=paths.index),
+        "phase": pd.Series(phase[codes], index=paths.index, dtype=object),
+    }, index=paths.index)
+
+
+def _own_paths(paths: pd.Series) -> pd.Series:
     return split_path(paths)["format"] != ""
 
 

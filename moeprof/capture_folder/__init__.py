@@ -126,7 +126,7 @@ def coerce_columns(df: "pd.DataFrame", columns: dict[str, str], keep_other: bool
     import numpy as np
     import pandas as pd
 
-    from moeprof.kernel_store import TEXT_DTYPE, text_column
+    from moeprof.capture_folder.kernel_store import TEXT_DTYPE, text_column
 
     n = len(df)
     out: dict[str, Any] = {}
