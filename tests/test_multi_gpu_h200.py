@@ -106,3 +106,33 @@ def test_json_carries_the_cross_rank_view(capsys: pytest.CaptureFixture[str]) ->
     row = next(r for r in ranks["layer"] if r["format"] == "mxfp4" and r["batch"] == 64)
     assert row["wall_ns"] == pytest.approx(float(span.unstack().max(axis=1).median()), rel=1e-12)
     assert {c["kind"] for c in ranks["communication"]} == {"allreduce"}
+
+
+def test_ncu_counters_of_the_profiled_rank_reach_the_tables() -> None:
+    from moeprof.analysis.pipeline import analyze
+
+    cap = load_capture(DATA / "ep2_ncu_rank1")
+    k = cap.kernels
+    ncu = k[k["collector"] == "ncu"]
+    assert set(ncu["rank"].dropna().astype(int)) == {1}  # ncu ran on rank 1 alone
+    a = analyze(cap)
+    row = a.layer[(a.layer["format"] == "mxfp4") & (a.layer["batch"] == 64)].iloc[0]
+    # Tensor-op counters of rank 1's expert GEMMs, summed here from the raw rows: BF16 MMAs only.
+    gemms = ncu[ncu["phase"].isin(["gemm1", "gemm2"])]
+    bf16_ops = gemms["tensor_ops_bf16_hgmma"].fillna(0).sum() + gemms["tensor_ops_bf16_hmma"].fillna(0).sum()
+    assert bf16_ops > 0 and gemms["tensor_ops_fp8"].fillna(0).sum() == 0 and gemms["tensor_ops_fp16"].fillna(0).sum() == 0
+    assert row["tensor_path"] == "bf16"
+    assert any("rank 1" in n for n in a.notes)
+
+
+def test_external_torchrun_program_gets_a_kernel_report_with_communication(capsys: pytest.CaptureFixture[str]) -> None:
+    from moeprof.analysis.foreign import kernel_report
+
+    cap = load_capture(DATA / "external_ranks2")
+    k = cap.kernels
+    assert sorted(k["rank"].dropna().astype(int).unique()) == [0, 1]
+    nccl = k[k["kernel_name"].astype(str).str.startswith("ncclDevKernel_AllReduce")]
+    assert len(nccl) == 2 * 20  # twenty all-reduces on each of the two ranks
+    assert main(["analyze", str(DATA / "external_ranks2")]) == 0
+    out = capsys.readouterr().out
+    assert "communication" in out and "ncclDevKernel" in out

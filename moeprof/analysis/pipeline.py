@@ -36,12 +36,15 @@ class Analysis:
 
 
 def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str | None = None) -> Analysis:
-    from moeprof.analysis.ranks import analyze_ranks, has_ranks, single_rank_kernels
+    from moeprof.analysis.ranks import analyze_ranks, counter_rank, has_ranks, single_rank_kernels
 
     k = classify.classify(single_rank_kernels(capture.kernels))  # several ranks: rank 0's (ranks.py has all)
     notes = list(capture.warnings) + [d.line() for d in capture.dropped]
     if has_ranks(capture.kernels):
         notes.append("several ranks: per-role tables show rank 0's kernels; layer times are the slowest rank's")
+        cr = counter_rank(capture.kernels)
+        if cr not in (None, 0):
+            notes.append(f"ncu counters come from rank {cr}, the rank ncu profiled")
     collector = metrics.timing_collector(k, timing)
     if timing and collector is None:
         raise MoeprofError(f"capture has no kernel timings from collector {timing!r}")

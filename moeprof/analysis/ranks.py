@@ -259,11 +259,25 @@ def summary_lines(ra: RankAnalysis, capture) -> list[str]:
 
 
 def single_rank_kernels(kernels: pd.DataFrame, rank: int = 0) -> pd.DataFrame:
-    """One rank's rows (the per-format, per-role tables of the single-GPU analysis read one rank)."""
+    """One rank's rows per collector (the per-format, per-role tables of the single-GPU analysis read one
+    rank): `rank` where the collector saw it, else the collector's lowest rank (ncu profiles one chosen rank)."""
     if not has_ranks(kernels):
         return kernels
-    keep = kernels[RANK_COLUMN].isna() | (kernels[RANK_COLUMN] == rank)
+    ranks = kernels[RANK_COLUMN]
+    keep = ranks.isna().to_numpy(copy=True)
+    for _, g in kernels.groupby("collector", sort=False):
+        seen = g[RANK_COLUMN].dropna()
+        if seen.empty:
+            continue
+        r = rank if (seen == rank).any() else int(seen.min())
+        keep |= (kernels.index.isin(g.index) & (ranks == r)).to_numpy()
     return kernels[keep]
+
+
+def counter_rank(kernels: pd.DataFrame) -> int | None:
+    """The rank ncu profiled, where the capture has ncu rows with a rank."""
+    r = kernels.loc[kernels["collector"] == "ncu", RANK_COLUMN].dropna() if RANK_COLUMN in kernels else pd.Series([], dtype=float)
+    return int(r.min()) if len(r) else None
 
 
 COMM_ROLE_PHASES = tuple(COMM_PHASES)
