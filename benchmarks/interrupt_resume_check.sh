@@ -4,27 +4,27 @@
 # crossover of the resumed capture. Prints a short table last.
 #   benchmarks/interrupt_resume_check.sh OUTDIR [MODEL] [BATCHES] [INTERRUPT_AFTER_S]
 set -u
-OUT=${1:?output folder}; MODEL=${2:-gpt-oss-20b}; BATCHES=${3:-1,64,1024,4096}; AFTER=${4:-15}
-mkdir -p "$OUT"
-CAP=$OUT/sweep; G=$OUT/graph
+OUT_DIR=${1:?output folder}; MODEL=${2:-gpt-oss-20b}; BATCHES=${3:-1,64,1024,4096}; AFTER=${4:-15}
+mkdir -p "$OUT_DIR"
+CAP=$OUT_DIR/sweep; G=$OUT_DIR/graph
 MP="python3 -m moeprof.cli"
 SWEEP="capture -q -m $MODEL -f bf16,fp8,mxfp4 -b $BATCHES -r 10 --collect nsys -o $CAP"
 t0=$(date +%s.%N)
-setsid $MP $SWEEP > "$OUT/interrupted.out" 2>&1 &
+setsid $MP $SWEEP > "$OUT_DIR/interrupted.out" 2>&1 &
 PID=$!
 sleep "$AFTER"
 PGID=$(ps -o pgid= "$PID" | tr -d ' ')
 kill -INT -- "-$PGID"
 wait "$PID"; RC1=$?
 t1=$(date +%s.%N)
-cp "$CAP/manifest.json" "$OUT/interrupted.manifest.json"
+cp "$CAP/manifest.json" "$OUT_DIR/interrupted.manifest.json"
 LEFT=$(ps -eo pid,pgid,args | grep -c "[_]point_runner")
-$MP capture -q -o "$CAP" --resume > "$OUT/resume.out" 2>&1; RC2=$?
+$MP capture -q -o "$CAP" --resume > "$OUT_DIR/resume.out" 2>&1; RC2=$?
 t2=$(date +%s.%N)
-$MP capture -q --collect nsys -o "$G" -- python3 examples/graph_replay.py --batches 1,64 --repeats 4 > "$OUT/graph.out" 2>&1; RC3=$?
+$MP capture -q --collect nsys -o "$G" -- python3 examples/graph_replay.py --batches 1,64 --repeats 4 > "$OUT_DIR/graph.out" 2>&1; RC3=$?
 t3=$(date +%s.%N)
 # the graph capture's export, and a slice of it for the tests (the cut of tests/fixtures/README.md)
-python3 - "$G" "$OUT" <<'PY'
+python3 - "$G" "$OUT_DIR" <<'PY'
 import shutil, sqlite3, sys
 from pathlib import Path
 src = Path(sys.argv[1]) / "raw" / "nsys" / "external.sqlite"
@@ -42,7 +42,7 @@ print("graph slice:", dst.stat().st_size, "bytes;", len(k), "kernels")
 g = k.groupby(["nvtx_path"], dropna=False).agg(n=("kernel_name", "size"), repeats=("repeat", "nunique"))
 print(g.to_string())
 PY
-python3 - "$CAP" "$OUT" <<'PY' > "$OUT/pair.txt"
+python3 - "$CAP" "$OUT_DIR" <<'PY' > "$OUT_DIR/pair.txt"
 import sys, itertools
 from pathlib import Path
 from moeprof.profiler.refine import bracket, median_times
@@ -51,15 +51,15 @@ for a, b in itertools.combinations(["bf16", "fp8", "mxfp4"], 2):
     if a in t and b in t and bracket(t, a, b) is not None:
         print(f"{a},{b}"); break
 PY
-PAIR=$(head -1 "$OUT/pair.txt")
+PAIR=$(head -1 "$OUT_DIR/pair.txt")
 RC4=skipped
 if [ -n "$PAIR" ]; then
-  timeout 60 $MP capture -o "$CAP" --refine-crossover "$PAIR" -q > "$OUT/refine.out" 2>&1; RC4=$?
+  timeout 60 $MP capture -o "$CAP" --refine-crossover "$PAIR" -q > "$OUT_DIR/refine.out" 2>&1; RC4=$?
 fi
 t4=$(date +%s.%N)
-tar czf "$OUT/records.tgz" -C "$OUT" --exclude='*.nsys-rep' --exclude='*.sqlite' sweep graph interrupted.manifest.json \
+tar czf "$OUT_DIR/records.tgz" -C "$OUT_DIR" --exclude='*.nsys-rep' --exclude='*.sqlite' sweep graph interrupted.manifest.json \
     interrupted.out resume.out graph.out refine.out 2>/dev/null
-python3 - "$CAP" "$OUT" "$RC1" "$RC2" "$RC3" "$RC4" "$LEFT" "$t0" "$t1" "$t2" "$t3" "$t4" <<'PY'
+python3 - "$CAP" "$OUT_DIR" "$RC1" "$RC2" "$RC3" "$RC4" "$LEFT" "$t0" "$t1" "$t2" "$t3" "$t4" <<'PY'
 import json, sys
 from pathlib import Path
 import pandas as pd
