@@ -231,27 +231,6 @@ def _latency_detail(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str:
     return "; ".join(parts)
 
 
-def _latency_detail(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str:
-    """What holds a latency/issue-bound format back, from the numbers: its tensor-pipe use, and whether
-    its SMs issue more (extra in-kernel work such as unpacking narrow weights) or less (stalls) than the peer's."""
-    parts = [_tensor_busy_txt(lr)]
-    sl, sw = get(lr, "sm_throughput_pct"), get(wr, "sm_throughput_pct")
-    bits, path = get(lr, "weight_bits"), peak_path(lr)[0]
-    unpack = np.isfinite(bits) and path in PATH_BITS and bits < PATH_BITS[path]
-    if np.isfinite(sl) and np.isfinite(sw):
-        sm = f"SM throughput {sl:.0f}% vs {w}'s {sw:.0f}%"
-        if sl > sw:
-            parts.append(sm + (f": the extra issue work points at the in-kernel unpack of its {bits:g}-bit weights to "
-                               f"{path.upper()}" if unpack else ": extra issue work"))
-        else:
-            parts.append(sm + f": it issues no more than {w}, so stalls (latency)"
-                         + (f", not the extra instructions of unpacking its {bits:g}-bit weights," if unpack else "")
-                         + " hold it back")
-    elif unpack:
-        parts.append(f"its {bits:g}-bit weights are unpacked to {path.upper()} in the kernel")
-    return "; ".join(parts)
-
-
 def headline(d: Decision, wr: pd.Series, lr: pd.Series) -> str:
     """The main why of the pair in full: did the format the roofline favours win, and if not, why not."""
     from moeprof.analysis import verdict as v  # the Decision kinds (verdict.py imports this module)

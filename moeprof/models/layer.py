@@ -266,30 +266,36 @@ class MoeLayer:
             return self._peer(phase)
 
     def _forward_triton(self, phase):
-        from moeprof.models.kernels import moe_gemm as mg
         from moeprof.models.kernels import route as mg_route
 
-        wt, fmt = self.wt, self.fmt
         with phase("route"):
             ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
-        with phase("sort"):
-            sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
-        tw = tw.reshape(-1)
-        a, a_s = self.x, None
-        if fmt in FP8_ACTIVATION_FORMATS:
-            with phase("quant"):
-                a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
-        with phase("gemm1"):
-            self._gemm1(a, a_s, tw, sids, eids, npp)
-        a, a_s = self.inter_buf, None
-        if fmt in FP8_ACTIVATION_FORMATS:
-            with phase("quant"):
-                a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
-        with phase("gemm2"):
-            self._gemm2(a, a_s, tw, sids, eids, npp)
+        self._expert_gemms(phase, self.x, ids, tw)
         with phase("combine"):
             self._combine()
         return self.out
+
+    def _expert_gemms(self, phase, x, ids, tw) -> None:
+        """Rows x routed to experts ids with weights tw: sort, activation quant, gemm1 (+SwiGLU), quant,
+        gemm2 into this layer's buffers (the sharded layer runs the same sequence on received rows)."""
+        from moeprof.models.kernels import moe_gemm as mg
+
+        with phase("sort"):
+            sids, eids, npp, _ = mg.moe_align(ids, self.wt.num_experts, self.cfg1["BM"], self.expert_offset)
+        tw = tw.reshape(-1)
+        quant = self.fmt in FP8_ACTIVATION_FORMATS
+        a, a_s = x, None
+        if quant:
+            with phase("quant"):
+                a, a_s = mg.act_quant(x, per_group=(self.fmt == "fp8-block"))
+        with phase("gemm1"):
+            self._gemm1(a, a_s, tw, sids, eids, npp)
+        a, a_s = self.inter_buf, None
+        if quant:
+            with phase("quant"):
+                a, a_s = mg.act_quant(self.inter_buf, per_group=(self.fmt == "fp8-block"))
+        with phase("gemm2"):
+            self._gemm2(a, a_s, tw, sids, eids, npp)
 
     def _gemm1(self, a, a_s, tw, sids, eids, npp):
         from moeprof.models.kernels import moe_gemm as mg

@@ -210,25 +210,8 @@ class ShardedMoeLayer:
 
     def _experts(self, phase):
         """The received rows through the grouped GEMMs (one expert per row); returns [rows, H] bf16."""
-        from moeprof.models.kernels import moe_gemm as mg
-
-        inner, fmt = self.inner, self.fmt
-        tw = self._ones.reshape(-1)
-        with phase("sort"):
-            sids, eids, npp, _ = mg.moe_align(self.ids_recv, inner.wt.num_experts, inner.cfg1["BM"], inner.expert_offset)
-        quant = fmt in ("fp8", "fp8-block", "mxfp4-w4a8")
-        a, a_s = self.x_recv, None
-        if quant:
-            with phase("quant"):
-                a, a_s = mg.act_quant(self.x_recv, per_group=(fmt == "fp8-block"))
-        with phase("gemm1"):
-            inner._gemm1(a, a_s, tw, sids, eids, npp)
-        a, a_s = inner.inter_buf, None
-        if quant:
-            with phase("quant"):
-                a, a_s = mg.act_quant(inner.inter_buf, per_group=(fmt == "fp8-block"))
-        with phase("gemm2"):
-            inner._gemm2(a, a_s, tw, sids, eids, npp)
+        inner = self.inner
+        inner._expert_gemms(phase, self.x_recv, self.ids_recv, self._ones)
         if inner._split2:  # split-K wrote fp32 rows; one expert per row, so the "combine" is a cast
             with phase("combine"):
                 inner._combine()
