@@ -16,7 +16,6 @@ import pandas as pd
 from moeprof.analysis import sentences
 from moeprof.analysis.metrics import bound_class
 from moeprof.analysis.rows import get, peak_path, weight_bytes
-from moeprof.analysis.sentences import fmt_bytes, fmt_num, fmt_time  # noqa: F401 - re-exported for the reports
 from moeprof.analysis.stats import mann_whitney
 from moeprof.roofline import crossover
 

@@ -17,7 +17,6 @@ layer under one range name starts each call with the same kernel).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,11 +187,3 @@ def relabel(kernels: pd.DataFrame, labels: dict[str, str] | None = None,
         notes.append("whole-run labels " + ", ".join(f"{a}={b}" for a, b in labels.items()))
     k["batch"] = pd.to_numeric(k["batch"], errors="coerce").astype("Int64")
     return k, notes
-
-
-def workload_labels(workload: dict[str, Any]) -> tuple[dict[str, str], str | None]:
-    """Labels and pattern recorded in a manifest's workload (absent in older captures)."""
-    labels = workload.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise MoeprofError(f"manifest workload labels must be a JSON object, got {type(labels).__name__}")
-    return parse_labels([f"{a}={b}" for a, b in labels.items()]), workload.get("nvtx_pattern") or None

@@ -22,7 +22,7 @@ engines). Every rank must call the layer together (collectives).
 from __future__ import annotations
 
 from moeprof.errors import MoeprofError
-from moeprof.models.layer import ExpertWeights, MoeLayer, build_layer, get_weights
+from moeprof.models.layer import ExpertWeights, MoeLayer, build_layer
 from moeprof.models.quant import FORMATS
 
 SHARDABLE_FORMATS = ("bf16", "fp8", "fp8-block", "mxfp4", "mxfp4-w4a8")

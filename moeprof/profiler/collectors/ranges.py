@@ -82,7 +82,6 @@ def attach(launches: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
         out["call_start"] = pd.array([pd.NA] * len(launches), dtype="Int64")
         return out
     r = range_paths(ranges)
-    n = len(r)
     # ranges repeat a few distinct paths: match each once
     codes, uniq = pd.factorize(r["path"].astype(object))
     is_call = pd.Series(np.asarray(uniq, dtype=object)).str.contains(_LAYER_RE, regex=True).to_numpy(dtype=bool)[codes]
