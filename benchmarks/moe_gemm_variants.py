@@ -49,6 +49,17 @@ VARIANTS = {
         "pf-m128-n128-w8": ((4096, 16384), _c(128, 128, 128, 8, 3)),
     },
     "mxfp4": {
+        # the Triton kernel (the default at decode before the CUDA kernel) against the CUDA kernel's
+        # token groups per pass (G) and CTA shapes (WN tiles x WK K-warps, D chunks in flight)
+        "triton-v2": ((1, 4, 16), _c(16, 64, 128, 2, 3, MXV=1)),
+        "triton-v2-m32": ((64, 256, 1024), _c(32, 128, 128, 4, 3, MXV=1)),
+        "mma-g1": ((16, 64, 256), dict(KERNEL="mma", BM=8, G=1, WN=2, WK=4, D=4)),
+        "mma-g2": ((64, 256, 1024), dict(KERNEL="mma", BM=8, G=2, WN=2, WK=4, D=4)),
+        "mma-g4": ((256, 1024), dict(KERNEL="mma", BM=8, G=4, WN=2, WK=4, D=4)),
+        "mma-4x2x4": (D + (1024,), "mma:WN=4,WK=2,D=4"),
+        "mma-1x8x4": (D, "mma:WN=1,WK=8,D=4"),
+        "mma-2x4x6": (D + (1024,), "mma:WN=2,WK=4,D=6"),
+        "mma-4x4x2": (D, "mma:WN=4,WK=4,D=2"),
         "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
         "v2-n64-w4": ((16, 64, 256), _c(16, 64, 128, 4, 3, MXV=1)),
         "v2-m16-n64-w2": ((1024,), _c(16, 64, 128, 2, 3, MXV=1)),
@@ -79,6 +90,11 @@ def _build(fmt, b, cfg, kernel="triton"):
     from moeprof.models.layer import build_layer_for_model, model_shapes
 
     pair = None
+    if isinstance(cfg, str) and cfg.startswith("mma:"):
+        # the CUDA kernel's CTA shape with the default token groups for this batch
+        sh = model_shapes(MODEL)
+        shape = {k: int(v) for k, v in (x.split("=") for x in cfg[4:].split(","))}
+        cfg = mg.mma_config(b * sh["top_k"] / sh["num_experts"], **shape)
     if cfg is not None:
         c1, c2 = dict(cfg), dict(cfg)
         if cfg.get("DEQUANT_BF16"):
@@ -118,16 +134,16 @@ def gemm_callable(layer):
     from moeprof.models.layer import FP8_ACTIVATION_FORMATS
 
     ids, tw = mg_route.route(layer.x, layer.router_w, layer.router_b, layer.top_k)
-    sids, eids, npp, _ = mg.moe_align(ids, layer.wt.num_experts, layer.cfg1["BM"], layer.expert_offset)
+    sids, eids, npp, counts = mg.moe_align(ids, layer.wt.num_experts, layer.cfg1["BM"], layer.expert_offset)
     tw = tw.reshape(-1)
     q8 = layer.fmt in FP8_ACTIVATION_FORMATS
     a, a_s = mg.act_quant(layer.x, per_group=layer.fmt == "fp8-block") if q8 else (layer.x, None)
-    layer._gemm1(a, a_s, tw, sids, eids, npp)
+    layer._gemm1(a, a_s, tw, sids, eids, npp, counts)
     a2, a2s = mg.act_quant(layer.inter_buf, per_group=layer.fmt == "fp8-block") if q8 else (layer.inter_buf, None)
 
     def run():
-        layer._gemm1(a, a_s, tw, sids, eids, npp)
-        layer._gemm2(a2, a2s, tw, sids, eids, npp)
+        layer._gemm1(a, a_s, tw, sids, eids, npp, counts)
+        layer._gemm2(a2, a2s, tw, sids, eids, npp, counts)
 
     return run
 
@@ -137,7 +153,7 @@ def run_ncu(out_dir, fmt, b, tag, pair):
                "dram__bytes_read.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed",
                "sm__ops_path_tensor_src_fp8_sparsity_off.sum", "sm__ops_path_tensor_src_fp16.sum",
                "sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__inst_executed.sum"]
-    cmd = ["ncu", "--clock-control", "none", "--kernel-name", "regex:moe_gemm", "--launch-count", "2",
+    cmd = ["ncu", "--clock-control", "none", "--kernel-name", "regex:moe_gemm|mx_w4a16", "--launch-count", "2",
            "--metrics", ",".join(metrics), "--csv", "--page", "raw",
            sys.executable, os.path.join(os.path.dirname(__file__), "moe_ncu_one.py"), fmt, str(b)]
     if pair is not None:
@@ -168,6 +184,7 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--dram-peak", type=float, default=4.81e12, help="bytes/s (ncu's DRAM peak of the card)")
     ap.add_argument("--defaults-only", action="store_true", help="time the default configurations alone")
+    ap.add_argument("--formats", default=",".join(VARIANTS), help="formats to run (comma-separated)")
     ap.add_argument("--ncu", action="store_true")
     ap.add_argument("--ncu-batch", type=int, default=64)
     ap.add_argument("--phase", choices=("all", "warm", "time"), default="all",
@@ -184,7 +201,8 @@ def main():
     from moeprof.profiler import timing
 
     batches = [int(x) for x in args.batches.split(",") if x]
-    pts = [p for p in points(batches) if p[2] == "default" or not args.defaults_only]
+    fmts = set(args.formats.split(","))
+    pts = [p for p in points(batches) if (p[2] == "default" or not args.defaults_only) and p[0] in fmts]
     props = torch.cuda.get_device_properties(0)
     print(f"CARD {props.name} SMs {props.multi_processor_count}; {len(pts)} points", flush=True)
 

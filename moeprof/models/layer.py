@@ -159,6 +159,27 @@ def dequantize_expert(wt: ExpertWeights, e: int):
     return w1, wt.b1[e], w2, wt.b2[e]
 
 
+def _mma_operands(wt: ExpertWeights) -> None:
+    """Add the CUDA MXFP4 kernel's operand layouts (quant.mma_mx_weights) to wt.extra, once."""
+    import torch
+
+    from moeprof.models import quant as q
+
+    if "w1_mma" in wt.extra:
+        return
+    lay = wt.extra.get("mx_layout", "lanes")
+    parts = {"w1_mma": [], "s1_mma": [], "w2_mma": [], "s2_mma": []}
+    for x in range(wt.num_experts):
+        w, s = q.mma_mx_weights(q.unpack_mxfp4(wt.w1[x], lay), wt.w1_s[x], gated_half=wt.inter)
+        parts["w1_mma"].append(w)
+        parts["s1_mma"].append(s)
+        w, s = q.mma_mx_weights(q.unpack_mxfp4(wt.w2[x], lay), wt.w2_s[x])
+        parts["w2_mma"].append(w)
+        parts["s2_mma"].append(s)
+    for name, ts in parts.items():
+        wt.extra[name] = torch.stack(ts).contiguous()
+
+
 _WEIGHT_CACHE: dict = {}
 
 
@@ -218,10 +239,24 @@ class MoeLayer:
 
             slots = int(local.numel())
             et = self.experts_touched
-            self.cfg1 = dict(cfg[0]) if cfg else mg.default_config(fmt, m_per_expert, i, h, True, slots=slots, experts=et)
-            self.cfg2 = dict(cfg[1]) if cfg else mg.default_config(fmt, m_per_expert, h, i, False, slots=slots, experts=et)
+            le = wt.num_experts
+            self.cfg1 = dict(cfg[0]) if cfg else mg.default_config(fmt, m_per_expert, i, h, True, slots=slots, experts=et,
+                                                                    local_experts=le)
+            self.cfg2 = dict(cfg[1]) if cfg else mg.default_config(fmt, m_per_expert, h, i, False, slots=slots, experts=et,
+                                                                    local_experts=le)
             self.cfg2["BM"] = self.cfg1["BM"]
         self._big = wt.extra.get("mx_scale_max", 0) > 128
+        # mxfp4 decode through the CUDA kernel (kernels/mx_mma.cu): its operand copies of the weights
+        self._mma = kernel == "triton" and self.cfg1.get("KERNEL") == "mma"
+        if kernel == "triton" and self._mma != (self.cfg2.get("KERNEL") == "mma"):
+            raise ValueError("both GEMMs of a layer run the CUDA kernel or neither (cfg KERNEL)")
+        if self._mma:
+            from moeprof.models.kernels import mx_cuda
+
+            _mma_operands(wt)
+            self._mma_variant = mx_cuda.Variant(**{k: self.cfg1[k] for k in ("WN", "WK", "D") if k in self.cfg1})
+            mx_cuda.prepare(self._mma_variant, x.device)
+            self._has_foreign = wt.num_experts < num_experts_total
         # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0
         self._w1, self._w2, self._s1, self._s2 = wt.w1, wt.w2, wt.w1_s, wt.w2_s
         if kernel == "triton" and "w1_s_tiles" in wt.extra:
@@ -281,7 +316,7 @@ class MoeLayer:
         from moeprof.models.kernels import moe_gemm as mg
 
         with phase("sort"):
-            sids, eids, npp, _ = mg.moe_align(ids, self.wt.num_experts, self.cfg1["BM"], self.expert_offset)
+            sids, eids, npp, counts = mg.moe_align(ids, self.wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
         quant = self.fmt in FP8_ACTIVATION_FORMATS
         a, a_s = x, None
@@ -289,18 +324,26 @@ class MoeLayer:
             with phase("quant"):
                 a, a_s = mg.act_quant(x, per_group=(self.fmt == "fp8-block"))
         with phase("gemm1"):
-            self._gemm1(a, a_s, tw, sids, eids, npp)
+            self._gemm1(a, a_s, tw, sids, eids, npp, counts)
         a, a_s = self.inter_buf, None
         if quant:
             with phase("quant"):
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(self.fmt == "fp8-block"))
         with phase("gemm2"):
-            self._gemm2(a, a_s, tw, sids, eids, npp)
+            self._gemm2(a, a_s, tw, sids, eids, npp, counts)
 
-    def _gemm1(self, a, a_s, tw, sids, eids, npp):
+    def _gemm1(self, a, a_s, tw, sids, eids, npp, counts=None):
         from moeprof.models.kernels import moe_gemm as mg
 
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
+        if self._mma:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx(a, wt.extra["w1_mma"], wt.extra["s1_mma"], wt.b1, tw, sids, counts,
+                                out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
+                                big_scale=self._big, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
+                                groups=self.cfg1["G"], variant=self._mma_variant, up_off=i)
+            return
         kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
                   up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
         if self._dequant:
@@ -314,10 +357,18 @@ class MoeLayer:
         else:
             mg.moe_gemm(a, a_s, self._w1, self._s1, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)
 
-    def _gemm2(self, a, a_s, tw, sids, eids, npp):
+    def _gemm2(self, a, a_s, tw, sids, eids, npp, counts=None):
         from moeprof.models.kernels import moe_gemm as mg
 
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
+        if self._mma:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx(a, wt.extra["w2_mma"], wt.extra["s2_mma"], wt.b2, tw, sids, counts,
+                                out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
+                                big_scale=self._big, block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
+                                groups=self.cfg2["G"], variant=self._mma_variant)
+            return
         kw = dict(n=h, k=i, a_div=1, fmt=self.fmt, gated=False, mul_routed=True, cfg=self.cfg2,
                   mx_big_scale=self._big)
         if self._dequant:
@@ -348,7 +399,7 @@ class MoeLayer:
 
         wt, fmt = self.wt, self.fmt
         ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
-        sids, eids, npp, _ = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
+        sids, eids, npp, counts = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
         q = fmt in FP8_ACTIVATION_FORMATS
 
@@ -356,11 +407,11 @@ class MoeLayer:
             a, a_s = self.x, None
             if q:
                 a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
-            self._gemm1(a, a_s, tw, sids, eids, npp)
+            self._gemm1(a, a_s, tw, sids, eids, npp, counts)
             a, a_s = self.inter_buf, None
             if q:
                 a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
-            self._gemm2(a, a_s, tw, sids, eids, npp)
+            self._gemm2(a, a_s, tw, sids, eids, npp, counts)
 
         return run
 

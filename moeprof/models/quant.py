@@ -278,3 +278,92 @@ def untile_mx_scales(tiles: torch.Tensor, groups: int) -> torch.Tensor:
 def mx_layout(fmt: str) -> str:
     """The packed layout each MXFP4 format's kernel reads: bf16 MMA -> "lanes", fp8 MMA -> "nibbles"."""
     return "lanes" if fmt == "mxfp4" else "nibbles"
+
+
+# ----------------------------------------------------------------------------- MMA-fragment layout
+MMA_TILE_ROWS = 16   # weight rows per tile: the M side of mma.sync m16n8k16
+MMA_CHUNK_K = 64     # K elements per lane-load of 16 bytes (4 MMA steps of 16)
+
+
+def mma_tile_rows(n: int, gated_half: int | None = None) -> torch.Tensor:
+    """Source row of each of the ceil(rows / 16) * 16 tile rows (-1: zero padding).
+
+    Plain: tile t holds rows 16 t .. 16 t + 15. Gated (gemm1, rows [gate 0..I-1 | up I..2I-1],
+    gated_half = I): tile t holds gate rows 8 t .. 8 t + 7 then the matching up rows I + 8 t .. , so that
+    one MMA lane holds gate and up of the same output column."""
+    if gated_half is None:
+        nt = -(-n // MMA_TILE_ROWS)
+        idx = torch.arange(nt * MMA_TILE_ROWS)
+        return torch.where(idx < n, idx, torch.full_like(idx, -1))
+    i = gated_half
+    nt = -(-i // 8)
+    j = torch.arange(nt * 8)
+    gate = torch.where(j < i, j, torch.full_like(j, -1)).reshape(nt, 8)
+    up = torch.where(j < i, j + i, torch.full_like(j, -1)).reshape(nt, 8)
+    return torch.cat([gate, up], dim=1).reshape(-1)
+
+
+def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
+    """One expert's E2M1 codes [N, K] (unpacked, uint8) and E8M0 scales [N, K/32] -> the layouts the
+    CUDA MXFP4 kernel reads (kernels/mx_mma.cu): weights uint8 [Nt, Kc, 32, 16] and scales uint8
+    [Nt, Kc, 32, 2], Nt tiles of 16 rows (mma_tile_rows), Kc = ceil(K / 64) chunks (zero padded).
+
+    Lane L = 4 r + q of tile t, chunk c holds rows r and r + 8 and K elements 64 c + 16 q .. + 15 (one
+    MX group) as four little-endian 32-bit words; word s covers K 64 c + 16 q + 4 s + (0..3): its low
+    16-bit lane holds the even elements, its high lane the odd ones, in the "lanes" bit slots
+    A = (row r, k), B = (row r, k + 2), C = (row r + 8, k), D = (row r + 8, k + 2). The scale pair is
+    (row r, row r + 8) of that MX group."""
+    n, k = codes.shape
+    if k % MX_BLOCK:
+        raise ValueError(f"mxfp4 needs K % 32 == 0, got K={k}")
+    rows = mma_tile_rows(n, gated_half).to(codes.device)
+    nt = rows.numel() // MMA_TILE_ROWS
+    kc = -(-k // MMA_CHUNK_K)
+    c = torch.zeros(rows.numel(), kc * MMA_CHUNK_K, dtype=torch.int32, device=codes.device)
+    ok = rows >= 0
+    c[ok, :k] = codes[rows[ok]].to(torch.int32)
+    # [Nt, half, r, Kc, q, s, j]: row = 8 half + r, k = 64 c + 16 q + 4 s + j
+    c = c.reshape(nt, 2, 8, kc, 4, 4, 4)
+    lanes = []
+    for j0 in (0, 1):                                    # low lane: even k (j = 0, 2); high: odd
+        v = torch.zeros(nt, 8, kc, 4, 4, dtype=torch.int32, device=codes.device)
+        for slot, (half, dj) in enumerate(((0, 0), (0, 2), (1, 0), (1, 2))):
+            e = c[:, half, :, :, :, :, j0 + dj]          # [Nt, r, Kc, q, s]
+            for b, pos in enumerate(_LANE_SLOTS[slot][0]):
+                v |= ((e >> b) & 1) << pos
+        lanes.append(v)
+    word = lanes[0] | (lanes[1] << 16)                   # [Nt, r, Kc, q, s]
+    by = torch.stack([(word >> (8 * i)) & 0xFF for i in range(4)], dim=-1)   # [Nt, r, Kc, q, s, 4]
+    w = by.permute(0, 2, 1, 3, 4, 5).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
+    g = kc * 2
+    sp = torch.full((rows.numel(), g), 127, dtype=torch.uint8, device=codes.device)
+    sp[ok, : k // MX_BLOCK] = scale[rows[ok]]
+    sp = sp.reshape(nt, 2, 8, kc, 2)                     # [Nt, half, r, Kc, group in chunk]
+    sq = sp[..., torch.tensor([0, 0, 1, 1], device=codes.device)]   # q -> group q // 2: [Nt, half, r, Kc, q]
+    s = sq.permute(0, 3, 2, 4, 1).reshape(nt, kc, 32, 2).contiguous()
+    return w, s
+
+
+def unmma_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_half: int | None = None):
+    """Inverse of mma_mx_weights (codes [N, K], scales [N, K/32]), written from the same lane map."""
+    nt, kc = w.shape[0], w.shape[1]
+    by = w.to(torch.int32).reshape(nt, kc, 8, 4, 4, 4)               # [Nt, Kc, r, q, s, byte]
+    word = by[..., 0] | (by[..., 1] << 8) | (by[..., 2] << 16) | (by[..., 3] << 24)
+    c = torch.zeros(nt, 2, 8, kc, 4, 4, 4, dtype=torch.int32, device=w.device)
+    for j0 in (0, 1):
+        lane = (word >> (16 * j0)) & 0xFFFF                          # [Nt, Kc, r, q, s]
+        for slot, (half, dj) in enumerate(((0, 0), (0, 2), (1, 0), (1, 2))):
+            e = torch.zeros_like(lane)
+            for b, pos in enumerate(_LANE_SLOTS[slot][0]):
+                e |= ((lane >> pos) & 1) << b
+            c[:, half, :, :, :, :, j0 + dj] = e.permute(0, 2, 1, 3, 4)
+    c = c.reshape(nt * 16, kc * MMA_CHUNK_K)
+    rows = mma_tile_rows(n, gated_half).to(w.device)
+    ok = rows >= 0
+    codes = torch.zeros(n, k, dtype=torch.uint8, device=w.device)
+    codes[rows[ok]] = c[ok, :k].to(torch.uint8)
+    sc = s.reshape(nt, kc, 8, 4, 2)[:, :, :, ::2, :]                  # q = 0, 2: groups 2c, 2c + 1
+    sc = sc.permute(0, 4, 2, 1, 3).reshape(nt * 16, kc * 2)           # [Nt, half, r, Kc, g]
+    scales = torch.zeros(n, k // MX_BLOCK, dtype=torch.uint8, device=w.device)
+    scales[rows[ok]] = sc[ok, : k // MX_BLOCK]
+    return codes, scales

@@ -810,10 +810,33 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
     return s
 
 
+# mxfp4 decode: the CUDA kernel (kernels/mx_mma.cu, mx_cuda.py) up to this many rows per expert on
+# average; token groups of 8 per pass by rows per expert (a pass streams the expert's weights once)
+MMA_MAX_ROWS_PER_EXPERT = 32
+MMA_GROUPS = ((2.0, 1), (8.0, 2), (float("inf"), 4))
+
+
+def mma_config(m_per_expert: float, **shape) -> dict:
+    """Configuration of the CUDA MXFP4 kernel: BM = the sort's row padding (8: one MMA n8 group), G
+    token groups per pass, CTA shape WN x WK warps, D chunks in flight (mx_cuda.Variant)."""
+    from moeprof.models.kernels import mx_cuda
+
+    g = next(g for limit, g in MMA_GROUPS if m_per_expert <= limit)
+    return dict(KERNEL="mma", BM=8, G=g, **{**mx_cuda.DEFAULT_SHAPE, **shape})
+
+
 def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None,
-                   experts: int | None = None) -> dict:
-    """Tile configuration for one GEMM (measured choices per regime: docs/performance.md)."""
+                   experts: int | None = None, local_experts: int | None = None) -> dict:
+    """Tile configuration for one GEMM (measured choices per regime: docs/performance.md).
+    local_experts: the weight tensors' expert count (the CUDA kernel scans up to 256)."""
     wf, _ = FMT_CODES[fmt]
+    # (both GEMMs of a layer take the same path: the condition is symmetric in n and k)
+    if wf == WF_MX_BF16 and m_per_expert <= MMA_MAX_ROWS_PER_EXPERT and min(n, k) >= 64 and not INTERPRET \
+            and (local_experts or 0) <= 256:
+        from moeprof.models.kernels import mx_cuda
+
+        if mx_cuda.available():
+            return mma_config(m_per_expert)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and

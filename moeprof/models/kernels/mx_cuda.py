@@ -1,0 +1,222 @@
+"""The CUDA MXFP4 x BF16 expert GEMM (mx_mma.cu): build, load and launch.
+
+The kernel is compiled from source with nvcc on first use (a cubin per variant, cached on disk under
+$MOEPROF_CACHE_DIR or ~/.cache/moeprof/kernels) and launched through the CUDA driver API on the current
+torch stream, so no PyTorch C++ extension toolchain is needed. Where it cannot run (no CUDA device, not
+sm_90, no nvcc, a failed build) `available()` is False, `unavailable_reason()` says why, and the layer
+uses the Triton kernels instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("mx_mma.cu")
+ARCH = "sm_90"
+MAX_EXPERTS = 256          # the kernel's expert scan (MAX_EXPERTS in mx_mma.cu)
+GROUPS = (1, 2, 4)         # token groups of 8 per pass with a compiled kernel
+DEFAULT_SHAPE = dict(WN=2, WK=4, D=4)
+
+_lock = threading.Lock()
+_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Compile-time shape of the CTA: WN tiles of 16 rows side by side, WK warps splitting K, D chunks
+    of 64 K in flight per warp."""
+    WN: int = 2
+    WK: int = 4
+    D: int = 4
+
+    def defines(self) -> list[str]:
+        return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}"]
+
+
+def _nvcc() -> str | None:
+    for cand in (os.environ.get("MOEPROF_NVCC"), shutil.which("nvcc"),
+                 os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MOEPROF_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "moeprof")
+    return Path(root) / "kernels"
+
+
+def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
+    """Compile mx_mma.cu for `variant` (cached by source, flags and compiler); the cubin's path."""
+    nvcc = nvcc or _nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
+    src = SOURCE.read_bytes()
+    flags = ["-cubin", f"-arch={ARCH}", "-O3", "-std=c++17", *variant.defines()]
+    key = hashlib.sha256(src + " ".join(flags).encode() + nvcc.encode()).hexdigest()[:16]
+    out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}-{key}.cubin"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    proc = subprocess.run([nvcc, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nvcc failed: {proc.stderr.strip()[-400:]}")
+    os.replace(tmp, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- driver API
+class _Driver:
+    def __init__(self):
+        self.lib = ctypes.CDLL("libcuda.so.1")
+        self.lib.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+
+    def check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            msg = ctypes.c_char_p()
+            self.lib.cuGetErrorString(rc, ctypes.byref(msg))
+            raise RuntimeError(f"{what}: CUDA error {rc} ({(msg.value or b'?').decode()})")
+
+
+@functools.lru_cache(maxsize=1)
+def _driver() -> _Driver:
+    return _Driver()
+
+
+class _Module:
+    """A loaded cubin in the device's primary context (the one torch uses)."""
+
+    def __init__(self, cubin: Path, device_index: int):
+        import torch
+
+        drv = _driver()
+        torch.cuda.init()
+        with torch.cuda.device(device_index):
+            torch.cuda.current_stream()  # makes torch's context current on this thread
+            ctx = ctypes.c_void_p()
+            drv.check(drv.lib.cuCtxGetCurrent(ctypes.byref(ctx)), "cuCtxGetCurrent")
+            if not ctx.value:
+                dev = ctypes.c_int()
+                drv.check(drv.lib.cuDeviceGet(ctypes.byref(dev), device_index), "cuDeviceGet")
+                drv.check(drv.lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
+                drv.check(drv.lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+            self.module = ctypes.c_void_p()
+            image = cubin.read_bytes()
+            drv.check(drv.lib.cuModuleLoadData(ctypes.byref(self.module), image), "cuModuleLoadData")
+        self.functions: dict[str, ctypes.c_void_p] = {}
+
+    def function(self, name: str) -> ctypes.c_void_p:
+        fn = self.functions.get(name)
+        if fn is None:
+            fn = ctypes.c_void_p()
+            drv = _driver()
+            drv.check(drv.lib.cuModuleGetFunction(ctypes.byref(fn), self.module, name.encode()),
+                      f"cuModuleGetFunction({name})")
+            self.functions[name] = fn
+        return fn
+
+
+_modules: dict[tuple, _Module] = {}
+
+
+def _module(variant: Variant, device_index: int) -> _Module:
+    key = (variant, device_index)
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            mod = _modules[key] = _Module(build(variant), device_index)
+        return mod
+
+
+def unavailable_reason(device=None) -> str | None:
+    """None when the CUDA kernel can run on `device` (default: the current CUDA device), else why not."""
+    global _reason
+    try:
+        import torch
+    except ImportError:
+        return "no torch"
+    if os.environ.get("MOEPROF_MX_CUDA", "1") == "0":
+        return "disabled by MOEPROF_MX_CUDA=0"
+    if os.environ.get("TRITON_INTERPRET", "0") == "1" or not torch.cuda.is_available():
+        return "no CUDA device"
+    idx = torch.device(device).index if device is not None and torch.device(device).index is not None \
+        else torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(idx)
+    if (major, minor) != (9, 0):
+        return f"built for sm_90 (Hopper); this device is sm_{major}{minor}"
+    if _reason is not None:
+        return _reason
+    try:
+        _module(Variant(), idx)
+    except Exception as exc:  # a missing compiler or a failed build: the Triton kernels run instead
+        _reason = f"build failed: {exc}"
+        return _reason
+    return None
+
+
+def available(device=None) -> bool:
+    return unavailable_reason(device) is None
+
+
+def prepare(variant: Variant, device) -> None:
+    """Build and load `variant` before timing or CUDA-graph capture (a load is not a stream operation)."""
+    import torch
+
+    idx = torch.device(device).index
+    _module(variant, torch.cuda.current_device() if idx is None else idx)
+
+
+def kernel_name(groups: int, gated: bool, big_scale: bool) -> str:
+    return f"mx_w4a16_g{groups}_{'gated' if gated else 'down'}{'_big' if big_scale else ''}"
+
+
+def _p(t) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+
+
+def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int, a_div: int,
+                gated: bool, mul_routed: bool, big_scale: bool, block_m: int, has_foreign: bool,
+                groups: int = 1, variant: Variant = Variant(), up_off: int = 0):
+    """One grouped GEMM through the CUDA kernel. a: bf16 [rows, k] (row = slot // a_div); w_mma / s_mma:
+    [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 32, 2] (quant.mma_mx_weights); bias fp32 [E, *] or None;
+    sorted_ids / counts from moe_align(block_m); out bf16 [slots, n_out]: gated -> SwiGLU(gate, up) of
+    column j (up bias at up_off + j), else (acc + bias) * topk_w[slot] when mul_routed."""
+    import torch
+
+    if groups not in GROUPS:
+        raise ValueError(f"groups must be one of {GROUPS}")
+    e, nt, kc = w_mma.shape[0], w_mma.shape[1], w_mma.shape[2]
+    assert a.dtype == torch.bfloat16 and out.dtype == torch.bfloat16 and a.stride(1) == 1 and out.stride(1) == 1
+    assert a.stride(0) % 8 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
+    assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
+    nv = topk_w.numel()
+    mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
+    fn = mod.function(kernel_name(groups, gated, big_scale))
+    grid_x = min(e, nv) + (1 if has_foreign else 0)
+    grid_y = -(-nt // variant.WN)
+    if grid_x == 0 or nv == 0:
+        return out
+    args = [
+        _p(a), ctypes.c_longlong(a.stride(0)), ctypes.c_int(a_div),
+        _p(w_mma), _p(s_mma),
+        _p(bias), ctypes.c_longlong(bias.stride(0) if bias is not None else 0), ctypes.c_int(up_off),
+        _p(out), ctypes.c_longlong(out.stride(0)), _p(topk_w if mul_routed else None),
+        _p(sorted_ids), _p(counts), ctypes.c_int(e), ctypes.c_int(nv),
+        ctypes.c_int(block_m), ctypes.c_int(1 if has_foreign else 0), ctypes.c_int(n_out),
+        ctypes.c_int(k), ctypes.c_int(kc), ctypes.c_int(nt),
+    ]
+    params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in args])
+    stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
+    drv = _driver()
+    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, 0, stream,
+                                     params, None), "cuLaunchKernel")
+    return out

@@ -1,0 +1,360 @@
+// MXFP4 (E2M1 weights, E8M0 scale per 32 K) x BF16 activations: the expert GEMMs of one MoE layer
+// at decode, on sm_90 tensor cores through mma.sync m16n8k16 (bf16 in, fp32 accumulate).
+//
+// Why a CUDA kernel: at decode a GEMM is a weight stream. Every weight is used by one warp only, so
+// the weights go from global memory straight into registers in the exact MMA operand layout (no
+// shared-memory staging, no register shuffles) and are unpacked with a few integer ops plus one bf16x2
+// multiply that also applies the E8M0 scale; the few token rows are the MMA's n8 side.
+//
+// Operand layouts (built by moeprof/models/quant.py: mma_mx_weights):
+//   weights  w [E, Nt, Kc, 32 lanes] x 16 bytes: Nt tiles of 16 weight rows, Kc chunks of 64 K.
+//            Lane L = 4 r + q holds rows r and r + 8 of the tile and K elements 16 q .. 16 q + 15 of
+//            the chunk (one MX group), as four 32-bit words, word s = MMA step s (K 16 q + 4 s .. + 3),
+//            each word in the "lanes" bit layout: low 16 bits the even K element, high the odd one,
+//            slot A = (row r, k), B = (row r, k + 2), C = (row r + 8, k), D = (row r + 8, k + 2).
+//            The MMA's K order is a permutation of the real one, the same for weights and activations.
+//   scales   s [E, Nt, Kc, 32 lanes] x 2 bytes: E8M0 of rows r and r + 8 for the lane's MX group.
+//   gated (gemm1): tile rows 0-7 are gate rows 8 t .. 8 t + 7, rows 8-15 the matching up rows, so
+//            one lane holds gate and up of the same output column and applies the SwiGLU in place.
+//
+// Rows: tokens sorted by expert (kernels/moe_gemm.py: moe_align, pad value nv); expert e's rows start
+// at the sum of the padded counts of the experts before it. Grid x = the j-th expert with rows (x
+// beyond the last such expert exits at once; with HAS_FOREIGN the last x writes zeros to the rows
+// routed to other expert-parallel ranks), grid y = groups of WN tiles. A CTA is WN x WK warps: WN
+// tiles side by side, WK warps splitting K, summed through shared memory before the epilogue.
+
+#include <stdint.h>
+
+#ifndef MX_WN
+#define MX_WN 2
+#endif
+#ifndef MX_WK
+#define MX_WK 4
+#endif
+#ifndef MX_D
+#define MX_D 4      // weight chunks in flight per warp (even)
+#endif
+
+#define SWIGLU_ALPHA 1.702f
+#define SWIGLU_LIMIT 7.0f
+#define MAX_EXPERTS 256
+
+__device__ __forceinline__ uint4 ld_stream_v4(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint4 ld_v4(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t ld_u16(const uint16_t* p) {
+    unsigned short v;
+    asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t mul_bf16x2(uint32_t a, uint32_t b) {
+    uint32_t d;
+    asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+
+// E8M0 byte -> bf16x2 factor to multiply "E2M1 * 2^-126" by: 2^(S-1) = bf16 bits (S + 126) << 7,
+// exact for S <= 128. BIG: the second factor of a two-step multiply (first by 2^126): 2^(S-127) =
+// bits S << 7 (S = 0: the subnormal 2^-127).
+template <bool BIG>
+__device__ __forceinline__ uint32_t scale_word(uint32_t s) {
+    uint32_t h = BIG ? (s ? (s << 7) : 0x0040u) : ((s + 126u) << 7);
+    return h | (h << 16);
+}
+
+// one 32-bit word in the "lanes" layout -> the four A-operand registers of one MMA step
+template <bool BIG>
+__device__ __forceinline__ void unpack_word(uint32_t x, uint32_t br, uint32_t br8, uint32_t a[4]) {
+    const uint32_t M = 0x81C081C0u;
+    uint32_t ta = x & M;
+    uint32_t tb = (x << 3) & M;
+    uint32_t tc = (x << 6) & M;
+    uint32_t td = ((x >> 4) & 0x00C000C0u) | ((x >> 5) & 0x01000100u) | ((x << 1) & 0x80008000u);
+    if (BIG) {
+        const uint32_t P = 0x7E807E80u;  // 2^126 in both halves
+        ta = mul_bf16x2(ta, P); tb = mul_bf16x2(tb, P); tc = mul_bf16x2(tc, P); td = mul_bf16x2(td, P);
+    }
+    a[0] = mul_bf16x2(ta, br);   // row r,     k, k + 1
+    a[2] = mul_bf16x2(tb, br);   // row r,     k + 2, k + 3
+    a[1] = mul_bf16x2(tc, br8);  // row r + 8, k, k + 1
+    a[3] = mul_bf16x2(td, br8);  // row r + 8, k + 2, k + 3
+}
+
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+    uint16_t h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+__device__ __forceinline__ float swiglu(float gate, float up) {
+    gate = fminf(gate, SWIGLU_LIMIT);
+    up = fminf(fmaxf(up, -SWIGLU_LIMIT), SWIGLU_LIMIT);
+    return gate / (1.0f + __expf(-SWIGLU_ALPHA * gate)) * (up + 1.0f);
+}
+
+struct ExpertRows {
+    int expert;   // local expert, E for the foreign rows, -1: nothing to do
+    int start;    // first sorted row
+    int count;    // rows (tokens) of this expert
+};
+
+// The j-th expert with rows (j = blockIdx.x) and where its rows start; warp 0 computes, all read.
+__device__ __forceinline__ ExpertRows find_rows(const int* __restrict__ counts, int num_experts, int nv,
+                                                int block_m, bool has_foreign) {
+    __shared__ ExpertRows rows;
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        const int j = blockIdx.x;
+        int cnt[MAX_EXPERTS / 32];
+#pragma unroll
+        for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
+            int e = i * 32 + lane;
+            cnt[i] = e < num_experts ? counts[e] : 0;
+        }
+        int seen = 0, pad_before = 0, total = 0, found = -1, fstart = 0, fcount = 0;
+#pragma unroll
+        for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
+            int c = cnt[i];
+            int padded = (c + block_m - 1) / block_m * block_m;
+            unsigned nz = __ballot_sync(0xffffffffu, c > 0);
+            // inclusive prefix of padded counts across the 32 lanes
+            int pre = padded;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int v = __shfl_up_sync(0xffffffffu, pre, o);
+                if (lane >= o) pre += v;
+            }
+            int n = __popc(nz);
+            if (found < 0 && j >= seen && j < seen + n) {
+                // the (j - seen)-th set bit of nz
+                int want = j - seen, idx = 0;
+                unsigned m = nz;
+                for (int k = 0; k < want; ++k) m &= m - 1;
+                idx = __ffs(m) - 1;
+                found = i * 32 + idx;
+                fstart = pad_before + __shfl_sync(0xffffffffu, pre - padded, idx);
+                fcount = __shfl_sync(0xffffffffu, c, idx);
+            }
+            seen += n;
+            pad_before += __shfl_sync(0xffffffffu, pre, 31);
+            int s = c;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            total += s;
+        }
+        if (lane == 0) {
+            if (found >= 0) {
+                rows = ExpertRows{found, fstart, fcount};
+            } else if (has_foreign && j == seen && nv > total) {
+                rows = ExpertRows{num_experts, pad_before, nv - total};
+            } else {
+                rows = ExpertRows{-1, 0, 0};
+            }
+        }
+    }
+    __syncthreads();
+    return rows;
+}
+
+template <int G, bool GATED, bool BIG>
+__device__ __forceinline__ void mx_w4a16_body(
+    const uint16_t* __restrict__ a, long long a_stride, int a_div,
+    const uint4* __restrict__ w, const uint16_t* __restrict__ ws,
+    const float* __restrict__ bias, long long bias_stride, int up_off,
+    uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
+    const int* __restrict__ sorted_ids, const int* __restrict__ counts, int num_experts, int nv,
+    int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
+    constexpr int WN = MX_WN, WK = MX_WK, D = MX_D;
+    __shared__ float red[WK][WN][G][4][32];
+
+    const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
+    if (er.expert < 0) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wn = warp % WN, wk = warp / WN;
+    const int tile = blockIdx.y * WN + wn;
+    const int r = lane >> 2, q = lane & 3;
+
+    if (er.expert == num_experts) {
+        // rows routed to another rank's experts: this rank's share is zero
+        const int cols = GATED ? 8 : 16;
+        for (int i = threadIdx.x; i < er.count * WN * cols; i += blockDim.x) {
+            int row = i / (WN * cols), c = i % (WN * cols);
+            int col = (blockIdx.y * WN + c / cols) * cols + c % cols;
+            int slot = sorted_ids[er.start + row];
+            if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
+        }
+        return;
+    }
+
+    const bool tile_ok = tile < Nt;
+    const long long wbase = ((long long)er.expert * Nt + (tile_ok ? tile : 0)) * Kc * 32;
+    const int nci = (tile_ok && wk < Kc) ? (Kc - wk + WK - 1) / WK : 0;  // chunks of this warp
+    const long long wstep = (long long)WK * 32;                            // uint4 per chunk step
+    const uint4* wq = w + wbase + (long long)wk * 32 + lane;
+    const uint16_t* sq = ws + wbase + (long long)wk * 32 + lane;
+    // K % 64 == 32: the lanes with q >= 2 have no K elements in the last chunk; their weights there
+    // are zero, and they read a valid (finite) piece of the same row instead of what lies past K
+    const bool last_short = nci > 0 && wk + (nci - 1) * WK == Kc - 1 && (Kc - 1) * 64 + 16 * q >= K;
+
+    for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
+        // this lane's token row of each group (B operand column r); a pad row reads row 0: an MMA
+        // column depends on its own token only, and pad columns are never stored
+        const uint16_t* arow[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            int idx = (g0 + g) * 8 + r;
+            int slot = idx < er.count ? sorted_ids[er.start + idx] : nv;
+            arow[g] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 16 * q + wk * 64;
+        }
+        int ngroups = (er.count - g0 * 8 + 7) / 8;   // groups with rows in this pass (CTA-uniform)
+        if (ngroups > G) ngroups = G;
+
+        float acc[G][4];
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+        if (nci > 0) {
+            uint4 wr[D];
+            uint32_t sr[D];
+#pragma unroll
+            for (int d = 0; d < D; ++d) {
+                const long long off = (long long)(d < nci ? d : nci - 1) * wstep;
+                wr[d] = ld_stream_v4(wq + off);
+                sr[d] = ld_u16(sq + off);
+            }
+            // activations of the next chunk, double-buffered
+            uint4 ab[2][G][2];
+            auto load_act = [&](int buf, int ci) {
+                ci = ci < nci ? ci : nci - 1;
+                const long long off = (ci == nci - 1 && last_short) ? -(long long)wk * 64
+                                                                     : (long long)ci * WK * 64;
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    ab[buf][g][0] = ld_v4(arow[g] + off);
+                    ab[buf][g][1] = ld_v4(arow[g] + off + 8);
+                }
+            };
+            load_act(0, 0);
+
+            for (int i0 = 0; i0 < nci; i0 += D) {
+#pragma unroll
+                for (int d = 0; d < D; ++d) {
+                    const int i = i0 + d;
+                    if (i < nci) {
+                        const int cur = d & 1;   // D is even: the buffer parity follows d
+                        load_act(cur ^ 1, i + 1);
+                        const uint4 wv = wr[d];
+                        const uint32_t s = sr[d];
+                        const long long off = (long long)(i + D < nci ? i + D : nci - 1) * wstep;
+                        wr[d] = ld_stream_v4(wq + off);
+                        sr[d] = ld_u16(sq + off);
+                        const uint32_t br = scale_word<BIG>(s & 0xFFu), br8 = scale_word<BIG>(s >> 8);
+                        const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+                        for (int st = 0; st < 4; ++st) {
+                            uint32_t af[4];
+                            unpack_word<BIG>(words[st], br, br8, af);
+#pragma unroll
+                            for (int g = 0; g < G; ++g) {
+                                const uint4& v = ab[cur][g][st >> 1];
+                                mma_bf16(acc[g], af, (st & 1) ? v.z : v.x, (st & 1) ? v.w : v.y);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ...
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) red[wk][wn][g][c][lane] = acc[g][c];
+        __syncthreads();
+        for (int g = wk; g < ngroups; g += WK) {
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int j = 0; j < WK; ++j)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][g][c][lane];
+            if (!tile_ok) continue;
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {         // the lane's two token columns 2 q, 2 q + 1
+                int idx = (g0 + g) * 8 + 2 * q + t;
+                if (idx >= er.count) continue;
+                int slot = sorted_ids[er.start + idx];
+                if (slot >= nv) continue;
+                uint16_t* orow = out + (long long)slot * out_stride;
+                if (GATED) {
+                    int col = tile * 8 + r;
+                    if (col < n_out) {
+                        float gate = v[t], up = v[2 + t];
+                        if (bias) {
+                            gate += bias[er.expert * bias_stride + col];
+                            up += bias[er.expert * bias_stride + up_off + col];
+                        }
+                        orow[col] = f32_to_bf16(swiglu(gate, up));
+                    }
+                } else {
+                    float rw = topk_w ? topk_w[slot] : 1.0f;
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        int col = tile * 16 + r + 8 * h;
+                        if (col < n_out) {
+                            float y = v[2 * h + t];
+                            if (bias) y += bias[er.expert * bias_stride + col];
+                            orow[col] = f32_to_bf16(y * rw);
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+#define MX_ARGS                                                                                       \
+    const uint16_t *a, long long a_stride, int a_div, const uint4 *w, const uint16_t *ws,             \
+        const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
+        const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
+        int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
+#define MX_PASS                                                                                       \
+    a, a_stride, a_div, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
+        num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt
+
+#define MX_KERNEL(G, GATED, BIG, NAME)                                                    \
+    extern "C" __global__ void __launch_bounds__(32 * MX_WN * MX_WK) NAME(MX_ARGS) {       \
+        mx_w4a16_body<G, GATED, BIG>(MX_PASS);                                              \
+    }
+
+MX_KERNEL(1, true, false, mx_w4a16_g1_gated)
+MX_KERNEL(2, true, false, mx_w4a16_g2_gated)
+MX_KERNEL(4, true, false, mx_w4a16_g4_gated)
+MX_KERNEL(1, false, false, mx_w4a16_g1_down)
+MX_KERNEL(2, false, false, mx_w4a16_g2_down)
+MX_KERNEL(4, false, false, mx_w4a16_g4_down)
+MX_KERNEL(1, true, true, mx_w4a16_g1_gated_big)
+MX_KERNEL(2, true, true, mx_w4a16_g2_gated_big)
+MX_KERNEL(4, true, true, mx_w4a16_g4_gated_big)
+MX_KERNEL(1, false, true, mx_w4a16_g1_down_big)
+MX_KERNEL(2, false, true, mx_w4a16_g2_down_big)
+MX_KERNEL(4, false, true, mx_w4a16_g4_down_big)
