@@ -53,13 +53,15 @@ VARIANTS = {
         # token groups per pass (G) and CTA shapes (WN tiles x WK K-warps, D chunks in flight)
         "triton-v2": ((1, 4, 16), _c(16, 64, 128, 2, 3, MXV=1)),
         "triton-v2-m32": ((64, 256, 1024), _c(32, 128, 128, 4, 3, MXV=1)),
-        "mma-g1": ((16, 64, 256), dict(KERNEL="mma", BM=8, G=1, WN=2, WK=4, D=4)),
-        "mma-g2": ((64, 256, 1024), dict(KERNEL="mma", BM=8, G=2, WN=2, WK=4, D=4)),
-        "mma-g4": ((256, 1024), dict(KERNEL="mma", BM=8, G=4, WN=2, WK=4, D=4)),
-        "mma-4x2x4": (D + (1024,), "mma:WN=4,WK=2,D=4"),
-        "mma-1x8x4": (D, "mma:WN=1,WK=8,D=4"),
-        "mma-2x4x6": (D + (1024,), "mma:WN=2,WK=4,D=6"),
-        "mma-4x4x2": (D, "mma:WN=4,WK=4,D=2"),
+        "mma-g1": ((256, 1024), "mma:G=1"),
+        "mma-g2": ((64, 1024), "mma:G=2"),
+        "mma-g4": ((256,), "mma:G=4"),
+        "mma-8x1x8": (D + (1024,), "mma:WN=8,WK=1,D=8"),
+        "mma-8x1x4": (D, "mma:WN=8,WK=1,D=4"),
+        "mma-4x1x16": (D + (1024,), "mma:WN=4,WK=1,D=16"),
+        "mma-4x2x8": (D, "mma:WN=4,WK=2,D=8"),
+        "mma-2x4x8": (D, "mma:WN=2,WK=4,D=8"),
+        "mma-2x2x8": (D, "mma:WN=2,WK=2,D=8"),
         "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
         "v2-n64-w4": ((16, 64, 256), _c(16, 64, 128, 4, 3, MXV=1)),
         "v2-m16-n64-w2": ((1024,), _c(16, 64, 128, 2, 3, MXV=1)),
@@ -94,7 +96,10 @@ def _build(fmt, b, cfg, kernel="triton"):
         # the CUDA kernel's CTA shape with the default token groups for this batch
         sh = model_shapes(MODEL)
         shape = {k: int(v) for k, v in (x.split("=") for x in cfg[4:].split(","))}
+        groups = shape.pop("G", None)
         cfg = mg.mma_config(b * sh["top_k"] / sh["num_experts"], **shape)
+        if groups:
+            cfg["G"] = groups
     if cfg is not None:
         c1, c2 = dict(cfg), dict(cfg)
         if cfg.get("DEQUANT_BF16"):

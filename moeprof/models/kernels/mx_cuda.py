@@ -23,7 +23,7 @@ SOURCE = Path(__file__).with_name("mx_mma.cu")
 ARCH = "sm_90"
 MAX_EXPERTS = 256          # the kernel's expert scan (MAX_EXPERTS in mx_mma.cu)
 GROUPS = (1, 2, 4)         # token groups of 8 per pass with a compiled kernel
-DEFAULT_SHAPE = dict(WN=2, WK=4, D=4)
+DEFAULT_SHAPE = dict(WN=4, WK=1, D=8)
 
 _lock = threading.Lock()
 _reason: str | None = None
@@ -31,11 +31,11 @@ _reason: str | None = None
 
 @dataclass(frozen=True)
 class Variant:
-    """Compile-time shape of the CTA: WN tiles of 16 rows side by side, WK warps splitting K, D chunks
-    of 64 K in flight per warp."""
-    WN: int = 2
-    WK: int = 4
-    D: int = 4
+    """Compile-time shape of the CTA: WN tiles of 16 rows side by side, WK warps splitting K, D stages
+    of each warp's cp.async ring (chunks of 64 K in flight per warp)."""
+    WN: int = 4
+    WK: int = 1
+    D: int = 8
 
     def defines(self) -> list[str]:
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}"]
@@ -61,7 +61,8 @@ def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
         raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
     src = SOURCE.read_bytes()
     flags = ["-cubin", f"-arch={ARCH}", "-O3", "-std=c++17", *variant.defines()]
-    key = hashlib.sha256(src + " ".join(flags).encode() + nvcc.encode()).hexdigest()[:16]
+    # the cubin depends on the source and the flags (any nvcc that builds sm_90 makes a loadable one)
+    key = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
     out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}-{key}.cubin"
     if out.exists():
         return out

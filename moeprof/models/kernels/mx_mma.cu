@@ -32,7 +32,7 @@
 #define MX_WK 4
 #endif
 #ifndef MX_D
-#define MX_D 4      // weight chunks in flight per warp (even)
+#define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
 
 #define SWIGLU_ALPHA 1.702f
@@ -45,6 +45,14 @@ __device__ __forceinline__ uint4 ld_stream_v4(const uint4* p) {
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(a), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
 
 __device__ __forceinline__ uint4 ld_v4(const void* p) {
     uint4 v;
@@ -185,7 +193,12 @@ __device__ __forceinline__ void mx_w4a16_body(
     const int* __restrict__ sorted_ids, const int* __restrict__ counts, int num_experts, int nv,
     int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
     constexpr int WN = MX_WN, WK = MX_WK, D = MX_D;
-    __shared__ float red[WK][WN][G][4][32];
+    static_assert(D >= 2, "the ring needs two stages at least");
+    // one buffer: the warps' cp.async rings during the K loop, then the partial tiles to sum
+    constexpr int RING_BYTES = WN * WK * D * 32 * (16 + 2);
+    constexpr int RED_BYTES = WK * WN * G * 4 * 32 * 4;
+    __shared__ __align__(16) unsigned char smem[RING_BYTES > RED_BYTES ? RING_BYTES : RED_BYTES];
+    auto& red = *reinterpret_cast<float (*)[WK][WN][G][4][32]>(smem);
 
     const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
@@ -211,10 +224,30 @@ __device__ __forceinline__ void mx_w4a16_body(
     const int nci = (tile_ok && wk < Kc) ? (Kc - wk + WK - 1) / WK : 0;  // chunks of this warp
     const long long wstep = (long long)WK * 32;                            // uint4 per chunk step
     const uint4* wq = w + wbase + (long long)wk * 32 + lane;
-    const uint16_t* sq = ws + wbase + (long long)wk * 32 + lane;
+    const uint4* sq = reinterpret_cast<const uint4*>(ws + wbase + (long long)wk * 32) + (lane & 3);
     // K % 64 == 32: the lanes with q >= 2 have no K elements in the last chunk; their weights there
     // are zero, and they read a valid (finite) piece of the same row instead of what lies past K
     const bool last_short = nci > 0 && wk + (nci - 1) * WK == Kc - 1 && (Kc - 1) * 64 + 16 * q >= K;
+    // each warp's ring of D chunks in flight: 512 bytes of weights (16 per lane, read back by the
+    // same lane) and 64 bytes of scales (copied by lanes 0-3, read by all: __syncwarp between)
+    auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][32]>(smem);
+    auto& sring = *reinterpret_cast<uint16_t (*)[WN * WK][D][32]>(smem + WN * WK * D * 32 * 16);
+    // the next chunk to copy into the ring (running pointers: no index arithmetic per chunk)
+    const uint4* wsrc = wq;
+    const uint4* ssrc = sq;
+    const uint32_t ring_w = (uint32_t)__cvta_generic_to_shared(&wring[warp][0][lane]);
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0]) + 16 * (lane & 3);
+    auto issue = [&](int slot, bool live) {
+        if (live) {
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(ring_w + slot * 512), "l"(wsrc));
+            if (lane < 4)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(ring_s + slot * 64), "l"(ssrc));
+            wsrc += wstep;
+            ssrc += wstep / 8;
+        }
+        cp_async_commit();
+    };
+    const long long astep = (long long)WK * 64;       // activation elements per chunk step
 
     for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
         // this lane's token row of each group (B operand column r); a pad row reads row 0: an MMA
@@ -233,58 +266,67 @@ __device__ __forceinline__ void mx_w4a16_body(
 #pragma unroll
         for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
         if (nci > 0) {
-            uint4 wr[D];
-            uint32_t sr[D];
+            wsrc = wq;
+            ssrc = sq;
 #pragma unroll
-            for (int d = 0; d < D; ++d) {
-                const long long off = (long long)(d < nci ? d : nci - 1) * wstep;
-                wr[d] = ld_stream_v4(wq + off);
-                sr[d] = ld_u16(sq + off);
-            }
-            // activations of the next chunk, double-buffered
-            uint4 ab[2][G][2];
-            auto load_act = [&](int buf, int ci) {
-                ci = ci < nci ? ci : nci - 1;
-                const long long off = (ci == nci - 1 && last_short) ? -(long long)wk * 64
-                                                                     : (long long)ci * WK * 64;
+            for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
+            // the last chunk's activations (K % 64 == 32: lanes past K read chunk 0 of the row)
+            const long long a_last = last_short ? -(long long)wk * 64 : (long long)(nci - 1) * astep;
+            const uint16_t* anext[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) anext[g] = arow[g];
+            auto load_act = [&](uint4 (&dst)[G][2], bool last) {
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    ab[buf][g][0] = ld_v4(arow[g] + off);
-                    ab[buf][g][1] = ld_v4(arow[g] + off + 8);
+                    const uint16_t* p = last ? arow[g] + a_last : anext[g];
+                    dst[g][0] = ld_v4(p);
+                    dst[g][1] = ld_v4(p + 8);
+                    anext[g] += astep;
                 }
             };
-            load_act(0, 0);
-
-            for (int i0 = 0; i0 < nci; i0 += D) {
+            // chunk i: wait for it, refill the ring with chunk i + D - 1 (when there is one), unpack
+            // and MMA with the activations in cur while those of chunk i + 1 load into nxt
+            auto step = [&](int i, uint4 (&cur)[G][2], uint4 (&nxt)[G][2], bool guarded) {
+                cp_async_wait<D - 2>();
+                __syncwarp();
+                const int slot = i % D;
+                const uint4 wv = wring[warp][slot][lane];
+                const uint32_t s = sring[warp][slot][lane];
+                issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
+                if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
+                const uint32_t br = scale_word<BIG>(s & 0xFFu), br8 = scale_word<BIG>(s >> 8);
+                const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
-                for (int d = 0; d < D; ++d) {
-                    const int i = i0 + d;
-                    if (i < nci) {
-                        const int cur = d & 1;   // D is even: the buffer parity follows d
-                        load_act(cur ^ 1, i + 1);
-                        const uint4 wv = wr[d];
-                        const uint32_t s = sr[d];
-                        const long long off = (long long)(i + D < nci ? i + D : nci - 1) * wstep;
-                        wr[d] = ld_stream_v4(wq + off);
-                        sr[d] = ld_u16(sq + off);
-                        const uint32_t br = scale_word<BIG>(s & 0xFFu), br8 = scale_word<BIG>(s >> 8);
-                        const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+                for (int st = 0; st < 4; ++st) {
+                    uint32_t af[4];
+                    unpack_word<BIG>(words[st], br, br8, af);
 #pragma unroll
-                        for (int st = 0; st < 4; ++st) {
-                            uint32_t af[4];
-                            unpack_word<BIG>(words[st], br, br8, af);
-#pragma unroll
-                            for (int g = 0; g < G; ++g) {
-                                const uint4& v = ab[cur][g][st >> 1];
-                                mma_bf16(acc[g], af, (st & 1) ? v.z : v.x, (st & 1) ? v.w : v.y);
-                            }
-                        }
+                    for (int g = 0; g < G; ++g) {
+                        const uint4& v = cur[g][st >> 1];
+                        mma_bf16(acc[g], af, (st & 1) ? v.z : v.x, (st & 1) ? v.w : v.y);
                     }
                 }
+            };
+            uint4 ab0[G][2], ab1[G][2];
+            load_act(ab0, nci == 1);
+            int i = 0;
+            // steady state (i + D - 1 < nci and i + 1 < nci - 1): no guards
+            for (; i + 1 + D < nci; i += 2) {
+                step(i, ab0, ab1, false);
+                step(i + 1, ab1, ab0, false);
             }
+            for (; i + 1 < nci; i += 2) {
+                step(i, ab0, ab1, true);
+                step(i + 1, ab1, ab0, true);
+            }
+            if (i < nci) step(i, ab0, ab1, true);
+            cp_async_wait<0>();
+            __syncwarp();
         }
 
-        // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ...
+        // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ... (the buffer held
+        // every warp's ring a moment ago: all warps leave the K loop first)
+        __syncthreads();
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
@@ -341,8 +383,13 @@ __device__ __forceinline__ void mx_w4a16_body(
     a, a_stride, a_div, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
         num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt
 
+// resident warps per SM aimed at per token-group count (registers per thread: <= 85 / 128 / 255): the
+// weight stream needs many warps in flight
+#define MX_WARPS_PER_SM(G) ((G) == 1 ? 24 : (G) == 2 ? 16 : 8)
+#define MX_MIN_BLOCKS(G) (MX_WARPS_PER_SM(G) / (MX_WN * MX_WK) > 0 ? MX_WARPS_PER_SM(G) / (MX_WN * MX_WK) : 1)
+
 #define MX_KERNEL(G, GATED, BIG, NAME)                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * MX_WN * MX_WK) NAME(MX_ARGS) {       \
+    extern "C" __global__ void __launch_bounds__(32 * MX_WN * MX_WK, MX_MIN_BLOCKS(G)) NAME(MX_ARGS) { \
         mx_w4a16_body<G, GATED, BIG>(MX_PASS);                                              \
     }
 
