@@ -53,15 +53,16 @@ VARIANTS = {
         # token groups per pass (G) and CTA shapes (WN tiles x WK K-warps, D chunks in flight)
         "triton-v2": ((1, 4, 16), _c(16, 64, 128, 2, 3, MXV=1)),
         "triton-v2-m32": ((64, 256, 1024), _c(32, 128, 128, 4, 3, MXV=1)),
-        "mma-g1": ((256, 1024), "mma:G=1"),
-        "mma-g2": ((64, 1024), "mma:G=2"),
-        "mma-g4": ((256,), "mma:G=4"),
-        "mma-8x1x8": (D + (1024,), "mma:WN=8,WK=1,D=8"),
         "mma-8x1x4": (D, "mma:WN=8,WK=1,D=4"),
-        "mma-4x1x16": (D + (1024,), "mma:WN=4,WK=1,D=16"),
-        "mma-4x2x8": (D, "mma:WN=4,WK=2,D=8"),
-        "mma-2x4x8": (D, "mma:WN=2,WK=4,D=8"),
-        "mma-2x2x8": (D, "mma:WN=2,WK=2,D=8"),
+        "mma-2x2x8": ((1, 4, 16), "mma:WN=2,WK=2,D=8"),
+        "mma-4x2x8": ((1, 4), "mma:WN=4,WK=2,D=8"),
+        "mma-4x1x8-mt2": (D + (1024,), "mma:WN=4,WK=1,D=8,MT=2"),
+        "mma-8x1x4-mt2": (D + (1024,), "mma:WN=8,WK=1,D=4,MT=2"),
+        "mma-2x1x8-mt2": (D, "mma:WN=2,WK=1,D=8,MT=2"),
+        "mma-2x2x8-mt2": ((1, 4, 16), "mma:WN=2,WK=2,D=8,MT=2"),
+        "mma-4x1x8-mt2-g1": ((256,), "mma:WN=4,WK=1,D=8,MT=2,G=1"),
+        "mma-4x1x8-mt2-g2": ((1024,), "mma:WN=4,WK=1,D=8,MT=2,G=2"),
+        "mma-4x1x6-mt2-g4": ((256, 1024), "mma:WN=4,WK=1,D=6,MT=2,G=4"),
         "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
         "v2-n64-w4": ((16, 64, 256), _c(16, 64, 128, 4, 3, MXV=1)),
         "v2-m16-n64-w2": ((1024,), _c(16, 64, 128, 2, 3, MXV=1)),
@@ -159,7 +160,8 @@ def run_ncu(out_dir, fmt, b, tag, pair):
                "sm__ops_path_tensor_src_fp8_sparsity_off.sum", "sm__ops_path_tensor_src_fp16.sum",
                "sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__inst_executed.sum"]
     cmd = ["ncu", "--clock-control", "none", "--kernel-name", "regex:moe_gemm|mx_w4a16", "--launch-count", "2",
-           "--metrics", ",".join(metrics), "--csv", "--page", "raw",
+           "--metrics", ",".join(metrics), "--section", "WarpStateStats", "--section", "Occupancy",
+           "--csv", "--page", "raw",
            sys.executable, os.path.join(os.path.dirname(__file__), "moe_ncu_one.py"), fmt, str(b)]
     if pair is not None:
         cmd += [json.dumps(pair[0]), json.dumps(pair[1])]
@@ -177,7 +179,14 @@ def run_ncu(out_dir, fmt, b, tag, pair):
     out = []
     for r in data:
         d = dict(zip(head, r))
-        out.append({m: d.get(m) for m in metrics} | {"kernel": d.get("Kernel Name", "")[:30]})
+        # the largest stall reasons (warps stalled per issued instruction)
+        stalls = sorted(((k.split("stalled_")[1].split("_per_issue")[0], float(v.replace(",", "")))
+                         for k, v in d.items() if k.startswith("smsp__average_warps_issue_stalled_")
+                         and k.endswith("_per_issue_active.ratio") and v.replace(",", "").replace(".", "").isdigit()),
+                        key=lambda kv: -kv[1])[:6]
+        out.append({m: d.get(m) for m in metrics} | {"kernel": d.get("Kernel Name", "")[:30],
+                                                      "stalls": stalls,
+                                                      "warps_active": d.get("sm__warps_active.avg.pct_of_peak_sustained_active")})
     return dict(kernels=out)
 
 

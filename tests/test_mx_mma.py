@@ -134,7 +134,8 @@ def _mma_cfg(g, **shape):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("g", [1, 2, 4])
-@pytest.mark.parametrize("shape", [dict(WN=2, WK=4, D=4), dict(WN=4, WK=2, D=2), dict(WN=1, WK=8, D=6)])
+@pytest.mark.parametrize("shape", [dict(WN=2, WK=4, D=4), dict(WN=4, WK=2, D=2), dict(WN=1, WK=8, D=6),
+                                   dict(WN=2, WK=2, D=4, MT=2)])
 @pytest.mark.parametrize("case", ["ragged", "ep", "big"])
 def test_gpu_mma_kernel_against_reference(g, shape, case):
     """Tiny and odd shapes through the CUDA kernel: K = 160 (half chunk), I = 96, skewed routing (empty

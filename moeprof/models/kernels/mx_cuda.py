@@ -31,14 +31,15 @@ _reason: str | None = None
 
 @dataclass(frozen=True)
 class Variant:
-    """Compile-time shape of the CTA: WN tiles of 16 rows side by side, WK warps splitting K, D stages
-    of each warp's cp.async ring (chunks of 64 K in flight per warp)."""
+    """Compile-time shape of the CTA: WN warps side by side (MT tiles of 16 rows each), WK warps
+    splitting K, D stages of each warp's cp.async ring (chunks of 64 K in flight per warp)."""
     WN: int = 4
     WK: int = 1
     D: int = 8
+    MT: int = 1      # tiles of 16 rows per warp
 
     def defines(self) -> list[str]:
-        return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}"]
+        return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}"]
 
 
 def _nvcc() -> str | None:
@@ -63,7 +64,7 @@ def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
     flags = ["-cubin", f"-arch={ARCH}", "-O3", "-std=c++17", *variant.defines()]
     # the cubin depends on the source and the flags (any nvcc that builds sm_90 makes a loadable one)
     key = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}-{key}.cubin"
+    out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}x{variant.MT}-{key}.cubin"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,7 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
     fn = mod.function(kernel_name(groups, gated, big_scale))
     grid_x = min(e, nv) + (1 if has_foreign else 0)
-    grid_y = -(-nt // variant.WN)
+    grid_y = -(-nt // (variant.WN * variant.MT))
     if grid_x == 0 or nv == 0:
         return out
     args = [

@@ -31,6 +31,9 @@
 #ifndef MX_WK
 #define MX_WK 4
 #endif
+#ifndef MX_MT
+#define MX_MT 1     // tiles of 16 rows per warp (they share the activation fragments)
+#endif
 #ifndef MX_D
 #define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
@@ -192,27 +195,27 @@ __device__ __forceinline__ void mx_w4a16_body(
     uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
     const int* __restrict__ sorted_ids, const int* __restrict__ counts, int num_experts, int nv,
     int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
-    constexpr int WN = MX_WN, WK = MX_WK, D = MX_D;
+    constexpr int WN = MX_WN, WK = MX_WK, D = MX_D, MT = MX_MT;
     static_assert(D >= 2, "the ring needs two stages at least");
     // one buffer: the warps' cp.async rings during the K loop, then the partial tiles to sum
-    constexpr int RING_BYTES = WN * WK * D * 32 * (16 + 2);
-    constexpr int RED_BYTES = WK * WN * G * 4 * 32 * 4;
+    constexpr int RING_BYTES = WN * WK * D * MT * 32 * (16 + 2);
+    constexpr int RED_BYTES = WK * WN * MT * G * 4 * 32 * 4;
     __shared__ __align__(16) unsigned char smem[RING_BYTES > RED_BYTES ? RING_BYTES : RED_BYTES];
-    auto& red = *reinterpret_cast<float (*)[WK][WN][G][4][32]>(smem);
+    auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem);
 
     const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WN, wk = warp / WN;
-    const int tile = blockIdx.y * WN + wn;
+    const int tile = (blockIdx.y * WN + wn) * MT;   // the warp's first tile
     const int r = lane >> 2, q = lane & 3;
 
     if (er.expert == num_experts) {
         // rows routed to another rank's experts: this rank's share is zero
         const int cols = GATED ? 8 : 16;
-        for (int i = threadIdx.x; i < er.count * WN * cols; i += blockDim.x) {
-            int row = i / (WN * cols), c = i % (WN * cols);
-            int col = (blockIdx.y * WN + c / cols) * cols + c % cols;
+        for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
+            int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
+            int col = (blockIdx.y * WN * MT + c / cols) * cols + c % cols;
             int slot = sorted_ids[er.start + row];
             if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
         }
@@ -220,9 +223,13 @@ __device__ __forceinline__ void mx_w4a16_body(
     }
 
     const bool tile_ok = tile < Nt;
-    const long long wbase = ((long long)er.expert * Nt + (tile_ok ? tile : 0)) * Kc * 32;
     const int nci = (tile_ok && wk < Kc) ? (Kc - wk + WK - 1) / WK : 0;  // chunks of this warp
     const long long wstep = (long long)WK * 32;                            // uint4 per chunk step
+    // a tile past the last reads the first one again (its sums are not stored)
+    const long long tstride = (long long)Kc * 32;                           // uint4 per tile
+    const long long wbase = ((long long)er.expert * Nt + (tile_ok ? tile : 0)) * tstride;
+    int mlast = Nt - 1 - tile;                                              // tiles m <= mlast exist
+    mlast = mlast < MT - 1 ? mlast : MT - 1;
     const uint4* wq = w + wbase + (long long)wk * 32 + lane;
     const uint4* sq = reinterpret_cast<const uint4*>(ws + wbase + (long long)wk * 32) + (lane & 3);
     // K % 64 == 32: the lanes with q >= 2 have no K elements in the last chunk; their weights there
@@ -230,18 +237,24 @@ __device__ __forceinline__ void mx_w4a16_body(
     const bool last_short = nci > 0 && wk + (nci - 1) * WK == Kc - 1 && (Kc - 1) * 64 + 16 * q >= K;
     // each warp's ring of D chunks in flight: 512 bytes of weights (16 per lane, read back by the
     // same lane) and 64 bytes of scales (copied by lanes 0-3, read by all: __syncwarp between)
-    auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][32]>(smem);
-    auto& sring = *reinterpret_cast<uint16_t (*)[WN * WK][D][32]>(smem + WN * WK * D * 32 * 16);
+    auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][MT][32]>(smem);
+    auto& sring = *reinterpret_cast<uint16_t (*)[WN * WK][D][MT][32]>(smem + WN * WK * D * MT * 32 * 16);
     // the next chunk to copy into the ring (running pointers: no index arithmetic per chunk)
     const uint4* wsrc = wq;
     const uint4* ssrc = sq;
-    const uint32_t ring_w = (uint32_t)__cvta_generic_to_shared(&wring[warp][0][lane]);
-    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0]) + 16 * (lane & 3);
+    const uint32_t ring_w = (uint32_t)__cvta_generic_to_shared(&wring[warp][0][0][lane]);
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0][0]) + 16 * (lane & 3);
     auto issue = [&](int slot, bool live) {
         if (live) {
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(ring_w + slot * 512), "l"(wsrc));
-            if (lane < 4)
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(ring_s + slot * 64), "l"(ssrc));
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                const long long toff = (m <= mlast ? m : 0) * tstride;
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                             :: "r"(ring_w + (slot * MT + m) * 512), "l"(wsrc + toff));
+                if (lane < 4)
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                                 :: "r"(ring_s + (slot * MT + m) * 64), "l"(ssrc + toff / 8));
+            }
             wsrc += wstep;
             ssrc += wstep / 8;
         }
@@ -262,9 +275,11 @@ __device__ __forceinline__ void mx_w4a16_body(
         int ngroups = (er.count - g0 * 8 + 7) / 8;   // groups with rows in this pass (CTA-uniform)
         if (ngroups > G) ngroups = G;
 
-        float acc[G][4];
+        float acc[MT][G][4];
 #pragma unroll
-        for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int g = 0; g < G; ++g) acc[m][g][0] = acc[m][g][1] = acc[m][g][2] = acc[m][g][3] = 0.f;
         if (nci > 0) {
             wsrc = wq;
             ssrc = sq;
@@ -290,20 +305,28 @@ __device__ __forceinline__ void mx_w4a16_body(
                 cp_async_wait<D - 2>();
                 __syncwarp();
                 const int slot = i % D;
-                const uint4 wv = wring[warp][slot][lane];
-                const uint32_t s = sring[warp][slot][lane];
+                uint4 wv[MT];
+                uint32_t s[MT];
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    wv[m] = wring[warp][slot][m][lane];
+                    s[m] = sring[warp][slot][m][lane];
+                }
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
                 if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
-                const uint32_t br = scale_word<BIG>(s & 0xFFu), br8 = scale_word<BIG>(s >> 8);
-                const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
-                for (int st = 0; st < 4; ++st) {
-                    uint32_t af[4];
-                    unpack_word<BIG>(words[st], br, br8, af);
+                for (int m = 0; m < MT; ++m) {
+                    const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
+                    const uint32_t words[4] = {wv[m].x, wv[m].y, wv[m].z, wv[m].w};
 #pragma unroll
-                    for (int g = 0; g < G; ++g) {
-                        const uint4& v = cur[g][st >> 1];
-                        mma_bf16(acc[g], af, (st & 1) ? v.z : v.x, (st & 1) ? v.w : v.y);
+                    for (int st = 0; st < 4; ++st) {
+                        uint32_t af[4];
+                        unpack_word<BIG>(words[st], br, br8, af);
+#pragma unroll
+                        for (int g = 0; g < G; ++g) {
+                            const uint4& v = cur[g][st >> 1];
+                            mma_bf16(acc[m][g], af, (st & 1) ? v.z : v.x, (st & 1) ? v.w : v.y);
+                        }
                     }
                 }
             };
@@ -328,17 +351,21 @@ __device__ __forceinline__ void mx_w4a16_body(
         // every warp's ring a moment ago: all warps leave the K loop first)
         __syncthreads();
 #pragma unroll
-        for (int g = 0; g < G; ++g)
+        for (int m = 0; m < MT; ++m)
 #pragma unroll
-            for (int c = 0; c < 4; ++c) red[wk][wn][g][c][lane] = acc[g][c];
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
         __syncthreads();
-        for (int g = wk; g < ngroups; g += WK) {
+        for (int mg = wk; mg < MT * ngroups; mg += WK) {
+            const int m = mg / ngroups, g = mg % ngroups;
             float v[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
             for (int j = 0; j < WK; ++j)
 #pragma unroll
-                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][g][c][lane];
-            if (!tile_ok) continue;
+                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
+            if (!tile_ok || m > mlast) continue;
+            const int tl = tile + m;
 #pragma unroll
             for (int t = 0; t < 2; ++t) {         // the lane's two token columns 2 q, 2 q + 1
                 int idx = (g0 + g) * 8 + 2 * q + t;
@@ -347,7 +374,7 @@ __device__ __forceinline__ void mx_w4a16_body(
                 if (slot >= nv) continue;
                 uint16_t* orow = out + (long long)slot * out_stride;
                 if (GATED) {
-                    int col = tile * 8 + r;
+                    int col = tl * 8 + r;
                     if (col < n_out) {
                         float gate = v[t], up = v[2 + t];
                         if (bias) {
@@ -360,7 +387,7 @@ __device__ __forceinline__ void mx_w4a16_body(
                     float rw = topk_w ? topk_w[slot] : 1.0f;
 #pragma unroll
                     for (int h = 0; h < 2; ++h) {
-                        int col = tile * 16 + r + 8 * h;
+                        int col = tl * 16 + r + 8 * h;
                         if (col < n_out) {
                             float y = v[2 * h + t];
                             if (bias) y += bias[er.expert * bias_stride + col];
