@@ -117,16 +117,16 @@ def test_cpu_config_never_picks_the_cuda_kernel():
     if not HAS_CUDA:
         assert mx_cuda.unavailable_reason() is not None
         assert "KERNEL" not in mg.default_config("mxfp4", 2.0, 2880, 2880, True, slots=64, experts=32)
-    cfg = mg.mma_config(8.0)
-    assert cfg["KERNEL"] == "mma" and cfg["BM"] == 8 and cfg["G"] == 2
-    assert mg.mma_config(0.5)["G"] == 1 and mg.mma_config(31.0)["G"] == 4
+    cfg = mg.mma_config(8.0, experts=128)
+    assert cfg["KERNEL"] == "mma" and cfg["BM"] == 8 and cfg["G"] == 2 and cfg["MT"] == 2
+    assert mg.mma_config(0.5)["G"] == 1 and mg.mma_config(0.03, experts=4)["WK"] == 2
 
 
 # ----------------------------------------------------------------------------- GPU
 def _mma_cfg(g, **shape):
     from moeprof.models.kernels import moe_gemm as mg
 
-    c = mg.mma_config(1.0, **shape)
+    c = mg.mma_config(1.0, **{"MT": 1, **shape})
     c["G"] = g
     return c
 
@@ -185,7 +185,7 @@ def test_gpu_mma_real_shapes(batch):
         pytest.skip(mx_cuda.unavailable_reason())
     layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4",
                         batch=batch, seed=31, device="cuda", cache_weights=False)
-    assert layer._mma == (layer.m_per_expert <= 32)
+    assert layer._mma == (layer.m_per_expert <= 8)
     out = poisoned_call(layer)
     err = rel_err(out, layer.reference())
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4"], (batch, err)

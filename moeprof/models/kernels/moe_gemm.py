@@ -811,18 +811,22 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 
 
 # mxfp4 decode: the CUDA kernel (kernels/mx_mma.cu, mx_cuda.py) up to this many rows per expert on
-# average; token groups of 8 per pass by rows per expert (a pass streams the expert's weights once)
-MMA_MAX_ROWS_PER_EXPERT = 32
-MMA_GROUPS = ((2.0, 1), (8.0, 2), (float("inf"), 4))
+# average (above it the Triton kernel was faster on the H200: docs/performance.md); token groups of 8 per
+# pass by rows per expert (a pass streams the expert's weights once). CTA shapes: with few experts
+# touched, two warps split K (more warps streaming); otherwise eight warps of two 16-row tiles each.
+MMA_MAX_ROWS_PER_EXPERT = 8
+MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
+MMA_FEW_EXPERTS = 8
+MMA_SHAPE_FEW = dict(WN=2, WK=2, D=8, MT=1)
+MMA_SHAPE = dict(WN=8, WK=1, D=4, MT=2)
 
 
-def mma_config(m_per_expert: float, **shape) -> dict:
+def mma_config(m_per_expert: float, experts: int | None = None, **shape) -> dict:
     """Configuration of the CUDA MXFP4 kernel: BM = the sort's row padding (8: one MMA n8 group), G
-    token groups per pass, CTA shape WN x WK warps, D chunks in flight (mx_cuda.Variant)."""
-    from moeprof.models.kernels import mx_cuda
-
+    token groups per pass, CTA shape WN x WK warps with MT tiles each and D ring stages (mx_cuda.Variant)."""
     g = next(g for limit, g in MMA_GROUPS if m_per_expert <= limit)
-    return dict(KERNEL="mma", BM=8, G=g, **{**mx_cuda.DEFAULT_SHAPE, **shape})
+    base = MMA_SHAPE_FEW if experts is not None and experts <= MMA_FEW_EXPERTS else MMA_SHAPE
+    return dict(KERNEL="mma", BM=8, G=g, **{**base, **shape})
 
 
 def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None,
@@ -836,7 +840,7 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         from moeprof.models.kernels import mx_cuda
 
         if mx_cuda.available():
-            return mma_config(m_per_expert)
+            return mma_config(m_per_expert, experts)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and

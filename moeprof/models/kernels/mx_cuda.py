@@ -23,7 +23,6 @@ SOURCE = Path(__file__).with_name("mx_mma.cu")
 ARCH = "sm_90"
 MAX_EXPERTS = 256          # the kernel's expert scan (MAX_EXPERTS in mx_mma.cu)
 GROUPS = (1, 2, 4)         # token groups of 8 per pass with a compiled kernel
-DEFAULT_SHAPE = dict(WN=4, WK=1, D=8)
 
 _lock = threading.Lock()
 _reason: str | None = None
