@@ -186,11 +186,12 @@ def _p(t) -> ctypes.c_void_p:
 
 def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int, a_div: int,
                 gated: bool, mul_routed: bool, big_scale: bool, block_m: int, has_foreign: bool,
-                groups: int = 1, variant: Variant = Variant(), up_off: int = 0):
+                groups: int = 1, variant: Variant = Variant(), up_off: int = 0, a_scale=None):
     """One grouped GEMM through the CUDA kernel. a: bf16 [rows, k] (row = slot // a_div); w_mma / s_mma:
     [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 32, 2] (quant.mma_mx_weights); bias fp32 [E, *] or None;
     sorted_ids / counts from moe_align(block_m); out bf16 [slots, n_out]: gated -> SwiGLU(gate, up) of
-    column j (up bias at up_off + j), else (acc + bias) * topk_w[slot] when mul_routed."""
+    column j (up bias at up_off + j), else (acc + bias) * topk_w[slot] when mul_routed. a_scale: fp32
+    per row of a (e4m3 activations handed over as their exact bf16 values), applied before the bias."""
     import torch
 
     if groups not in GROUPS:
@@ -198,6 +199,7 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     e, nt, kc = w_mma.shape[0], w_mma.shape[1], w_mma.shape[2]
     assert a.dtype == torch.bfloat16 and out.dtype == torch.bfloat16 and a.stride(1) == 1 and out.stride(1) == 1
     assert a.stride(0) % 8 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
+    assert a_scale is None or (a_scale.dtype == torch.float32 and a_scale.is_contiguous())
     assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
     nv = topk_w.numel()
     mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
@@ -207,7 +209,7 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     if grid_x == 0 or nv == 0:
         return out
     args = [
-        _p(a), ctypes.c_longlong(a.stride(0)), ctypes.c_int(a_div),
+        _p(a), ctypes.c_longlong(a.stride(0)), ctypes.c_int(a_div), _p(a_scale),
         _p(w_mma), _p(s_mma),
         _p(bias), ctypes.c_longlong(bias.stride(0) if bias is not None else 0), ctypes.c_int(up_off),
         _p(out), ctypes.c_longlong(out.stride(0)), _p(topk_w if mul_routed else None),

@@ -189,7 +189,7 @@ __device__ __forceinline__ ExpertRows find_rows(const int* __restrict__ counts, 
 
 template <int G, bool GATED, bool BIG>
 __device__ __forceinline__ void mx_w4a16_body(
-    const uint16_t* __restrict__ a, long long a_stride, int a_div,
+    const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
     const uint4* __restrict__ w, const uint16_t* __restrict__ ws,
     const float* __restrict__ bias, long long bias_stride, int up_off,
     uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
@@ -373,10 +373,12 @@ __device__ __forceinline__ void mx_w4a16_body(
                 int slot = sorted_ids[er.start + idx];
                 if (slot >= nv) continue;
                 uint16_t* orow = out + (long long)slot * out_stride;
+                // activations given as e4m3 values (exact in bf16) times a scale per row
+                const float as = a_scale ? a_scale[slot / a_div] : 1.0f;
                 if (GATED) {
                     int col = tl * 8 + r;
                     if (col < n_out) {
-                        float gate = v[t], up = v[2 + t];
+                        float gate = v[t] * as, up = v[2 + t] * as;
                         if (bias) {
                             gate += bias[er.expert * bias_stride + col];
                             up += bias[er.expert * bias_stride + up_off + col];
@@ -389,7 +391,7 @@ __device__ __forceinline__ void mx_w4a16_body(
                     for (int h = 0; h < 2; ++h) {
                         int col = tl * 16 + r + 8 * h;
                         if (col < n_out) {
-                            float y = v[2 * h + t];
+                            float y = v[2 * h + t] * as;
                             if (bias) y += bias[er.expert * bias_stride + col];
                             orow[col] = f32_to_bf16(y * rw);
                         }
@@ -402,12 +404,13 @@ __device__ __forceinline__ void mx_w4a16_body(
 }
 
 #define MX_ARGS                                                                                       \
-    const uint16_t *a, long long a_stride, int a_div, const uint4 *w, const uint16_t *ws,             \
+    const uint16_t *a, long long a_stride, int a_div, const float *a_scale, const uint4 *w,           \
+        const uint16_t *ws,                                                                           \
         const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
         const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
         int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
 #define MX_PASS                                                                                       \
-    a, a_stride, a_div, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
+    a, a_stride, a_div, a_scale, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
         num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt
 
 // resident warps per SM aimed at per token-group count (registers per thread: <= 85 / 128 / 255): the
