@@ -1,15 +1,18 @@
 """Expert-GEMM tile variants against the defaults, one GPU, one run: correctness first, then time.
 
-    python3 benchmarks/moe_gemm_variants.py OUT_DIR [--batches 1,4,16,64,256,1024,4096] [--ncu]
+    python3 benchmarks/moe_gemm_variants.py OUT_DIR [--batches 1,4,16,64,256,1024,4096] [--formats fp8]
+        [--sglang-trim .sglang-trim] [--ncu]
 
 For gpt-oss-120b, per batch and format: every variant in VARIANTS (and the default configuration)
 is checked against the fp32 reference on fresh inputs with NaN-poisoned outputs, then its two expert
 GEMMs alone (gemm1 + SwiGLU, gemm2 + routing weight; routing, sort and activation quant done once
 outside) are timed with cold L2 in a CUDA graph (median). The torch peers' grouped GEMMs are timed
-the same way, without their glue (models/peers.grouped_gemms_only). Percentages are the touched
+the same way, without their glue (models/peers.grouped_gemms_only); with --sglang-trim, so are SGLang
+0.5.23's `fused_moe_kernel` GEMMs for fp8 at every tile of benchmarks/sglang_gemm_peer.py, on the same
+tokens and routing (rows "sglang:<tile>", each checked against its float32 reference first). Percentages are the touched
 experts' weight bytes over the time, against the card's DRAM peak (--dram-peak, ncu's figure).
 --ncu: afterwards, ncu (clocks as found) on the default and the fastest variant of fp8 and mxfp4 at
---ncu-batch: DRAM throughput, tensor-pipe activity and the tensor-op source types (fp8 vs fp16).
+--ncu-batch (a comma list): DRAM throughput, tensor-pipe activity and the tensor-op source types (fp8 vs fp16).
 Compiles run first in parallel worker processes (Triton's on-disk cache), so the timed process only
 loads them. Writes OUT_DIR/variants.json and prints a short table last.
 """
@@ -33,20 +36,38 @@ def _c(bm, bn, bk, nw, ns, **kw):
     return {"BM": bm, "BN": bn, "BK": bk, "GROUP_M": 4 if bm <= 32 else 8, "num_warps": nw, "num_stages": ns, **kw}
 
 
-# name -> (batches, config for both GEMMs); None batches: every batch whose rows per expert fit BM
-# the defaults before the swapped fp8 tiles (for a same-run comparison)
-FP8_BEFORE = {16: _c(16, 64, 128, 4, 4, GROUP_M=1), 64: _c(32, 64, 128, 4, 4)}
+# name -> (batches, config for both GEMMs, or a (gemm1, gemm2) pair); gemm2 always takes gemm1's BM
+# (one sort). fp8: run 23's candidates against the defaults (decode: SGLang's best tile's stage count,
+# split K where few experts leave SMs idle; 1024-4096: 64/128-row tiles with BK=128; prefill: deeper
+# pipelines, a 256-wide down GEMM, the group order)
 D = (1, 4, 16, 64, 256)
+
+
+def _pf(c1, bn2=None, **kw):
+    """A prefill pair: gemm1 as given (gate and up tiles: 2 x BN weight rows per program), gemm2 with BN=bn2."""
+    c1 = dict(c1, **kw)
+    return (c1, dict(c1, BN=bn2 or c1["BN"]))
+
+
 VARIANTS = {
     "fp8": {
-        "before": (D, FP8_BEFORE[16]),
-        "before-m32": ((1024,), FP8_BEFORE[64]),
-        "swap-n64": (D, _c(16, 64, 128, 4, 4, SWAP_AB=1)),
-        "swap-n64-k256-s4": ((16, 64, 256), _c(16, 64, 256, 4, 4, SWAP_AB=1)),
-        "swap-n128-k256": ((16, 64, 256), _c(16, 128, 256, 4, 3, SWAP_AB=1)),
-        "swap-n64-k512": ((16, 64, 256), _c(16, 64, 512, 4, 2, SWAP_AB=1)),
-        "swap-m32-k256": ((1024,), _c(32, 64, 256, 4, 3, SWAP_AB=1)),
-        "pf-m128-n128-w8": ((4096, 16384), _c(128, 128, 128, 8, 3)),
+        "swap-k256-s3": (D, _c(16, 64, 256, 4, 3, GROUP_M=1, SWAP_AB=1)),
+        "swap-k128-s4": (D, _c(16, 64, 128, 4, 4, GROUP_M=1, SWAP_AB=1)),
+        "swap-k256-s2": ((16, 64, 256), _c(16, 64, 256, 4, 2, GROUP_M=1, SWAP_AB=1)),
+        "swap-k256-split2": ((1, 4), _c(16, 64, 256, 4, 4, GROUP_M=1, SWAP_AB=1, SPLIT_K=2)),
+        "swap-k256-split4": ((1,), _c(16, 64, 256, 4, 4, GROUP_M=1, SWAP_AB=1, SPLIT_K=4)),
+        "swap-m32-k128-s3": ((1024,), _c(32, 64, 128, 4, 3, SWAP_AB=1)),
+        "swap-m64-k128-s4": ((1024,), _c(64, 64, 128, 4, 4, SWAP_AB=1)),
+        "m64-k128-s4": ((1024, 4096), _pf(_c(64, 64, 128, 4, 4), 128)),
+        "m64-k128-s3": ((1024, 4096), _pf(_c(64, 64, 128, 4, 3), 128)),
+        "m64-n128-k128-s3": ((4096,), _pf(_c(64, 128, 128, 4, 3), 128)),
+        "m128-w8-s3-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 3), 256)),
+        "m128-w8-s4-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 4), 256)),
+        "pf-s4": ((16384,), _pf(_c(128, 128, 128, 8, 4))),
+        "pf-gm16": ((16384,), _pf(_c(128, 128, 128, 8, 3, GROUP_M=16))),
+        "pf-gm4": ((16384,), _pf(_c(128, 128, 128, 8, 3, GROUP_M=4))),
+        "pf-k64-s5": ((16384,), _pf(_c(128, 128, 64, 8, 5))),
+        "pf-m64-n128-w4-s4": ((16384,), _pf(_c(64, 128, 128, 4, 4), 256)),
     },
     "mxfp4": {
         # the Triton kernel (the default at decode before the CUDA kernel) against the CUDA kernel's
@@ -76,11 +97,13 @@ VARIANTS = {
 PEER_FORMATS = ("bf16", "fp8")
 
 
-def points(batches):
+def points(batches, formats=tuple(VARIANTS)):
     """(fmt, batch, name, cfg or None) for every default and every listed variant at those batches."""
     out = []
     for b in batches:
         for fmt, vs in VARIANTS.items():
+            if fmt not in formats:
+                continue
             out.append((fmt, b, "default", None))
             for name, (bs, cfg) in vs.items():
                 if b in bs:
@@ -102,7 +125,7 @@ def _build(fmt, b, cfg, kernel="triton"):
         if groups:
             cfg["G"] = groups
     if cfg is not None:
-        c1, c2 = dict(cfg), dict(cfg)
+        c1, c2 = (dict(cfg[0]), dict(cfg[1])) if isinstance(cfg, tuple) else (dict(cfg), dict(cfg))
         if cfg.get("DEQUANT_BF16"):
             c2["BN"] = 128   # the bf16 defaults' gemm2 tile (not gated)
         if "SPLIT_K" not in cfg and cfg.get("MXV"):
@@ -154,19 +177,38 @@ def gemm_callable(layer):
     return run
 
 
-def run_ncu(out_dir, fmt, b, tag, pair):
-    metrics = ["gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+NCU_METRICS = ["gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed",
                "dram__bytes_read.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed",
                "sm__ops_path_tensor_src_fp8_sparsity_off.sum", "sm__ops_path_tensor_src_fp16.sum",
-               "sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__inst_executed.sum"]
-    cmd = ["ncu", "--clock-control", "none", "--kernel-name", "regex:moe_gemm|mx_w4a16", "--launch-count", "2",
-           "--metrics", ",".join(metrics), "--section", "WarpStateStats", "--section", "Occupancy",
-           "--csv", "--page", "raw",
-           sys.executable, os.path.join(os.path.dirname(__file__), "moe_ncu_one.py"), fmt, str(b)]
-    if pair is not None:
-        cmd += [json.dumps(pair[0]), json.dumps(pair[1])]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-    with open(os.path.join(out_dir, f"ncu_{fmt}_{b}_{tag}.csv"), "w") as fh:
+               "sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__inst_executed.sum",
+               "launch__registers_per_thread", "sm__warps_active.avg.pct_of_peak_sustained_active"]
+
+
+def run_ncu(out_dir, fmt, b, tag, pair=None, who="moeprof", sglang_trim=""):
+    """ncu (clocks as found) on the two expert-GEMM launches of one call: moeprof's (moe_gemm kernels of a
+    layer call, defaults or `pair`), the torch peer's (the grouped GEMMs of peers.grouped_gemms_only, the
+    second run's two CUTLASS launches) or SGLang's (fused_moe_kernel, tile `pair`, the second run's two)."""
+    here = os.path.dirname(__file__)
+    cmd = ["ncu", "--clock-control", "none", "--metrics", ",".join(NCU_METRICS), "--section", "WarpStateStats",
+           "--csv", "--page", "raw"]
+    if who == "moeprof":
+        cmd += ["--kernel-name", "regex:moe_gemm|mx_w4a16", "--launch-count", "2",
+                sys.executable, os.path.join(here, "moe_ncu_one.py"), fmt, str(b)]
+        if pair is not None:
+            cmd += [json.dumps(pair[0]), json.dumps(pair[1])]
+    elif who == "torch":
+        # one set-up launch of gemm1, then two runs of the two GEMMs
+        cmd += ["--kernel-name", "regex:cutlass", "--launch-skip", "3", "--launch-count", "2",
+                sys.executable, os.path.join(here, "moe_ncu_one.py"), fmt, str(b), "--torch-gemms"]
+    else:
+        cmd += ["--kernel-name", "fused_moe_kernel", "--launch-skip", "3", "--launch-count", "2",
+                sys.executable, os.path.join(here, "sglang_gemm_peer.py"), "--sglang-trim", sglang_trim,
+                "--ncu-one", str(b), json.dumps(pair)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return dict(error="ncu: timed out after 120 s")
+    with open(os.path.join(out_dir, f"ncu_{fmt}_{b}_{who}_{tag}.csv"), "w") as fh:
         fh.write(p.stdout)
     rows = [ln for ln in p.stdout.splitlines() if ln.startswith('"')]
     if len(rows) < 3:
@@ -184,26 +226,83 @@ def run_ncu(out_dir, fmt, b, tag, pair):
                          for k, v in d.items() if k.startswith("smsp__average_warps_issue_stalled_")
                          and k.endswith("_per_issue_active.ratio") and v.replace(",", "").replace(".", "").isdigit()),
                         key=lambda kv: -kv[1])[:6]
-        out.append({m: d.get(m) for m in metrics} | {"kernel": d.get("Kernel Name", "")[:30],
+        out.append({m: d.get(m) for m in NCU_METRICS} | {"kernel": d.get("Kernel Name", "")[:30],
                                                       "stalls": stalls,
                                                       "warps_active": d.get("sm__warps_active.avg.pct_of_peak_sustained_active")})
     return dict(kernels=out)
+
+
+def _warm_sglang(job):
+    """Worker: SGLang's whole call and its GEMM-only callable once per (batch, tile), to compile them."""
+    import torch
+
+    import sglang_gemm_peer as sp
+
+    trim, items = job
+    done = []
+    peer = sp.SglangFp8Peer(trim, empty=True)
+    import sglang_fused_moe as ex
+
+    for b, tile in items:
+        try:
+            x, tw, ids = ex.route(b, peer.experts, peer.top_k, peer.hidden, b)
+            peer.full_call(x, tw, ids, tile)
+            run, _ = peer.gemm_callable(x, tw, ids, tile)
+            run()
+            torch.cuda.synchronize()
+            done.append(("sglang", b, sp.tile_name(tile), "ok"))
+        except Exception as exc:  # noqa: BLE001 - reported by the timed pass
+            done.append(("sglang", b, sp.tile_name(tile), f"{type(exc).__name__}: {exc}"[:200]))
+    return done
+
+
+def sglang_row(peer, b, tile, inputs, ref, weight_bytes, args):
+    """Check SGLang's tile (whole call, and the GEMM-only path) against the float32 reference, then time
+    its two GEMMs alone."""
+    from moeprof.models.reference import rel_err
+    from moeprof.profiler import timing
+
+    import sglang_gemm_peer as sp
+
+    x, tw, ids = inputs
+    row = dict(fmt="fp8", batch=b, variant="sglang:" + sp.tile_name(tile), tile=tile,
+               sglang_default=sp.tile_name(tile) == sp.tile_name(peer.default_tile(b)))
+    err_call = rel_err(peer.full_call(x, tw, ids, tile), ref)
+    run, out3 = peer.gemm_callable(x, tw, ids, tile)
+    out3.fill_(float("nan"))   # every row the down GEMM should write is poisoned first
+    run()
+    err = rel_err(out3.float().sum(dim=1), ref)
+    import sglang_fused_moe as ex
+
+    bound = ex.ERROR_BOUND["fp8"]
+    row.update(rel_err=err, rel_err_call=err_call, ok=err < bound and err_call < bound)
+    if row["ok"]:
+        r = timing.time_fn(run, repeats=args.repeats, warmup=3)
+        row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3, used_graph=r.used_graph,
+                   pct_dram_peak=100 * weight_bytes / (r.median_ns * 1e-9) / args.dram_peak)
+    return row
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("--batches", default="1,4,16,64,256,1024,4096,16384")
+    ap.add_argument("--formats", default=",".join(VARIANTS), help="comma list of formats to run")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--dram-peak", type=float, default=4.81e12, help="bytes/s (ncu's DRAM peak of the card)")
     ap.add_argument("--defaults-only", action="store_true", help="time the default configurations alone")
-    ap.add_argument("--formats", default=",".join(VARIANTS), help="formats to run (comma-separated)")
+    ap.add_argument("--sglang-trim", default="",
+                    help="trimmed SGLang package (examples/sglang/prepare.py): add SGLang's fp8 GEMMs as a peer")
     ap.add_argument("--ncu", action="store_true")
-    ap.add_argument("--ncu-batch", type=int, default=64)
+    ap.add_argument("--ncu-batch", default="64",
+                    help="comma list; 'worst': the fp8 batch where the best moeprof configuration is furthest "
+                         "behind the fastest peer (ncu on both)")
     ap.add_argument("--phase", choices=("all", "warm", "time"), default="all",
                     help="warm: compile only (parallel); time: check and time (kernels compiled before)")
+    ap.add_argument("--spin-s", type=float, default=2.0, help="seconds of untimed GPU work before timing")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip the points left after this many seconds")
+    ap.add_argument("--ncu-budget-s", type=float, default=1e9, help="start no ncu run after this many seconds")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.time()
@@ -215,8 +314,22 @@ def main():
     from moeprof.profiler import timing
 
     batches = [int(x) for x in args.batches.split(",") if x]
-    fmts = set(args.formats.split(","))
-    pts = [p for p in points(batches) if (p[2] == "default" or not args.defaults_only) and p[0] in fmts]
+    formats = tuple(f for f in args.formats.split(",") if f)
+    pts = [p for p in points(batches, formats) if p[2] == "default" or not args.defaults_only]
+    sg_tiles = []
+    if args.sglang_trim and "fp8" in formats:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import sglang_gemm_peer as sp
+
+        sg_tiles = sp.tiles()
+        # after each batch's fp8 points (their default row holds the routing SGLang is handed)
+        out = []
+        for p in pts:
+            out.append(p)
+            nxt = pts[pts.index(p) + 1] if pts.index(p) + 1 < len(pts) else None
+            if p[0] == "fp8" and (nxt is None or nxt[0] != "fp8" or nxt[1] != p[1]):
+                out += [("fp8", p[1], "sglang:" + sp.tile_name(t), t) for t in sg_tiles]
+        pts = out
     props = torch.cuda.get_device_properties(0)
     print(f"CARD {props.name} SMs {props.multi_processor_count}; {len(pts)} points", flush=True)
 
@@ -225,21 +338,41 @@ def main():
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        # one format per worker (each holds only that format's weights), points dealt round-robin
-        by_fmt = {f: [p for p in pts if p[0] == f] for f in VARIANTS}
-        share = {f: max(1, round(args.workers * len(v) / len(pts))) for f, v in by_fmt.items() if v}
+        own = [p for p in pts if not p[2].startswith("sglang:")]
+        sg_batches = sorted({p[1] for p in pts if p[2].startswith("sglang:")})
+        # one format per worker (each holds only that format's weights), points dealt round-robin;
+        # SGLang's tiles in their own workers, each tile in one worker at every batch (one compile per
+        # specialization)
+        n_sg = min(len(sg_tiles), max(1, args.workers // 3)) if sg_batches else 0
+        n_own = max(1, args.workers - n_sg)
+        by_fmt = {f: [p for p in own if p[0] == f] for f in VARIANTS}
+        share = {f: max(1, round(n_own * len(v) / len(own))) for f, v in by_fmt.items() if v}
         chunks = [v[i::share[f]] for f, v in by_fmt.items() if v for i in range(share[f])]
-        with cf.ProcessPoolExecutor(len(chunks), mp_context=mp.get_context("spawn")) as ex:
-            for res in ex.map(_warm, chunks):
-                for r in res:
+        with cf.ProcessPoolExecutor(len(chunks) + n_sg, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(_warm, c) for c in chunks]
+            futs += [ex.submit(_warm_sglang, (args.sglang_trim, [(b, t) for t in sg_tiles[i::n_sg] for b in sg_batches]))
+                     for i in range(n_sg)]
+            for f in futs:
+                for r in f.result():
                     if r[3] != "ok":
                         print("WARM", r, flush=True)
         print(f"compiled in {time.time() - t0:.0f} s", flush=True)
     if args.phase == "warm":
         return
 
+    # clocks up from idle before the first timed point (a bf16 matmul loop, untimed)
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t_spin = time.time()
+    while time.time() - t_spin < args.spin_s:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
+    del a
+
     rows = []
     refs = {}
+    sg_peer = sp.SglangFp8Peer(args.sglang_trim) if sg_tiles else None
+    sg_inputs, sg_refs, sg_bytes = {}, {}, {}
     for fmt, b, name, cfg in pts:
         row = dict(fmt=fmt, batch=b, variant=name)
         if time.time() - t0 > args.budget_s:
@@ -247,54 +380,91 @@ def main():
             rows.append(row)
             continue
         try:
-            layer = _build(fmt, b, cfg)
-            if (fmt, b) not in refs:
-                refs[(fmt, b)] = layer.reference()
-            out = poisoned_call(layer)
-            err = rel_err(out, refs[(fmt, b)])
-            row.update(rel_err=err, ok=err < ERROR_BOUNDS[fmt], cfg1=layer.cfg1, cfg2=layer.cfg2,
-                       experts=layer.experts_touched, weight_bytes=layer.weight_bytes_read)
-            r = timing.time_fn(gemm_callable(layer), repeats=args.repeats, warmup=3)
-            row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3,
-                       pct_dram_peak=100 * layer.weight_bytes_read / (r.median_ns * 1e-9) / args.dram_peak)
-            if name == "default":   # the whole layer call too (route, sort, quant, GEMMs, combine)
-                row["layer_us"] = timing.time_fn(layer, repeats=args.repeats, warmup=3).median_ns / 1e3
-            if name == "default" and fmt in PEER_FORMATS:
-                peer = _build(fmt, b, None, kernel="torch-grouped")
-                rp = timing.time_fn(peers.grouped_gemms_only(peer), repeats=args.repeats, warmup=3)
-                rl = timing.time_fn(peer, repeats=args.repeats, warmup=3)
-                row.update(peer_gemm_us=rp.median_ns / 1e3, peer_layer_us=rl.median_ns / 1e3)
-                del peer
-            del layer
+            if name.startswith("sglang:"):
+                if b not in sg_inputs:
+                    raise RuntimeError("no routing from moeprof's default row at this batch")
+                if b not in sg_refs:
+                    sg_refs[b] = sg_peer.reference(*sg_inputs[b])
+                row = sglang_row(sg_peer, b, cfg, sg_inputs[b], sg_refs[b], sg_bytes[b], args)
+            else:
+                layer = _build(fmt, b, cfg)
+                if (fmt, b) not in refs:
+                    refs[(fmt, b)] = layer.reference()
+                out = poisoned_call(layer)
+                err = rel_err(out, refs[(fmt, b)])
+                row.update(rel_err=err, ok=err < ERROR_BOUNDS[fmt], cfg1=layer.cfg1, cfg2=layer.cfg2,
+                           experts=layer.experts_touched, weight_bytes=layer.weight_bytes_read)
+                r = timing.time_fn(gemm_callable(layer), repeats=args.repeats, warmup=3)
+                row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3,
+                           pct_dram_peak=100 * layer.weight_bytes_read / (r.median_ns * 1e-9) / args.dram_peak)
+                if name == "default":   # the whole layer call too (route, sort, quant, GEMMs, combine)
+                    row["layer_us"] = timing.time_fn(layer, repeats=args.repeats, warmup=3).median_ns / 1e3
+                if name == "default" and fmt in PEER_FORMATS:
+                    peer = _build(fmt, b, None, kernel="torch-grouped")
+                    rp = timing.time_fn(peers.grouped_gemms_only(peer), repeats=args.repeats, warmup=3)
+                    rl = timing.time_fn(peer, repeats=args.repeats, warmup=3)
+                    row.update(peer_gemm_us=rp.median_ns / 1e3, peer_layer_us=rl.median_ns / 1e3)
+                    del peer
+                if name == "default" and fmt == "fp8" and sg_peer is not None:
+                    sg_inputs[b] = sp.routed_inputs(layer)
+                    sg_bytes[b] = layer.weight_bytes_read
+                del layer
         except Exception as exc:  # noqa: BLE001 - a variant that fails is a result
             row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
         rows.append(row)
         print("ROW", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
-                                 if k not in ("cfg1", "cfg2")}), flush=True)
+                                 if k not in ("cfg1", "cfg2", "tile")}), flush=True)
         if (fmt, b) != (pts[-1][0], pts[-1][1]):
             torch.cuda.empty_cache()
 
-    # ---- best correct variant per (fmt, batch)
-    best = {}
+    # ---- best correct configuration per (fmt, batch): moeprof's (default or variant) and SGLang's
+    best, best_sg = {}, {}
     for r in rows:
         if r.get("ok") and "gemm_us" in r:
             k = (r["fmt"], r["batch"])
-            if k not in best or r["gemm_us"] < best[k]["gemm_us"]:
-                best[k] = r
+            pool = best_sg if r["variant"].startswith("sglang:") else best
+            if k not in pool or r["gemm_us"] < pool[k]["gemm_us"]:
+                pool[k] = r
+    torch_us = {(r["fmt"], r["batch"]): r["peer_gemm_us"] for r in rows if "peer_gemm_us" in r}
     ncu = {}
     if args.ncu:
-        for fmt in ("fp8", "mxfp4"):
-            k = (fmt, args.ncu_batch)
-            if k not in best:
-                continue
-            dflt = next((r for r in rows if r["fmt"] == fmt and r["batch"] == args.ncu_batch and r["variant"] == "default"), None)
-            for tag, r in (("default", dflt), ("best", best[k])):
-                if time.time() - t0 > args.budget_s + 60:
-                    break
-                if r is None or (tag == "best" and r["variant"] == "default"):
+        if args.ncu_batch == "worst":
+            # fp8: the batch where moeprof's best is furthest behind the faster of the two peers
+            gaps = {}
+            for (fmt, b), r in best.items():
+                if fmt != "fp8":
                     continue
-                pair = None if r["variant"] == "default" else (r["cfg1"], r["cfg2"])
-                ncu[f"{fmt}/{args.ncu_batch}/{tag}:{r['variant']}"] = run_ncu(args.out_dir, fmt, args.ncu_batch, tag, pair)
+                peer_us = [u for u in (torch_us.get(("fp8", b)), best_sg.get(("fp8", b), {}).get("gemm_us"))
+                           if u]
+                if peer_us:
+                    gaps[b] = r["gemm_us"] / min(peer_us)
+            ncu_batches = [max(gaps, key=gaps.get)] if gaps and max(gaps.values()) > 1.0 else []
+            ncu_formats = ("fp8",)
+        else:
+            ncu_batches = [int(x) for x in args.ncu_batch.split(",") if x]
+            ncu_formats = ("fp8", "mxfp4")
+        for nb in ncu_batches:
+            for fmt in ncu_formats:
+                k = (fmt, nb)
+                if k not in best:
+                    continue
+                dflt = next((r for r in rows if r["fmt"] == fmt and r["batch"] == nb and r["variant"] == "default"), None)
+                jobs = [("default", dflt, "moeprof"), ("best", best[k], "moeprof")]
+                if fmt == "fp8" and args.ncu_batch == "worst":
+                    t_us = torch_us.get(k, float("inf"))
+                    s_us = best_sg.get(k, {}).get("gemm_us", float("inf"))
+                    jobs.append(("peer", best_sg.get(k), "sglang") if s_us < t_us else ("peer", dflt, "torch"))
+                for tag, r, who in jobs:
+                    if time.time() - t0 > args.ncu_budget_s:
+                        break
+                    if r is None or (tag == "best" and r["variant"] == "default"):
+                        continue
+                    if who == "sglang":
+                        pair = r["tile"]
+                    else:
+                        pair = None if r["variant"] == "default" or who == "torch" else (r["cfg1"], r["cfg2"])
+                    key = f"{fmt}/{nb}/{who}/{tag}:{r['variant'] if who != 'torch' else 'torch._scaled_grouped_mm'}"
+                    ncu[key] = run_ncu(args.out_dir, fmt, nb, tag, pair, who, args.sglang_trim)
     with open(os.path.join(args.out_dir, "variants.json"), "w") as fh:
         json.dump(dict(card=props.name, sms=props.multi_processor_count, torch=torch.__version__,
                        command=" ".join(sys.argv), rows=rows, ncu=ncu), fh, indent=1, default=str)
@@ -306,13 +476,25 @@ def main():
             print("NCU", key, "ERROR", v["error"], flush=True)
     print(f"\nSUMMARY {props.name}: expert GEMMs, us (% of DRAM peak {args.dram_peak / 1e12:.2f} TB/s); "
           f"{time.time() - t0:.0f} s")
-    print(f"{'fmt':6s} {'batch':>5s} {'variant':22s} {'ok':>3s} {'err':>8s} {'gemm_us':>8s} {'%peak':>6s} {'peer_us':>8s} {'layer_us':>8s}")
+    print(f"{'fmt':6s} {'batch':>5s} {'variant':30s} {'ok':>3s} {'err':>8s} {'gemm_us':>8s} {'%peak':>6s} {'peer_us':>8s} {'layer_us':>8s}")
     for r in rows:
-        print(f"{r['fmt']:6s} {r['batch']:5d} {r['variant']:22s} {'y' if r.get('ok') else 'N':>3s} "
+        print(f"{r['fmt']:6s} {r['batch']:5d} {r['variant'][:30]:30s} {'y' if r.get('ok') else 'N':>3s} "
               f"{r.get('rel_err', float('nan')):8.1e} {r.get('gemm_us', float('nan')):8.1f} "
               f"{r.get('pct_dram_peak', float('nan')):6.1f} {r.get('peer_gemm_us', float('nan')):8.1f} "
               f"{r.get('layer_us', float('nan')):8.1f}"
               + (f" {r['error'][:60]}" if "error" in r else ""))
+    if best:
+        # fp8 against both peers: moeprof's default, its best configuration, torch's GEMMs, SGLang's best tile
+        print(f"\nFP8 PEERS {props.name}: GEMMs us; ratio = peer / moeprof (> 1: moeprof faster)")
+        print(f"{'batch':>5s} {'default':>8s} {'best':>8s} {'best variant':22s} {'torch':>8s} {'sglang':>8s} "
+              f"{'sglang tile':28s} {'t/def':>6s} {'s/def':>6s} {'t/best':>6s} {'s/best':>6s}")
+        for b in batches:
+            d = next((r for r in rows if r["fmt"] == "fp8" and r["batch"] == b and r["variant"] == "default"), {})
+            bo, so = best.get(("fp8", b), {}), best_sg.get(("fp8", b), {})
+            du, bu, tu, su = (d.get("gemm_us", float("nan")), bo.get("gemm_us", float("nan")),
+                              torch_us.get(("fp8", b), float("nan")), so.get("gemm_us", float("nan")))
+            print(f"{b:5d} {du:8.1f} {bu:8.1f} {bo.get('variant', '-')[:22]:22s} {tu:8.1f} {su:8.1f} "
+                  f"{so.get('variant', '-')[7:35]:28s} {tu / du:6.2f} {su / du:6.2f} {tu / bu:6.2f} {su / bu:6.2f}")
 
 
 if __name__ == "__main__":
