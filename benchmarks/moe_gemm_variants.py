@@ -126,9 +126,9 @@ def _build(fmt, b, cfg, kernel="triton"):
             cfg["G"] = groups
     if cfg is not None:
         c1, c2 = (dict(cfg[0]), dict(cfg[1])) if isinstance(cfg, tuple) else (dict(cfg), dict(cfg))
-        if cfg.get("DEQUANT_BF16"):
+        if c1.get("DEQUANT_BF16"):
             c2["BN"] = 128   # the bf16 defaults' gemm2 tile (not gated)
-        if "SPLIT_K" not in cfg and cfg.get("MXV"):
+        if "SPLIT_K" not in c1 and c1.get("MXV"):
             # the default's split-K heuristic, applied to the variant's tile (few experts: split K)
             sh = model_shapes(MODEL)
             slots = b * sh["top_k"]
