@@ -866,14 +866,19 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     elif wf == WF_FP8 and m_per_expert <= 64:
         # swapped A/B: the 64 weight rows are the warpgroup MMA's M side, so the e4m3 operands reach
         # FP8 MMAs (with the few token rows as M, Triton takes mma.sync, which upcasts e4m3 to FP16);
-        # BK=256 at decode: twice the bytes per pipeline stage
+        # BK=256 at decode: twice the bytes per pipeline stage; 3 stages while the slots are fewer
+        # than the experts (smaller programs, more of them resident per SM)
         if m_per_expert <= 16:
-            cfg = dict(BM=16, BN=64, BK=256, GROUP_M=1, num_warps=4, num_stages=4, SWAP_AB=1)
+            cfg = dict(BM=16, BN=64, BK=256, GROUP_M=1, num_warps=4, num_stages=3 if m_per_expert <= 1 else 4,
+                       SWAP_AB=1)
         else:
-            cfg = dict(BM=32, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, SWAP_AB=1)
-    elif wf == WF_FP8 and m_per_expert > 256:
-        # prefill: wider N and K tiles, 8 warps (more MMA work per byte staged)
-        cfg = dict(BM=128, BN=128, BK=128, GROUP_M=8, num_warps=8, num_stages=3)
+            # 64 token rows as the MMA's N side: an expert's rows fit one row block, so its weights
+            # stream once (32-row blocks read them twice for the experts with more than 32 rows)
+            cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=4, SWAP_AB=1)
+    elif wf == WF_FP8:
+        # prefill: 128-row tiles, 8 warps, BK=128 and 4 stages; gemm1 reads a gate and an up tile of
+        # BN=128 rows per step (256 weight rows), the down GEMM one 256-row tile
+        cfg = dict(BM=128, BN=128 if gated else 256, BK=128, GROUP_M=8, num_warps=8, num_stages=4)
     elif m_per_expert <= 16:
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
     elif m_per_expert <= 64:
