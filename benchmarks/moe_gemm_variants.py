@@ -37,9 +37,9 @@ def _c(bm, bn, bk, nw, ns, **kw):
 
 
 # name -> (batches, config for both GEMMs, or a (gemm1, gemm2) pair); gemm2 always takes gemm1's BM
-# (one sort). fp8: run 23's candidates against the defaults (decode: SGLang's best tile's stage count,
-# split K where few experts leave SMs idle; 1024-4096: 64/128-row tiles with BK=128; prefill: deeper
-# pipelines, a 256-wide down GEMM, the group order)
+# (one sort). fp8: runs 23-24's candidates (decode: SGLang's best tile's stage count, split K where few
+# experts leave SMs idle; 1024-4096: 64/128-row tiles with BK=128; prefill: deeper pipelines, a 256-wide
+# down GEMM, the group order), and gate/up in one dot
 D = (1, 4, 16, 64, 256)
 
 
@@ -68,6 +68,10 @@ VARIANTS = {
         "pf-gm4": ((16384,), _pf(_c(128, 128, 128, 8, 3, GROUP_M=4))),
         "pf-k64-s5": ((16384,), _pf(_c(128, 128, 64, 8, 5))),
         "pf-m64-n128-w4-s4": ((16384,), _pf(_c(64, 128, 128, 4, 4), 256)),
+        # gate and up rows interleaved in one 2*BN-wide dot (GU_ONE_DOT; not measured yet)
+        "gu1-m64-k128-s4": ((1024, 4096), _pf(_c(64, 64, 128, 4, 4, GU_ONE_DOT=1), 128)),
+        "gu1-m128-w8-s4-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 4, GU_ONE_DOT=1), 256)),
+        "gu1-m128-w8-s3-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 3, GU_ONE_DOT=1), 256)),
     },
     "mxfp4": {
         # the Triton kernel (the default at decode before the CUDA kernel) against the CUDA kernel's

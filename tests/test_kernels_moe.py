@@ -102,6 +102,11 @@ def _cfg(**kw):
     ("mxfp4", dict(DEQUANT_BF16=1), "skew:3", 1),
     ("mxfp4", dict(DEQUANT_BF16=1, BK=32), "uniform", 2),
     ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
+    # gate and up in one dot over interleaved weight rows (split after the loop); BN = 64 leaves the
+    # second gate/up tile of I = 96 half past the end
+    ("fp8", dict(BK=32, GU_ONE_DOT=1), "skew:3", 1),
+    ("fp8", dict(BK=32, BN=64, GU_ONE_DOT=1), "uniform", 2),
+    ("bf16", dict(BK=64, BN=32, GU_ONE_DOT=1, SPLIT_K=2), "uniform", 1),
     ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
 ])
@@ -164,6 +169,13 @@ def test_swap_ab_refused_for_other_formats():
                         seed=1, device=DEV, cache_weights=False, cfg=(c, dict(c)))
     with pytest.raises(ValueError, match="SWAP_AB"):
         layer()
+    for kw in (dict(GU_ONE_DOT=1), dict(GU_ONE_DOT=1, SWAP_AB=1)):   # the plain bf16 / fp8 loop's option
+        c = _cfg(**kw)
+        layer = build_layer(hidden_size=64, intermediate_size=64, num_experts=4, top_k=2,
+                            fmt="fp8-block" if "SWAP_AB" not in kw else "fp8", batch=3, seed=1, device=DEV,
+                            cache_weights=False, cfg=(c, dict(c)))
+        with pytest.raises(ValueError, match="GU_ONE_DOT"):
+            layer()
 
 
 @pytest.mark.parametrize("big", [False, True])

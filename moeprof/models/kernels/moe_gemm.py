@@ -314,7 +314,7 @@ def moe_gemm_kernel(
     DOT_F32: tl.constexpr = False, GPI: tl.constexpr = 1, MXV: tl.constexpr = 0,
     BIG_SCALE: tl.constexpr = False, SPLIT_K: tl.constexpr = 1, C_DIV: tl.constexpr = 1,
     STILE: tl.constexpr = False, WTILE: tl.constexpr = False,
-    KPAIR: tl.constexpr = False, SWAP_AB: tl.constexpr = False,
+    KPAIR: tl.constexpr = False, SWAP_AB: tl.constexpr = False, GU_ONE_DOT: tl.constexpr = False,
 ):
     # SPLIT_K > 1 (decode: few experts -> few tiles): program_id(1) takes one BK-aligned K chunk and
     # adds its fp32 partial into c with atomics (c zeroed by the caller). Gated: c is fp32
@@ -533,6 +533,31 @@ def moe_gemm_kernel(
         acc = tl.trans(acc_t)
         if GATED:
             acc_up = tl.trans(acc_ut)
+    elif GATED and GU_ONE_DOT:
+        # ---------------- BF16 / FP8 weights, gate and up in one dot: the weight tile [BK, 2 * BN] takes
+        # gate row n at column 2j and up row n at column 2j + 1 (n = the tile's j-th row), so one
+        # 2*BN-wide MMA reads each activation slice once and the gate and up sums of a row end up next
+        # to each other in the accumulator; they are split apart after the loop.
+        tl.static_assert(WF == WF_BF16 or WF == WF_FP8)
+        offs_k = tl.arange(0, BK)
+        jj2 = tl.arange(0, 2 * BN)
+        wrow = pid_n * BN + jj2 // 2
+        wrow = tl.where(wrow < N, wrow, 0) + (jj2 % 2) * up_off
+        w2_ptrs = w_e + wrow.to(tl.int64)[None, :] * stride_wn + (k_lo + offs_k)[:, None]
+        a_ptrs = a_row_ptr + (k_lo + offs_k)[None, :]
+        acc2 = tl.zeros((BM, 2 * BN), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BK):
+            if EVEN_K:
+                a = tl.load(a_ptrs, mask=tok_mask[:, None], other=0.0)
+                w2 = tl.load(w2_ptrs)
+            else:
+                kmask = (k0 + offs_k) < K
+                a = tl.load(a_ptrs, mask=tok_mask[:, None] & kmask[None, :], other=0.0)
+                w2 = tl.load(w2_ptrs, mask=kmask[:, None], other=0.0)
+            acc2 = _dot(a, w2, acc2, DOT_F32)
+            a_ptrs += BK
+            w2_ptrs += BK
+        acc, acc_up = tl.split(tl.reshape(acc2, (BM, BN, 2)))
     else:
         # ---------------- BF16 / FP8 weights
         offs_k = tl.arange(0, BK)
@@ -919,6 +944,10 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     swap_ab = bool(cfg.get("SWAP_AB", 0))
     if swap_ab and wf not in (WF_BF16, WF_FP8):
         raise ValueError(f"SWAP_AB is for bf16 / fp8 weights (mxfp4: MXV=2), not {fmt}")
+    gu_one_dot = bool(cfg.get("GU_ONE_DOT", 0))
+    if gu_one_dot and (wf not in (WF_BF16, WF_FP8) or swap_ab):
+        raise ValueError(f"GU_ONE_DOT is for the unswapped bf16 / fp8 loop, not {fmt}"
+                         + (" with SWAP_AB" if swap_ab else ""))
     if a_s is None:
         a_s = a  # unused
     if w_s is None:
@@ -949,7 +978,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         UNPACK_ASM=bool(unpack_asm), DOT_F32=INTERPRET,
         GPI=(cfg.get("GPI", 1) if (wf in MX_CODES and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
         MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1), STILE=stile, WTILE=wtile,
-        KPAIR=bool(mxv == 2 and cfg.get("KPAIR", 0)), SWAP_AB=swap_ab,
+        KPAIR=bool(mxv == 2 and cfg.get("KPAIR", 0)), SWAP_AB=swap_ab, GU_ONE_DOT=gu_one_dot and gated,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and not INTERPRET else {}),
     )
