@@ -13,8 +13,15 @@ rows summed over the top-k) against the example's float32 reference (SiLU(gate) 
 
     python3 benchmarks/sglang_gemm_peer.py --ncu-one BATCH CONFIG_JSON [--sglang-trim DIR]
 
-runs the GEMM-only callable twice at one batch for `ncu --kernel-name fused_moe_kernel --launch-skip 2
---launch-count 2` (routing as moeprof's gpt-oss-120b layer at that batch).
+runs the GEMM-only callable twice at one batch for `ncu --kernel-name fused_moe_kernel --launch-skip 3
+--launch-count 2` (one set-up launch of gate_up first; routing as moeprof's gpt-oss-120b layer at that batch).
+
+    python3 benchmarks/sglang_gemm_peer.py --compile-report gate_up|down CONFIG_JSON [--sglang-trim DIR]
+
+needs no GPU: compiles `fused_moe_kernel` for sm_90 with the constexprs and integer specializations
+SGLang's fp8 per-tensor launch gives it at gpt-oss-120b shapes, and prints what benchmarks/compile_report.py
+prints for moeprof's kernel (registers, spills, shared memory, SASS histogram). Use Triton 3.6 (the GPU
+machine's) for numbers that match it.
 """
 
 from __future__ import annotations
@@ -157,11 +164,67 @@ def routed_inputs(layer):
     return layer.x.contiguous(), tw.float().contiguous(), ids.to(__import__("torch").int32).contiguous()
 
 
+def compile_sm90(trim: str, gemm: str, tile: dict):
+    """fused_moe_kernel compiled for sm_90 as SGLang launches it for fp8 W8A8 per-tensor (no TMA, no bias,
+    PDL on): pointers 16-byte aligned, unit strides specialized to 1, the other gpt-oss strides divisible by 16."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+
+    fk = load_sglang(trim)
+    fn = fk.fused_moe_kernel
+    gated = gemm == "gate_up"
+    n = 5760 if gated else 2880
+    ptrs = {"a_ptr": "*fp8e4nv", "b_ptr": "*fp8e4nv", "c_ptr": "*bf16", "a_scale_ptr": "*fp32",
+            "b_scale_ptr": "*fp32", "topk_weights_ptr": "*fp32", "sorted_token_ids_ptr": "*i32",
+            "expert_ids_ptr": "*i32", "num_tokens_post_padded_ptr": "*i32"}
+    absent = ("a_desc", "b_desc", "bias_ptr", "add_mask_ptr")
+    unit = ("stride_ak", "stride_bk", "stride_cn", "stride_bias_n")
+    div16 = {"N": n, "K": 2880, "EM": 16, "num_valid_tokens": 16, "stride_am": 2880, "stride_be": n * 2880,
+             "stride_bn": 2880, "stride_cm": n}
+    const = dict(group_n=0, group_k=0, MUL_ROUTED_WEIGHT=not gated, top_k=4 if gated else 1,
+                 compute_type=tl.bfloat16, use_fp8_w8a8=True, use_int8_w8a8=False, use_int8_w8a16=False,
+                 per_channel_quant=False, even_Ks=2880 % tile["BLOCK_SIZE_K"] == 0, c_sorted=False,
+                 swap_ab=tile["BLOCK_SIZE_M"] < 64 and tile["BLOCK_SIZE_N"] >= 64, FUSE_ADD_TO_OUTPUT=False,
+                 MASK_OUTPUT=False, FUSE_SUM_ALL_REDUCE=False, ROUTER_TOPK=1, FUSE_SWIGLU=False, USE_GDC=True,
+                 GDC_EARLY=False, A_OUTPUT_SLICES=1, A_OUTPUT_SLICE_WIDTH=0, A_OUTPUT_SLICE_K=0,
+                 **{k: v for k, v in tile.items() if k.isupper()})
+    sig, cx, attrs = {}, {}, {}
+    for i, p in enumerate(fn.arg_names):
+        if p in const or p in absent or p in unit:
+            sig[p], cx[p] = "constexpr", const.get(p, 1 if p in unit else None)
+        elif p in ptrs:
+            sig[p], attrs[(i,)] = ptrs[p], [["tt.divisibility", 16]]
+        else:
+            sig[p] = "i32"
+            if div16.get(p, 1) % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=cx, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=tile.get("num_warps", 4), num_stages=tile.get("num_stages", 3)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ncu-one", nargs=2, metavar=("BATCH", "CONFIG_JSON"), required=True)
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--ncu-one", nargs=2, metavar=("BATCH", "CONFIG_JSON"))
+    mode.add_argument("--compile-report", nargs=2, metavar=("GEMM", "CONFIG_JSON"))
     ap.add_argument("--sglang-trim", default=os.environ.get("SGLANG_TRIM", os.path.join(ROOT, ".sglang-trim")))
     args = ap.parse_args()
+    if args.compile_report:
+        import compile_report as cr
+
+        gemm, tile = args.compile_report[0], json.loads(args.compile_report[1])
+        if gemm not in ("gate_up", "down"):
+            print("sglang_gemm_peer: error: --compile-report takes gate_up or down", file=sys.stderr)
+            return 2
+        ck = compile_sm90(args.sglang_trim, gemm, tile)
+        ops = cr.sass_histogram(ck.asm["cubin"])
+        usage = cr.ptxas_usage(ck.asm["ptx"], None)
+        print(f"fused_moe_kernel {gemm} {tile_name(tile)}: regs={usage['regs']} spill_bytes={usage['spill_bytes']} "
+              f"shared={cr.md_get(ck.metadata, 'shared')} sass_total={sum(ops.values())} "
+              + " ".join(f"sass_{o}={ops[o]}" for o in cr.SASS_OPS if ops.get(o)))
+        return 0
     import torch
 
     from moeprof.models.layer import build_layer_for_model
