@@ -78,21 +78,18 @@ VARIANTS = {
         # token groups per pass (G) and CTA shapes (WN tiles x WK K-warps, D chunks in flight)
         "triton-v2": ((1, 4, 16), _c(16, 64, 128, 2, 3, MXV=1)),
         "triton-v2-m32": ((64, 256, 1024), _c(32, 128, 128, 4, 3, MXV=1)),
-        "mma-8x1x4": (D, "mma:WN=8,WK=1,D=4"),
-        "mma-2x2x8": ((1, 4, 16), "mma:WN=2,WK=2,D=8"),
-        "mma-4x2x8": ((1, 4), "mma:WN=4,WK=2,D=8"),
-        "mma-4x1x8-mt2": (D + (1024,), "mma:WN=4,WK=1,D=8,MT=2"),
-        "mma-8x1x4-mt2": (D + (1024,), "mma:WN=8,WK=1,D=4,MT=2"),
-        "mma-2x1x8-mt2": (D, "mma:WN=2,WK=1,D=8,MT=2"),
-        "mma-2x2x8-mt2": ((1, 4, 16), "mma:WN=2,WK=2,D=8,MT=2"),
-        "mma-4x1x8-mt2-g1": ((256,), "mma:WN=4,WK=1,D=8,MT=2,G=1"),
-        "mma-4x1x8-mt2-g2": ((1024,), "mma:WN=4,WK=1,D=8,MT=2,G=2"),
-        "mma-4x1x6-mt2-g4": ((256, 1024), "mma:WN=4,WK=1,D=6,MT=2,G=4"),
+        "mma-2x2x8": ((4, 16), "mma:WN=2,WK=2,D=8,MT=1"),
+        "mma-8x1x4-mt2": ((1,), "mma:WN=8,WK=1,D=4,MT=2"),
+        "mma-4x1x8-mt2": ((16, 64, 256), "mma:WN=4,WK=1,D=8,MT=2"),
+        "mma-8x1x4-mt2-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
         "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
-        "v2-n64-w4": ((16, 64, 256), _c(16, 64, 128, 4, 3, MXV=1)),
-        "v2-m16-n64-w2": ((1024,), _c(16, 64, 128, 2, 3, MXV=1)),
-        "dequant-bf16": ((4096, 16384), dict(_c(64, 64, 64, 4, 4), DEQUANT_BF16=1)),
-        "dequant-bf16-m128": ((4096, 16384), dict(_c(128, 64, 64, 8, 3), DEQUANT_BF16=1)),
+    },
+    "mxfp4-w4a8": {
+        # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernel on e4m3 activations
+        # against the fp8 GEMM on weights dequantized to e4m3 once per call
+        "triton-gpi": ((1, 16, 64, 256), _c(16, 64, 128, 4, 4, GPI=3)),
+        "dequant-fp8": ((256, 1024), dict(_c(64, 64, 128, 4, 4, SWAP_AB=1), DEQUANT_FP8=1)),
+        "mma-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),

@@ -102,6 +102,9 @@ def _cfg(**kw):
     ("mxfp4", dict(DEQUANT_BF16=1), "skew:3", 1),
     ("mxfp4", dict(DEQUANT_BF16=1, BK=32), "uniform", 2),
     ("fp8", dict(BK=32, SPLIT_K=2), "uniform", 1),
+    # mxfp4-w4a8 prefill path: weights dequantized to e4m3 with a scale per row, then the fp8 GEMM
+    ("mxfp4-w4a8", dict(DEQUANT_FP8=1), "skew:3", 1),
+    ("mxfp4-w4a8", dict(DEQUANT_FP8=1, BK=32), "uniform", 2),
     # gate and up in one dot over interleaved weight rows (split after the loop); BN = 64 leaves the
     # second gate/up tile of I = 96 half past the end
     ("fp8", dict(BK=32, GU_ONE_DOT=1), "skew:3", 1),
@@ -120,6 +123,7 @@ def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
     layer = build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt=fmt, batch=7,
                         ep=ep, routing=routing, seed=9, device=DEV, cache_weights=False, cfg=(c, dict(c)))
     assert layer._split1 == layer._split2 == (c.get("SPLIT_K", 1) > 1)
+    assert layer._dequant8 == bool(c.get("DEQUANT_FP8"))
     if fmt == "mxfp4":  # which operand layouts the kernel was handed
         assert (layer._w1.dim() == 4) == bool(c.get("WTILE", 1))
         assert (layer._s1.dim() == 4) == bool(c.get("STILE", 1))
@@ -201,3 +205,32 @@ def test_dequant_mx_bf16_matches_quant(big):
     mg.dequant_mx_bf16(q.tile_mx_weights(p), q.tile_mx_scales(s), 160, out=out, big_scale=big)
     ref = torch.stack([q.dequant_packed_mxfp4(p[e], s[e], "lanes") for e in range(3)])
     assert torch.equal(out.float(), ref.float())
+
+
+def test_dequant_mx_fp8_matches_quant():
+    """The w4a8 prefill dequantizer: e4m3 values times the row scale 2^(Smax - 133) give exactly the
+    MXFP4 values for groups within 2^14 of the row's largest scale; a group 2^20 below its row's
+    largest rounds (relative to the row's largest value, the error stays below e4m3's 2^-9 step)."""
+    from moeprof.models import quant as q
+    from moeprof.models.kernels import moe_gemm as mg
+
+    g = torch.Generator(device=DEV).manual_seed(8)
+    w = torch.randn(2, 24, 160, generator=g, device=DEV)
+    w[1, 3, 64:96] *= 2.0 ** -20          # one MX group far below its row's largest
+    packed, scales = [], []
+    for e in range(2):
+        c, s = q.quant_mxfp4(w[e])
+        packed.append(q.pack_mxfp4(c, "nibbles"))
+        scales.append(s)
+    p, s = torch.stack(packed), torch.stack(scales)
+    smax = mg.mx_row_scale_exponents(s)
+    assert smax.shape == (2, 24) and int(smax[1, 3]) == int(s[1, 3].max())
+    out = torch.full((2, 24, 160), float("nan"), device=DEV).to(torch.float8_e4m3fn)
+    mg.dequant_mx_fp8(p, s, smax, 160, out=out)
+    got = out.float() * torch.exp2(smax.float() - 133.0)[..., None]
+    ref = torch.stack([q.dequant_packed_mxfp4(p[e], s[e], "nibbles") for e in range(2)])
+    near = (s.int() >= smax[..., None] - 14).repeat_interleave(32, dim=-1)
+    assert not near[1, 3, 64:96].any() and near.float().mean() > 0.9
+    assert torch.equal(got[near], ref[near])
+    row_max = ref.abs().amax(dim=-1, keepdim=True).expand_as(ref)
+    assert ((got - ref).abs()[~near] <= row_max[~near] * 2.0 ** -9).all()

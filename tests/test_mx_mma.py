@@ -136,7 +136,7 @@ def _mma_cfg(g, **shape):
 @pytest.mark.parametrize("g", [1, 2, 4])
 @pytest.mark.parametrize("shape", [dict(WN=2, WK=4, D=4), dict(WN=4, WK=2, D=2), dict(WN=1, WK=8, D=6),
                                    dict(WN=2, WK=2, D=4, MT=2)])
-@pytest.mark.parametrize("case", ["ragged", "ep", "big"])
+@pytest.mark.parametrize("case", ["ragged", "ep", "big", "w4a8"])
 def test_gpu_mma_kernel_against_reference(g, shape, case):
     """Tiny and odd shapes through the CUDA kernel: K = 160 (half chunk), I = 96, skewed routing (empty
     and crowded experts: more rows than one pass), EP foreign rows, a scale byte above 128."""
@@ -151,6 +151,8 @@ def test_gpu_mma_kernel_against_reference(g, shape, case):
               routing="skew:2", seed=9, device="cuda", cache_weights=False, cfg=(c, dict(c)))
     if case == "ep":
         kw.update(ep=2, routing="uniform")
+    if case == "w4a8":   # e4m3 activations (exact in bf16) with their row scales applied in the epilogue
+        kw.update(fmt="mxfp4-w4a8")
     layer = build_layer(**kw)
     if case == "big":
         # a few groups whose E8M0 byte exceeds 128 (the kernel's two-step multiply)
@@ -169,7 +171,7 @@ def test_gpu_mma_kernel_against_reference(g, shape, case):
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())
-    assert err < ERROR_BOUNDS["mxfp4"], (g, shape, case, err)
+    assert err < ERROR_BOUNDS[kw["fmt"]], (g, shape, case, err)
 
 
 @pytest.mark.gpu

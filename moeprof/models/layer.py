@@ -278,6 +278,19 @@ class MoeLayer:
                 "DEQUANT_BF16 reads the K-tile-major weights and scales"
             self._w1_bf16 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.bfloat16, device=dev)
             self._w2_bf16 = torch.empty(wt.num_experts, h, i, dtype=torch.bfloat16, device=dev)
+        # mxfp4-w4a8 prefill (cfg DEQUANT_FP8): the weights dequantized to e4m3 (a scale per row) once
+        # per call, then the fp8 GEMMs
+        self._dequant8 = kernel == "triton" and fmt == "mxfp4-w4a8" and bool(self.cfg1.get("DEQUANT_FP8"))
+        if self._dequant8:
+            from moeprof.models.kernels import moe_gemm as mg
+
+            for name, w_s in (("1", wt.w1_s), ("2", wt.w2_s)):
+                if f"w{name}_smax" not in wt.extra:
+                    smax = mg.mx_row_scale_exponents(w_s)
+                    wt.extra[f"w{name}_smax"] = smax
+                    wt.extra[f"w{name}_rowscale"] = torch.exp2(smax.float() - 133.0)
+            self._w1_fp8 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.float8_e4m3fn, device=dev)
+            self._w2_fp8 = torch.empty(wt.num_experts, h, i, dtype=torch.float8_e4m3fn, device=dev)
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
         self.out_sorted = torch.empty(nv, h, dtype=torch.bfloat16, device=dev)
         self.out = torch.empty(batch, h, dtype=torch.bfloat16, device=dev)
@@ -339,10 +352,17 @@ class MoeLayer:
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
+            a, a_scale = self._mma_activations(a, a_s)
             mx_cuda.moe_gemm_mx(a, wt.extra["w1_mma"], wt.extra["s1_mma"], wt.b1, tw, sids, counts,
                                 out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
                                 big_scale=self._big, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
-                                groups=self.cfg1["G"], variant=self._mma_variant, up_off=i)
+                                groups=self.cfg1["G"], variant=self._mma_variant, up_off=i, a_scale=a_scale)
+            return
+        if self._dequant8:
+            mg.dequant_mx_fp8(wt.w1, wt.w1_s, wt.extra["w1_smax"], h, out=self._w1_fp8)
+            kw = dict(n=i, k=h, a_div=self.top_k, fmt="fp8", gated=True, mul_routed=False, cfg=self.cfg1, up_off=i)
+            mg.moe_gemm(a, a_s, self._w1_fp8, wt.extra["w1_rowscale"], wt.b1, tw, sids, eids, npp,
+                        out=self.inter_buf, **kw)
             return
         kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
                   up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
@@ -364,10 +384,17 @@ class MoeLayer:
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
+            a, a_scale = self._mma_activations(a, a_s)
             mx_cuda.moe_gemm_mx(a, wt.extra["w2_mma"], wt.extra["s2_mma"], wt.b2, tw, sids, counts,
                                 out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                 big_scale=self._big, block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
-                                groups=self.cfg2["G"], variant=self._mma_variant)
+                                groups=self.cfg2["G"], variant=self._mma_variant, a_scale=a_scale)
+            return
+        if self._dequant8:
+            mg.dequant_mx_fp8(wt.w2, wt.w2_s, wt.extra["w2_smax"], i, out=self._w2_fp8)
+            kw = dict(n=h, k=i, a_div=1, fmt="fp8", gated=False, mul_routed=True, cfg=self.cfg2)
+            mg.moe_gemm(a, a_s, self._w2_fp8, wt.extra["w2_rowscale"], wt.b2, tw, sids, eids, npp,
+                        out=self.out_sorted, **kw)
             return
         kw = dict(n=h, k=i, a_div=1, fmt=self.fmt, gated=False, mul_routed=True, cfg=self.cfg2,
                   mx_big_scale=self._big)
@@ -382,6 +409,15 @@ class MoeLayer:
                         c_div=self.top_k, **kw)
         else:
             mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
+
+    def _mma_activations(self, a, a_s):
+        """The CUDA kernel reads bf16 activations: e4m3 ones (mxfp4-w4a8) go over as their exact bf16
+        values, with their row scales applied in the kernel's epilogue."""
+        if a_s is None:
+            return a, None
+        import torch
+
+        return a.to(torch.bfloat16), a_s
 
     def _combine(self):
         import torch

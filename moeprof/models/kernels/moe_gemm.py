@@ -840,6 +840,9 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 # pass by rows per expert (a pass streams the expert's weights once). CTA shapes: with few experts
 # touched, two warps split K (more warps streaming); otherwise eight warps of two 16-row tiles each.
 MMA_MAX_ROWS_PER_EXPERT = 8
+# mxfp4-w4a8 at decode: the same kernel on the e4m3 activations (exact in bf16) with their row scales
+# applied in the epilogue; above this many rows per expert the fp8 GEMM on dequantized weights
+W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 MMA_FEW_EXPERTS = 8
 MMA_SHAPE_FEW = dict(WN=2, WK=2, D=8, MT=1)
@@ -860,11 +863,13 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     local_experts: the weight tensors' expert count (the CUDA kernel scans up to 256)."""
     wf, _ = FMT_CODES[fmt]
     # (both GEMMs of a layer take the same path: the condition is symmetric in n and k)
-    if wf == WF_MX_BF16 and m_per_expert <= MMA_MAX_ROWS_PER_EXPERT and min(n, k) >= 64 and not INTERPRET \
-            and (local_experts or 0) <= 256:
+    mma_rows = {WF_MX_BF16: MMA_MAX_ROWS_PER_EXPERT, WF_MX_FP8: W4A8_MMA_MAX_ROWS_PER_EXPERT}.get(wf)
+    mma_ok = False
+    if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= 256:
         from moeprof.models.kernels import mx_cuda
 
-        if mx_cuda.available():
+        mma_ok = mx_cuda.available()
+        if mma_ok and m_per_expert <= mma_rows:
             return mma_config(m_per_expert, experts)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
@@ -882,12 +887,13 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             # weights to bf16 once per call and running the bf16 GEMM does the unpack once
             return dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1)
     elif wf == WF_MX_FP8:
-        # one MX group per dot, GPI groups unrolled per loop step for bytes in flight; prefill BM=128
-        # (a BM=64 tile of this loop does not compile on Triton 3.6: "Illegal shared layout")
-        if m_per_expert <= 64:
-            cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, GPI=3)
-        else:
-            cfg = dict(BM=128, BN=64, BK=64, GROUP_M=8, num_warps=8, num_stages=3, GPI=1)
+        if m_per_expert > 64 or (mma_ok and m_per_expert > W4A8_MMA_MAX_ROWS_PER_EXPERT):
+            # prefill: the weights dequantized once per call to e4m3 with a scale per row (E2M1
+            # times 2^(S - Smax + 6): exact for every MX group within 2^14 of the row's largest), then
+            # the fp8 GEMM: FP8 MMAs at the fp8 kernel's rate
+            return dict(default_config("fp8", m_per_expert, n, k, gated, slots, experts), DEQUANT_FP8=1)
+        # one MX group per dot, GPI groups unrolled per loop step for bytes in flight
+        cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, GPI=3)
     elif wf == WF_FP8 and m_per_expert <= 64:
         # swapped A/B: the 64 weight rows are the warpgroup MMA's M side, so the e4m3 operands reach
         # FP8 MMAs (with the few token rows as M, Triton takes mma.sync, which upcasts e4m3 to FP16);
@@ -1050,4 +1056,62 @@ def dequant_mx_bf16(w_tiles: torch.Tensor, s_tiles: torch.Tensor, k: int, *, out
             w_tiles, s_tiles, out, n, k, w_tiles.stride(0), w_tiles.stride(1), s_tiles.stride(0),
             s_tiles.stride(1), out.stride(0), out.stride(1), BN=bn, UNPACK_ASM=bool(unpack_asm),
             BIG_SCALE=bool(big_scale), num_warps=4)
+    return out
+
+
+# ----------------------------------------------------------------------------- mxfp4 -> e4m3 (w4a8 prefill)
+@triton.jit
+def _e2m1_code_to_f32(c):
+    """4-bit E2M1 codes (int32) -> fp32 values (0, 0.5, 1, 1.5, 2, 3, 4, 6 with sign)."""
+    em = c & 7
+    mag = tl.where(em < 2, em.to(tl.float32) * 0.5, (1.0 + (em & 1).to(tl.float32) * 0.5) * tl.exp2(((em >> 1) - 1).to(tl.float32)))
+    return tl.where((c & 8) != 0, -mag, mag)
+
+
+@triton.jit
+def dequant_mx_fp8_kernel(w_ptr, s_ptr, smax_ptr, o_ptr, N, K, stride_we, stride_wn, stride_se, stride_sn,
+                          stride_me, stride_oe, stride_on, BN: tl.constexpr):
+    """One K tile (4 MX groups) of BN rows of one expert: "nibbles" weights [E, N, K/2] and E8M0 scales
+    [E, N, K/32] -> e4m3 rows [E, N, K] holding E2M1 * 2^(S - Smax + 6), Smax = the row's largest scale."""
+    e = tl.program_id(2).to(tl.int64)
+    kt = tl.program_id(1)
+    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+    n_mask = offs_n < N
+    offs_n64 = tl.where(n_mask, offs_n, 0).to(tl.int64)
+    gg = kt * 4 + tl.arange(0, 4)
+    g_mask = gg * 32 < K
+    jj = tl.arange(0, 16)
+    jpos = (jj & ~3) | ((jj & 1) << 1) | ((jj & 2) >> 1)     # byte of element j (and j + 16): PERM4
+    m3 = n_mask[:, None, None] & g_mask[None, :, None]
+    wb = tl.load(w_ptr + e * stride_we + offs_n64[:, None, None] * stride_wn + (gg[:, None] * 16 + jpos[None, :])[None, :, :],
+                 mask=m3, other=0).to(tl.int32)
+    sc = tl.load(s_ptr + e * stride_se + offs_n64[:, None] * stride_sn + gg[None, :],
+                 mask=n_mask[:, None] & g_mask[None, :], other=0).to(tl.int32)
+    smax = tl.load(smax_ptr + e * stride_me + offs_n64, mask=n_mask, other=0).to(tl.int32)
+    f = tl.exp2((sc - smax[:, None] + 6).to(tl.float32))[:, :, None]
+    lo = _e2m1_code_to_f32(wb & 15) * f
+    hi = _e2m1_code_to_f32(wb >> 4) * f
+    o = o_ptr + e * stride_oe + offs_n64[:, None, None] * stride_on + (gg[:, None] * 32 + jj[None, :])[None, :, :]
+    tl.store(o, lo.to(tl.float8e4nv), mask=m3)
+    tl.store(o + 16, hi.to(tl.float8e4nv), mask=m3)
+
+
+def mx_row_scale_exponents(scales: torch.Tensor) -> torch.Tensor:
+    """The largest E8M0 byte of each row ([..., N, K/32] -> int32 [..., N]): the row's e4m3 scale is
+    2^(Smax - 127 - 6) (dequant_mx_fp8), so that 6 * 2^6 = 384 stays under e4m3's 448."""
+    return scales.amax(dim=-1).to(torch.int32)
+
+
+def dequant_mx_fp8(w: torch.Tensor, s: torch.Tensor, smax: torch.Tensor, k: int, *, out: torch.Tensor) -> torch.Tensor:
+    """mxfp4 weights in the "nibbles" layout ([E, N, K/2] u8, scales [E, N, K/32]) -> e4m3 out [E, N, k],
+    the scale of row n being 2^(smax[n] - 133). Exact for every MX group whose scale is within 14 of
+    its row's largest (E2M1 * 2^(S - Smax + 6) is then an e4m3 normal or an exact subnormal); smaller
+    groups round to e4m3 (their values are below 2^-9 of the row's largest)."""
+    e, n, _ = w.shape
+    assert out.shape == (e, n, k) and out.dtype == torch.float8_e4m3fn and k % 32 == 0
+    bn = 16 if INTERPRET else 64
+    if e:
+        dequant_mx_fp8_kernel[(triton.cdiv(n, bn), triton.cdiv(k, 128), e)](
+            w, s, smax, out, n, k, w.stride(0), w.stride(1), s.stride(0), s.stride(1), smax.stride(0),
+            out.stride(0), out.stride(1), BN=bn, num_warps=4)
     return out
