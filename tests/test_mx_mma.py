@@ -191,3 +191,26 @@ def test_gpu_mma_real_shapes(batch):
     out = poisoned_call(layer)
     err = rel_err(out, layer.reference())
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4"], (batch, err)
+
+
+def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch):
+    """With the CUDA kernel available (stubbed: this checks the routing, not the kernel), mxfp4 takes it
+    up to MMA_MAX_ROWS_PER_EXPERT rows per expert and the Triton kernel above; mxfp4-w4a8 takes it up to
+    W4A8_MMA_MAX_ROWS_PER_EXPERT and the dequantize-to-e4m3 fp8 GEMM above; other formats never."""
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import mx_cuda
+
+    monkeypatch.setattr(mg, "INTERPRET", False)
+    monkeypatch.setattr(mx_cuda, "available", lambda device=None: True)
+    cfg = lambda fmt, m, **kw: mg.default_config(fmt, m, 2880, 2880, True, slots=int(m * 128), experts=64,
+                                                 local_experts=128, **kw)
+    assert cfg("mxfp4", 2.0)["KERNEL"] == "mma"
+    assert cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma"
+    assert "KERNEL" not in cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT * 2)
+    assert cfg("mxfp4-w4a8", 16.0)["KERNEL"] == "mma"
+    big = cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)
+    assert big.get("DEQUANT_FP8") == 1 and "KERNEL" not in big
+    for fmt in ("bf16", "fp8", "fp8-block"):
+        assert "KERNEL" not in cfg(fmt, 2.0)
+    # more local experts than the kernel's expert scan: the Triton kernel
+    assert "KERNEL" not in mg.default_config("mxfp4", 2.0, 2880, 2880, True, slots=256, experts=64, local_experts=512)

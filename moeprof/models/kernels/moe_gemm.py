@@ -863,7 +863,8 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     local_experts: the weight tensors' expert count (the CUDA kernel scans up to 256)."""
     wf, _ = FMT_CODES[fmt]
     # (both GEMMs of a layer take the same path: the condition is symmetric in n and k)
-    mma_rows = {WF_MX_BF16: MMA_MAX_ROWS_PER_EXPERT, WF_MX_FP8: W4A8_MMA_MAX_ROWS_PER_EXPERT}.get(wf)
+    # (plain ints as keys: the format codes are tl.constexpr, which do not hash like the int they equal)
+    mma_rows = {int(WF_MX_BF16): MMA_MAX_ROWS_PER_EXPERT, int(WF_MX_FP8): W4A8_MMA_MAX_ROWS_PER_EXPERT}.get(int(wf))
     mma_ok = False
     if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= 256:
         from moeprof.models.kernels import mx_cuda
@@ -1071,29 +1072,27 @@ def _e2m1_code_to_f32(c):
 @triton.jit
 def dequant_mx_fp8_kernel(w_ptr, s_ptr, smax_ptr, o_ptr, N, K, stride_we, stride_wn, stride_se, stride_sn,
                           stride_me, stride_oe, stride_on, BN: tl.constexpr):
-    """One K tile (4 MX groups) of BN rows of one expert: "nibbles" weights [E, N, K/2] and E8M0 scales
-    [E, N, K/32] -> e4m3 rows [E, N, K] holding E2M1 * 2^(S - Smax + 6), Smax = the row's largest scale."""
+    """One K tile (128 elements, 4 MX groups) of BN rows of one expert: "nibbles" weights [E, N, K/2]
+    and E8M0 scales [E, N, K/32] -> e4m3 rows [E, N, K] holding E2M1 * 2^(S - Smax + 6), Smax = the
+    row's largest scale. Each row's 128 output bytes are one contiguous store; the packed bytes and
+    scales are gathered (each byte twice, from L1)."""
     e = tl.program_id(2).to(tl.int64)
     kt = tl.program_id(1)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     n_mask = offs_n < N
     offs_n64 = tl.where(n_mask, offs_n, 0).to(tl.int64)
-    gg = kt * 4 + tl.arange(0, 4)
-    g_mask = gg * 32 < K
-    jj = tl.arange(0, 16)
-    jpos = (jj & ~3) | ((jj & 1) << 1) | ((jj & 2) >> 1)     # byte of element j (and j + 16): PERM4
-    m3 = n_mask[:, None, None] & g_mask[None, :, None]
-    wb = tl.load(w_ptr + e * stride_we + offs_n64[:, None, None] * stride_wn + (gg[:, None] * 16 + jpos[None, :])[None, :, :],
-                 mask=m3, other=0).to(tl.int32)
-    sc = tl.load(s_ptr + e * stride_se + offs_n64[:, None] * stride_sn + gg[None, :],
-                 mask=n_mask[:, None] & g_mask[None, :], other=0).to(tl.int32)
+    kk = tl.arange(0, 128)
+    k = kt * 128 + kk
+    k_mask = k < K
+    j = kk % 16                                               # element j (low nibble) or j + 16 (high)
+    byte = kt * 64 + (kk // 32) * 16 + ((j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1))   # PERM4
+    m2 = n_mask[:, None] & k_mask[None, :]
+    wb = tl.load(w_ptr + e * stride_we + offs_n64[:, None] * stride_wn + byte[None, :], mask=m2, other=0).to(tl.int32)
+    code = tl.where(((kk % 32) >= 16)[None, :], wb >> 4, wb & 15)
+    sc = tl.load(s_ptr + e * stride_se + offs_n64[:, None] * stride_sn + (k // 32)[None, :], mask=m2, other=0).to(tl.int32)
     smax = tl.load(smax_ptr + e * stride_me + offs_n64, mask=n_mask, other=0).to(tl.int32)
-    f = tl.exp2((sc - smax[:, None] + 6).to(tl.float32))[:, :, None]
-    lo = _e2m1_code_to_f32(wb & 15) * f
-    hi = _e2m1_code_to_f32(wb >> 4) * f
-    o = o_ptr + e * stride_oe + offs_n64[:, None, None] * stride_on + (gg[:, None] * 32 + jj[None, :])[None, :, :]
-    tl.store(o, lo.to(tl.float8e4nv), mask=m3)
-    tl.store(o + 16, hi.to(tl.float8e4nv), mask=m3)
+    v = _e2m1_code_to_f32(code) * tl.exp2((sc - smax[:, None] + 6).to(tl.float32))
+    tl.store(o_ptr + e * stride_oe + offs_n64[:, None] * stride_on + k[None, :], v.to(tl.float8e4nv), mask=m2)
 
 
 def mx_row_scale_exponents(scales: torch.Tensor) -> torch.Tensor:
