@@ -1069,30 +1069,88 @@ def _e2m1_code_to_f32(c):
     return tl.where((c & 8) != 0, -mag, mag)
 
 
+# packed "nibbles" word (4 bytes of one MX group) + f16x2 factor -> two words of e4m3 (low nibbles,
+# high nibbles) in element order: E2M1 bits placed where e4m3 spells E2M1 * 2^-6 (exact), widened
+# to f16x2 by the hardware conversion, multiplied by the factor, narrowed back (round to nearest).
+_W4A8_DEQ_ASM = tl.constexpr("""
+        {
+        .reg .b32 t0, t1, lo, hi, a;
+        .reg .b16 h0, h1;
+        shl.b32 t0, $2, 2;
+        shl.b32 t1, $2, 4;
+        and.b32 t0, t0, 0x1C1C1C1C;
+        and.b32 t1, t1, 0x80808080;
+        or.b32 lo, t0, t1;
+        shr.b32 t0, $2, 2;
+        and.b32 t0, t0, 0x1C1C1C1C;
+        and.b32 t1, $2, 0x80808080;
+        or.b32 hi, t0, t1;
+        prmt.b32 lo, lo, 0, 0x3120;
+        prmt.b32 hi, hi, 0, 0x3120;
+        mov.b32 {h0, h1}, lo;
+        cvt.rn.f16x2.e4m3x2 a, h0;
+        mul.rn.f16x2 a, a, $3;
+        cvt.rn.satfinite.e4m3x2.f16x2 h0, a;
+        cvt.rn.f16x2.e4m3x2 a, h1;
+        mul.rn.f16x2 a, a, $3;
+        cvt.rn.satfinite.e4m3x2.f16x2 h1, a;
+        mov.b32 $0, {h0, h1};
+        mov.b32 {h0, h1}, hi;
+        cvt.rn.f16x2.e4m3x2 a, h0;
+        mul.rn.f16x2 a, a, $3;
+        cvt.rn.satfinite.e4m3x2.f16x2 h0, a;
+        cvt.rn.f16x2.e4m3x2 a, h1;
+        mul.rn.f16x2 a, a, $3;
+        cvt.rn.satfinite.e4m3x2.f16x2 h1, a;
+        mov.b32 $1, {h0, h1};
+        }
+        """)
+
+
 @triton.jit
 def dequant_mx_fp8_kernel(w_ptr, s_ptr, smax_ptr, o_ptr, N, K, stride_we, stride_wn, stride_se, stride_sn,
-                          stride_me, stride_oe, stride_on, BN: tl.constexpr):
+                          stride_me, stride_oe, stride_on, BN: tl.constexpr, UNPACK_ASM: tl.constexpr):
     """One K tile (128 elements, 4 MX groups) of BN rows of one expert: "nibbles" weights [E, N, K/2]
     and E8M0 scales [E, N, K/32] -> e4m3 rows [E, N, K] holding E2M1 * 2^(S - Smax + 6), Smax = the
-    row's largest scale. Each row's 128 output bytes are one contiguous store; the packed bytes and
-    scales are gathered (each byte twice, from L1)."""
+    row's largest scale. UNPACK_ASM (the GPU): 32-bit words in, 32-bit words out (w_ptr / o_ptr as
+    int32, strides in words); otherwise bytes and a float decode (the interpreter)."""
     e = tl.program_id(2).to(tl.int64)
     kt = tl.program_id(1)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     n_mask = offs_n < N
     offs_n64 = tl.where(n_mask, offs_n, 0).to(tl.int64)
-    kk = tl.arange(0, 128)
-    k = kt * 128 + kk
-    k_mask = k < K
-    j = kk % 16                                               # element j (low nibble) or j + 16 (high)
-    byte = kt * 64 + (kk // 32) * 16 + ((j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1))   # PERM4
-    m2 = n_mask[:, None] & k_mask[None, :]
-    wb = tl.load(w_ptr + e * stride_we + offs_n64[:, None] * stride_wn + byte[None, :], mask=m2, other=0).to(tl.int32)
-    code = tl.where(((kk % 32) >= 16)[None, :], wb >> 4, wb & 15)
-    sc = tl.load(s_ptr + e * stride_se + offs_n64[:, None] * stride_sn + (k // 32)[None, :], mask=m2, other=0).to(tl.int32)
     smax = tl.load(smax_ptr + e * stride_me + offs_n64, mask=n_mask, other=0).to(tl.int32)
-    v = _e2m1_code_to_f32(code) * tl.exp2((sc - smax[:, None] + 6).to(tl.float32))
-    tl.store(o_ptr + e * stride_oe + offs_n64[:, None] * stride_on + k[None, :], v.to(tl.float8e4nv), mask=m2)
+    if UNPACK_ASM:
+        gg = kt * 4 + tl.arange(0, 4)
+        g_mask = gg * 32 < K
+        ww = tl.arange(0, 4)
+        m3 = n_mask[:, None, None] & g_mask[None, :, None]
+        wv = tl.load(w_ptr + e * stride_we + offs_n64[:, None, None] * stride_wn + (gg[:, None] * 4 + ww[None, :])[None, :, :],
+                     mask=m3, other=0)
+        sc = tl.load(s_ptr + e * stride_se + offs_n64[:, None] * stride_sn + gg[None, :],
+                     mask=n_mask[:, None] & g_mask[None, :], other=0).to(tl.int32)
+        # f16 bits of 2^x, x = S - Smax + 12 (the unpack leaves E2M1 * 2^-6): normal for x >= -14,
+        # subnormal down to 2^-24, zero below (values < 2^-30 of the row's largest)
+        x = sc - smax[:, None] + 12
+        hb = tl.where(x >= -14, (x + 15) << 10, tl.where(x >= -24, 1 << tl.maximum(x + 24, 0), 0))
+        fw = (hb | (hb << 16))[:, :, None] + tl.zeros([BN, 4, 4], tl.int32)
+        lo, hi = tl.inline_asm_elementwise(asm=_W4A8_DEQ_ASM, constraints="=r,=r,r,r", args=[wv, fw],
+                                           dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+        o = o_ptr + e * stride_oe + offs_n64[:, None, None] * stride_on + (gg[:, None] * 8 + ww[None, :])[None, :, :]
+        tl.store(o, lo, mask=m3)
+        tl.store(o + 4, hi, mask=m3)
+    else:
+        kk = tl.arange(0, 128)
+        k = kt * 128 + kk
+        k_mask = k < K
+        j = kk % 16                                           # element j (low nibble) or j + 16 (high)
+        byte = kt * 64 + (kk // 32) * 16 + ((j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1))   # PERM4
+        m2 = n_mask[:, None] & k_mask[None, :]
+        wb = tl.load(w_ptr + e * stride_we + offs_n64[:, None] * stride_wn + byte[None, :], mask=m2, other=0).to(tl.int32)
+        code = tl.where(((kk % 32) >= 16)[None, :], wb >> 4, wb & 15)
+        sc = tl.load(s_ptr + e * stride_se + offs_n64[:, None] * stride_sn + (k // 32)[None, :], mask=m2, other=0).to(tl.int32)
+        v = _e2m1_code_to_f32(code) * tl.exp2((sc - smax[:, None] + 6).to(tl.float32))
+        tl.store(o_ptr + e * stride_oe + offs_n64[:, None] * stride_on + k[None, :], v.to(tl.float8e4nv), mask=m2)
 
 
 def mx_row_scale_exponents(scales: torch.Tensor) -> torch.Tensor:
@@ -1101,16 +1159,20 @@ def mx_row_scale_exponents(scales: torch.Tensor) -> torch.Tensor:
     return scales.amax(dim=-1).to(torch.int32)
 
 
-def dequant_mx_fp8(w: torch.Tensor, s: torch.Tensor, smax: torch.Tensor, k: int, *, out: torch.Tensor) -> torch.Tensor:
+def dequant_mx_fp8(w: torch.Tensor, s: torch.Tensor, smax: torch.Tensor, k: int, *, out: torch.Tensor,
+                   unpack_asm: bool | None = None) -> torch.Tensor:
     """mxfp4 weights in the "nibbles" layout ([E, N, K/2] u8, scales [E, N, K/32]) -> e4m3 out [E, N, k],
     the scale of row n being 2^(smax[n] - 133). Exact for every MX group whose scale is within 14 of
     its row's largest (E2M1 * 2^(S - Smax + 6) is then an e4m3 normal or an exact subnormal); smaller
     groups round to e4m3 (their values are below 2^-9 of the row's largest)."""
+    if unpack_asm is None:
+        unpack_asm = not INTERPRET
     e, n, _ = w.shape
     assert out.shape == (e, n, k) and out.dtype == torch.float8_e4m3fn and k % 32 == 0
-    bn = 16 if INTERPRET else 64
+    bn = 16 if INTERPRET else 32
     if e:
+        wi, oi = (w.view(torch.int32), out.view(torch.int32)) if unpack_asm else (w, out)
         dequant_mx_fp8_kernel[(triton.cdiv(n, bn), triton.cdiv(k, 128), e)](
-            w, s, smax, out, n, k, w.stride(0), w.stride(1), s.stride(0), s.stride(1), smax.stride(0),
-            out.stride(0), out.stride(1), BN=bn, num_warps=4)
+            wi, s, smax, oi, n, k, wi.stride(0), wi.stride(1), s.stride(0), s.stride(1), smax.stride(0),
+            oi.stride(0), oi.stride(1), BN=bn, UNPACK_ASM=bool(unpack_asm), num_warps=4)
     return out
