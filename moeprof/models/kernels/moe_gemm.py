@@ -1109,8 +1109,9 @@ _W4A8_DEQ_ASM = tl.constexpr("""
 
 @triton.jit
 def dequant_mx_fp8_kernel(w_ptr, s_ptr, smax_ptr, o_ptr, N, K, stride_we, stride_wn, stride_se, stride_sn,
-                          stride_me, stride_oe, stride_on, BN: tl.constexpr, UNPACK_ASM: tl.constexpr):
-    """One K tile (128 elements, 4 MX groups) of BN rows of one expert: "nibbles" weights [E, N, K/2]
+                          stride_me, stride_oe, stride_on, BN: tl.constexpr, UNPACK_ASM: tl.constexpr,
+                          GROUPS: tl.constexpr):
+    """One K tile (GROUPS MX groups of 32; 4 in the interpreter's path) of BN rows of one expert: "nibbles" weights [E, N, K/2]
     and E8M0 scales [E, N, K/32] -> e4m3 rows [E, N, K] holding E2M1 * 2^(S - Smax + 6), Smax = the
     row's largest scale. UNPACK_ASM (the GPU): 32-bit words in, 32-bit words out (w_ptr / o_ptr as
     int32, strides in words); otherwise bytes and a float decode (the interpreter)."""
@@ -1121,7 +1122,7 @@ def dequant_mx_fp8_kernel(w_ptr, s_ptr, smax_ptr, o_ptr, N, K, stride_we, stride
     offs_n64 = tl.where(n_mask, offs_n, 0).to(tl.int64)
     smax = tl.load(smax_ptr + e * stride_me + offs_n64, mask=n_mask, other=0).to(tl.int32)
     if UNPACK_ASM:
-        gg = kt * 4 + tl.arange(0, 4)
+        gg = kt * GROUPS + tl.arange(0, GROUPS)
         g_mask = gg * 32 < K
         ww = tl.arange(0, 4)
         m3 = n_mask[:, None, None] & g_mask[None, :, None]
@@ -1133,7 +1134,7 @@ def dequant_mx_fp8_kernel(w_ptr, s_ptr, smax_ptr, o_ptr, N, K, stride_we, stride
         # subnormal down to 2^-24, zero below (values < 2^-30 of the row's largest)
         x = sc - smax[:, None] + 12
         hb = tl.where(x >= -14, (x + 15) << 10, tl.where(x >= -24, 1 << tl.maximum(x + 24, 0), 0))
-        fw = (hb | (hb << 16))[:, :, None] + tl.zeros([BN, 4, 4], tl.int32)
+        fw = (hb | (hb << 16))[:, :, None] + tl.zeros([BN, GROUPS, 4], tl.int32)
         lo, hi = tl.inline_asm_elementwise(asm=_W4A8_DEQ_ASM, constraints="=r,=r,r,r", args=[wv, fw],
                                            dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
         o = o_ptr + e * stride_oe + offs_n64[:, None, None] * stride_on + (gg[:, None] * 8 + ww[None, :])[None, :, :]
@@ -1169,10 +1170,12 @@ def dequant_mx_fp8(w: torch.Tensor, s: torch.Tensor, smax: torch.Tensor, k: int,
         unpack_asm = not INTERPRET
     e, n, _ = w.shape
     assert out.shape == (e, n, k) and out.dtype == torch.float8_e4m3fn and k % 32 == 0
-    bn = 16 if INTERPRET else 32
+    # GPU: programs of 64 rows x 512 K (few, large programs: the pass streams 1.5 bytes per element);
+    # interpreter: 16 rows x 128 K
+    bn, groups = (64, 16) if unpack_asm and not INTERPRET else (16, 4)
     if e:
         wi, oi = (w.view(torch.int32), out.view(torch.int32)) if unpack_asm else (w, out)
-        dequant_mx_fp8_kernel[(triton.cdiv(n, bn), triton.cdiv(k, 128), e)](
+        dequant_mx_fp8_kernel[(triton.cdiv(n, bn), triton.cdiv(k, 32 * groups), e)](
             wi, s, smax, oi, n, k, wi.stride(0), wi.stride(1), s.stride(0), s.stride(1), smax.stride(0),
-            oi.stride(0), oi.stride(1), BN=bn, UNPACK_ASM=bool(unpack_asm), num_warps=4)
+            oi.stride(0), oi.stride(1), BN=bn, UNPACK_ASM=bool(unpack_asm), GROUPS=groups, num_warps=4)
     return out
