@@ -1170,9 +1170,9 @@ def dequant_mx_fp8(w: torch.Tensor, s: torch.Tensor, smax: torch.Tensor, k: int,
         unpack_asm = not INTERPRET
     e, n, _ = w.shape
     assert out.shape == (e, n, k) and out.dtype == torch.float8_e4m3fn and k % 32 == 0
-    # GPU: programs of 64 rows x 512 K (few, large programs: the pass streams 1.5 bytes per element);
-    # interpreter: 16 rows x 128 K
-    bn, groups = (64, 16) if unpack_asm and not INTERPRET else (16, 4)
+    # programs of 32 rows x 128 K on the GPU (64 x 512 was 1.4x slower on the H200: docs/performance.md);
+    # 16 rows in the interpreter
+    bn, groups = (32, 4) if unpack_asm and not INTERPRET else (16, 4)
     if e:
         wi, oi = (w.view(torch.int32), out.view(torch.int32)) if unpack_asm else (w, out)
         dequant_mx_fp8_kernel[(triton.cdiv(n, bn), triton.cdiv(k, 32 * groups), e)](
