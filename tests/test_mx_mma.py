@@ -111,8 +111,13 @@ def test_mma_layout_round_trip_and_padding():
 
 
 def test_cpu_config_never_picks_the_cuda_kernel():
+    import dataclasses
+
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
+
+    # the kernel's default build (what available() compiles) is the decode default shape
+    assert dataclasses.asdict(mx_cuda.Variant()) == mg.MMA_SHAPE
 
     if not HAS_CUDA:
         assert mx_cuda.unavailable_reason() is not None

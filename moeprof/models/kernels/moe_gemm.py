@@ -846,7 +846,7 @@ W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 MMA_FEW_EXPERTS = 8
 MMA_SHAPE_FEW = dict(WN=2, WK=2, D=8, MT=1)
-MMA_SHAPE = dict(WN=8, WK=1, D=4, MT=2)
+MMA_SHAPE = dict(WN=8, WK=1, D=4, MT=2)      # = mx_cuda.Variant()
 
 
 def mma_config(m_per_expert: float, experts: int | None = None, **shape) -> dict:

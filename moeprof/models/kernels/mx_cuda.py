@@ -3,8 +3,8 @@
 The kernel is compiled from source with nvcc on first use (a cubin per variant, cached on disk under
 $MOEPROF_CACHE_DIR or ~/.cache/moeprof/kernels) and launched through the CUDA driver API on the current
 torch stream, so no PyTorch C++ extension toolchain is needed. Where it cannot run (no CUDA device, not
-sm_90, no nvcc, a failed build) `available()` is False, `unavailable_reason()` says why, and the layer
-uses the Triton kernels instead.
+sm_90, no nvcc, a failed build, or MOEPROF_MX_CUDA=0) `available()` is False, `unavailable_reason()` says
+why, and the layer uses the Triton kernels instead. nvcc: $MOEPROF_NVCC, PATH, or $CUDA_HOME/bin.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ _reason: str | None = None
 @dataclass(frozen=True)
 class Variant:
     """Compile-time shape of the CTA: WN warps side by side (MT tiles of 16 rows each), WK warps
-    splitting K, D stages of each warp's cp.async ring (chunks of 64 K in flight per warp)."""
-    WN: int = 4
+    splitting K, D stages of each warp's cp.async ring (chunks of 64 K in flight per warp). The
+    defaults are the decode default (kernels/moe_gemm.py: MMA_SHAPE)."""
+    WN: int = 8
     WK: int = 1
-    D: int = 8
-    MT: int = 1      # tiles of 16 rows per warp
+    D: int = 4
+    MT: int = 2      # tiles of 16 rows per warp
 
     def defines(self) -> list[str]:
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}"]
@@ -55,7 +56,7 @@ def _cache_dir() -> Path:
 
 
 def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
-    """Compile mx_mma.cu for `variant` (cached by source, flags and compiler); the cubin's path."""
+    """Compile mx_mma.cu for `variant` (cached by source and flags); the cubin's path."""
     nvcc = nvcc or _nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")

@@ -2,9 +2,10 @@
 // at decode, on sm_90 tensor cores through mma.sync m16n8k16 (bf16 in, fp32 accumulate).
 //
 // Why a CUDA kernel: at decode a GEMM is a weight stream. Every weight is used by one warp only, so
-// the weights go from global memory straight into registers in the exact MMA operand layout (no
-// shared-memory staging, no register shuffles) and are unpacked with a few integer ops plus one bf16x2
-// multiply that also applies the E8M0 scale; the few token rows are the MMA's n8 side.
+// each warp copies its weights (already in the exact MMA operand layout) through its own cp.async ring
+// in shared memory and reads back only its own lane's bytes: no operand shuffles, no block-wide
+// synchronisation in the K loop. They are unpacked with a few integer ops plus one bf16x2 multiply that
+// also applies the E8M0 scale; the few token rows are the MMA's n8 side.
 //
 // Operand layouts (built by moeprof/models/quant.py: mma_mx_weights):
 //   weights  w [E, Nt, Kc, 32 lanes] x 16 bytes: Nt tiles of 16 weight rows, Kc chunks of 64 K.
@@ -19,17 +20,18 @@
 //
 // Rows: tokens sorted by expert (kernels/moe_gemm.py: moe_align, pad value nv); expert e's rows start
 // at the sum of the padded counts of the experts before it. Grid x = the j-th expert with rows (x
-// beyond the last such expert exits at once; with HAS_FOREIGN the last x writes zeros to the rows
-// routed to other expert-parallel ranks), grid y = groups of WN tiles. A CTA is WN x WK warps: WN
-// tiles side by side, WK warps splitting K, summed through shared memory before the epilogue.
+// beyond the last such expert exits at once; with has_foreign the last x writes zeros to the rows
+// routed to other expert-parallel ranks), grid y = groups of WN * MT tiles. A CTA is WN x WK warps:
+// WN warps side by side (MT tiles each), WK warps splitting K, summed through shared memory before the
+// epilogue. A pass covers G groups of 8 tokens; an expert with more rows takes more passes.
 
 #include <stdint.h>
 
 #ifndef MX_WN
-#define MX_WN 2
+#define MX_WN 4
 #endif
 #ifndef MX_WK
-#define MX_WK 4
+#define MX_WK 1
 #endif
 #ifndef MX_MT
 #define MX_MT 1     // tiles of 16 rows per warp (they share the activation fragments)
@@ -42,17 +44,6 @@
 #define SWIGLU_LIMIT 7.0f
 #define MAX_EXPERTS 256
 
-__device__ __forceinline__ uint4 ld_stream_v4(const uint4* p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(a), "l"(gmem));
-}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
@@ -61,12 +52,6 @@ __device__ __forceinline__ uint4 ld_v4(const void* p) {
     uint4 v;
     asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ uint32_t ld_u16(const uint16_t* p) {
-    unsigned short v;
-    asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
     return v;
 }
 
