@@ -82,6 +82,11 @@ VARIANTS = {
         "mma-8x1x4-mt2": ((1,), "mma:WN=8,WK=1,D=4,MT=2"),
         "mma-4x1x8-mt2": ((16, 64, 256), "mma:WN=4,WK=1,D=8,MT=2"),
         "mma-8x1x4-mt2-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
+        # activation fragments through the cp.async ring (ASMEM) instead of L1 loads one chunk ahead
+        "mma-asmem": ((16, 64, 256), "mma:WN=8,WK=1,D=4,MT=2,ASMEM=1"),
+        "mma-asmem-d6": ((16, 64), "mma:WN=8,WK=1,D=6,MT=2,ASMEM=1"),
+        "mma-asmem-4x1x6": ((16, 64, 256), "mma:WN=4,WK=1,D=6,MT=2,ASMEM=1"),
+        "mma-asmem-2x2x8": ((1, 4), "mma:WN=2,WK=2,D=8,MT=1,ASMEM=1"),
         "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
     },
     "mxfp4-w4a8": {

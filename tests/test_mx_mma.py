@@ -117,7 +117,7 @@ def test_cpu_config_never_picks_the_cuda_kernel():
     from moeprof.models.kernels import mx_cuda
 
     # the kernel's default build (what available() compiles) is the decode default shape
-    assert dataclasses.asdict(mx_cuda.Variant()) == mg.MMA_SHAPE
+    assert dataclasses.asdict(mx_cuda.Variant()) == {**mg.MMA_SHAPE, "ASMEM": 0}
 
     if not HAS_CUDA:
         assert mx_cuda.unavailable_reason() is not None
@@ -131,7 +131,7 @@ def test_cpu_config_never_picks_the_cuda_kernel():
 def _mma_cfg(g, **shape):
     from moeprof.models.kernels import moe_gemm as mg
 
-    c = mg.mma_config(1.0, **{"MT": 1, **shape})
+    c = mg.mma_config(1.0, **{"MT": 1, "ASMEM": 0, **shape})
     c["G"] = g
     return c
 
@@ -140,7 +140,7 @@ def _mma_cfg(g, **shape):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("g", [1, 2, 4])
 @pytest.mark.parametrize("shape", [dict(WN=2, WK=4, D=4), dict(WN=4, WK=2, D=2), dict(WN=1, WK=8, D=6),
-                                   dict(WN=2, WK=2, D=4, MT=2)])
+                                   dict(WN=2, WK=2, D=4, MT=2), dict(WN=2, WK=2, D=4, MT=2, ASMEM=1)])
 @pytest.mark.parametrize("case", ["ragged", "ep", "big", "w4a8"])
 def test_gpu_mma_kernel_against_reference(g, shape, case):
     """Tiny and odd shapes through the CUDA kernel: K = 160 (half chunk), I = 96, skewed routing (empty
@@ -219,3 +219,14 @@ def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch)
         assert "KERNEL" not in cfg(fmt, 2.0)
     # more local experts than the kernel's expert scan: the Triton kernel
     assert "KERNEL" not in mg.default_config("mxfp4", 2.0, 2880, 2880, True, slots=256, experts=64, local_experts=512)
+
+
+def test_asmem_shared_memory_matches_the_kernel_formula():
+    """The launcher's dynamic shared memory for the ring-activation variant: weights 16 + scales 2 +
+    activations 32 * G bytes per lane per stage, against the partial-sum buffer (written out by hand)."""
+    from moeprof.models.kernels import mx_cuda
+
+    v = mx_cuda.Variant(WN=8, WK=1, D=4, MT=2, ASMEM=1)
+    assert mx_cuda.smem_bytes(v, 1) == 8 * 4 * 32 * (2 * 18 + 32) == 69632
+    assert mx_cuda.smem_bytes(v, 2) == 8 * 4 * 32 * (2 * 18 + 64)
+    assert mx_cuda.smem_bytes(mx_cuda.Variant(), 2) == 0     # static buffer without ASMEM

@@ -37,9 +37,11 @@ class Variant:
     WK: int = 1
     D: int = 4
     MT: int = 2      # tiles of 16 rows per warp
+    ASMEM: int = 0   # 1: activation fragments through the ring as well
 
     def defines(self) -> list[str]:
-        return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}"]
+        return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}",
+                f"-DMX_ASMEM={self.ASMEM}"]
 
 
 def _nvcc() -> str | None:
@@ -64,7 +66,7 @@ def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
     flags = ["-cubin", f"-arch={ARCH}", "-O3", "-std=c++17", *variant.defines()]
     # the cubin depends on the source and the flags (any nvcc that builds sm_90 makes a loadable one)
     key = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}x{variant.MT}-{key}.cubin"
+    out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}x{variant.MT}x{variant.ASMEM}-{key}.cubin"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,7 @@ class _Module:
             image = cubin.read_bytes()
             drv.check(drv.lib.cuModuleLoadData(ctypes.byref(self.module), image), "cuModuleLoadData")
         self.functions: dict[str, ctypes.c_void_p] = {}
+        self.smem_set: dict[int, bool] = {}
 
     def function(self, name: str) -> ctypes.c_void_p:
         fn = self.functions.get(name)
@@ -177,6 +180,16 @@ def prepare(variant: Variant, device) -> None:
     _module(variant, torch.cuda.current_device() if idx is None else idx)
 
 
+def smem_bytes(variant: Variant, groups: int) -> int:
+    """Dynamic shared memory of an ASMEM variant (mx_mma.cu: RING_BYTES / RED_BYTES); 0 otherwise."""
+    if not variant.ASMEM:
+        return 0
+    warps = variant.WN * variant.WK
+    ring = warps * variant.D * 32 * (variant.MT * (16 + 2) + groups * 32)
+    red = warps * variant.MT * groups * 4 * 32 * 4
+    return max(ring, red)
+
+
 def kernel_name(groups: int, gated: bool, big_scale: bool) -> str:
     return f"mx_w4a16_g{groups}_{'gated' if gated else 'down'}{'_big' if big_scale else ''}"
 
@@ -205,6 +218,11 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     nv = topk_w.numel()
     mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
     fn = mod.function(kernel_name(groups, gated, big_scale))
+    smem = smem_bytes(variant, groups)
+    if smem > 48 * 1024 and not mod.smem_set.get(id(fn)):
+        # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: opt in to more than 48 KB
+        _driver().check(_driver().lib.cuFuncSetAttribute(fn, 8, smem), "cuFuncSetAttribute")
+        mod.smem_set[id(fn)] = True
     grid_x = min(e, nv) + (1 if has_foreign else 0)
     grid_y = -(-nt // (variant.WN * variant.MT))
     if grid_x == 0 or nv == 0:
@@ -221,6 +239,6 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in args])
     stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
     drv = _driver()
-    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, 0, stream,
+    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, smem, stream,
                                      params, None), "cuLaunchKernel")
     return out

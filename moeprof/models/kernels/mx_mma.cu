@@ -39,6 +39,9 @@
 #ifndef MX_D
 #define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
+#ifndef MX_ASMEM
+#define MX_ASMEM 0  // 1: the activation fragments travel through the ring too (else: L1 loads, 1 ahead)
+#endif
 
 #define SWIGLU_ALPHA 1.702f
 #define SWIGLU_LIMIT 7.0f
@@ -183,9 +186,16 @@ __device__ __forceinline__ void mx_w4a16_body(
     constexpr int WN = MX_WN, WK = MX_WK, D = MX_D, MT = MX_MT;
     static_assert(D >= 2, "the ring needs two stages at least");
     // one buffer: the warps' cp.async rings during the K loop, then the partial tiles to sum
-    constexpr int RING_BYTES = WN * WK * D * MT * 32 * (16 + 2);
+    constexpr bool ASMEM = MX_ASMEM != 0;
+    constexpr int RING_BYTES = WN * WK * D * 32 * (MT * (16 + 2) + (ASMEM ? G * 32 : 0));
     constexpr int RED_BYTES = WK * WN * MT * G * 4 * 32 * 4;
+#if MX_ASMEM
+    // with the activations in the ring the buffer outgrows the 48 KB of static shared memory: dynamic,
+    // sized by the launcher (mx_cuda.smem_bytes, the same formula)
+    extern __shared__ __align__(16) unsigned char smem[];
+#else
     __shared__ __align__(16) unsigned char smem[RING_BYTES > RED_BYTES ? RING_BYTES : RED_BYTES];
+#endif
     auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem);
 
     const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
@@ -224,6 +234,7 @@ __device__ __forceinline__ void mx_w4a16_body(
     // same lane) and 64 bytes of scales (copied by lanes 0-3, read by all: __syncwarp between)
     auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][MT][32]>(smem);
     auto& sring = *reinterpret_cast<uint16_t (*)[WN * WK][D][MT][32]>(smem + WN * WK * D * MT * 32 * 16);
+    auto& aring = *reinterpret_cast<uint4 (*)[WN * WK][D][G][32][2]>(smem + WN * WK * D * MT * 32 * 18);
     // the next chunk to copy into the ring (running pointers: no index arithmetic per chunk)
     const uint4* wsrc = wq;
     const uint4* ssrc = sq;
@@ -268,10 +279,28 @@ __device__ __forceinline__ void mx_w4a16_body(
         if (nci > 0) {
             wsrc = wq;
             ssrc = sq;
-#pragma unroll
-            for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
             // the last chunk's activations (K % 64 == 32: lanes past K read chunk 0 of the row)
             const long long a_last = last_short ? -(long long)wk * 64 : (long long)(nci - 1) * astep;
+            // ASMEM: chunk ci's activation fragments into ring slot `slot` (before the chunk's commit;
+            // each lane copies the 32 bytes it reads back)
+            auto issue_act = [&](int slot, int ci) {
+                if constexpr (ASMEM) {
+                    if (ci < nci) {
+#pragma unroll
+                        for (int g = 0; g < G; ++g) {
+                            const uint16_t* p = arow[g] + (ci == nci - 1 ? a_last : (long long)ci * astep);
+                            const uint32_t dst = (uint32_t)__cvta_generic_to_shared(&aring[warp][slot][g][lane][0]);
+                            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(p));
+                            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst + 16), "l"(p + 8));
+                        }
+                    }
+                }
+            };
+#pragma unroll
+            for (int j = 0; j < D - 1; ++j) {
+                issue_act(j, j);
+                issue(j, j < nci);
+            }
             const uint16_t* anext[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) anext[g] = arow[g];
@@ -297,8 +326,16 @@ __device__ __forceinline__ void mx_w4a16_body(
                     wv[m] = wring[warp][slot][m][lane];
                     s[m] = sring[warp][slot][m][lane];
                 }
+                if constexpr (ASMEM) {
+#pragma unroll
+                    for (int g = 0; g < G; ++g) {
+                        cur[g][0] = aring[warp][slot][g][lane][0];
+                        cur[g][1] = aring[warp][slot][g][lane][1];
+                    }
+                    issue_act((i + D - 1) % D, i + D - 1);
+                }
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
-                if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
+                if (!ASMEM && (!guarded || i + 1 < nci)) load_act(nxt, guarded && i + 1 == nci - 1);
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
@@ -316,7 +353,7 @@ __device__ __forceinline__ void mx_w4a16_body(
                 }
             };
             uint4 ab0[G][2], ab1[G][2];
-            load_act(ab0, nci == 1);
+            if (!ASMEM) load_act(ab0, nci == 1);
             int i = 0;
             // steady state (i + D - 1 < nci and i + 1 < nci - 1): no guards
             for (; i + 1 + D < nci; i += 2) {
