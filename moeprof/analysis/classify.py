@@ -102,7 +102,9 @@ def _call_ids(df: pd.DataFrame, base_role: pd.Series) -> pd.Series:
 
 def classify(kernels: pd.DataFrame) -> pd.DataFrame:
     """Add role, role_source and call_id to a kernel table (a copy; the input is left unchanged)."""
-    df = kernels.copy()
+    # A shallow copy: only new columns are set on it below (whole-column assignments, which never
+    # write into the input's arrays), so copying the input's data would only cost time and memory.
+    df = kernels.copy(deep=False)
     names = df["kernel_name"].fillna("").astype(str)
     # Classify each distinct name once (captures repeat a few dozen names a million times).
     codes, uniques = pd.factorize(names)

@@ -109,14 +109,21 @@ def timing_collector(kernels: pd.DataFrame, prefer: str | None = None) -> str | 
     return next((c for c in TIMING_PREFERENCE if c in have), None)
 
 
-def _point_rows(kernels: pd.DataFrame, collector: str) -> pd.DataFrame:
-    k = kernels[(kernels["collector"] == collector) & kernels["batch"].notna()]
+def _point_rows(kernels: pd.DataFrame, collector: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The collector's rows that belong to a point, batch as int64; only `columns` (and batch) where given.
+    Naming the columns a caller reads keeps a row selection of a wide, million-launch table from
+    copying every other column."""
+    keep = ((kernels["collector"] == collector) & kernels["batch"].notna()).to_numpy()
+    if columns is None:
+        k = kernels[keep]
+    else:
+        k = kernels.loc[keep, [c for c in kernels.columns if c in columns or c == "batch"]]
     return k.assign(batch=k["batch"].astype("int64"))
 
 
 def call_role_times(kernels: pd.DataFrame, collector: str) -> pd.DataFrame:
     """format, batch, call_id, role -> time_ns (sum of durations), launches. Missing roles count 0."""
-    k = _point_rows(kernels, collector)
+    k = _point_rows(kernels, collector, ["format", "call_id", "role", "duration_ns"])
     cols = ["format", "batch", "call_id", "role"]
     g = k.groupby(cols, observed=True, sort=False)["duration_ns"].agg(["sum", "size"]).reset_index()
     g = g.rename(columns={"sum": "time_ns", "size": "launches"})
@@ -315,7 +322,7 @@ def layer_samples(kernels: pd.DataFrame, points: pd.DataFrame, collector: str | 
                              "time_ns": pts["layer_time_ns"].to_numpy(dtype=float)})
     if collector is None:
         return pd.DataFrame(columns=["format", "batch", "time_ns"])
-    k = _point_rows(kernels, collector)
+    k = _point_rows(kernels, collector, ["format", "call_id", "duration_ns"])
     g = k.groupby(["format", "batch", "call_id"], sort=False)["duration_ns"].sum().reset_index()
     return g.rename(columns={"duration_ns": "time_ns"}).drop(columns=["call_id"])
 
@@ -359,13 +366,16 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
     if t.empty:
         return t
     t["tokens_per_s"] = t["batch"] / (t["layer_time_median_ns"] * 1e-9)
-    # Expert-GEMM counters (gemm1 + gemm2) and whole-layer DRAM bytes.
-    ncu = kernels[kernels["role"].isin(GEMM_ROLES)].assign(role="gemm") if "role" in kernels else kernels.iloc[:0]
+    # Expert-GEMM counters (gemm1 + gemm2) and whole-layer DRAM bytes. Counters are ncu's rows alone:
+    # selecting those first keeps the relabelling below off the (much larger) timing collector's rows.
+    counter_rows = kernels[(kernels["collector"] == "ncu").to_numpy()]
+    ncu = (counter_rows[counter_rows["role"].isin(GEMM_ROLES)].assign(role="gemm") if "role" in counter_rows
+           else counter_rows.iloc[:0])
     gc = _counters_per_call(ncu, keys)
     if not gc.empty:
         t = t.merge(gc, on=keys, how="left")
     t = _add_counter_metrics(t, pk)
-    lc = _counters_per_call(kernels.assign(role="layer"), keys)
+    lc = _counters_per_call(counter_rows.assign(role="layer"), keys)
     t["layer_dram_bytes"] = dram_bytes(t[keys].merge(lc, on=keys, how="left")).to_numpy() if not lc.empty else np.nan
     if not costs.empty:
         t = t.merge(costs, on=keys, how="left")
