@@ -100,6 +100,17 @@ def _call_ids(df: pd.DataFrame, base_role: pd.Series) -> pd.Series:
     return ids
 
 
+def _factorize_text(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(code per row, distinct values in order of first appearance), as pd.factorize gives them for
+    text without missing values. Through Python dicts: a str caches its hash and rows of a launch
+    table share one object per name, while pandas' hash table re-reads each (often long, templated)
+    kernel name, which takes several times longer on a million rows."""
+    rows = values.to_numpy(dtype=object).tolist()
+    uniques = list(dict.fromkeys(rows))
+    code_of = {v: i for i, v in enumerate(uniques)}
+    return np.fromiter(map(code_of.__getitem__, rows), dtype=np.intp, count=len(rows)), uniques
+
+
 def classify(kernels: pd.DataFrame) -> pd.DataFrame:
     """Add role, role_source and call_id to a kernel table (a copy; the input is left unchanged)."""
     # A shallow copy: only new columns are set on it below (whole-column assignments, which never
@@ -107,7 +118,7 @@ def classify(kernels: pd.DataFrame) -> pd.DataFrame:
     df = kernels.copy(deep=False)
     names = df["kernel_name"].fillna("").astype(str)
     # Classify each distinct name once (captures repeat a few dozen names a million times).
-    codes, uniques = pd.factorize(names)
+    codes, uniques = _factorize_text(names)
     by_name = np.array([role_from_name(n) for n in uniques], dtype=object)
     name_role = pd.Series(by_name[codes] if len(codes) else [], index=df.index, dtype=object)
     generic = pd.Series(np.array([bool(_GENERIC_GEMM.search(n)) for n in uniques], dtype=bool)[codes]
@@ -120,11 +131,17 @@ def classify(kernels: pd.DataFrame) -> pd.DataFrame:
     base = name_role.where(~from_nvtx, phase)
     # A dense GEMM launched before a top-k (element-wise glue between them aside) is the router
     # projection: it opens the call.
-    order = df.sort_values(["collector", "start_ns"], kind="stable").index if "start_ns" in df else df.index
-    seq = base.loc[order].where((base.loc[order] != "other") & ~aux.loc[order])
+    # Launch order as row positions: array takes in that order instead of index-label look-ups.
+    if "start_ns" in df:
+        by_time = df[["collector", "start_ns"]].reset_index(drop=True)
+        order = by_time.sort_values(["collector", "start_ns"], kind="stable").index.to_numpy()
+    else:
+        order = np.arange(len(df))
+    in_order = base.to_numpy(dtype=object)[order]
+    seq = pd.Series(np.where((in_order != "other") & ~aux.to_numpy()[order], in_order, None), dtype=object)
     nxt = seq.shift(-1).bfill()
-    router = (generic.loc[order] & (base.loc[order] == "gemm") & (nxt == "route"))
-    base.loc[router[router].index] = "route"
+    router = generic.to_numpy()[order] & (in_order == "gemm") & (nxt == "route").to_numpy()
+    base.iloc[order[router]] = "route"
     df["call_id"] = _call_ids(df, base)
 
     role = name_role.copy()
@@ -133,7 +150,8 @@ def classify(kernels: pd.DataFrame) -> pd.DataFrame:
         role = _resolve_gemm_order(df, role, pending, generic, aux)
     role[from_nvtx] = phase[from_nvtx]
     df["role"] = pd.Categorical(role, categories=ROLES)
-    df["role_source"] = np.where(from_nvtx, "nvtx", "name")
+    # Two shared string objects taken per row (a fixed-width string array would become a million objects).
+    df["role_source"] = np.array(["name", "nvtx"], dtype=object)[from_nvtx.to_numpy().astype(np.intp)]
     return df
 
 

@@ -271,9 +271,11 @@ def _add_roofline(t: pd.DataFrame, pk: Peaks, flops: pd.Series, nbytes: pd.Serie
     return t
 
 
-def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector: str) -> pd.DataFrame:
-    """Per (format, batch, role): time median and spread over calls, share, rates, % of roofline."""
-    crt = call_role_times(kernels, collector)
+def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector: str,
+               role_times: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (format, batch, role): time median and spread over calls, share, rates, % of roofline.
+    `role_times`: call_role_times(kernels, collector), where the caller has computed it already."""
+    crt = call_role_times(kernels, collector) if role_times is None else role_times
     keys = ["format", "batch", "role"]
     g = crt.groupby(keys, sort=False)
     t = g["time_ns"].agg(time_median_ns="median", n_calls="size").reset_index()
@@ -328,9 +330,10 @@ def layer_samples(kernels: pd.DataFrame, points: pd.DataFrame, collector: str | 
 
 
 def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame, pk: Peaks,
-                collector: str | None) -> pd.DataFrame:
+                collector: str | None, role_times: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (format, batch): layer time (CUDA events), throughput, time outside the expert GEMMs,
-    achieved rates of the expert GEMMs and of the whole layer against the roofline."""
+    achieved rates of the expert GEMMs and of the whole layer against the roofline.
+    `role_times`: call_role_times(kernels, collector), where the caller has computed it already."""
     keys = ["format", "batch"]
     pts = points[points["layer_time_ns"].notna()]
     if not pts.empty:
@@ -345,8 +348,8 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
     else:
         t = pd.DataFrame(columns=keys)
     if collector is not None:
-        crt = call_role_times(kernels, collector)
-        crt["gemm_ns"] = crt["time_ns"].where(crt["role"].isin(GEMM_ROLES), 0.0)
+        crt = call_role_times(kernels, collector) if role_times is None else role_times
+        crt = crt.assign(gemm_ns=crt["time_ns"].where(crt["role"].isin(GEMM_ROLES), 0.0))
         per_call = crt.groupby(keys + ["call_id"], sort=False)[["time_ns", "gemm_ns"]].sum().reset_index()
         g = per_call.groupby(keys, sort=False)
         k = g.agg(kernel_time_median_ns=("time_ns", "median"), gemm_time_median_ns=("gemm_ns", "median"),

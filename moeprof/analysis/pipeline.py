@@ -70,8 +70,10 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
                      "% of roofline is measured against the ideal bound; the as-built bound is n/a (it models "
                      "moeprof's own kernels, and this capture ran " + (w.kernel or "another program's kernels") + ")")
     pk = metrics.peaks(k, capture.manifest, exp.gpu)
-    roles = metrics.role_table(k, exp.costs, pk, collector) if collector else pd.DataFrame()
-    layer = metrics.layer_table(k, capture.points, exp.costs, pk, collector)
+    # Per-call role times feed both tables: computed once (a pass over every launch).
+    role_times = metrics.call_role_times(k, collector) if collector else None
+    roles = metrics.role_table(k, exp.costs, pk, collector, role_times) if collector else pd.DataFrame()
+    layer = metrics.layer_table(k, capture.points, exp.costs, pk, collector, role_times)
     samples = metrics.layer_samples(k, capture.points, collector)
     if not ours:
         as_built = ("t_as_built_ns", "pct_of_as_built", "layer_t_as_built_ns", "layer_pct_of_as_built",

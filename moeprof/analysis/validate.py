@@ -85,7 +85,10 @@ def _clean_strings(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     for col in columns:
         if col not in df:
             continue
-        fix = {v: clean_text(v) for v in pd.unique(df[col]) if isinstance(v, str) and has_control(v)}
+        # A Python set finds the distinct values: it uses the hash each str caches, where pandas'
+        # unique re-reads every (often long) name of every row.
+        distinct = set(df[col].to_numpy(dtype=object).tolist())
+        fix = {v: clean_text(v) for v in distinct if isinstance(v, str) and has_control(v)}
         if fix:
             df[col] = df[col].map(lambda v: fix.get(v, v) if isinstance(v, str) else v)
     return df
