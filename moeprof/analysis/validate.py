@@ -128,7 +128,12 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
                 dropped.append(Dropped(table, int(bad.sum()), f"{col} negative, infinite or not a number: "
                                                                f"set to n/a ({_describe(df[col], bad)})"))
                 parsed[col] = values.where(~bad)
-    df = df.assign(**parsed)
+    # Integer columns that arrive as integers (a Parquet table) keep their own values once checked:
+    # their unsound rows are dropped below, and a float copy would only be turned back into integers
+    # by coerce_columns (a million-row round trip per column, inexact above 2**53).
+    kept = [c for c in parsed if c != time_column and columns[c] == "Int64"
+            and pd.api.types.is_integer_dtype(df[c].dtype)]
+    df = df.assign(**{c: v for c, v in parsed.items() if c not in kept})
     # Times: finite and positive where the row belongs to a point (kernels outside MoE ranges: dropped alone).
     t, t_bad_text = parsed[time_column], numeric(raw[time_column])[1]
     bad_t = (~np.isfinite(t) | (t <= 0) | t_bad_text) & ~bad_rows
