@@ -309,8 +309,10 @@ def role_table(kernels: pd.DataFrame, costs: pd.DataFrame, pk: Peaks, collector:
 
 def _gemms_seen(kernels: pd.DataFrame, collector: str | None, points: pd.DataFrame) -> dict[str, pd.Series]:
     """Per point row: was gemm1 / gemm2 measured at all."""
-    k = kernels if collector is None else kernels[kernels["collector"] == collector]
-    k = k.loc[k["batch"].notna(), ["format", "batch", "role"]].drop_duplicates()
+    rows = kernels["batch"].notna()
+    if collector is not None:
+        rows &= kernels["collector"] == collector
+    k = kernels.loc[rows.to_numpy(), ["format", "batch", "role"]].drop_duplicates()  # three columns, not all
     have = set(zip(k["format"], k["batch"].astype("int64"), k["role"].astype(str)))
     return {r: pd.Series([(f, int(b), r) in have for f, b in zip(points["format"], points["batch"])],
                          index=points.index) for r in GEMM_ROLES}
