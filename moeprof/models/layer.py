@@ -288,7 +288,7 @@ class MoeLayer:
                 if f"w{name}_smax" not in wt.extra:
                     smax = mg.mx_row_scale_exponents(w_s)
                     wt.extra[f"w{name}_smax"] = smax
-                    wt.extra[f"w{name}_rowscale"] = torch.exp2(smax.float() - 133.0)
+                    wt.extra[f"w{name}_rowscale"] = mg.mx_fp8_row_scales(smax)
             self._w1_fp8 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.float8_e4m3fn, device=dev)
             self._w2_fp8 = torch.empty(wt.num_experts, h, i, dtype=torch.float8_e4m3fn, device=dev)
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)

@@ -21,6 +21,7 @@ rows belongs to expert_ids[b] (-1: rows routed to experts of another EP rank, wr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -29,6 +30,7 @@ import triton
 import triton.language as tl
 
 from moeprof.models import quant, reference
+from moeprof.models.kernels import mx_cuda
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -846,7 +848,8 @@ W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 MMA_FEW_EXPERTS = 8
 MMA_SHAPE_FEW = dict(WN=2, WK=2, D=8, MT=1)
-MMA_SHAPE = dict(WN=8, WK=1, D=4, MT=2)      # = mx_cuda.Variant()
+# the decode default: the kernel's default build (what mx_cuda.available() compiles)
+MMA_SHAPE = {k: v for k, v in dataclasses.asdict(mx_cuda.Variant()).items() if k != "ASMEM"}
 
 
 def mma_config(m_per_expert: float, experts: int | None = None, **shape) -> dict:
@@ -863,12 +866,10 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     local_experts: the weight tensors' expert count (the CUDA kernel scans up to 256)."""
     wf, _ = FMT_CODES[fmt]
     # (both GEMMs of a layer take the same path: the condition is symmetric in n and k)
-    # (plain ints as keys: the format codes are tl.constexpr, which do not hash like the int they equal)
-    mma_rows = {int(WF_MX_BF16): MMA_MAX_ROWS_PER_EXPERT, int(WF_MX_FP8): W4A8_MMA_MAX_ROWS_PER_EXPERT}.get(int(wf))
+    mma_rows = (MMA_MAX_ROWS_PER_EXPERT if wf == WF_MX_BF16 else
+                W4A8_MMA_MAX_ROWS_PER_EXPERT if wf == WF_MX_FP8 else None)
     mma_ok = False
-    if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= 256:
-        from moeprof.models.kernels import mx_cuda
-
+    if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
         mma_ok = mx_cuda.available()
         if mma_ok and m_per_expert <= mma_rows:
             return mma_config(m_per_expert, experts)
@@ -1158,6 +1159,11 @@ def mx_row_scale_exponents(scales: torch.Tensor) -> torch.Tensor:
     """The largest E8M0 byte of each row ([..., N, K/32] -> int32 [..., N]): the row's e4m3 scale is
     2^(Smax - 127 - 6) (dequant_mx_fp8), so that 6 * 2^6 = 384 stays under e4m3's 448."""
     return scales.amax(dim=-1).to(torch.int32)
+
+
+def mx_fp8_row_scales(smax: torch.Tensor) -> torch.Tensor:
+    """fp32 scale per row of dequant_mx_fp8's e4m3 weights (the fp8 GEMM's w_s): 2^(Smax - 127 - 6)."""
+    return torch.exp2(smax.float() - 133.0)
 
 
 def dequant_mx_fp8(w: torch.Tensor, s: torch.Tensor, smax: torch.Tensor, k: int, *, out: torch.Tensor,
