@@ -74,20 +74,17 @@ VARIANTS = {
         "gu1-m128-w8-s3-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 3, GU_ONE_DOT=1), 256)),
     },
     "mxfp4": {
-        # the Triton kernel (the default at decode before the CUDA kernel) against the CUDA kernel's
-        # token groups per pass (G) and CTA shapes (WN tiles x WK K-warps, D chunks in flight)
-        "triton-v2": ((1, 4, 16), _c(16, 64, 128, 2, 3, MXV=1)),
-        "triton-v2-m32": ((64, 256, 1024), _c(32, 128, 128, 4, 3, MXV=1)),
-        "mma-2x2x8": ((4, 16), "mma:WN=2,WK=2,D=8,MT=1"),
+        # the CUDA kernel's CTA shapes (WN tiles x WK K-warps, D chunks in flight, MT tiles per warp),
+        # token groups per pass (G) and the resident warps its registers are sized for (W1 / W2)
+        "mma-few-w32": ((1, 4), "mma:WN=2,WK=2,D=8,MT=1,W1=32"),
         "mma-8x1x4-mt2": ((1,), "mma:WN=8,WK=1,D=4,MT=2"),
+        "mma-2x2x8": ((4,), "mma:WN=2,WK=2,D=8,MT=1"),
+        "mma-w32": ((4, 16, 64), "mma:W1=32"),
+        "mma-4x1x4-w32": ((16, 64), "mma:WN=4,WK=1,D=4,MT=2,W1=32"),
         "mma-4x1x8-mt2": ((16, 64, 256), "mma:WN=4,WK=1,D=8,MT=2"),
-        "mma-8x1x4-mt2-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
-        # activation fragments through the cp.async ring (ASMEM) instead of L1 loads one chunk ahead
-        "mma-asmem": ((16, 64, 256), "mma:WN=8,WK=1,D=4,MT=2,ASMEM=1"),
-        "mma-asmem-d6": ((16, 64), "mma:WN=8,WK=1,D=6,MT=2,ASMEM=1"),
-        "mma-asmem-4x1x6": ((16, 64, 256), "mma:WN=4,WK=1,D=6,MT=2,ASMEM=1"),
-        "mma-asmem-2x2x8": ((1, 4), "mma:WN=2,WK=2,D=8,MT=1,ASMEM=1"),
-        "v2-n128-w4": ((16, 64, 256), _c(16, 128, 128, 4, 3, MXV=1)),
+        "mma-g2-w24": ((256, 1024), "mma:G=2,W2=24"),
+        "mma-4x1x4-g2-w24": ((256,), "mma:WN=4,WK=1,D=4,MT=2,G=2,W2=24"),
+        "mma-g2": ((1024,), "mma:G=2"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernel on e4m3 activations

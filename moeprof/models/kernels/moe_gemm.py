@@ -842,6 +842,8 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 # pass by rows per expert (a pass streams the expert's weights once). CTA shapes: with few experts
 # touched, two warps split K (more warps streaming); otherwise eight warps of two 16-row tiles each.
 MMA_MAX_ROWS_PER_EXPERT = 8
+# fp8 prefill: gate and up in one dot above this many rows per expert (docs/performance.md, run 32)
+FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
 # mxfp4-w4a8 at decode: the same kernel on the e4m3 activations (exact in bf16) with their row scales
 # applied in the epilogue; above this many rows per expert the fp8 GEMM on dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
@@ -910,8 +912,11 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=4, SWAP_AB=1)
     elif wf == WF_FP8:
         # prefill: 128-row tiles, 8 warps, BK=128 and 4 stages; gemm1 reads a gate and an up tile of
-        # BN=128 rows per step (256 weight rows), the down GEMM one 256-row tile
+        # BN=128 rows per step (256 weight rows), the down GEMM one 256-row tile. Long prefill: gate
+        # and up as one 256-wide dot (one wider MMA instead of two) with 3 stages, the smem that frees
         cfg = dict(BM=128, BN=128 if gated else 256, BK=128, GROUP_M=8, num_warps=8, num_stages=4)
+        if m_per_expert > FP8_ONE_DOT_MIN_ROWS_PER_EXPERT:
+            cfg.update(num_stages=3, GU_ONE_DOT=1 if gated else 0)
     elif m_per_expert <= 16:
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
     elif m_per_expert <= 64:

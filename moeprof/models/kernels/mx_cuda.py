@@ -31,17 +31,23 @@ _reason: str | None = None
 @dataclass(frozen=True)
 class Variant:
     """Compile-time shape of the CTA: WN warps side by side (MT tiles of 16 rows each), WK warps
-    splitting K, D stages of each warp's cp.async ring (chunks of 64 K in flight per warp). The
-    defaults are the decode default (kernels/moe_gemm.py: MMA_SHAPE)."""
+    splitting K, D stages of each warp's cp.async ring (chunks of 64 K in flight per warp); W1 / W2: the
+    resident warps per SM the register allocation aims at with 1 / 2 token groups per pass (more warps,
+    fewer registers each). The defaults are the decode default (kernels/moe_gemm.py: MMA_SHAPE)."""
     WN: int = 8
     WK: int = 1
     D: int = 4
     MT: int = 2      # tiles of 16 rows per warp
     ASMEM: int = 0   # 1: activation fragments through the ring as well
+    W1: int = 24
+    W2: int = 16
 
     def defines(self) -> list[str]:
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}",
-                f"-DMX_ASMEM={self.ASMEM}"]
+                f"-DMX_ASMEM={self.ASMEM}", f"-DMX_WARPS_G1={self.W1}", f"-DMX_WARPS_G2={self.W2}"]
+
+    def tag(self) -> str:
+        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2))
 
 
 def _nvcc() -> str | None:
@@ -66,7 +72,7 @@ def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
     flags = ["-cubin", f"-arch={ARCH}", "-O3", "-std=c++17", *variant.defines()]
     # the cubin depends on the source and the flags (any nvcc that builds sm_90 makes a loadable one)
     key = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"mx_mma-{variant.WN}x{variant.WK}x{variant.D}x{variant.MT}x{variant.ASMEM}-{key}.cubin"
+    out = _cache_dir() / f"mx_mma-{variant.tag()}-{key}.cubin"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

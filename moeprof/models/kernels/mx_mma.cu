@@ -69,8 +69,12 @@ __device__ __forceinline__ uint32_t mul_bf16x2(uint32_t a, uint32_t b) {
 // bits S << 7 (S = 0: the subnormal 2^-127).
 template <bool BIG>
 __device__ __forceinline__ uint32_t scale_word(uint32_t s) {
-    uint32_t h = BIG ? (s ? (s << 7) : 0x0040u) : ((s + 126u) << 7);
-    return h | (h << 16);
+    if (BIG) {
+        const uint32_t h = s ? (s << 7) : 0x0040u;
+        return h | (h << 16);
+    }
+    // (S + 126) << 7 in both halves as one multiply-add (S + 126 <= 255: no carry between halves)
+    return s * 0x00800080u + 0x3F003F00u;
 }
 
 // one 32-bit word in the "lanes" layout -> the four A-operand registers of one MMA step
@@ -313,12 +317,12 @@ __device__ __forceinline__ void mx_w4a16_body(
                     anext[g] += astep;
                 }
             };
-            // chunk i: wait for it, refill the ring with chunk i + D - 1 (when there is one), unpack
-            // and MMA with the activations in cur while those of chunk i + 1 load into nxt
-            auto step = [&](int i, uint4 (&cur)[G][2], uint4 (&nxt)[G][2], bool guarded) {
+            // chunk i (in ring slot `slot`): wait for it, refill the ring with chunk i + D - 1 (when
+            // there is one), unpack and MMA with the activations in cur while those of chunk i + 1 load
+            // into nxt
+            auto step = [&](int i, int slot, uint4 (&cur)[G][2], uint4 (&nxt)[G][2], bool guarded) {
                 cp_async_wait<D - 2>();
                 __syncwarp();
-                const int slot = i % D;
                 uint4 wv[MT];
                 uint32_t s[MT];
 #pragma unroll
@@ -355,38 +359,30 @@ __device__ __forceinline__ void mx_w4a16_body(
             uint4 ab0[G][2], ab1[G][2];
             if (!ASMEM) load_act(ab0, nci == 1);
             int i = 0;
-            // steady state (i + D - 1 < nci and i + 1 < nci - 1): no guards
-            for (; i + 1 + D < nci; i += 2) {
-                step(i, ab0, ab1, false);
-                step(i + 1, ab1, ab0, false);
+            // steady state, U chunks per iteration (a whole number of rings and an even count, so the
+            // ring slots and the activation buffers are compile-time: no address arithmetic per chunk);
+            // no guards: every chunk issued (i + D - 1) exists and chunk i + 1 is not the last
+            constexpr int U = D % 2 == 0 ? D : 2 * D;
+            constexpr int AHEAD = D - 1 > 2 ? D - 1 : 2;
+            for (; i + U + AHEAD <= nci; i += U) {
+#pragma unroll
+                for (int j = 0; j < U; j += 2) {
+                    step(i + j, j % D, ab0, ab1, false);
+                    step(i + j + 1, (j + 1) % D, ab1, ab0, false);
+                }
             }
             for (; i + 1 < nci; i += 2) {
-                step(i, ab0, ab1, true);
-                step(i + 1, ab1, ab0, true);
+                step(i, i % D, ab0, ab1, true);
+                step(i + 1, (i + 1) % D, ab1, ab0, true);
             }
-            if (i < nci) step(i, ab0, ab1, true);
+            if (i < nci) step(i, i % D, ab0, ab1, true);
             cp_async_wait<0>();
             __syncwarp();
         }
 
-        // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ... (the buffer held
-        // every warp's ring a moment ago: all warps leave the K loop first)
-        __syncthreads();
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
-        __syncthreads();
-        for (int mg = wk; mg < MT * ngroups; mg += WK) {
-            const int m = mg / ngroups, g = mg % ngroups;
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-            for (int j = 0; j < WK; ++j)
-#pragma unroll
-                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
-            if (!tile_ok || m > mlast) continue;
+        // the epilogue of one 16-row tile m and token group g of this pass, from its sums v
+        auto store = [&](int m, int g, const float (&v)[4]) {
+            if (!tile_ok || m > mlast) return;
             const int tl = tile + m;
 #pragma unroll
             for (int t = 0; t < 2; ++t) {         // the lane's two token columns 2 q, 2 q + 1
@@ -420,8 +416,36 @@ __device__ __forceinline__ void mx_w4a16_body(
                     }
                 }
             }
+        };
+        if constexpr (WK == 1) {
+            // each warp owns its sums and its ring: no block-wide step, a warp that is done moves on
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                    if (g < ngroups) store(m, g, acc[m][g]);
+        } else {
+            // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ... (the buffer held
+            // every warp's ring a moment ago: all warps leave the K loop first)
+            __syncthreads();
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
+            __syncthreads();
+            for (int mg = wk; mg < MT * ngroups; mg += WK) {
+                const int m = mg / ngroups, g = mg % ngroups;
+                float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int j = 0; j < WK; ++j)
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
+                store(m, g, v);
+            }
+            __syncthreads();
         }
-        __syncthreads();
     }
 }
 
@@ -435,9 +459,15 @@ __device__ __forceinline__ void mx_w4a16_body(
     a, a_stride, a_div, a_scale, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
         num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt
 
-// resident warps per SM aimed at per token-group count (registers per thread: <= 85 / 128 / 255): the
-// weight stream needs many warps in flight
-#define MX_WARPS_PER_SM(G) ((G) == 1 ? 24 : (G) == 2 ? 16 : 8)
+// resident warps per SM aimed at per token-group count (mx_cuda.Variant W1 / W2; registers per thread at
+// most 65536 / (32 x warps)): the weight stream needs many warps in flight
+#ifndef MX_WARPS_G1
+#define MX_WARPS_G1 24
+#endif
+#ifndef MX_WARPS_G2
+#define MX_WARPS_G2 16
+#endif
+#define MX_WARPS_PER_SM(G) ((G) == 1 ? MX_WARPS_G1 : (G) == 2 ? MX_WARPS_G2 : 8)
 #define MX_MIN_BLOCKS(G) (MX_WARPS_PER_SM(G) / (MX_WN * MX_WK) > 0 ? MX_WARPS_PER_SM(G) / (MX_WN * MX_WK) : 1)
 
 #define MX_KERNEL(G, GATED, BIG, NAME)                                                    \
