@@ -75,16 +75,14 @@ VARIANTS = {
     },
     "mxfp4": {
         # the CUDA kernel's CTA shapes (WN tiles x WK K-warps, D chunks in flight, MT tiles per warp),
-        # token groups per pass (G) and the resident warps its registers are sized for (W1 / W2)
-        "mma-few-w32": ((1, 4), "mma:WN=2,WK=2,D=8,MT=1,W1=32"),
-        "mma-8x1x4-mt2": ((1,), "mma:WN=8,WK=1,D=4,MT=2"),
-        "mma-2x2x8": ((4,), "mma:WN=2,WK=2,D=8,MT=1"),
-        "mma-w32": ((4, 16, 64), "mma:W1=32"),
+        # token groups per pass (G), the resident warps its registers are sized for (W1 / W2), the
+        # steady loop's unroll (UR) and activations through each warp's ring (ASMEM)
+        "mma-few-ur0": ((1,), "mma:WN=2,WK=2,D=8,MT=1,UR=0"),
+        "mma-ur0": ((4, 16, 64, 256), "mma:UR=0"),
+        "mma-asmem": ((16, 64, 256), "mma:ASMEM=1"),
         "mma-4x1x4-w32": ((16, 64), "mma:WN=4,WK=1,D=4,MT=2,W1=32"),
-        "mma-4x1x8-mt2": ((16, 64, 256), "mma:WN=4,WK=1,D=8,MT=2"),
-        "mma-g2-w24": ((256, 1024), "mma:G=2,W2=24"),
-        "mma-4x1x4-g2-w24": ((256,), "mma:WN=4,WK=1,D=4,MT=2,G=2,W2=24"),
-        "mma-g2": ((1024,), "mma:G=2"),
+        "mma-g2-w24": ((256,), "mma:G=2,W2=24"),
+        "mma-ur0-g2-w24": ((256,), "mma:UR=0,G=2,W2=24"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernel on e4m3 activations

@@ -39,6 +39,9 @@
 #ifndef MX_D
 #define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
+#ifndef MX_RING_UNROLL
+#define MX_RING_UNROLL 1  // the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
+#endif
 #ifndef MX_ASMEM
 #define MX_ASMEM 0  // 1: the activation fragments travel through the ring too (else: L1 loads, 1 ahead)
 #endif
@@ -121,59 +124,64 @@ struct ExpertRows {
     int count;    // rows (tokens) of this expert
 };
 
-// The j-th expert with rows (j = blockIdx.x) and where its rows start; warp 0 computes, all read.
+// The j-th expert with rows (j = blockIdx.x) and where its rows start, computed by one warp (every
+// lane ends with the same answer).
+__device__ __forceinline__ ExpertRows scan_rows(const int* __restrict__ counts, int num_experts, int nv,
+                                                int block_m, bool has_foreign) {
+    const int lane = threadIdx.x & 31;
+    const int j = blockIdx.x;
+    int cnt[MAX_EXPERTS / 32];
+#pragma unroll
+    for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
+        int e = i * 32 + lane;
+        cnt[i] = e < num_experts ? counts[e] : 0;
+    }
+    int seen = 0, pad_before = 0, total = 0, found = -1, fstart = 0, fcount = 0;
+#pragma unroll
+    for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
+        int c = cnt[i];
+        int padded = (c + block_m - 1) / block_m * block_m;
+        unsigned nz = __ballot_sync(0xffffffffu, c > 0);
+        // inclusive prefix of padded counts across the 32 lanes
+        int pre = padded;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int v = __shfl_up_sync(0xffffffffu, pre, o);
+            if (lane >= o) pre += v;
+        }
+        int n = __popc(nz);
+        if (found < 0 && j >= seen && j < seen + n) {
+            // the (j - seen)-th set bit of nz
+            int want = j - seen, idx = 0;
+            unsigned m = nz;
+            for (int k = 0; k < want; ++k) m &= m - 1;
+            idx = __ffs(m) - 1;
+            found = i * 32 + idx;
+            fstart = pad_before + __shfl_sync(0xffffffffu, pre - padded, idx);
+            fcount = __shfl_sync(0xffffffffu, c, idx);
+        }
+        seen += n;
+        pad_before += __shfl_sync(0xffffffffu, pre, 31);
+        int s = c;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        total += s;
+    }
+    if (found >= 0) return ExpertRows{found, fstart, fcount};
+    if (has_foreign && j == seen && nv > total) return ExpertRows{num_experts, pad_before, nv - total};
+    return ExpertRows{-1, 0, 0};
+}
+
+// PER_WARP: every warp scans for itself (no block-wide barrier: a warp starts its weight stream as soon
+// as it knows its expert); else warp 0 scans and the block reads its answer from shared memory.
+template <bool PER_WARP>
 __device__ __forceinline__ ExpertRows find_rows(const int* __restrict__ counts, int num_experts, int nv,
                                                 int block_m, bool has_foreign) {
+    if (PER_WARP) return scan_rows(counts, num_experts, nv, block_m, has_foreign);
     __shared__ ExpertRows rows;
     if (threadIdx.x < 32) {
-        const int lane = threadIdx.x;
-        const int j = blockIdx.x;
-        int cnt[MAX_EXPERTS / 32];
-#pragma unroll
-        for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
-            int e = i * 32 + lane;
-            cnt[i] = e < num_experts ? counts[e] : 0;
-        }
-        int seen = 0, pad_before = 0, total = 0, found = -1, fstart = 0, fcount = 0;
-#pragma unroll
-        for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
-            int c = cnt[i];
-            int padded = (c + block_m - 1) / block_m * block_m;
-            unsigned nz = __ballot_sync(0xffffffffu, c > 0);
-            // inclusive prefix of padded counts across the 32 lanes
-            int pre = padded;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                int v = __shfl_up_sync(0xffffffffu, pre, o);
-                if (lane >= o) pre += v;
-            }
-            int n = __popc(nz);
-            if (found < 0 && j >= seen && j < seen + n) {
-                // the (j - seen)-th set bit of nz
-                int want = j - seen, idx = 0;
-                unsigned m = nz;
-                for (int k = 0; k < want; ++k) m &= m - 1;
-                idx = __ffs(m) - 1;
-                found = i * 32 + idx;
-                fstart = pad_before + __shfl_sync(0xffffffffu, pre - padded, idx);
-                fcount = __shfl_sync(0xffffffffu, c, idx);
-            }
-            seen += n;
-            pad_before += __shfl_sync(0xffffffffu, pre, 31);
-            int s = c;
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            total += s;
-        }
-        if (lane == 0) {
-            if (found >= 0) {
-                rows = ExpertRows{found, fstart, fcount};
-            } else if (has_foreign && j == seen && nv > total) {
-                rows = ExpertRows{num_experts, pad_before, nv - total};
-            } else {
-                rows = ExpertRows{-1, 0, 0};
-            }
-        }
+        ExpertRows er = scan_rows(counts, num_experts, nv, block_m, has_foreign);
+        if (threadIdx.x == 0) rows = er;
     }
     __syncthreads();
     return rows;
@@ -202,7 +210,7 @@ __device__ __forceinline__ void mx_w4a16_body(
 #endif
     auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem);
 
-    const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
+    const ExpertRows er = find_rows<WK == 1>(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WN, wk = warp / WN;
@@ -263,6 +271,15 @@ __device__ __forceinline__ void mx_w4a16_body(
     const long long astep = (long long)WK * 64;       // activation elements per chunk step
 
     for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
+        if constexpr (!ASMEM) {
+            // the weight stream first: its copies are in flight while the token rows are looked up
+            if (nci > 0) {
+                wsrc = wq;
+                ssrc = sq;
+#pragma unroll
+                for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
+            }
+        }
         // this lane's token row of each group (B operand column r); a pad row reads row 0: an MMA
         // column depends on its own token only, and pad columns are never stored
         const uint16_t* arow[G];
@@ -281,8 +298,6 @@ __device__ __forceinline__ void mx_w4a16_body(
 #pragma unroll
             for (int g = 0; g < G; ++g) acc[m][g][0] = acc[m][g][1] = acc[m][g][2] = acc[m][g][3] = 0.f;
         if (nci > 0) {
-            wsrc = wq;
-            ssrc = sq;
             // the last chunk's activations (K % 64 == 32: lanes past K read chunk 0 of the row)
             const long long a_last = last_short ? -(long long)wk * 64 : (long long)(nci - 1) * astep;
             // ASMEM: chunk ci's activation fragments into ring slot `slot` (before the chunk's commit;
@@ -294,16 +309,21 @@ __device__ __forceinline__ void mx_w4a16_body(
                         for (int g = 0; g < G; ++g) {
                             const uint16_t* p = arow[g] + (ci == nci - 1 ? a_last : (long long)ci * astep);
                             const uint32_t dst = (uint32_t)__cvta_generic_to_shared(&aring[warp][slot][g][lane][0]);
-                            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(p));
-                            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst + 16), "l"(p + 8));
+                            // .ca: through L1, where the other warps of the SM find the same lines
+                            asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(p));
+                            asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"(dst + 16), "l"(p + 8));
                         }
                     }
                 }
             };
+            if constexpr (ASMEM) {
+                wsrc = wq;
+                ssrc = sq;
 #pragma unroll
-            for (int j = 0; j < D - 1; ++j) {
-                issue_act(j, j);
-                issue(j, j < nci);
+                for (int j = 0; j < D - 1; ++j) {
+                    issue_act(j, j);
+                    issue(j, j < nci);
+                }
             }
             const uint16_t* anext[G];
 #pragma unroll
@@ -362,13 +382,15 @@ __device__ __forceinline__ void mx_w4a16_body(
             // steady state, U chunks per iteration (a whole number of rings and an even count, so the
             // ring slots and the activation buffers are compile-time: no address arithmetic per chunk);
             // no guards: every chunk issued (i + D - 1) exists and chunk i + 1 is not the last
-            constexpr int U = D % 2 == 0 ? D : 2 * D;
+            // (MX_RING_UNROLL=0: two chunks per iteration, ring slots computed at run time)
+            constexpr int U = MX_RING_UNROLL ? (D % 2 == 0 ? D : 2 * D) : 2;
+            constexpr bool STATIC_SLOTS = U % D == 0;
             constexpr int AHEAD = D - 1 > 2 ? D - 1 : 2;
             for (; i + U + AHEAD <= nci; i += U) {
 #pragma unroll
                 for (int j = 0; j < U; j += 2) {
-                    step(i + j, j % D, ab0, ab1, false);
-                    step(i + j + 1, (j + 1) % D, ab1, ab0, false);
+                    step(i + j, STATIC_SLOTS ? j % D : (i + j) % D, ab0, ab1, false);
+                    step(i + j + 1, STATIC_SLOTS ? (j + 1) % D : (i + j + 1) % D, ab1, ab0, false);
                 }
             }
             for (; i + 1 < nci; i += 2) {
