@@ -254,7 +254,7 @@ class MoeLayer:
             from moeprof.models.kernels import mx_cuda
 
             _mma_operands(wt)
-            self._mma_variant = mx_cuda.Variant(**{k: self.cfg1[k] for k in ("WN", "WK", "D", "MT", "ASMEM", "W1", "W2", "UR") if k in self.cfg1})
+            self._mma_variant = mx_cuda.Variant(**{k: self.cfg1[k] for k in ("WN", "WK", "D", "MT", "ASMEM", "W1", "W2", "UR", "FL") if k in self.cfg1})
             mx_cuda.prepare(self._mma_variant, x.device)
             self._has_foreign = wt.num_experts < num_experts_total
         # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0

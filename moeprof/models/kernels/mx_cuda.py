@@ -42,14 +42,15 @@ class Variant:
     W1: int = 24
     W2: int = 16
     UR: int = 1      # 1: the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
+    FL: int = 15     # mx_mma.cu MX_FLAGS: per-warp expert scan, weights first, IMAD scale, barrier-free epilogue
 
     def defines(self) -> list[str]:
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}",
                 f"-DMX_ASMEM={self.ASMEM}", f"-DMX_WARPS_G1={self.W1}", f"-DMX_WARPS_G2={self.W2}",
-                f"-DMX_RING_UNROLL={self.UR}"]
+                f"-DMX_RING_UNROLL={self.UR}", f"-DMX_FLAGS={self.FL}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.UR))
+        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.UR, self.FL))
 
 
 def _nvcc() -> str | None:

@@ -39,6 +39,9 @@
 #ifndef MX_D
 #define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
+#ifndef MX_FLAGS
+#define MX_FLAGS 15  // 1: per-warp expert scan, 2: weights before token rows, 4: scale as one IMAD, 8: no barrier epilogue
+#endif
 #ifndef MX_RING_UNROLL
 #define MX_RING_UNROLL 1  // the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
 #endif
@@ -77,7 +80,9 @@ __device__ __forceinline__ uint32_t scale_word(uint32_t s) {
         return h | (h << 16);
     }
     // (S + 126) << 7 in both halves as one multiply-add (S + 126 <= 255: no carry between halves)
-    return s * 0x00800080u + 0x3F003F00u;
+    if (MX_FLAGS & 4) return s * 0x00800080u + 0x3F003F00u;
+    const uint32_t h = (s + 126u) << 7;
+    return h | (h << 16);
 }
 
 // one 32-bit word in the "lanes" layout -> the four A-operand registers of one MMA step
@@ -210,7 +215,7 @@ __device__ __forceinline__ void mx_w4a16_body(
 #endif
     auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem);
 
-    const ExpertRows er = find_rows<WK == 1>(counts, num_experts, nv, block_m, has_foreign != 0);
+    const ExpertRows er = find_rows<WK == 1 && (MX_FLAGS & 1)>(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WN, wk = warp / WN;
@@ -271,7 +276,7 @@ __device__ __forceinline__ void mx_w4a16_body(
     const long long astep = (long long)WK * 64;       // activation elements per chunk step
 
     for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
-        if constexpr (!ASMEM) {
+        if constexpr (!ASMEM && (MX_FLAGS & 2)) {
             // the weight stream first: its copies are in flight while the token rows are looked up
             if (nci > 0) {
                 wsrc = wq;
@@ -316,7 +321,7 @@ __device__ __forceinline__ void mx_w4a16_body(
                     }
                 }
             };
-            if constexpr (ASMEM) {
+            if constexpr (ASMEM || !(MX_FLAGS & 2)) {
                 wsrc = wq;
                 ssrc = sq;
 #pragma unroll
@@ -439,7 +444,7 @@ __device__ __forceinline__ void mx_w4a16_body(
                 }
             }
         };
-        if constexpr (WK == 1) {
+        if constexpr (WK == 1 && (MX_FLAGS & 8)) {
             // each warp owns its sums and its ring: no block-wide step, a warp that is done moves on
 #pragma unroll
             for (int m = 0; m < MT; ++m)
