@@ -76,15 +76,13 @@ VARIANTS = {
     "mxfp4": {
         # the CUDA kernel's CTA shapes (WN tiles x WK K-warps, D chunks in flight, MT tiles per warp),
         # token groups per pass (G), the resident warps its registers are sized for (W1 / W2), the
-        # steady loop's unroll (UR), the kernel's option flags (FL, mx_mma.cu MX_FLAGS) and the
+        # steady loop's unroll (UR), the kernel's option bits (FL, mx_cuda.Variant) and the
         # activations through each warp's ring (ASMEM)
-        "ur0-fl0": ((16, 64, 256), "mma:UR=0,FL=0"),
-        "ur0-fl1": ((16, 64, 256), "mma:UR=0,FL=1"),
-        "ur0-fl2": ((16, 64, 256), "mma:UR=0,FL=2"),
-        "ur0-fl4": ((16, 64, 256), "mma:UR=0,FL=4"),
-        "ur0-fl8": ((16, 64, 256), "mma:UR=0,FL=8"),
-        "ur0-fl15": ((16, 64, 256), "mma:UR=0,FL=15"),
-        "ur1-fl0": ((16, 64, 256), "mma:UR=1,FL=0"),
+        "few-pf": ((1,), "mma:WN=2,WK=2,D=8,MT=1,FL=18"),
+        "pf": ((4, 16, 64), "mma:FL=18"),
+        "fl0": ((16, 64), "mma:FL=0"),
+        "pf-g2": ((256,), "mma:FL=31"),
+        "fl2-g2": ((256,), "mma:FL=2"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernel on e4m3 activations

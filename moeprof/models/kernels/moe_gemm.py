@@ -848,6 +848,9 @@ FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
 # applied in the epilogue; above this many rows per expert the fp8 GEMM on dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
+# option bits (mx_cuda.Variant.FL) with two token groups per pass: all four loop options, measured
+# faster there and not with one group (docs/performance.md, runs 35-36)
+MMA_FLAGS_G2 = 15
 MMA_FEW_EXPERTS = 8
 MMA_SHAPE_FEW = dict(WN=2, WK=2, D=8, MT=1)
 # the decode default: the kernel's default build (what mx_cuda.available() compiles)
@@ -859,7 +862,10 @@ def mma_config(m_per_expert: float, experts: int | None = None, **shape) -> dict
     token groups per pass, CTA shape WN x WK warps with MT tiles each and D ring stages (mx_cuda.Variant)."""
     g = next(g for limit, g in MMA_GROUPS if m_per_expert <= limit)
     base = MMA_SHAPE_FEW if experts is not None and experts <= MMA_FEW_EXPERTS else MMA_SHAPE
-    return dict(KERNEL="mma", BM=8, G=g, **{**base, **shape})
+    cfg = dict(KERNEL="mma", BM=8, G=g, **{**base, **shape})
+    if g == 2 and "FL" not in shape:
+        cfg["FL"] = MMA_FLAGS_G2
+    return cfg
 
 
 def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None,

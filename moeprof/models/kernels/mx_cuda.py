@@ -41,8 +41,9 @@ class Variant:
     ASMEM: int = 0   # 1: activation fragments through the ring as well
     W1: int = 24
     W2: int = 16
-    UR: int = 1      # 1: the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
-    FL: int = 15     # mx_mma.cu MX_FLAGS: per-warp expert scan, weights first, IMAD scale, barrier-free epilogue
+    UR: int = 0      # 1: the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
+    FL: int = 2      # option bits (mx_mma.cu MX_FLAGS): 1 per-warp expert scan, 2 weights first, 4 the scale
+    #                  as one multiply-add, 8 barrier-free epilogue, 16 L1 prefetch of the activations
 
     def defines(self) -> list[str]:
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}",

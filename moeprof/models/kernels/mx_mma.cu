@@ -40,10 +40,14 @@
 #define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
 #ifndef MX_FLAGS
-#define MX_FLAGS 15  // 1: per-warp expert scan, 2: weights before token rows, 4: scale as one IMAD, 8: no barrier epilogue
+#define MX_FLAGS 2   // 1: per-warp expert scan, 2: weights before token rows, 4: scale as one IMAD,
+                     // 8: barrier-free epilogue, 16: L1 prefetch of the activations MX_PF chunks ahead
+#endif
+#ifndef MX_PF
+#define MX_PF 3      // flag 16: prefetch distance in chunks
 #endif
 #ifndef MX_RING_UNROLL
-#define MX_RING_UNROLL 1  // the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
+#define MX_RING_UNROLL 0  // 1: the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
 #endif
 #ifndef MX_ASMEM
 #define MX_ASMEM 0  // 1: the activation fragments travel through the ring too (else: L1 loads, 1 ahead)
@@ -365,6 +369,15 @@ __device__ __forceinline__ void mx_w4a16_body(
                 }
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
                 if (!ASMEM && (!guarded || i + 1 < nci)) load_act(nxt, guarded && i + 1 == nci - 1);
+                if constexpr (!ASMEM && (MX_FLAGS & 16)) {
+                    // the activations MX_PF chunks after that into L1 (one line of 4 lanes' 128 bytes),
+                    // so that the first warp of the SM to need them does not wait on L2
+                    if (q == 0 && i + 1 + MX_PF < nci) {
+#pragma unroll
+                        for (int g = 0; g < G; ++g)
+                            asm volatile("prefetch.global.L1 [%0];" :: "l"(anext[g] + (MX_PF - 1) * astep));
+                    }
+                }
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
