@@ -76,13 +76,14 @@ VARIANTS = {
     "mxfp4": {
         # the CUDA kernel's CTA shapes (WN tiles x WK K-warps, D chunks in flight, MT tiles per warp),
         # token groups per pass (G), the resident warps its registers are sized for (W1 / W2), the
-        # steady loop's unroll (UR), the kernel's option bits (FL, mx_cuda.Variant) and the
-        # activations through each warp's ring (ASMEM)
-        "few-pf": ((1,), "mma:WN=2,WK=2,D=8,MT=1,FL=18"),
-        "pf": ((4, 16, 64), "mma:FL=18"),
-        "fl0": ((16, 64), "mma:FL=0"),
-        "pf-g2": ((256,), "mma:FL=31"),
-        "fl2-g2": ((256,), "mma:FL=2"),
+        # kernel's option bits (FL, mx_cuda.Variant) and the activations through each warp's ring
+        # (ASMEM); after "|" the down GEMM's own shape
+        "d2x4x8": ((1,), "mma:WN=2,WK=2,D=8,MT=1|WK=4"),
+        "d2x4x4": ((1,), "mma:WN=2,WK=2,D=8,MT=1|WK=4,D=4"),
+        "d4x2x8": ((1,), "mma:WN=2,WK=2,D=8,MT=1|WN=4"),
+        "d8x1x4-mt1": ((4, 16, 64), "mma:|MT=1"),
+        "d4x2x4-mt1": ((4, 16), "mma:|WN=4,WK=2,MT=1"),
+        "d2x2x8-mt1": ((4,), "mma:|WN=2,WK=2,D=8,MT=1"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernel on e4m3 activations
@@ -118,13 +119,20 @@ def _build(fmt, b, cfg, kernel="triton"):
 
     pair = None
     if isinstance(cfg, str) and cfg.startswith("mma:"):
-        # the CUDA kernel's CTA shape with the default token groups for this batch
+        # the CUDA kernel's CTA shape with the default token groups for this batch; "A|B": B overrides
+        # A's keys for the down GEMM
         sh = model_shapes(MODEL)
-        shape = {k: int(v) for k, v in (x.split("=") for x in cfg[4:].split(","))}
+        spec1, _, spec2 = cfg[4:].partition("|")
+        parse = lambda t: {k: int(v) for k, v in (x.split("=") for x in t.split(",") if x)}
+        shape = parse(spec1)
         groups = shape.pop("G", None)
-        cfg = mg.mma_config(b * sh["top_k"] / sh["num_experts"], **shape)
-        if groups:
-            cfg["G"] = groups
+        m = b * sh["top_k"] / sh["num_experts"]
+        c1 = mg.mma_config(m, **shape)
+        c2 = mg.mma_config(m, **{**shape, **parse(spec2)})
+        for c in (c1, c2):
+            if groups:
+                c["G"] = groups
+        cfg = (c1, c2)
     if cfg is not None:
         c1, c2 = (dict(cfg[0]), dict(cfg[1])) if isinstance(cfg, tuple) else (dict(cfg), dict(cfg))
         if c1.get("DEQUANT_BF16"):

@@ -254,8 +254,11 @@ class MoeLayer:
             from moeprof.models.kernels import mx_cuda
 
             _mma_operands(wt)
-            self._mma_variant = mx_cuda.Variant(**{k: self.cfg1[k] for k in ("WN", "WK", "D", "MT", "ASMEM", "W1", "W2", "UR", "FL") if k in self.cfg1})
-            mx_cuda.prepare(self._mma_variant, x.device)
+            # each GEMM its own CTA shape: the down GEMM has half the output rows, so at few tokens it
+            # may need a shape with more warps to keep the SMs streaming
+            self._mma_variant1, self._mma_variant2 = (mx_cuda.variant_of(c) for c in (self.cfg1, self.cfg2))
+            for v in {self._mma_variant1, self._mma_variant2}:
+                mx_cuda.prepare(v, x.device)
             self._has_foreign = wt.num_experts < num_experts_total
         # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0
         self._w1, self._w2, self._s1, self._s2 = wt.w1, wt.w2, wt.w1_s, wt.w2_s
@@ -356,7 +359,7 @@ class MoeLayer:
             mx_cuda.moe_gemm_mx(a, wt.extra["w1_mma"], wt.extra["s1_mma"], wt.b1, tw, sids, counts,
                                 out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
                                 big_scale=self._big, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
-                                groups=self.cfg1["G"], variant=self._mma_variant, up_off=i, a_scale=a_scale)
+                                groups=self.cfg1["G"], variant=self._mma_variant1, up_off=i, a_scale=a_scale)
             return
         if self._dequant8:
             mg.dequant_mx_fp8(wt.w1, wt.w1_s, wt.extra["w1_smax"], h, out=self._w1_fp8)
@@ -388,7 +391,7 @@ class MoeLayer:
             mx_cuda.moe_gemm_mx(a, wt.extra["w2_mma"], wt.extra["s2_mma"], wt.b2, tw, sids, counts,
                                 out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                 big_scale=self._big, block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
-                                groups=self.cfg2["G"], variant=self._mma_variant, a_scale=a_scale)
+                                groups=self.cfg2["G"], variant=self._mma_variant2, a_scale=a_scale)
             return
         if self._dequant8:
             mg.dequant_mx_fp8(wt.w2, wt.w2_s, wt.extra["w2_smax"], i, out=self._w2_fp8)

@@ -10,6 +10,7 @@ why, and the layer uses the Triton kernels instead. nvcc: $MOEPROF_NVCC, PATH, o
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import os
@@ -41,17 +42,21 @@ class Variant:
     ASMEM: int = 0   # 1: activation fragments through the ring as well
     W1: int = 24
     W2: int = 16
-    UR: int = 0      # 1: the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
     FL: int = 2      # option bits (mx_mma.cu MX_FLAGS): 1 per-warp expert scan, 2 weights first, 4 the scale
-    #                  as one multiply-add, 8 barrier-free epilogue, 16 L1 prefetch of the activations
+    #                  as one multiply-add, 8 barrier-free epilogue
 
     def defines(self) -> list[str]:
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}",
                 f"-DMX_ASMEM={self.ASMEM}", f"-DMX_WARPS_G1={self.W1}", f"-DMX_WARPS_G2={self.W2}",
-                f"-DMX_RING_UNROLL={self.UR}", f"-DMX_FLAGS={self.FL}"]
+                f"-DMX_FLAGS={self.FL}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.UR, self.FL))
+        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.FL))
+
+
+def variant_of(cfg: dict) -> Variant:
+    """The Variant named by a GEMM configuration's shape keys (kernels/moe_gemm.py: mma_config)."""
+    return Variant(**{f.name: int(cfg[f.name]) for f in dataclasses.fields(Variant) if f.name in cfg})
 
 
 def _nvcc() -> str | None:

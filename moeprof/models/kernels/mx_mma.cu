@@ -40,14 +40,8 @@
 #define MX_D 8      // stages of each warp's cp.async ring: chunks of 64 K in flight per warp
 #endif
 #ifndef MX_FLAGS
-#define MX_FLAGS 2   // 1: per-warp expert scan, 2: weights before token rows, 4: scale as one IMAD,
-                     // 8: barrier-free epilogue, 16: L1 prefetch of the activations MX_PF chunks ahead
-#endif
-#ifndef MX_PF
-#define MX_PF 3      // flag 16: prefetch distance in chunks
-#endif
-#ifndef MX_RING_UNROLL
-#define MX_RING_UNROLL 0  // 1: the steady K loop unrolls a whole ring (compile-time slots); 0: two chunks
+#define MX_FLAGS 2   // option bits: 1 per-warp expert scan, 2 weights before the token rows, 4 the
+                     // scale factor as one multiply-add, 8 barrier-free epilogue (1 and 8: with WK == 1)
 #endif
 #ifndef MX_ASMEM
 #define MX_ASMEM 0  // 1: the activation fragments travel through the ring too (else: L1 loads, 1 ahead)
@@ -369,15 +363,6 @@ __device__ __forceinline__ void mx_w4a16_body(
                 }
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
                 if (!ASMEM && (!guarded || i + 1 < nci)) load_act(nxt, guarded && i + 1 == nci - 1);
-                if constexpr (!ASMEM && (MX_FLAGS & 16)) {
-                    // the activations MX_PF chunks after that into L1 (one line of 4 lanes' 128 bytes),
-                    // so that the first warp of the SM to need them does not wait on L2
-                    if (q == 0 && i + 1 + MX_PF < nci) {
-#pragma unroll
-                        for (int g = 0; g < G; ++g)
-                            asm volatile("prefetch.global.L1 [%0];" :: "l"(anext[g] + (MX_PF - 1) * astep));
-                    }
-                }
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
@@ -397,19 +382,12 @@ __device__ __forceinline__ void mx_w4a16_body(
             uint4 ab0[G][2], ab1[G][2];
             if (!ASMEM) load_act(ab0, nci == 1);
             int i = 0;
-            // steady state, U chunks per iteration (a whole number of rings and an even count, so the
-            // ring slots and the activation buffers are compile-time: no address arithmetic per chunk);
-            // no guards: every chunk issued (i + D - 1) exists and chunk i + 1 is not the last
-            // (MX_RING_UNROLL=0: two chunks per iteration, ring slots computed at run time)
-            constexpr int U = MX_RING_UNROLL ? (D % 2 == 0 ? D : 2 * D) : 2;
-            constexpr bool STATIC_SLOTS = U % D == 0;
-            constexpr int AHEAD = D - 1 > 2 ? D - 1 : 2;
-            for (; i + U + AHEAD <= nci; i += U) {
-#pragma unroll
-                for (int j = 0; j < U; j += 2) {
-                    step(i + j, STATIC_SLOTS ? j % D : (i + j) % D, ab0, ab1, false);
-                    step(i + j + 1, STATIC_SLOTS ? (j + 1) % D : (i + j + 1) % D, ab1, ab0, false);
-                }
+            // steady state (i + D - 1 < nci and i + 1 < nci - 1): no guards. (Unrolling a whole ring
+            // so that the slots are compile-time constants measured slower: the compiler then moves
+            // the activation loads closer to their use.)
+            for (; i + 1 + D < nci; i += 2) {
+                step(i, i % D, ab0, ab1, false);
+                step(i + 1, (i + 1) % D, ab1, ab0, false);
             }
             for (; i + 1 < nci; i += 2) {
                 step(i, i % D, ab0, ab1, true);
