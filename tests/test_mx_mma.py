@@ -125,6 +125,15 @@ def test_cpu_config_never_picks_the_cuda_kernel():
     cfg = mg.mma_config(8.0, experts=128)
     assert cfg["KERNEL"] == "mma" and cfg["BM"] == 8 and cfg["G"] == 2 and cfg["MT"] == 2
     assert mg.mma_config(0.5)["G"] == 1 and mg.mma_config(0.03, experts=4)["WK"] == 2
+    # the down GEMM (half the row tiles of gemm1) takes more warps per tile while few experts have rows
+    warps_per_tile = lambda c: c["WK"] / c["MT"]
+    for experts in (4, 12):
+        assert warps_per_tile(mg.mma_config(1.0, experts=experts, gated=False)) > \
+            warps_per_tile(mg.mma_config(1.0, experts=experts, gated=True))
+    assert mg.mma_config(2.0, experts=100, gated=False) == mg.mma_config(2.0, experts=100, gated=True)
+    # two token groups per pass take every loop option; the option bits reach the kernel's build
+    assert cfg["FL"] == mg.MMA_FLAGS_G2 and mx_cuda.variant_of(cfg).FL == mg.MMA_FLAGS_G2
+    assert f"-DMX_FLAGS={mg.MMA_FLAGS_G2}" in mx_cuda.variant_of(cfg).defines()
 
 
 # ----------------------------------------------------------------------------- GPU

@@ -853,15 +853,29 @@ MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 MMA_FLAGS_G2 = 15
 MMA_FEW_EXPERTS = 8
 MMA_SHAPE_FEW = dict(WN=2, WK=2, D=8, MT=1)
+# the down GEMM has half the output rows of gemm1: with few experts it needs more warps per row tile
+# to keep every SM streaming (K split over 4 warps with up to 8 experts, one tile per warp up to 16;
+# docs/performance.md, run 38)
+MMA_SHAPE_FEW_DOWN = dict(WN=2, WK=4, D=4, MT=1)
+MMA_DOWN_ONE_TILE_EXPERTS = 16
 # the decode default: the kernel's default build (what mx_cuda.available() compiles)
 MMA_SHAPE = {k: v for k, v in dataclasses.asdict(mx_cuda.Variant()).items() if k != "ASMEM"}
 
 
-def mma_config(m_per_expert: float, experts: int | None = None, **shape) -> dict:
+def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, **shape) -> dict:
     """Configuration of the CUDA MXFP4 kernel: BM = the sort's row padding (8: one MMA n8 group), G
-    token groups per pass, CTA shape WN x WK warps with MT tiles each and D ring stages (mx_cuda.Variant)."""
+    token groups per pass, CTA shape WN x WK warps with MT tiles each and D ring stages (mx_cuda.Variant).
+    experts: the experts with rows (None: many); gated: gemm1 (else the down GEMM)."""
     g = next(g for limit, g in MMA_GROUPS if m_per_expert <= limit)
-    base = MMA_SHAPE_FEW if experts is not None and experts <= MMA_FEW_EXPERTS else MMA_SHAPE
+    few = experts is not None and experts <= MMA_FEW_EXPERTS
+    if gated:
+        base = MMA_SHAPE_FEW if few else MMA_SHAPE
+    elif few:
+        base = MMA_SHAPE_FEW_DOWN
+    elif experts is not None and experts <= MMA_DOWN_ONE_TILE_EXPERTS:
+        base = dict(MMA_SHAPE, MT=1)
+    else:
+        base = MMA_SHAPE
     cfg = dict(KERNEL="mma", BM=8, G=g, **{**base, **shape})
     if g == 2 and "FL" not in shape:
         cfg["FL"] = MMA_FLAGS_G2
@@ -880,7 +894,7 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
         mma_ok = mx_cuda.available()
         if mma_ok and m_per_expert <= mma_rows:
-            return mma_config(m_per_expert, experts)
+            return mma_config(m_per_expert, experts, gated)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and
