@@ -505,3 +505,289 @@ MX_KERNEL(4, true, true, mx_w4a16_g4_gated_big)
 MX_KERNEL(1, false, true, mx_w4a16_g1_down_big)
 MX_KERNEL(2, false, true, mx_w4a16_g2_down_big)
 MX_KERNEL(4, false, true, mx_w4a16_g4_down_big)
+
+// ============================================================================ W4A8: e4m3 activations
+// MXFP4 weights x e4m3 activations (mxfp4-w4a8 at decode) through mma.sync m16n8k32 .e4m3: the
+// activations are read as the e4m3 bytes the row quantizer wrote (no conversion kernel), the weights
+// become e4m3 by bit placement (sign -> bit 7, e1 e0 m -> bits 4..2: exactly E2M1 * 2^-6, the 0.5
+// subnormal included) and one MMA step is 32 K = one MX group of each row, so the E8M0 scale is applied
+// to the step's fp32 result: acc += mma(a, b, 0) * 2^(S - 121) (the 2^6 undoes the placement).
+// (sm_90 runs this instruction as e4m3 -> f16 conversions plus f16 MMAs; ptxas shares the weight
+// conversions between the token groups that use the same fragments.)
+//
+// Operand layouts (quant.mma8_mx_weights): K runs in chunks of 64 (2 MMA steps = 2 MX groups).
+//   weights  w [E, Nt, Kc, 32 lanes] x 16 bytes: lane L = 4 g + t holds rows g and g + 8 of the tile
+//            and, in step st (group 2 c + st), the K elements 64 c + 32 st + 8 t .. + 7: MMA K
+//            positions 4 t .. 4 t + 3 are those elements 0-3, 16 + 4 t .. are 4-7 (the same
+//            permutation for the activations, so a lane's B fragment is 8 contiguous bytes of its
+//            token row). Words: (step 0, row g), (step 0, row g + 8), (step 1, row g), (step 1, row g + 8);
+//            each word x gives two A registers in 4 integer ops: x & M (elements 0-3) and
+//            ((x >> 2) ^ (x << 2)) & M (elements 4-7), M = 0x9C9C9C9C (the e4m3 bits 7, 4, 3, 2).
+//   scales   s [E, Nt, Kc, 8, 4] bytes: S + 6 of (row g, group 2c), (g + 8, 2c), (g, 2c + 1), (g + 8, 2c + 1);
+//            shifted into an fp32 exponent field they are 2^(S - 121) (S <= 248).
+// Rows, grid, CTA shape, gated tile order and the epilogue are those of mx_w4a16_body.
+
+__device__ __forceinline__ uint2 ld_v2(const void* p) {
+    uint2 v;
+    asm volatile("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void mma_e4m3(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%10,%10,%10};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+}
+
+// one word of 8 E2M1 codes -> two registers of 4 e4m3 (elements 0-3, 4-7 of the lane's 8 K)
+__device__ __forceinline__ void unpack8_word(uint32_t x, uint32_t& lo, uint32_t& hi) {
+    const uint32_t M = 0x9C9C9C9Cu;
+    lo = x & M;
+    hi = ((x >> 2) ^ (x << 2)) & M;
+}
+
+// byte `B` of the scale word (an S + 6) -> the fp32 2^(S - 121)
+template <int B>
+__device__ __forceinline__ float scale8(uint32_t w) {
+    const uint32_t bits = (B < 3 ? (w << (23 - 8 * B)) : (w >> 1)) & 0x7F800000u;
+    return __uint_as_float(bits);
+}
+
+template <int G, bool GATED>
+__device__ __forceinline__ void mx_w4a8_body(
+    const uint8_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
+    const uint4* __restrict__ w, const uint8_t* __restrict__ ws,
+    const float* __restrict__ bias, long long bias_stride, int up_off,
+    uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
+    const int* __restrict__ sorted_ids, const int* __restrict__ counts, int num_experts, int nv,
+    int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
+    constexpr int WN = MX_WN, WK = MX_WK, D = MX_D, MT = MX_MT;
+    static_assert(D >= 2, "the ring needs two stages at least");
+    constexpr int RING_BYTES = WN * WK * D * MT * (512 + 32);
+    constexpr int RED_BYTES = WK * WN * MT * G * 4 * 32 * 4;
+    __shared__ __align__(16) unsigned char smem8[RING_BYTES > RED_BYTES ? RING_BYTES : RED_BYTES];
+    auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem8);
+
+    const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
+    if (er.expert < 0) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wn = warp % WN, wk = warp / WN;
+    const int tile = (blockIdx.y * WN + wn) * MT;
+    const int r = lane >> 2, q = lane & 3;
+
+    if (er.expert == num_experts) {
+        const int cols = GATED ? 8 : 16;
+        for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
+            int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
+            int col = (blockIdx.y * WN * MT + c / cols) * cols + c % cols;
+            int slot = sorted_ids[er.start + row];
+            if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
+        }
+        return;
+    }
+
+    const bool tile_ok = tile < Nt;
+    const int nci = (tile_ok && wk < Kc) ? (Kc - wk + WK - 1) / WK : 0;
+    const long long wstep = (long long)WK * 32;        // uint4 of weights per chunk step
+    const long long tstride = (long long)Kc * 32;      // uint4 of weights per tile
+    const long long wbase = ((long long)er.expert * Nt + (tile_ok ? tile : 0)) * tstride;
+    int mlast = Nt - 1 - tile;
+    mlast = mlast < MT - 1 ? mlast : MT - 1;
+    // scales: 2 uint4 per tile and chunk, copied by lanes 0 and 1
+    const uint4* wq = w + wbase + (long long)wk * 32 + lane;
+    const uint4* sq = reinterpret_cast<const uint4*>(ws) + wbase / 16 + (long long)wk * 2 + (lane & 1);
+    // K % 64 == 32: the last chunk holds one MX group; its second step is skipped (no loads either)
+    const bool half_last = (K & 63) != 0;
+    auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][MT][32]>(smem8);
+    auto& sring = *reinterpret_cast<uint32_t (*)[WN * WK][D][MT][8]>(smem8 + WN * WK * D * MT * 512);
+    const uint4* wsrc = wq;
+    const uint4* ssrc = sq;
+    const uint32_t ring_w = (uint32_t)__cvta_generic_to_shared(&wring[warp][0][0][lane]);
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0][0]) + 16 * (lane & 1);
+    auto issue = [&](int slot, bool live) {
+        if (live) {
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                const long long toff = (m <= mlast ? m : 0) * tstride;
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                             :: "r"(ring_w + (slot * MT + m) * 512), "l"(wsrc + toff));
+                if (lane < 2)
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                                 :: "r"(ring_s + (slot * MT + m) * 32), "l"(ssrc + toff / 16));
+            }
+            wsrc += wstep;
+            ssrc += wstep / 16;
+        }
+        cp_async_commit();
+    };
+    const long long astep = (long long)WK * 64;        // activation bytes per chunk step
+
+    for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
+        // this lane's token row of each group (B operand column r); a pad row reads row 0
+        const uint8_t* arow[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            int idx = (g0 + g) * 8 + r;
+            int slot = idx < er.count ? sorted_ids[er.start + idx] : nv;
+            arow[g] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * q + wk * 64;
+        }
+        int ngroups = (er.count - g0 * 8 + 7) / 8;
+        if (ngroups > G) ngroups = G;
+
+        float acc[MT][G][4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int g = 0; g < G; ++g) acc[m][g][0] = acc[m][g][1] = acc[m][g][2] = acc[m][g][3] = 0.f;
+        if (nci > 0) {
+            wsrc = wq;
+            ssrc = sq;
+#pragma unroll
+            for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
+            const uint8_t* anext[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) anext[g] = arow[g];
+            // a chunk's activation fragments: 8 bytes of step 0 and 8 of step 1 (none past K)
+            auto load_act = [&](uint2 (&dst)[G][2], bool last) {
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    dst[g][0] = ld_v2(anext[g]);
+                    dst[g][1] = (last && half_last) ? make_uint2(0u, 0u) : ld_v2(anext[g] + 32);
+                    anext[g] += astep;
+                }
+            };
+            auto step = [&](int i, uint2 (&cur)[G][2], uint2 (&nxt)[G][2], bool guarded) {
+                cp_async_wait<D - 2>();
+                __syncwarp();
+                const int slot = i % D;
+                uint4 wv[MT];
+                uint32_t sw[MT];
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    wv[m] = wring[warp][slot][m][lane];
+                    sw[m] = sring[warp][slot][m][r];
+                }
+                issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
+                if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
+                const bool two = !(guarded && half_last && i == nci - 1);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    uint32_t af[4];
+                    float part[4];
+                    {   // step 0: group 2 c
+                        unpack8_word(wv[m].x, af[0], af[2]);
+                        unpack8_word(wv[m].y, af[1], af[3]);
+                        const float f = scale8<0>(sw[m]), f8 = scale8<1>(sw[m]);
+#pragma unroll
+                        for (int g = 0; g < G; ++g) {
+                            mma_e4m3(part, af, cur[g][0].x, cur[g][0].y);
+                            acc[m][g][0] = fmaf(part[0], f, acc[m][g][0]);
+                            acc[m][g][1] = fmaf(part[1], f, acc[m][g][1]);
+                            acc[m][g][2] = fmaf(part[2], f8, acc[m][g][2]);
+                            acc[m][g][3] = fmaf(part[3], f8, acc[m][g][3]);
+                        }
+                    }
+                    if (two) {   // step 1: group 2 c + 1
+                        unpack8_word(wv[m].z, af[0], af[2]);
+                        unpack8_word(wv[m].w, af[1], af[3]);
+                        const float f = scale8<2>(sw[m]), f8 = scale8<3>(sw[m]);
+#pragma unroll
+                        for (int g = 0; g < G; ++g) {
+                            mma_e4m3(part, af, cur[g][1].x, cur[g][1].y);
+                            acc[m][g][0] = fmaf(part[0], f, acc[m][g][0]);
+                            acc[m][g][1] = fmaf(part[1], f, acc[m][g][1]);
+                            acc[m][g][2] = fmaf(part[2], f8, acc[m][g][2]);
+                            acc[m][g][3] = fmaf(part[3], f8, acc[m][g][3]);
+                        }
+                    }
+                }
+            };
+            uint2 ab0[G][2], ab1[G][2];
+            load_act(ab0, nci == 1);
+            int i = 0;
+            for (; i + 1 + D < nci; i += 2) {
+                step(i, ab0, ab1, false);
+                step(i + 1, ab1, ab0, false);
+            }
+            for (; i + 1 < nci; i += 2) {
+                step(i, ab0, ab1, true);
+                step(i + 1, ab1, ab0, true);
+            }
+            if (i < nci) step(i, ab0, ab1, true);
+            cp_async_wait<0>();
+            __syncwarp();
+        }
+
+        __syncthreads();
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
+        __syncthreads();
+        for (int mg = wk; mg < MT * ngroups; mg += WK) {
+            const int m = mg / ngroups, g = mg % ngroups;
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int j = 0; j < WK; ++j)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
+            if (!tile_ok || m > mlast) continue;
+            const int tl = tile + m;
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+                int idx = (g0 + g) * 8 + 2 * q + t;
+                if (idx >= er.count) continue;
+                int slot = sorted_ids[er.start + idx];
+                if (slot >= nv) continue;
+                uint16_t* orow = out + (long long)slot * out_stride;
+                const float as = a_scale[slot / a_div];
+                if (GATED) {
+                    int col = tl * 8 + r;
+                    if (col < n_out) {
+                        float gate = v[t] * as, up = v[2 + t] * as;
+                        if (bias) {
+                            gate += bias[er.expert * bias_stride + col];
+                            up += bias[er.expert * bias_stride + up_off + col];
+                        }
+                        orow[col] = f32_to_bf16(swiglu(gate, up));
+                    }
+                } else {
+                    float rw = topk_w ? topk_w[slot] : 1.0f;
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        int col = tl * 16 + r + 8 * h;
+                        if (col < n_out) {
+                            float y = v[2 * h + t] * as;
+                            if (bias) y += bias[er.expert * bias_stride + col];
+                            orow[col] = f32_to_bf16(y * rw);
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+#define MX8_ARGS                                                                                      \
+    const uint8_t *a, long long a_stride, int a_div, const float *a_scale, const uint4 *w,            \
+        const uint8_t *ws,                                                                            \
+        const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
+        const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
+        int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
+
+#define MX8_KERNEL(G, GATED, NAME)                                                                    \
+    extern "C" __global__ void __launch_bounds__(32 * MX_WN * MX_WK, MX_MIN_BLOCKS(G)) NAME(MX8_ARGS) { \
+        mx_w4a8_body<G, GATED>(MX_PASS);                                                              \
+    }
+
+MX8_KERNEL(1, true, mx_w4a8_g1_gated)
+MX8_KERNEL(2, true, mx_w4a8_g2_gated)
+MX8_KERNEL(4, true, mx_w4a8_g4_gated)
+MX8_KERNEL(1, false, mx_w4a8_g1_down)
+MX8_KERNEL(2, false, mx_w4a8_g2_down)
+MX8_KERNEL(4, false, mx_w4a8_g4_down)
