@@ -212,8 +212,9 @@ def test_gpu_mma_real_shapes(batch):
 
 def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch):
     """With the CUDA kernel available (stubbed: this checks the routing, not the kernel), mxfp4 takes it
-    up to MMA_MAX_ROWS_PER_EXPERT rows per expert and the Triton kernel above; mxfp4-w4a8 takes it up to
-    W4A8_MMA_MAX_ROWS_PER_EXPERT and the dequantize-to-e4m3 fp8 GEMM above; other formats never."""
+    up to MMA_MAX_ROWS_PER_EXPERT rows per expert and the Triton kernel above; mxfp4-w4a8 takes the W4A8
+    kernel ("mma8") up to W4A8_MMA_MAX_ROWS_PER_EXPERT and the dequantize-to-e4m3 fp8 GEMM above; other
+    formats never."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
 
@@ -224,7 +225,7 @@ def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch)
     assert cfg("mxfp4", 2.0)["KERNEL"] == "mma"
     assert cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma"
     assert "KERNEL" not in cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT * 2)
-    assert cfg("mxfp4-w4a8", 16.0)["KERNEL"] == "mma"
+    assert cfg("mxfp4-w4a8", 16.0)["KERNEL"] == "mma8"
     big = cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)
     assert big.get("DEQUANT_FP8") == 1 and "KERNEL" not in big
     for fmt in ("bf16", "fp8", "fp8-block"):

@@ -159,23 +159,27 @@ def dequantize_expert(wt: ExpertWeights, e: int):
     return w1, wt.b1[e], w2, wt.b2[e]
 
 
-def _mma_operands(wt: ExpertWeights) -> None:
-    """Add the CUDA MXFP4 kernel's operand layouts (quant.mma_mx_weights) to wt.extra, once."""
+def _mma_operands(wt: ExpertWeights, kernel: str = "mma") -> None:
+    """Add a CUDA MXFP4 kernel's operand layouts to wt.extra, once: kernel "mma" (bf16 activations,
+    quant.mma_mx_weights: w1_mma, s1_mma, ...) or "mma8" (e4m3 activations, quant.mma8_mx_weights:
+    w1_mma8, s1_mma8, ...)."""
     import torch
 
     from moeprof.models import quant as q
 
-    if "w1_mma" in wt.extra:
+    suffix = "mma8" if kernel == "mma8" else "mma"
+    if f"w1_{suffix}" in wt.extra:
         return
+    pack = q.mma8_mx_weights if kernel == "mma8" else q.mma_mx_weights
     lay = wt.extra.get("mx_layout", "lanes")
-    parts = {"w1_mma": [], "s1_mma": [], "w2_mma": [], "s2_mma": []}
+    parts = {f"w1_{suffix}": [], f"s1_{suffix}": [], f"w2_{suffix}": [], f"s2_{suffix}": []}
     for x in range(wt.num_experts):
-        w, s = q.mma_mx_weights(q.unpack_mxfp4(wt.w1[x], lay), wt.w1_s[x], gated_half=wt.inter)
-        parts["w1_mma"].append(w)
-        parts["s1_mma"].append(s)
-        w, s = q.mma_mx_weights(q.unpack_mxfp4(wt.w2[x], lay), wt.w2_s[x])
-        parts["w2_mma"].append(w)
-        parts["s2_mma"].append(s)
+        w, s = pack(q.unpack_mxfp4(wt.w1[x], lay), wt.w1_s[x], gated_half=wt.inter)
+        parts[f"w1_{suffix}"].append(w)
+        parts[f"s1_{suffix}"].append(s)
+        w, s = pack(q.unpack_mxfp4(wt.w2[x], lay), wt.w2_s[x])
+        parts[f"w2_{suffix}"].append(w)
+        parts[f"s2_{suffix}"].append(s)
     for name, ts in parts.items():
         wt.extra[name] = torch.stack(ts).contiguous()
 
@@ -246,14 +250,25 @@ class MoeLayer:
                                                                     local_experts=le)
             self.cfg2["BM"] = self.cfg1["BM"]
         self._big = wt.extra.get("mx_scale_max", 0) > 128
-        # mxfp4 decode through the CUDA kernel (kernels/mx_mma.cu): its operand copies of the weights
-        self._mma = kernel == "triton" and self.cfg1.get("KERNEL") == "mma"
-        if kernel == "triton" and self._mma != (self.cfg2.get("KERNEL") == "mma"):
-            raise ValueError("both GEMMs of a layer run the CUDA kernel or neither (cfg KERNEL)")
+        # mxfp4 decode through a CUDA kernel (kernels/mx_mma.cu): cfg KERNEL "mma" (bf16 activations) or
+        # "mma8" (mxfp4-w4a8: e4m3 activations, FP8 MMAs); its operand copies of the weights
+        mma_kernel = self.cfg1.get("KERNEL") if kernel == "triton" else None
+        if kernel == "triton" and mma_kernel != self.cfg2.get("KERNEL"):
+            raise ValueError("both GEMMs of a layer run the same CUDA kernel or neither (cfg KERNEL)")
+        if mma_kernel == "mma8":
+            from moeprof.models import quant as q
+
+            if fmt != "mxfp4-w4a8":
+                raise ValueError(f"cfg KERNEL=mma8 reads e4m3 activations (mxfp4-w4a8), not {fmt}")
+            if wt.extra.get("mx_scale_max", 0) > q.MMA8_SCALE_MAX:
+                # E8M0 bytes above the W4A8 layout's range: the W4A16 kernel (two-step scale) instead
+                mma_kernel = self.cfg1["KERNEL"] = self.cfg2["KERNEL"] = "mma"
+        self._mma = mma_kernel in ("mma", "mma8")
+        self._mma8 = mma_kernel == "mma8"
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
-            _mma_operands(wt)
+            _mma_operands(wt, mma_kernel)
             # each GEMM its own CTA shape: the down GEMM has half the output rows, so at few tokens it
             # may need a shape with more warps to keep the SMs streaming
             self._mma_variant1, self._mma_variant2 = (mx_cuda.variant_of(c) for c in (self.cfg1, self.cfg2))
@@ -352,6 +367,14 @@ class MoeLayer:
         from moeprof.models.kernels import moe_gemm as mg
 
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
+        if self._mma8:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx8(a, a_s, wt.extra["w1_mma8"], wt.extra["s1_mma8"], wt.b1, tw, sids, counts,
+                                 out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
+                                 block_m=self.cfg1["BM"], has_foreign=self._has_foreign, groups=self.cfg1["G"],
+                                 variant=self._mma_variant1, up_off=i)
+            return
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
@@ -384,6 +407,14 @@ class MoeLayer:
         from moeprof.models.kernels import moe_gemm as mg
 
         wt, i, h = self.wt, self.wt.inter, self.wt.hidden
+        if self._mma8:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx8(a, a_s, wt.extra["w2_mma8"], wt.extra["s2_mma8"], wt.b2, tw, sids, counts,
+                                 out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
+                                 block_m=self.cfg2["BM"], has_foreign=self._has_foreign, groups=self.cfg2["G"],
+                                 variant=self._mma_variant2)
+            return
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
@@ -414,8 +445,9 @@ class MoeLayer:
             mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
 
     def _mma_activations(self, a, a_s):
-        """The CUDA kernel reads bf16 activations: e4m3 ones (mxfp4-w4a8) go over as their exact bf16
-        values, with their row scales applied in the kernel's epilogue."""
+        """The W4A16 kernel (cfg KERNEL "mma") reads bf16 activations: e4m3 ones (mxfp4-w4a8) go over as
+        their exact bf16 values, with their row scales applied in the kernel's epilogue (the "mma8"
+        kernel reads the e4m3 bytes as they are)."""
         if a_s is None:
             return a, None
         import torch

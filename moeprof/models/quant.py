@@ -367,3 +367,100 @@ def unmma_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_hal
     scales = torch.zeros(n, k // MX_BLOCK, dtype=torch.uint8, device=w.device)
     scales[rows[ok]] = sc[ok, : k // MX_BLOCK]
     return codes, scales
+
+
+# ----------------------------------------------------------------------------- e4m3 MMA-fragment layout
+MMA8_E4M3_MASK = 0x9C9C9C9C   # the bits of an e4m3 byte that E2M1 occupies: sign 7, e1 e0 m at 4..2
+MMA8_SCALE_BIAS = 6           # stored E8M0 byte + 6: as an fp32 exponent field it is 2^(S - 121)
+MMA8_SCALE_MAX = 255 - 1 - MMA8_SCALE_BIAS   # largest E8M0 byte the layout holds (248)
+
+
+def _e2m1_to_e4m3_bits(codes: torch.Tensor) -> torch.Tensor:
+    """E2M1 codes -> the e4m3 byte of value E2M1 * 2^-6 (sign to bit 7, e1 e0 m to bits 4..2)."""
+    c = codes.to(torch.int64)
+    return ((c & 8) << 4) | ((c & 7) << 2)
+
+
+def _e4m3_bits_to_e2m1(b: torch.Tensor) -> torch.Tensor:
+    return ((b >> 4) & 8) | ((b >> 2) & 7)
+
+
+def _mma8_word(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Two registers of 4 e4m3 bytes (int64 words, bits only in MMA8_E4M3_MASK) -> the stored word x
+    with x & M == lo and ((x >> 2) ^ (x << 2)) & M == hi (32-bit logical shifts; the kernel's unpack).
+
+    Per byte b (bits j of byte b are bit 8 b + j of x), x's bits 2, 3, 4, 7 are lo's; hi's bits give
+    bit 0 = hi_2 ^ x_4, bit 6 = hi_4 ^ x_2, bit 1 = hi_3 ^ x_5, and bit 5 = hi_7 ^ (bit 1 of byte b + 1)
+    (0 above the top byte): a chain solved from the top byte down."""
+    bit = lambda v, b, j: (v >> (8 * b + j)) & 1
+    x = lo.clone()
+    above = torch.zeros_like(lo)           # bit 1 of byte b + 1
+    for b in (3, 2, 1, 0):
+        x5 = bit(hi, b, 7) ^ above
+        x1 = bit(hi, b, 3) ^ x5
+        x0 = bit(hi, b, 2) ^ bit(lo, b, 4)
+        x6 = bit(hi, b, 4) ^ bit(lo, b, 2)
+        x |= (x0 << (8 * b)) | (x1 << (8 * b + 1)) | (x5 << (8 * b + 5)) | (x6 << (8 * b + 6))
+        above = x1
+    return x
+
+
+def _mma8_regs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's unpack of a stored word (int64 holding 32 bits) -> (lo, hi) e4m3 registers."""
+    m = MMA8_E4M3_MASK
+    return x & m, (((x >> 2) ^ (x << 2)) & 0xFFFFFFFF) & m
+
+
+def mma8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
+    """One expert's E2M1 codes [N, K] (unpacked, uint8) and E8M0 scales [N, K/32] -> the layouts the
+    CUDA W4A8 kernel reads (kernels/mx_mma.cu, mx_w4a8_body): weights uint8 [Nt, Kc, 32, 16] and scales
+    uint8 [Nt, Kc, 8, 4], Nt tiles of 16 rows (mma_tile_rows), Kc = ceil(K / 64) chunks (zero padded).
+
+    Lane L = 4 g + t of tile n, chunk c, step st (MX group 2 c + st) holds rows g and g + 8, K elements
+    64 c + 32 st + 8 t + (0..7), as one little-endian 32-bit word per row (_mma8_word of the e4m3 bytes
+    of elements 0-3 and 4-7); the lane's 16 bytes are the words (st 0, g), (0, g + 8), (1, g), (1, g + 8).
+    Scales: S + 6 of (g, 2 c), (g + 8, 2 c), (g, 2 c + 1), (g + 8, 2 c + 1) at [n, c, g]; S must be <= 248."""
+    n, k = codes.shape
+    if k % MX_BLOCK:
+        raise ValueError(f"mxfp4 needs K % 32 == 0, got K={k}")
+    if scale.numel() and int(scale.max()) > MMA8_SCALE_MAX:
+        raise ValueError(f"E8M0 scales above {MMA8_SCALE_MAX} do not fit the W4A8 kernel's layout")
+    rows = mma_tile_rows(n, gated_half).to(codes.device)
+    nt = rows.numel() // MMA_TILE_ROWS
+    kc = -(-k // MMA_CHUNK_K)
+    c = torch.zeros(rows.numel(), kc * MMA_CHUNK_K, dtype=torch.int64, device=codes.device)
+    ok = rows >= 0
+    c[ok, :k] = codes[rows[ok]].to(torch.int64)
+    e = _e2m1_to_e4m3_bits(c).reshape(nt, 2, 8, kc, 2, 4, 2, 4)   # [Nt, half, g, Kc, st, t, lo/hi, byte]
+    shifts = torch.tensor([0, 8, 16, 24], device=codes.device)
+    regs = (e << shifts).sum(-1)                                   # [Nt, half, g, Kc, st, t, lo/hi]
+    x = _mma8_word(regs[..., 0], regs[..., 1])                     # [Nt, half, g, Kc, st, t]
+    by = (x[..., None] >> shifts) & 0xFF                           # [..., 4 bytes]
+    # lane (g, t): words (st, half) in the order (0, 0), (0, 1), (1, 0), (1, 1)
+    w = by.permute(0, 3, 2, 5, 4, 1, 6).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
+    sp = torch.full((rows.numel(), kc * 2), 127, dtype=torch.int64, device=codes.device)
+    sp[ok, : k // MX_BLOCK] = scale[rows[ok]].to(torch.int64)
+    sp = (sp + MMA8_SCALE_BIAS).reshape(nt, 2, 8, kc, 2)           # [Nt, half, g, Kc, group in chunk]
+    s = sp.permute(0, 3, 2, 4, 1).reshape(nt, kc, 8, 4).to(torch.uint8).contiguous()
+    return w, s
+
+
+def unmma8_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_half: int | None = None):
+    """Inverse of mma8_mx_weights (codes [N, K], scales [N, K/32]) through the kernel's unpack."""
+    nt, kc = w.shape[0], w.shape[1]
+    by = w.to(torch.int64).reshape(nt, kc, 8, 4, 2, 2, 4)          # [Nt, Kc, g, t, st, half, byte]
+    x = by[..., 0] | (by[..., 1] << 8) | (by[..., 2] << 16) | (by[..., 3] << 24)
+    lo, hi = _mma8_regs(x)
+    regs = torch.stack([lo, hi], dim=-1)                           # [Nt, Kc, g, t, st, half, lo/hi]
+    e = (regs[..., None] >> torch.tensor([0, 8, 16, 24], device=w.device)) & 0xFF
+    c = _e4m3_bits_to_e2m1(e)                                      # [Nt, Kc, g, t, st, half, lo/hi, byte]
+    c = c.permute(0, 5, 2, 1, 4, 3, 6, 7).reshape(nt * 16, kc * MMA_CHUNK_K)
+    rows = mma_tile_rows(n, gated_half).to(w.device)
+    ok = rows >= 0
+    codes = torch.zeros(n, k, dtype=torch.uint8, device=w.device)
+    codes[rows[ok]] = c[ok, :k].to(torch.uint8)
+    sc = s.to(torch.int64).reshape(nt, kc, 8, 2, 2) - MMA8_SCALE_BIAS   # [Nt, Kc, g, group, half]
+    sc = sc.permute(0, 4, 2, 1, 3).reshape(nt * 16, kc * 2)
+    scales = torch.zeros(n, k // MX_BLOCK, dtype=torch.uint8, device=w.device)
+    scales[rows[ok]] = sc[ok, : k // MX_BLOCK].to(torch.uint8)
+    return codes, scales

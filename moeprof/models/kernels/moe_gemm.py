@@ -844,9 +844,12 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 MMA_MAX_ROWS_PER_EXPERT = 8
 # fp8 prefill: gate and up in one dot above this many rows per expert (docs/performance.md, run 32)
 FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
-# mxfp4-w4a8 at decode: the same kernel on the e4m3 activations (exact in bf16) with their row scales
-# applied in the epilogue; above this many rows per expert the fp8 GEMM on dequantized weights
+# mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, FP8 MMAs,
+# mx_mma.cu mx_w4a8_body) or, with KERNEL="mma", the W4A16 kernel on the e4m3 activations converted to
+# bf16 (exact) with their row scales applied in the epilogue; above this many rows per expert the fp8
+# GEMM on dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
+W4A8_MMA_KERNEL = "mma8"
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 # option bits (mx_cuda.Variant.FL) with two token groups per pass: all four loop options, measured
 # faster there and not with one group (docs/performance.md, runs 35-36)
@@ -862,10 +865,14 @@ MMA_DOWN_ONE_TILE_EXPERTS = 16
 MMA_SHAPE = {k: v for k, v in dataclasses.asdict(mx_cuda.Variant()).items() if k != "ASMEM"}
 
 
-def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, **shape) -> dict:
-    """Configuration of the CUDA MXFP4 kernel: BM = the sort's row padding (8: one MMA n8 group), G
-    token groups per pass, CTA shape WN x WK warps with MT tiles each and D ring stages (mx_cuda.Variant).
+def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, kernel: str = "mma",
+               **shape) -> dict:
+    """Configuration of the CUDA MXFP4 kernels: KERNEL "mma" (bf16 activations) or "mma8" (e4m3
+    activations, mxfp4-w4a8), BM = the sort's row padding (8: one MMA n8 group), G token groups per
+    pass, CTA shape WN x WK warps with MT tiles each and D ring stages (mx_cuda.Variant).
     experts: the experts with rows (None: many); gated: gemm1 (else the down GEMM)."""
+    if kernel not in ("mma", "mma8"):
+        raise ValueError(f"unknown CUDA MXFP4 kernel {kernel!r}")
     g = next(g for limit, g in MMA_GROUPS if m_per_expert <= limit)
     few = experts is not None and experts <= MMA_FEW_EXPERTS
     if gated:
@@ -876,7 +883,7 @@ def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = Tr
         base = dict(MMA_SHAPE, MT=1)
     else:
         base = MMA_SHAPE
-    cfg = dict(KERNEL="mma", BM=8, G=g, **{**base, **shape})
+    cfg = dict(KERNEL=kernel, BM=8, G=g, **{**base, **shape})
     if g == 2 and "FL" not in shape:
         cfg["FL"] = MMA_FLAGS_G2
     return cfg
@@ -894,7 +901,7 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
         mma_ok = mx_cuda.available()
         if mma_ok and m_per_expert <= mma_rows:
-            return mma_config(m_per_expert, experts, gated)
+            return mma_config(m_per_expert, experts, gated, kernel=W4A8_MMA_KERNEL if wf == WF_MX_FP8 else "mma")
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and

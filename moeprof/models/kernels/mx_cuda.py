@@ -1,4 +1,5 @@
-"""The CUDA MXFP4 x BF16 expert GEMM (mx_mma.cu): build, load and launch.
+"""The CUDA MXFP4 expert GEMMs (mx_mma.cu): x BF16 activations (moe_gemm_mx) and x e4m3 activations
+(moe_gemm_mx8, mxfp4-w4a8): build, load and launch.
 
 The kernel is compiled from source with nvcc on first use (a cubin per variant, cached on disk under
 $MOEPROF_CACHE_DIR or ~/.cache/moeprof/kernels) and launched through the CUDA driver API on the current
@@ -255,5 +256,51 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
     drv = _driver()
     drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, smem, stream,
+                                     params, None), "cuLaunchKernel")
+    return out
+
+
+def kernel_name8(groups: int, gated: bool) -> str:
+    return f"mx_w4a8_g{groups}_{'gated' if gated else 'down'}"
+
+
+def moe_gemm_mx8(a, a_scale, w_mma8, s_mma8, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int,
+                 a_div: int, gated: bool, mul_routed: bool, block_m: int, has_foreign: bool, groups: int = 1,
+                 variant: Variant = Variant(), up_off: int = 0):
+    """One grouped GEMM through the W4A8 kernel (mx_mma.cu: mx_w4a8_body) on e4m3 activations.
+    a: e4m3 (float8_e4m3fn or uint8) [rows, k], rows 16-byte aligned (row = slot // a_div); a_scale: fp32
+    [rows], applied before the bias; w_mma8 / s_mma8: [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 8, 4]
+    (quant.mma8_mx_weights); the rest as moe_gemm_mx."""
+    import torch
+
+    if groups not in GROUPS:
+        raise ValueError(f"groups must be one of {GROUPS}")
+    e, nt, kc = w_mma8.shape[0], w_mma8.shape[1], w_mma8.shape[2]
+    assert a.dtype in (torch.float8_e4m3fn, torch.uint8) and a.element_size() == 1 and a.stride(1) == 1
+    assert a.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
+    assert a_scale is not None and a_scale.dtype == torch.float32 and a_scale.is_contiguous()
+    assert out.dtype == torch.bfloat16 and out.stride(1) == 1
+    assert s_mma8.shape[:3] == (e, nt, kc) and s_mma8.shape[3:] == (8, 4) and s_mma8.dtype == torch.uint8
+    assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
+    nv = topk_w.numel()
+    mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
+    fn = mod.function(kernel_name8(groups, gated))
+    grid_x = min(e, nv) + (1 if has_foreign else 0)
+    grid_y = -(-nt // (variant.WN * variant.MT))
+    if grid_x == 0 or nv == 0:
+        return out
+    args = [
+        _p(a), ctypes.c_longlong(a.stride(0)), ctypes.c_int(a_div), _p(a_scale),
+        _p(w_mma8), _p(s_mma8),
+        _p(bias), ctypes.c_longlong(bias.stride(0) if bias is not None else 0), ctypes.c_int(up_off),
+        _p(out), ctypes.c_longlong(out.stride(0)), _p(topk_w if mul_routed else None),
+        _p(sorted_ids), _p(counts), ctypes.c_int(e), ctypes.c_int(nv),
+        ctypes.c_int(block_m), ctypes.c_int(1 if has_foreign else 0), ctypes.c_int(n_out),
+        ctypes.c_int(k), ctypes.c_int(kc), ctypes.c_int(nt),
+    ]
+    params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in args])
+    stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
+    drv = _driver()
+    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, 0, stream,
                                      params, None), "cuLaunchKernel")
     return out

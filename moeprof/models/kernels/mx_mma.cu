@@ -598,8 +598,9 @@ __device__ __forceinline__ void mx_w4a8_body(
     // scales: 2 uint4 per tile and chunk, copied by lanes 0 and 1
     const uint4* wq = w + wbase + (long long)wk * 32 + lane;
     const uint4* sq = reinterpret_cast<const uint4*>(ws) + wbase / 16 + (long long)wk * 2 + (lane & 1);
-    // K % 64 == 32: the last chunk holds one MX group; its second step is skipped (no loads either)
-    const bool half_last = (K & 63) != 0;
+    // K % 64 == 32: the last chunk holds one MX group; the warp that has it skips its second step
+    // (no activation loads past K either)
+    const bool half_last = (K & 63) != 0 && nci > 0 && wk + (nci - 1) * WK == Kc - 1;
     auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][MT][32]>(smem8);
     auto& sring = *reinterpret_cast<uint32_t (*)[WN * WK][D][MT][8]>(smem8 + WN * WK * D * MT * 512);
     const uint4* wsrc = wq;
