@@ -11,7 +11,7 @@ the same way, without their glue (models/peers.grouped_gemms_only); with --sglan
 0.5.23's `fused_moe_kernel` GEMMs for fp8 at every tile of benchmarks/sglang_gemm_peer.py, on the same
 tokens and routing (rows "sglang:<tile>", each checked against its float32 reference first). Percentages are the touched
 experts' weight bytes over the time, against the card's DRAM peak (--dram-peak, ncu's figure).
---ncu: afterwards, ncu (clocks as found) on the default and the fastest variant of fp8 and mxfp4 at
+--ncu: afterwards, ncu (clocks as found) on the default and the fastest variant of fp8, mxfp4 and mxfp4-w4a8 at
 --ncu-batch (a comma list): DRAM throughput, tensor-pipe activity and the tensor-op source types (fp8 vs fp16).
 Compiles run first in parallel worker processes (Triton's on-disk cache), so the timed process only
 loads them. Writes OUT_DIR/variants.json and prints a short table last.
@@ -86,11 +86,20 @@ VARIANTS = {
         "d2x2x8-mt1": ((4,), "mma:|WN=2,WK=2,D=8,MT=1"),
     },
     "mxfp4-w4a8": {
-        # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernel on e4m3 activations
-        # against the fp8 GEMM on weights dequantized to e4m3 once per call
+        # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations
+        # against the fp8 GEMM on weights dequantized to e4m3 once per call. The decode default is the
+        # W4A8 kernel (mma8: e4m3 read directly, m16n8k32 e4m3 MMAs); "mma-w4a16" is the W4A16 kernel on
+        # the activations converted to bf16 (the default before it), same CTA shape rule
         "triton-gpi": ((1, 16, 64, 256), _c(16, 64, 128, 4, 4, GPI=3)),
         "dequant-fp8": ((256, 1024), dict(_c(64, 64, 128, 4, 4, SWAP_AB=1), DEQUANT_FP8=1)),
+        "mma-w4a16": ((1, 4, 16, 64, 256, 1024), "mma:"),
         "mma-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
+        "mma8-2x2x8": ((1, 4, 16), "mma8:WN=2,WK=2,D=8,MT=1"),
+        "mma8-8x1x4-mt2": ((1, 4, 16, 64, 256, 1024), "mma8:WN=8,WK=1,D=4,MT=2"),
+        "mma8-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2"),
+        "mma8-8x1x6-mt2": ((16, 64, 256), "mma8:WN=8,WK=1,D=6,MT=2"),
+        "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1"),
+        "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
@@ -118,17 +127,20 @@ def _build(fmt, b, cfg, kernel="triton"):
     from moeprof.models.layer import build_layer_for_model, model_shapes
 
     pair = None
-    if isinstance(cfg, str) and cfg.startswith("mma:"):
-        # the CUDA kernel's CTA shape with the default token groups for this batch; "A|B": B overrides
-        # A's keys for the down GEMM
+    if isinstance(cfg, str) and cfg.split(":")[0] in ("mma", "mma8"):
+        # a CUDA kernel ("mma": bf16 activations, "mma8": e4m3) with the CTA shape given (keys not given:
+        # the default's rule for this batch) and the default token groups unless G is given; "A|B": B
+        # overrides A's keys for the down GEMM
         sh = model_shapes(MODEL)
-        spec1, _, spec2 = cfg[4:].partition("|")
+        mma_kernel, spec = cfg.split(":", 1)
+        spec1, _, spec2 = spec.partition("|")
         parse = lambda t: {k: int(v) for k, v in (x.split("=") for x in t.split(",") if x)}
         shape = parse(spec1)
         groups = shape.pop("G", None)
         m = b * sh["top_k"] / sh["num_experts"]
-        c1 = mg.mma_config(m, **shape)
-        c2 = mg.mma_config(m, **{**shape, **parse(spec2)})
+        experts = min(sh["num_experts"], b * sh["top_k"])
+        c1 = mg.mma_config(m, experts, True, kernel=mma_kernel, **shape)
+        c2 = mg.mma_config(m, experts, False, kernel=mma_kernel, **{**shape, **parse(spec2)})
         for c in (c1, c2):
             if groups:
                 c["G"] = groups
@@ -201,7 +213,7 @@ def run_ncu(out_dir, fmt, b, tag, pair=None, who="moeprof", sglang_trim=""):
     cmd = ["ncu", "--clock-control", "none", "--metrics", ",".join(NCU_METRICS), "--section", "WarpStateStats",
            "--csv", "--page", "raw"]
     if who == "moeprof":
-        cmd += ["--kernel-name", "regex:moe_gemm|mx_w4a16", "--launch-count", "2",
+        cmd += ["--kernel-name", "regex:moe_gemm|mx_w4a16|mx_w4a8", "--launch-count", "2",
                 sys.executable, os.path.join(here, "moe_ncu_one.py"), fmt, str(b)]
         if pair is not None:
             cmd += [json.dumps(pair[0]), json.dumps(pair[1])]
@@ -451,7 +463,7 @@ def main():
             ncu_formats = ("fp8",)
         else:
             ncu_batches = [int(x) for x in args.ncu_batch.split(",") if x]
-            ncu_formats = ("fp8", "mxfp4")
+            ncu_formats = ("fp8", "mxfp4", "mxfp4-w4a8")
         for nb in ncu_batches:
             for fmt in ncu_formats:
                 k = (fmt, nb)
