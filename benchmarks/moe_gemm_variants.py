@@ -100,6 +100,9 @@ VARIANTS = {
         "mma8-8x1x6-mt2": ((16, 64, 256), "mma8:WN=8,WK=1,D=6,MT=2"),
         "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1"),
         "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4"),
+        # each e4m3 MMA step as two f16 MMAs (F16MMA: no add of the zero accumulator per step)
+        "mma8-f16": ((1, 4, 16, 64, 256, 1024), "mma8:F16MMA=1"),
+        "mma8-f16-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2,F16MMA=1"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),

@@ -31,8 +31,29 @@ def _f32(bits: int) -> float:
     return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
 
 
-def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor, k: int) -> torch.Tensor:
-    """The kernel's arithmetic for every tile and token: [Nt * 16, tokens] in fp64 (act e4m3 [tokens, k])."""
+def _f16_split(A: torch.Tensor, B: torch.Tensor, regs_a, regs_b) -> torch.Tensor:
+    """The F16MMA build's step: two m16n8k16 f16 MMAs. regs_a[lane] = (a0, a1, a2, a3), regs_b[lane] =
+    (b0, b1) e4m3 registers; MMA h takes bytes 2h, 2h + 1 of each (cvt e4m3x2 -> f16x2, exact) and puts
+    them where PTX's m16n8k16 .f16 fragments sit: A a0 (row g, k 2t..2t+1), a1 (g + 8, same),
+    a2 (g, 2t + 8..), a3 (g + 8, 2t + 8..); B b0 (k 2t..2t+1, n g), b1 (k 2t + 8.., n g)."""
+    out = torch.zeros(16, 8, dtype=torch.float64)
+    for h in range(2):
+        A16 = torch.zeros(16, 16, dtype=torch.float64)
+        B16 = torch.zeros(16, 8, dtype=torch.float64)
+        for lane in range(32):
+            g, t = lane // 4, lane % 4
+            for reg, row, col in zip(regs_a[lane], (g, g + 8, g, g + 8), (2 * t, 2 * t, 2 * t + 8, 2 * t + 8)):
+                A16[row, col:col + 2] = torch.tensor(_e4m3_bytes(reg)[2 * h:2 * h + 2], dtype=torch.float64)
+            if regs_b[lane] is not None:
+                for reg, kk in zip(regs_b[lane], (2 * t, 2 * t + 8)):
+                    B16[kk:kk + 2, g] = torch.tensor(_e4m3_bytes(reg)[2 * h:2 * h + 2], dtype=torch.float64)
+        out += A16 @ B16
+    return out
+
+
+def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor, k: int, f16_split: bool = False) -> torch.Tensor:
+    """The kernel's arithmetic for every tile and token: [Nt * 16, tokens] in fp64 (act e4m3 [tokens, k]).
+    f16_split: each step as the F16MMA build computes it (two f16 MMAs), else as one e4m3 MMA."""
     nt, kc = w.shape[0], w.shape[1]
     tokens = act.shape[0]
     assert tokens <= 8
@@ -50,6 +71,7 @@ def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor, k: int) -> tor
                 A = torch.zeros(16, 32, dtype=torch.float64)
                 B = torch.zeros(32, 8, dtype=torch.float64)
                 f = torch.zeros(16, dtype=torch.float64)
+                regs_a, regs_b = [], []
                 for lane in range(32):
                     g, tt = lane // 4, lane % 4
                     regs = []
@@ -59,6 +81,8 @@ def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor, k: int) -> tor
                         regs.append((lo, hi))
                     a0, a2 = regs[0]          # row g: K elements 0-3, 4-7 of the lane's 8
                     a1, a3 = regs[1]          # row g + 8
+                    regs_a.append((a0, a1, a2, a3))
+                    regs_b.append(None)
                     # PTX m16n8k32 .e4m3 A fragment: a0 (row g, k 4t..4t+3), a1 (g + 8, same),
                     # a2 (g, 16 + 4t..), a3 (g + 8, 16 + 4t..); byte i of a register is k + i
                     for reg, row, col in ((a0, g, 4 * tt), (a1, g + 8, 4 * tt), (a2, g, 16 + 4 * tt),
@@ -73,11 +97,13 @@ def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor, k: int) -> tor
                         b1 = b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24
                         B[4 * tt:4 * tt + 4, g] = torch.tensor(_e4m3_bytes(b0), dtype=torch.float64)
                         B[16 + 4 * tt:16 + 4 * tt + 4, g] = torch.tensor(_e4m3_bytes(b1), dtype=torch.float64)
+                        regs_b[-1] = (b0, b1)
                     # scales: byte 2 st (row g) and 2 st + 1 (row g + 8) of the row pair's word
                     wv = int(sword[t, c, g])
                     sh = lambda j: ((wv << (23 - 8 * j)) if j < 3 else (wv >> 1)) & 0x7F800000
                     f[g], f[g + 8] = _f32(sh(2 * st)), _f32(sh(2 * st + 1))
-                out[16 * t:16 * t + 16] += (A @ B) * f[:, None]
+                prod = _f16_split(A, B, regs_a, regs_b) if f16_split else A @ B
+                out[16 * t:16 * t + 16] += prod * f[:, None]
     return out[:, :tokens]
 
 
@@ -90,8 +116,9 @@ def test_e2m1_codes_become_e4m3_times_2_pow_minus_6():
     assert torch.signbit(got[8])
 
 
+@pytest.mark.parametrize("f16_split", [False, True])
 @pytest.mark.parametrize("n,k,gated_half", [(24, 96, None), (2 * 12, 64, 12), (16, 160, None), (40, 192, None)])
-def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half):
+def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half, f16_split):
     """Odd shapes: rows not a multiple of 16 (padding rows), K = 96 / 160 (K % 64 == 32: half chunk),
     gated row order. Codes cover every E2M1 value; scales span 0 (2^-121 as a normal fp32) to 248."""
     g = torch.Generator().manual_seed(13)
@@ -103,7 +130,7 @@ def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half):
     act = (torch.randn(tokens, k, generator=g) * 50).to(torch.float8_e4m3fn)
     w, s = q.mma8_mx_weights(codes, scales, gated_half)
     assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.shape[2:] == (8, 4)
-    got = _emulate(w, s, act, k)
+    got = _emulate(w, s, act, k, f16_split)
     ref_w = q.dequant_mxfp4(codes, scales).double()                 # [n, k]
     rows = q.mma_tile_rows(n, gated_half)
     want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
@@ -161,10 +188,10 @@ def test_w4a8_kernel_config_is_refused_for_bf16_activations():
 
 
 # ----------------------------------------------------------------------------- GPU
-def _mma8_cfg(g, **shape):
+def _mma8_cfg(g, f16=0, **shape):
     from moeprof.models.kernels import moe_gemm as mg
 
-    c = mg.mma_config(1.0, kernel="mma8", **{"MT": 1, "ASMEM": 0, **shape})
+    c = mg.mma_config(1.0, kernel="mma8", **{"MT": 1, "ASMEM": 0, **shape}, F16MMA=f16)
     c["G"] = g
     return c
 
@@ -175,7 +202,8 @@ def _mma8_cfg(g, **shape):
 @pytest.mark.parametrize("shape", [dict(WN=2, WK=4, D=4), dict(WN=4, WK=2, D=2), dict(WN=1, WK=8, D=6),
                                    dict(WN=2, WK=2, D=4, MT=2), dict(WN=8, WK=1, D=4, MT=2)])
 @pytest.mark.parametrize("case", ["ragged", "ep", "k64"])
-def test_gpu_mma8_kernel_against_reference(g, shape, case):
+@pytest.mark.parametrize("f16", [0, 1])
+def test_gpu_mma8_kernel_against_reference(g, shape, case, f16):
     """Tiny and odd shapes through the W4A8 kernel: K = 160 (half chunk: the last chunk's warp skips a
     step), I = 96, skewed routing (empty and crowded experts: more rows than one pass), EP foreign rows,
     K a multiple of 64."""
@@ -185,7 +213,7 @@ def test_gpu_mma8_kernel_against_reference(g, shape, case):
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
-    c = _mma8_cfg(g, **shape)
+    c = _mma8_cfg(g, f16, **shape)
     kw = dict(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt="mxfp4-w4a8", batch=45,
               routing="skew:2", seed=9, device="cuda", cache_weights=False, cfg=(c, dict(c)))
     if case == "ep":
@@ -193,7 +221,7 @@ def test_gpu_mma8_kernel_against_reference(g, shape, case):
     if case == "k64":
         kw.update(hidden_size=192, intermediate_size=128)
     layer = build_layer(**kw)
-    assert layer._mma8
+    assert layer._mma8 and layer._mma8_f16 == bool(f16)
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())
@@ -202,7 +230,8 @@ def test_gpu_mma8_kernel_against_reference(g, shape, case):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
-def test_gpu_mma8_equals_the_w4a16_kernel_on_the_same_e4m3_activations():
+@pytest.mark.parametrize("f16", [0, 1])
+def test_gpu_mma8_equals_the_w4a16_kernel_on_the_same_e4m3_activations(f16):
     """The two CUDA kernels compute the same sums (e4m3 activations exact in bf16, same weights): their
     outputs agree to fp32-accumulation order, far inside the format's error bound."""
     from moeprof.models.kernels import mx_cuda
@@ -211,10 +240,10 @@ def test_gpu_mma8_equals_the_w4a16_kernel_on_the_same_e4m3_activations():
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
-    c8 = _mma8_cfg(2, WN=4, WK=2, D=4)
+    c8 = _mma8_cfg(2, f16, WN=4, WK=2, D=4)
     layer8 = build_layer(hidden_size=320, intermediate_size=192, num_experts=8, top_k=2, fmt="mxfp4-w4a8",
                          batch=40, seed=4, device="cuda", cache_weights=False, cfg=(c8, dict(c8)))
-    c16 = dict(c8, KERNEL="mma")
+    c16 = {k: v for k, v in c8.items() if k != "F16MMA"} | {"KERNEL": "mma"}
     layer16 = MoeLayer(wt=layer8.wt, x=layer8.x, router_w=layer8.router_w, router_b=layer8.router_b, top_k=2,
                        num_experts_total=8, fmt="mxfp4-w4a8", batch=40, kernel="triton", cfg=(c16, dict(c16)))
     assert layer8._mma8 and layer16._mma and not layer16._mma8
@@ -225,8 +254,9 @@ def test_gpu_mma8_equals_the_w4a16_kernel_on_the_same_e4m3_activations():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("batch", [1, 16, 256])
-def test_gpu_mma8_real_shapes(batch):
-    """gpt-oss-120b shapes, default configuration (the W4A8 kernel at decode), fresh seed."""
+@pytest.mark.parametrize("f16", [0, 1])
+def test_gpu_mma8_real_shapes(batch, f16, monkeypatch):
+    """gpt-oss-120b shapes, default configuration (the W4A8 kernel at decode; both builds), fresh seed."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
@@ -234,9 +264,11 @@ def test_gpu_mma8_real_shapes(batch):
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
+    monkeypatch.setattr(mg, "W4A8_MMA_F16", f16)
     layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
                         batch=batch, seed=37, device="cuda", cache_weights=False)
     assert layer._mma8 == (layer.m_per_expert <= mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)
+    assert layer._mma8_f16 == bool(f16)
     out = poisoned_call(layer)
     err = rel_err(out, layer.reference())
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4-w4a8"], (batch, err)

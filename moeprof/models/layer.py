@@ -265,6 +265,8 @@ class MoeLayer:
                 mma_kernel = self.cfg1["KERNEL"] = self.cfg2["KERNEL"] = "mma"
         self._mma = mma_kernel in ("mma", "mma8")
         self._mma8 = mma_kernel == "mma8"
+        # the W4A8 kernel's f16-MMA build (cfg F16MMA, both GEMMs: mx_cuda.moe_gemm_mx8 f16_mma)
+        self._mma8_f16 = self._mma8 and bool(self.cfg1.get("F16MMA", 0))
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
@@ -373,7 +375,7 @@ class MoeLayer:
             mx_cuda.moe_gemm_mx8(a, a_s, wt.extra["w1_mma8"], wt.extra["s1_mma8"], wt.b1, tw, sids, counts,
                                  out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
                                  block_m=self.cfg1["BM"], has_foreign=self._has_foreign, groups=self.cfg1["G"],
-                                 variant=self._mma_variant1, up_off=i)
+                                 variant=self._mma_variant1, up_off=i, f16_mma=self._mma8_f16)
             return
         if self._mma:
             from moeprof.models.kernels import mx_cuda
@@ -413,7 +415,7 @@ class MoeLayer:
             mx_cuda.moe_gemm_mx8(a, a_s, wt.extra["w2_mma8"], wt.extra["s2_mma8"], wt.b2, tw, sids, counts,
                                  out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                  block_m=self.cfg2["BM"], has_foreign=self._has_foreign, groups=self.cfg2["G"],
-                                 variant=self._mma_variant2)
+                                 variant=self._mma_variant2, f16_mma=self._mma8_f16)
             return
         if self._mma:
             from moeprof.models.kernels import mx_cuda

@@ -850,6 +850,8 @@ FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
 # GEMM on dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 W4A8_MMA_KERNEL = "mma8"
+# the W4A8 kernel's build: 0 = the e4m3 MMA instruction, 1 = each of its steps as two f16 MMAs (cfg F16MMA)
+W4A8_MMA_F16 = 0
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 # option bits (mx_cuda.Variant.FL) with two token groups per pass: all four loop options, measured
 # faster there and not with one group (docs/performance.md, runs 35-36)
@@ -901,7 +903,9 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
         mma_ok = mx_cuda.available()
         if mma_ok and m_per_expert <= mma_rows:
-            return mma_config(m_per_expert, experts, gated, kernel=W4A8_MMA_KERNEL if wf == WF_MX_FP8 else "mma")
+            if wf == WF_MX_FP8 and W4A8_MMA_KERNEL == "mma8":
+                return mma_config(m_per_expert, experts, gated, kernel="mma8", F16MMA=W4A8_MMA_F16)
+            return mma_config(m_per_expert, experts, gated)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and

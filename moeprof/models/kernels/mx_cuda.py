@@ -260,17 +260,19 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     return out
 
 
-def kernel_name8(groups: int, gated: bool) -> str:
-    return f"mx_w4a8_g{groups}_{'gated' if gated else 'down'}"
+def kernel_name8(groups: int, gated: bool, f16_mma: bool = False) -> str:
+    return f"mx_w4a8_g{groups}_{'gated' if gated else 'down'}{'_f16' if f16_mma else ''}"
 
 
 def moe_gemm_mx8(a, a_scale, w_mma8, s_mma8, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int,
                  a_div: int, gated: bool, mul_routed: bool, block_m: int, has_foreign: bool, groups: int = 1,
-                 variant: Variant = Variant(), up_off: int = 0):
+                 variant: Variant = Variant(), up_off: int = 0, f16_mma: bool = False):
     """One grouped GEMM through the W4A8 kernel (mx_mma.cu: mx_w4a8_body) on e4m3 activations.
     a: e4m3 (float8_e4m3fn or uint8) [rows, k], rows 16-byte aligned (row = slot // a_div); a_scale: fp32
     [rows], applied before the bias; w_mma8 / s_mma8: [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 8, 4]
-    (quant.mma8_mx_weights); the rest as moe_gemm_mx."""
+    (quant.mma8_mx_weights); f16_mma: each e4m3 MMA step written as its two f16 MMAs (the kernels
+    named *_f16: what ptxas makes of it on sm_90, without its add of the zero accumulator); the rest
+    as moe_gemm_mx."""
     import torch
 
     if groups not in GROUPS:
@@ -284,7 +286,7 @@ def moe_gemm_mx8(a, a_scale, w_mma8, s_mma8, bias, topk_w, sorted_ids, counts, *
     assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
     nv = topk_w.numel()
     mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
-    fn = mod.function(kernel_name8(groups, gated))
+    fn = mod.function(kernel_name8(groups, gated, f16_mma))
     grid_x = min(e, nv) + (1 if has_foreign else 0)
     grid_y = -(-nt // (variant.WN * variant.MT))
     if grid_x == 0 or nv == 0:

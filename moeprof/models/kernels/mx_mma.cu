@@ -541,6 +541,44 @@ __device__ __forceinline__ void mma_e4m3(float d[4], const uint32_t a[4], uint32
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
 }
 
+// F16 variant: the same step as two f16 MMAs (what ptxas makes of the e4m3 MMA on sm_90) written out,
+// so that the second one accumulates onto the first and the fp32 result needs no extra add of a zero C.
+// Four e4m3 bytes -> f16x2 of bytes 0, 1 (lo) and of bytes 2, 3 (hi), exact.
+__device__ __forceinline__ void e4m3x4_to_f16x2(uint32_t x, uint32_t& lo, uint32_t& hi) {
+    asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.rn.f16x2.e4m3x2 %0, l;\n\t"
+        "cvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
+        : "=r"(lo), "=r"(hi) : "r"(x));
+}
+
+__device__ __forceinline__ void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1, bool zero_c) {
+    if (zero_c) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%10,%10,%10,%10};"
+            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+}
+
+// one MMA step of 32 K in the e4m3 fragment layout as two f16 MMAs: the first takes bytes 0, 1 of every
+// A and B register (MMA K 4 t, 4 t + 1 and 16 + 4 t, + 1 as the f16 fragment's K 2 t, 2 t + 1 and
+// 2 t + 8, + 9), the second bytes 2, 3: the same K permutation on both operands, so the same sum.
+// bl / bh: the B fragment already converted (bl = {b0 lo, b1 lo}, bh = {b0 hi, b1 hi}).
+__device__ __forceinline__ void mma_e4m3_as_f16(float d[4], const uint32_t a[4], const uint32_t bl[2],
+                                                const uint32_t bh[2]) {
+    uint32_t al[4], ah[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) e4m3x4_to_f16x2(a[j], al[j], ah[j]);
+    mma_f16(d, al, bl[0], bl[1], true);
+    mma_f16(d, ah, bh[0], bh[1], false);
+}
+
 // one word of 8 E2M1 codes -> two registers of 4 e4m3 (elements 0-3, 4-7 of the lane's 8 K)
 __device__ __forceinline__ void unpack8_word(uint32_t x, uint32_t& lo, uint32_t& hi) {
     const uint32_t M = 0x9C9C9C9Cu;
@@ -555,7 +593,7 @@ __device__ __forceinline__ float scale8(uint32_t w) {
     return __uint_as_float(bits);
 }
 
-template <int G, bool GATED>
+template <int G, bool GATED, bool F16>
 __device__ __forceinline__ void mx_w4a8_body(
     const uint8_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
     const uint4* __restrict__ w, const uint8_t* __restrict__ ws,
@@ -673,6 +711,24 @@ __device__ __forceinline__ void mx_w4a8_body(
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
                 if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
                 const bool two = !(guarded && half_last && i == nci - 1);
+                // F16: the chunk's B fragments converted once, shared by the MT tiles
+                uint32_t bl[G][2][2], bh[G][2][2];
+                if constexpr (F16) {
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+#pragma unroll
+                        for (int st = 0; st < 2; ++st) {
+                            e4m3x4_to_f16x2(cur[g][st].x, bl[g][st][0], bh[g][st][0]);
+                            e4m3x4_to_f16x2(cur[g][st].y, bl[g][st][1], bh[g][st][1]);
+                        }
+                }
+                auto mma_step = [&](float part[4], const uint32_t af[4], int g, int st) {
+                    if constexpr (F16) {
+                        mma_e4m3_as_f16(part, af, bl[g][st], bh[g][st]);
+                    } else {
+                        mma_e4m3(part, af, cur[g][st].x, cur[g][st].y);
+                    }
+                };
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     uint32_t af[4];
@@ -683,7 +739,7 @@ __device__ __forceinline__ void mx_w4a8_body(
                         const float f = scale8<0>(sw[m]), f8 = scale8<1>(sw[m]);
 #pragma unroll
                         for (int g = 0; g < G; ++g) {
-                            mma_e4m3(part, af, cur[g][0].x, cur[g][0].y);
+                            mma_step(part, af, g, 0);
                             acc[m][g][0] = fmaf(part[0], f, acc[m][g][0]);
                             acc[m][g][1] = fmaf(part[1], f, acc[m][g][1]);
                             acc[m][g][2] = fmaf(part[2], f8, acc[m][g][2]);
@@ -696,7 +752,7 @@ __device__ __forceinline__ void mx_w4a8_body(
                         const float f = scale8<2>(sw[m]), f8 = scale8<3>(sw[m]);
 #pragma unroll
                         for (int g = 0; g < G; ++g) {
-                            mma_e4m3(part, af, cur[g][1].x, cur[g][1].y);
+                            mma_step(part, af, g, 1);
                             acc[m][g][0] = fmaf(part[0], f, acc[m][g][0]);
                             acc[m][g][1] = fmaf(part[1], f, acc[m][g][1]);
                             acc[m][g][2] = fmaf(part[2], f8, acc[m][g][2]);
@@ -781,14 +837,20 @@ __device__ __forceinline__ void mx_w4a8_body(
         const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
         int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
 
-#define MX8_KERNEL(G, GATED, NAME)                                                                    \
+#define MX8_KERNEL(G, GATED, F16, NAME)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * MX_WN * MX_WK, MX_MIN_BLOCKS(G)) NAME(MX8_ARGS) { \
-        mx_w4a8_body<G, GATED>(MX_PASS);                                                              \
+        mx_w4a8_body<G, GATED, F16>(MX_PASS);                                                         \
     }
 
-MX8_KERNEL(1, true, mx_w4a8_g1_gated)
-MX8_KERNEL(2, true, mx_w4a8_g2_gated)
-MX8_KERNEL(4, true, mx_w4a8_g4_gated)
-MX8_KERNEL(1, false, mx_w4a8_g1_down)
-MX8_KERNEL(2, false, mx_w4a8_g2_down)
-MX8_KERNEL(4, false, mx_w4a8_g4_down)
+MX8_KERNEL(1, true, false, mx_w4a8_g1_gated)
+MX8_KERNEL(2, true, false, mx_w4a8_g2_gated)
+MX8_KERNEL(4, true, false, mx_w4a8_g4_gated)
+MX8_KERNEL(1, false, false, mx_w4a8_g1_down)
+MX8_KERNEL(2, false, false, mx_w4a8_g2_down)
+MX8_KERNEL(4, false, false, mx_w4a8_g4_down)
+MX8_KERNEL(1, true, true, mx_w4a8_g1_gated_f16)
+MX8_KERNEL(2, true, true, mx_w4a8_g2_gated_f16)
+MX8_KERNEL(4, true, true, mx_w4a8_g4_gated_f16)
+MX8_KERNEL(1, false, true, mx_w4a8_g1_down_f16)
+MX8_KERNEL(2, false, true, mx_w4a8_g2_down_f16)
+MX8_KERNEL(4, false, true, mx_w4a8_g4_down_f16)
