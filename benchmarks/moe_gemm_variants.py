@@ -94,15 +94,16 @@ VARIANTS = {
         "dequant-fp8": ((256, 1024), dict(_c(64, 64, 128, 4, 4, SWAP_AB=1), DEQUANT_FP8=1)),
         "mma-w4a16": ((1, 4, 16, 64, 256, 1024), "mma:"),
         "mma-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
-        "mma8-2x2x8": ((1, 4, 16), "mma8:WN=2,WK=2,D=8,MT=1"),
-        "mma8-8x1x4-mt2": ((1, 4, 16, 64, 256, 1024), "mma8:WN=8,WK=1,D=4,MT=2"),
-        "mma8-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2"),
-        "mma8-8x1x6-mt2": ((16, 64, 256), "mma8:WN=8,WK=1,D=6,MT=2"),
-        "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1"),
-        "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4"),
-        # each e4m3 MMA step as two f16 MMAs (F16MMA: no add of the zero accumulator per step)
-        "mma8-f16": ((1, 4, 16, 64, 256, 1024), "mma8:F16MMA=1"),
-        "mma8-f16-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2,F16MMA=1"),
+        # the W4A8 kernel's two builds: F16MMA=1 (the default: each step as two f16 MMAs) and 0 (the
+        # e4m3 mma.sync as written), at the default's CTA shape rule; then shapes and token groups
+        "mma8-e4m3": ((1, 4, 16, 64, 256, 1024), "mma8:F16MMA=0"),
+        "mma8-e4m3-8x1x4-mt2": ((1, 16, 256), "mma8:WN=8,WK=1,D=4,MT=2,F16MMA=0"),
+        "mma8-2x2x8": ((1, 4, 16), "mma8:WN=2,WK=2,D=8,MT=1,F16MMA=1"),
+        "mma8-8x1x4-mt2": ((1, 4), "mma8:WN=8,WK=1,D=4,MT=2,F16MMA=1"),
+        "mma8-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2,F16MMA=1"),
+        "mma8-8x1x6-mt2": ((16, 64, 256), "mma8:WN=8,WK=1,D=6,MT=2,F16MMA=1"),
+        "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1,F16MMA=1"),
+        "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4,F16MMA=1"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),

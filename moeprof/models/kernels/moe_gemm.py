@@ -850,8 +850,10 @@ FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
 # GEMM on dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 W4A8_MMA_KERNEL = "mma8"
-# the W4A8 kernel's build: 0 = the e4m3 MMA instruction, 1 = each of its steps as two f16 MMAs (cfg F16MMA)
-W4A8_MMA_F16 = 0
+# the W4A8 kernel's build (cfg F16MMA): 1 = each MMA step as the two f16 MMAs that ptxas makes of the e4m3
+# one on sm_90, accumulating onto each other (fewer instructions per step at every G: no add of the zero
+# accumulator); 0 = the e4m3 mma.sync instruction as written
+W4A8_MMA_F16 = 1
 MMA_GROUPS = ((2.0, 1), (float("inf"), 2))
 # option bits (mx_cuda.Variant.FL) with two token groups per pass: all four loop options, measured
 # faster there and not with one group (docs/performance.md, runs 35-36)
