@@ -603,12 +603,14 @@ __device__ __forceinline__ void mx_w4a8_body(
     int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
     constexpr int WN = MX_WN, WK = MX_WK, D = MX_D, MT = MX_MT;
     static_assert(D >= 2, "the ring needs two stages at least");
+    // one buffer: the warps' cp.async rings (512 bytes of weights and 32 of scales per tile and
+    // stage) during the K loop, then (WK > 1) the partial tiles to sum
     constexpr int RING_BYTES = WN * WK * D * MT * (512 + 32);
     constexpr int RED_BYTES = WK * WN * MT * G * 4 * 32 * 4;
     __shared__ __align__(16) unsigned char smem8[RING_BYTES > RED_BYTES ? RING_BYTES : RED_BYTES];
     auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem8);
 
-    const ExpertRows er = find_rows(counts, num_experts, nv, block_m, has_foreign != 0);
+    const ExpertRows er = find_rows<WK == 1>(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WN, wk = warp / WN;
@@ -616,6 +618,7 @@ __device__ __forceinline__ void mx_w4a8_body(
     const int r = lane >> 2, q = lane & 3;
 
     if (er.expert == num_experts) {
+        // rows routed to another rank's experts: this rank's share is zero
         const int cols = GATED ? 8 : 16;
         for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
             int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
@@ -630,6 +633,7 @@ __device__ __forceinline__ void mx_w4a8_body(
     const int nci = (tile_ok && wk < Kc) ? (Kc - wk + WK - 1) / WK : 0;
     const long long wstep = (long long)WK * 32;        // uint4 of weights per chunk step
     const long long tstride = (long long)Kc * 32;      // uint4 of weights per tile
+    // a tile past the last reads the first one again (its sums are not stored)
     const long long wbase = ((long long)er.expert * Nt + (tile_ok ? tile : 0)) * tstride;
     int mlast = Nt - 1 - tile;
     mlast = mlast < MT - 1 ? mlast : MT - 1;
@@ -664,7 +668,15 @@ __device__ __forceinline__ void mx_w4a8_body(
     const long long astep = (long long)WK * 64;        // activation bytes per chunk step
 
     for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
-        // this lane's token row of each group (B operand column r); a pad row reads row 0
+        // the weight stream first: its copies are in flight while the token rows are looked up
+        if (nci > 0) {
+            wsrc = wq;
+            ssrc = sq;
+#pragma unroll
+            for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
+        }
+        // this lane's token row of each group (B operand column r); a pad row reads row 0: an MMA
+        // column depends on its own token only, and pad columns are never stored
         const uint8_t* arow[G];
 #pragma unroll
         for (int g = 0; g < G; ++g) {
@@ -672,7 +684,7 @@ __device__ __forceinline__ void mx_w4a8_body(
             int slot = idx < er.count ? sorted_ids[er.start + idx] : nv;
             arow[g] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * q + wk * 64;
         }
-        int ngroups = (er.count - g0 * 8 + 7) / 8;
+        int ngroups = (er.count - g0 * 8 + 7) / 8;     // groups with rows in this pass (CTA-uniform)
         if (ngroups > G) ngroups = G;
 
         float acc[MT][G][4];
@@ -681,10 +693,6 @@ __device__ __forceinline__ void mx_w4a8_body(
 #pragma unroll
             for (int g = 0; g < G; ++g) acc[m][g][0] = acc[m][g][1] = acc[m][g][2] = acc[m][g][3] = 0.f;
         if (nci > 0) {
-            wsrc = wq;
-            ssrc = sq;
-#pragma unroll
-            for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
             const uint8_t* anext[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) anext[g] = arow[g];
@@ -697,10 +705,12 @@ __device__ __forceinline__ void mx_w4a8_body(
                     anext[g] += astep;
                 }
             };
-            auto step = [&](int i, uint2 (&cur)[G][2], uint2 (&nxt)[G][2], bool guarded) {
+            // chunk i (in ring slot `slot`): wait for it, refill the ring with chunk i + D - 1 (when
+            // there is one), MMA its two steps with the activations in cur while those of chunk i + 1
+            // load into nxt
+            auto step = [&](int i, int slot, uint2 (&cur)[G][2], uint2 (&nxt)[G][2], bool guarded) {
                 cp_async_wait<D - 2>();
                 __syncwarp();
-                const int slot = i % D;
                 uint4 wv[MT];
                 uint32_t sw[MT];
 #pragma unroll
@@ -764,44 +774,39 @@ __device__ __forceinline__ void mx_w4a8_body(
             uint2 ab0[G][2], ab1[G][2];
             load_act(ab0, nci == 1);
             int i = 0;
-            for (; i + 1 + D < nci; i += 2) {
-                step(i, ab0, ab1, false);
-                step(i + 1, ab1, ab0, false);
+            // steady state as in mx_w4a16_body: U chunks per iteration, compile-time ring slots, no
+            // guards (every chunk issued exists and chunk i + 1 is not the last)
+            constexpr int U = MX_RING_UNROLL ? (D % 2 == 0 ? D : 2 * D) : 2;
+            constexpr bool STATIC_SLOTS = U % D == 0;
+            constexpr int AHEAD = D - 1 > 2 ? D - 1 : 2;
+            for (; i + U + AHEAD <= nci; i += U) {
+#pragma unroll
+                for (int j = 0; j < U; j += 2) {
+                    step(i + j, STATIC_SLOTS ? j % D : (i + j) % D, ab0, ab1, false);
+                    step(i + j + 1, STATIC_SLOTS ? (j + 1) % D : (i + j + 1) % D, ab1, ab0, false);
+                }
             }
             for (; i + 1 < nci; i += 2) {
-                step(i, ab0, ab1, true);
-                step(i + 1, ab1, ab0, true);
+                step(i, i % D, ab0, ab1, true);
+                step(i + 1, (i + 1) % D, ab1, ab0, true);
             }
-            if (i < nci) step(i, ab0, ab1, true);
+            if (i < nci) step(i, i % D, ab0, ab1, true);
             cp_async_wait<0>();
             __syncwarp();
         }
 
-        __syncthreads();
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
-        __syncthreads();
-        for (int mg = wk; mg < MT * ngroups; mg += WK) {
-            const int m = mg / ngroups, g = mg % ngroups;
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-            for (int j = 0; j < WK; ++j)
-#pragma unroll
-                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
-            if (!tile_ok || m > mlast) continue;
+        // the epilogue of one 16-row tile m and token group g of this pass, from its sums v
+        auto store = [&](int m, int g, const float (&v)[4]) {
+            if (!tile_ok || m > mlast) return;
             const int tl = tile + m;
 #pragma unroll
-            for (int t = 0; t < 2; ++t) {
+            for (int t = 0; t < 2; ++t) {               // the lane's two token columns 2 q, 2 q + 1
                 int idx = (g0 + g) * 8 + 2 * q + t;
                 if (idx >= er.count) continue;
                 int slot = sorted_ids[er.start + idx];
                 if (slot >= nv) continue;
                 uint16_t* orow = out + (long long)slot * out_stride;
-                const float as = a_scale[slot / a_div];
+                const float as = a_scale[slot / a_div];  // the e4m3 activations' row scale
                 if (GATED) {
                     int col = tl * 8 + r;
                     if (col < n_out) {
@@ -825,8 +830,36 @@ __device__ __forceinline__ void mx_w4a8_body(
                     }
                 }
             }
+        };
+        if constexpr (WK == 1) {
+            // each warp owns its sums and its ring: no block-wide step
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                    if (g < ngroups) store(m, g, acc[m][g]);
+        } else {
+            // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ... (the buffer held
+            // every warp's ring a moment ago: all warps leave the K loop first)
+            __syncthreads();
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
+            __syncthreads();
+            for (int mg = wk; mg < MT * ngroups; mg += WK) {
+                const int m = mg / ngroups, g = mg % ngroups;
+                float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int j = 0; j < WK; ++j)
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
+                store(m, g, v);
+            }
+            __syncthreads();
         }
-        __syncthreads();
     }
 }
 
