@@ -610,7 +610,7 @@ __device__ __forceinline__ void mx_w4a8_body(
     __shared__ __align__(16) unsigned char smem8[RING_BYTES > RED_BYTES ? RING_BYTES : RED_BYTES];
     auto& red = *reinterpret_cast<float (*)[WK][WN][MT][G][4][32]>(smem8);
 
-    const ExpertRows er = find_rows<WK == 1>(counts, num_experts, nv, block_m, has_foreign != 0);
+    const ExpertRows er = find_rows<WK == 1 && (MX_FLAGS & 1)>(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WN, wk = warp / WN;
@@ -669,11 +669,15 @@ __device__ __forceinline__ void mx_w4a8_body(
 
     for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
         // the weight stream first: its copies are in flight while the token rows are looked up
-        if (nci > 0) {
+        // (MX_FLAGS & 2, as in mx_w4a16_body; else after)
+        auto start_stream = [&]() {
             wsrc = wq;
             ssrc = sq;
 #pragma unroll
             for (int j = 0; j < D - 1; ++j) issue(j, j < nci);
+        };
+        if constexpr ((MX_FLAGS & 2) != 0) {
+            if (nci > 0) start_stream();
         }
         // this lane's token row of each group (B operand column r); a pad row reads row 0: an MMA
         // column depends on its own token only, and pad columns are never stored
@@ -693,6 +697,7 @@ __device__ __forceinline__ void mx_w4a8_body(
 #pragma unroll
             for (int g = 0; g < G; ++g) acc[m][g][0] = acc[m][g][1] = acc[m][g][2] = acc[m][g][3] = 0.f;
         if (nci > 0) {
+            if constexpr ((MX_FLAGS & 2) == 0) start_stream();
             const uint8_t* anext[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) anext[g] = arow[g];
@@ -831,7 +836,7 @@ __device__ __forceinline__ void mx_w4a8_body(
                 }
             }
         };
-        if constexpr (WK == 1) {
+        if constexpr (WK == 1 && (MX_FLAGS & 8)) {
             // each warp owns its sums and its ring: no block-wide step
 #pragma unroll
             for (int m = 0; m < MT; ++m)
