@@ -101,7 +101,6 @@ VARIANTS = {
         "mma8-2x2x8": ((1, 4, 16), "mma8:WN=2,WK=2,D=8,MT=1,F16MMA=1"),
         "mma8-8x1x4-mt2": ((1, 4), "mma8:WN=8,WK=1,D=4,MT=2,F16MMA=1"),
         "mma8-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2,F16MMA=1"),
-        "mma8-8x1x6-mt2": ((16, 64, 256), "mma8:WN=8,WK=1,D=6,MT=2,F16MMA=1"),
         "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1,F16MMA=1"),
         "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4,F16MMA=1"),
     },
