@@ -779,17 +779,10 @@ __device__ __forceinline__ void mx_w4a8_body(
             uint2 ab0[G][2], ab1[G][2];
             load_act(ab0, nci == 1);
             int i = 0;
-            // steady state as in mx_w4a16_body: U chunks per iteration, compile-time ring slots, no
-            // guards (every chunk issued exists and chunk i + 1 is not the last)
-            constexpr int U = MX_RING_UNROLL ? (D % 2 == 0 ? D : 2 * D) : 2;
-            constexpr bool STATIC_SLOTS = U % D == 0;
-            constexpr int AHEAD = D - 1 > 2 ? D - 1 : 2;
-            for (; i + U + AHEAD <= nci; i += U) {
-#pragma unroll
-                for (int j = 0; j < U; j += 2) {
-                    step(i + j, STATIC_SLOTS ? j % D : (i + j) % D, ab0, ab1, false);
-                    step(i + j + 1, STATIC_SLOTS ? (j + 1) % D : (i + j + 1) % D, ab1, ab0, false);
-                }
+            // steady state as in mx_w4a16_body (i + D - 1 < nci and i + 1 < nci - 1): no guards
+            for (; i + 1 + D < nci; i += 2) {
+                step(i, i % D, ab0, ab1, false);
+                step(i + 1, (i + 1) % D, ab1, ab0, false);
             }
             for (; i + 1 < nci; i += 2) {
                 step(i, i % D, ab0, ab1, true);
