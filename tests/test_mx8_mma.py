@@ -170,7 +170,10 @@ def test_default_config_picks_the_w4a8_kernel_for_w4a8_decode(monkeypatch):
     cfg = lambda fmt, m: mg.default_config(fmt, m, 2880, 2880, True, slots=int(m * 128), experts=64,
                                            local_experts=128)
     assert cfg("mxfp4-w4a8", 1.0)["KERNEL"] == "mma8"
-    assert cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma8"
+    assert cfg("mxfp4-w4a8", mg.W4A8_MMA8_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma8"
+    # with two token groups per pass the W4A16 kernel on the converted activations takes over
+    assert cfg("mxfp4-w4a8", 8.0)["KERNEL"] == "mma" and cfg("mxfp4-w4a8", 8.0)["G"] == 2
+    assert cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma"
     assert cfg("mxfp4", 1.0)["KERNEL"] == "mma"
     assert mg.mma_config(1.0, kernel="mma")["KERNEL"] == "mma"
     with pytest.raises(ValueError, match="unknown CUDA"):
@@ -269,7 +272,8 @@ def test_gpu_mma8_equals_the_w4a16_kernel_on_the_same_e4m3_activations(f16):
 @pytest.mark.parametrize("batch", [1, 16, 256])
 @pytest.mark.parametrize("f16", [0, 1])
 def test_gpu_mma8_real_shapes(batch, f16, monkeypatch):
-    """gpt-oss-120b shapes, default configuration (the W4A8 kernel at decode; both builds), fresh seed."""
+    """gpt-oss-120b shapes, default configuration (the W4A8 kernel at decode; both builds), fresh seed;
+    the W4A8 kernel also at batch 256, where the defaults take the W4A16 kernel."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
@@ -278,6 +282,7 @@ def test_gpu_mma8_real_shapes(batch, f16, monkeypatch):
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
     monkeypatch.setattr(mg, "W4A8_MMA_F16", f16)
+    monkeypatch.setattr(mg, "W4A8_MMA8_MAX_ROWS_PER_EXPERT", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)
     layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
                         batch=batch, seed=37, device="cuda", cache_weights=False)
     assert layer._mma8 == (layer.m_per_expert <= mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)

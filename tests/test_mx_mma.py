@@ -225,7 +225,7 @@ def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch)
     assert cfg("mxfp4", 2.0)["KERNEL"] == "mma"
     assert cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma"
     assert "KERNEL" not in cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT * 2)
-    assert cfg("mxfp4-w4a8", 16.0)["KERNEL"] == "mma8"
+    assert cfg("mxfp4-w4a8", 1.0)["KERNEL"] == "mma8" and cfg("mxfp4-w4a8", 16.0)["KERNEL"] == "mma"
     big = cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)
     assert big.get("DEQUANT_FP8") == 1 and "KERNEL" not in big
     for fmt in ("bf16", "fp8", "fp8-block"):

@@ -844,11 +844,14 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 MMA_MAX_ROWS_PER_EXPERT = 8
 # fp8 prefill: gate and up in one dot above this many rows per expert (docs/performance.md, run 32)
 FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
-# mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, FP8 MMAs,
-# mx_mma.cu mx_w4a8_body) or, with KERNEL="mma", the W4A16 kernel on the e4m3 activations converted to
-# bf16 (exact) with their row scales applied in the epilogue; above this many rows per expert the fp8
-# GEMM on dequantized weights
+# mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, weights
+# placed into e4m3 bits, mx_mma.cu mx_w4a8_body; on sm_90 ptxas runs its e4m3 mma.sync as f16 MMAs) up to
+# W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 activations converted
+# to bf16 (exact) with their row scales applied in the epilogue, which measured faster with two token
+# groups per pass (docs/performance.md, run 39); above W4A8_MMA_MAX_ROWS_PER_EXPERT the fp8 GEMM on
+# dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
+W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
 W4A8_MMA_KERNEL = "mma8"
 # the W4A8 kernel's build (cfg F16MMA): 1 = each MMA step as the two f16 MMAs that ptxas makes of the e4m3
 # one on sm_90, accumulating onto each other (fewer instructions per step at every G: no add of the zero
@@ -905,7 +908,7 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
         mma_ok = mx_cuda.available()
         if mma_ok and m_per_expert <= mma_rows:
-            if wf == WF_MX_FP8 and W4A8_MMA_KERNEL == "mma8":
+            if wf == WF_MX_FP8 and W4A8_MMA_KERNEL == "mma8" and m_per_expert <= W4A8_MMA8_MAX_ROWS_PER_EXPERT:
                 return mma_config(m_per_expert, experts, gated, kernel="mma8", F16MMA=W4A8_MMA_F16)
             return mma_config(m_per_expert, experts, gated)
     if wf == WF_MX_BF16:
