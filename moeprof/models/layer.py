@@ -251,7 +251,7 @@ class MoeLayer:
             self.cfg2["BM"] = self.cfg1["BM"]
         self._big = wt.extra.get("mx_scale_max", 0) > 128
         # mxfp4 decode through a CUDA kernel (kernels/mx_mma.cu): cfg KERNEL "mma" (bf16 activations) or
-        # "mma8" (mxfp4-w4a8: e4m3 activations, FP8 MMAs); its operand copies of the weights
+        # "mma8" (mxfp4-w4a8: the e4m3 activations read as they are); its operand copies of the weights
         mma_kernel = self.cfg1.get("KERNEL") if kernel == "triton" else None
         if kernel == "triton" and mma_kernel != self.cfg2.get("KERNEL"):
             raise ValueError("both GEMMs of a layer run the same CUDA kernel or neither (cfg KERNEL)")
