@@ -303,6 +303,24 @@ def mma_tile_rows(n: int, gated_half: int | None = None) -> torch.Tensor:
     return torch.cat([gate, up], dim=1).reshape(-1)
 
 
+def _mma_tiles(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None, dtype: torch.dtype):
+    """Codes and scales of one expert in the CUDA kernels' tile-row order (mma_tile_rows): codes
+    [Nt * 16, Kc * 64] in `dtype`, zero padded, and E8M0 scales [Nt * 16, Kc * 2] (uint8), padded with 127
+    (2^0); with Nt, Kc."""
+    n, k = codes.shape
+    if k % MX_BLOCK:
+        raise ValueError(f"mxfp4 needs K % 32 == 0, got K={k}")
+    rows = mma_tile_rows(n, gated_half).to(codes.device)
+    nt = rows.numel() // MMA_TILE_ROWS
+    kc = -(-k // MMA_CHUNK_K)
+    ok = rows >= 0
+    c = torch.zeros(rows.numel(), kc * MMA_CHUNK_K, dtype=dtype, device=codes.device)
+    c[ok, :k] = codes[rows[ok]].to(dtype)
+    sp = torch.full((rows.numel(), kc * 2), 127, dtype=torch.uint8, device=codes.device)
+    sp[ok, : k // MX_BLOCK] = scale[rows[ok]]
+    return c, sp, nt, kc
+
+
 def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
     """One expert's E2M1 codes [N, K] (unpacked, uint8) and E8M0 scales [N, K/32] -> the layouts the
     CUDA MXFP4 kernel reads (kernels/mx_mma.cu): weights uint8 [Nt, Kc, 32, 16] and scales uint8
@@ -313,15 +331,7 @@ def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
     16-bit lane holds the even elements, its high lane the odd ones, in the "lanes" bit slots
     A = (row r, k), B = (row r, k + 2), C = (row r + 8, k), D = (row r + 8, k + 2). The scale pair is
     (row r, row r + 8) of that MX group."""
-    n, k = codes.shape
-    if k % MX_BLOCK:
-        raise ValueError(f"mxfp4 needs K % 32 == 0, got K={k}")
-    rows = mma_tile_rows(n, gated_half).to(codes.device)
-    nt = rows.numel() // MMA_TILE_ROWS
-    kc = -(-k // MMA_CHUNK_K)
-    c = torch.zeros(rows.numel(), kc * MMA_CHUNK_K, dtype=torch.int32, device=codes.device)
-    ok = rows >= 0
-    c[ok, :k] = codes[rows[ok]].to(torch.int32)
+    c, sp, nt, kc = _mma_tiles(codes, scale, gated_half, torch.int32)
     # [Nt, half, r, Kc, q, s, j]: row = 8 half + r, k = 64 c + 16 q + 4 s + j
     c = c.reshape(nt, 2, 8, kc, 4, 4, 4)
     lanes = []
@@ -335,9 +345,6 @@ def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
     word = lanes[0] | (lanes[1] << 16)                   # [Nt, r, Kc, q, s]
     by = torch.stack([(word >> (8 * i)) & 0xFF for i in range(4)], dim=-1)   # [Nt, r, Kc, q, s, 4]
     w = by.permute(0, 2, 1, 3, 4, 5).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
-    g = kc * 2
-    sp = torch.full((rows.numel(), g), 127, dtype=torch.uint8, device=codes.device)
-    sp[ok, : k // MX_BLOCK] = scale[rows[ok]]
     sp = sp.reshape(nt, 2, 8, kc, 2)                     # [Nt, half, r, Kc, group in chunk]
     sq = sp[..., torch.tensor([0, 0, 1, 1], device=codes.device)]   # q -> group q // 2: [Nt, half, r, Kc, q]
     s = sq.permute(0, 3, 2, 4, 1).reshape(nt, kc, 32, 2).contiguous()
@@ -420,17 +427,9 @@ def mma8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | 
     64 c + 32 st + 8 t + (0..7), as one little-endian 32-bit word per row (_mma8_word of the e4m3 bytes
     of elements 0-3 and 4-7); the lane's 16 bytes are the words (st 0, g), (0, g + 8), (1, g), (1, g + 8).
     Scales: S + 6 of (g, 2 c), (g + 8, 2 c), (g, 2 c + 1), (g + 8, 2 c + 1) at [n, c, g]; S must be <= 248."""
-    n, k = codes.shape
-    if k % MX_BLOCK:
-        raise ValueError(f"mxfp4 needs K % 32 == 0, got K={k}")
+    c, sp, nt, kc = _mma_tiles(codes, scale, gated_half, torch.int64)
     if scale.numel() and int(scale.max()) > MMA8_SCALE_MAX:
         raise ValueError(f"E8M0 scales above {MMA8_SCALE_MAX} do not fit the W4A8 kernel's layout")
-    rows = mma_tile_rows(n, gated_half).to(codes.device)
-    nt = rows.numel() // MMA_TILE_ROWS
-    kc = -(-k // MMA_CHUNK_K)
-    c = torch.zeros(rows.numel(), kc * MMA_CHUNK_K, dtype=torch.int64, device=codes.device)
-    ok = rows >= 0
-    c[ok, :k] = codes[rows[ok]].to(torch.int64)
     e = _e2m1_to_e4m3_bits(c).reshape(nt, 2, 8, kc, 2, 4, 2, 4)   # [Nt, half, g, Kc, st, t, lo/hi, byte]
     shifts = torch.tensor([0, 8, 16, 24], device=codes.device)
     regs = (e << shifts).sum(-1)                                   # [Nt, half, g, Kc, st, t, lo/hi]
@@ -438,9 +437,7 @@ def mma8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | 
     by = (x[..., None] >> shifts) & 0xFF                           # [..., 4 bytes]
     # lane (g, t): words (st, half) in the order (0, 0), (0, 1), (1, 0), (1, 1)
     w = by.permute(0, 3, 2, 5, 4, 1, 6).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
-    sp = torch.full((rows.numel(), kc * 2), 127, dtype=torch.int64, device=codes.device)
-    sp[ok, : k // MX_BLOCK] = scale[rows[ok]].to(torch.int64)
-    sp = (sp + MMA8_SCALE_BIAS).reshape(nt, 2, 8, kc, 2)           # [Nt, half, g, Kc, group in chunk]
+    sp = (sp.to(torch.int64) + MMA8_SCALE_BIAS).reshape(nt, 2, 8, kc, 2)           # [Nt, half, g, Kc, group in chunk]
     s = sp.permute(0, 3, 2, 4, 1).reshape(nt, kc, 8, 4).to(torch.uint8).contiguous()
     return w, s
 

@@ -231,10 +231,22 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     assert a.stride(0) % 8 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
     assert a_scale is None or (a_scale.dtype == torch.float32 and a_scale.is_contiguous())
     assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
+    return _launch(kernel_name(groups, gated, big_scale), variant, smem_bytes(variant, groups), a, a_scale,
+                   w_mma, s_mma, bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
+                   mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
+
+
+def _launch(name: str, variant: Variant, smem: int, a, a_scale, w, s, bias, topk_w, sorted_ids, counts, *, out,
+            n_out: int, k: int, a_div: int, mul_routed: bool, block_m: int, has_foreign: bool, up_off: int):
+    """Launch kernel `name` of `variant` (both kernels take the same arguments, mx_mma.cu MX_ARGS /
+    MX8_ARGS) on torch's current stream: one CTA row per expert with rows (+ one for the foreign rows),
+    one CTA column per WN * MT tiles."""
+    import torch
+
+    e, nt, kc = w.shape[0], w.shape[1], w.shape[2]
     nv = topk_w.numel()
     mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
-    fn = mod.function(kernel_name(groups, gated, big_scale))
-    smem = smem_bytes(variant, groups)
+    fn = mod.function(name)
     if smem > 48 * 1024 and not mod.smem_set.get(id(fn)):
         # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: opt in to more than 48 KB
         _driver().check(_driver().lib.cuFuncSetAttribute(fn, 8, smem), "cuFuncSetAttribute")
@@ -245,7 +257,7 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
         return out
     args = [
         _p(a), ctypes.c_longlong(a.stride(0)), ctypes.c_int(a_div), _p(a_scale),
-        _p(w_mma), _p(s_mma),
+        _p(w), _p(s),
         _p(bias), ctypes.c_longlong(bias.stride(0) if bias is not None else 0), ctypes.c_int(up_off),
         _p(out), ctypes.c_longlong(out.stride(0)), _p(topk_w if mul_routed else None),
         _p(sorted_ids), _p(counts), ctypes.c_int(e), ctypes.c_int(nv),
@@ -284,25 +296,6 @@ def moe_gemm_mx8(a, a_scale, w_mma8, s_mma8, bias, topk_w, sorted_ids, counts, *
     assert out.dtype == torch.bfloat16 and out.stride(1) == 1
     assert s_mma8.shape[:3] == (e, nt, kc) and s_mma8.shape[3:] == (8, 4) and s_mma8.dtype == torch.uint8
     assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
-    nv = topk_w.numel()
-    mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
-    fn = mod.function(kernel_name8(groups, gated, f16_mma))
-    grid_x = min(e, nv) + (1 if has_foreign else 0)
-    grid_y = -(-nt // (variant.WN * variant.MT))
-    if grid_x == 0 or nv == 0:
-        return out
-    args = [
-        _p(a), ctypes.c_longlong(a.stride(0)), ctypes.c_int(a_div), _p(a_scale),
-        _p(w_mma8), _p(s_mma8),
-        _p(bias), ctypes.c_longlong(bias.stride(0) if bias is not None else 0), ctypes.c_int(up_off),
-        _p(out), ctypes.c_longlong(out.stride(0)), _p(topk_w if mul_routed else None),
-        _p(sorted_ids), _p(counts), ctypes.c_int(e), ctypes.c_int(nv),
-        ctypes.c_int(block_m), ctypes.c_int(1 if has_foreign else 0), ctypes.c_int(n_out),
-        ctypes.c_int(k), ctypes.c_int(kc), ctypes.c_int(nt),
-    ]
-    params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in args])
-    stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
-    drv = _driver()
-    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, 0, stream,
-                                     params, None), "cuLaunchKernel")
-    return out
+    return _launch(kernel_name8(groups, gated, f16_mma), variant, 0, a, a_scale, w_mma8, s_mma8, bias, topk_w,
+                   sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div, mul_routed=mul_routed,
+                   block_m=block_m, has_foreign=has_foreign, up_off=up_off)

@@ -190,6 +190,63 @@ __device__ __forceinline__ ExpertRows find_rows(const int* __restrict__ counts, 
     return rows;
 }
 
+// Rows routed to another rank's experts (er.expert == E): this rank's share of their output is zero.
+template <bool GATED, int WN, int MT>
+__device__ __forceinline__ void zero_foreign_rows(const ExpertRows& er, const int* __restrict__ sorted_ids,
+                                                  uint16_t* __restrict__ out, long long out_stride, int n_out,
+                                                  int nv) {
+    const int cols = GATED ? 8 : 16;
+    for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
+        int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
+        int col = (blockIdx.y * WN * MT + c / cols) * cols + c % cols;
+        int slot = sorted_ids[er.start + row];
+        if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
+    }
+}
+
+// The epilogue of one 16-row tile `tl` and token group `grp` from its sums v (the lane's C fragment):
+// the activations' row scale (e4m3 activations; a_scale is null for bf16 ones unless ALWAYS_SCALED, the
+// W4A8 kernel), then bias and SwiGLU (gated: rows 0-7 gate, 8-15 the matching up rows) or bias and
+// routing weight; bf16 out. Both kernels' bodies call it.
+template <bool GATED, bool ALWAYS_SCALED>
+__device__ __forceinline__ void store_tile(const float (&v)[4], int tl, int grp, const ExpertRows& er, int r,
+                                           int q, const int* __restrict__ sorted_ids, int nv, int a_div,
+                                           const float* __restrict__ a_scale, const float* __restrict__ bias,
+                                           long long bias_stride, int up_off, const float* __restrict__ topk_w,
+                                           uint16_t* __restrict__ out, long long out_stride, int n_out) {
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {         // the lane's two token columns 2 q, 2 q + 1
+        int idx = grp * 8 + 2 * q + t;
+        if (idx >= er.count) continue;
+        int slot = sorted_ids[er.start + idx];
+        if (slot >= nv) continue;
+        uint16_t* orow = out + (long long)slot * out_stride;
+        const float as = (ALWAYS_SCALED || a_scale) ? a_scale[slot / a_div] : 1.0f;
+        if (GATED) {
+            int col = tl * 8 + r;
+            if (col < n_out) {
+                float gate = v[t] * as, up = v[2 + t] * as;
+                if (bias) {
+                    gate += bias[er.expert * bias_stride + col];
+                    up += bias[er.expert * bias_stride + up_off + col];
+                }
+                orow[col] = f32_to_bf16(swiglu(gate, up));
+            }
+        } else {
+            float rw = topk_w ? topk_w[slot] : 1.0f;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                int col = tl * 16 + r + 8 * h;
+                if (col < n_out) {
+                    float y = v[2 * h + t] * as;
+                    if (bias) y += bias[er.expert * bias_stride + col];
+                    orow[col] = f32_to_bf16(y * rw);
+                }
+            }
+        }
+    }
+}
+
 template <int G, bool GATED, bool BIG>
 __device__ __forceinline__ void mx_w4a16_body(
     const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
@@ -221,14 +278,7 @@ __device__ __forceinline__ void mx_w4a16_body(
     const int r = lane >> 2, q = lane & 3;
 
     if (er.expert == num_experts) {
-        // rows routed to another rank's experts: this rank's share is zero
-        const int cols = GATED ? 8 : 16;
-        for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
-            int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
-            int col = (blockIdx.y * WN * MT + c / cols) * cols + c % cols;
-            int slot = sorted_ids[er.start + row];
-            if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
-        }
+        zero_foreign_rows<GATED, WN, MT>(er, sorted_ids, out, out_stride, n_out, nv);
         return;
     }
 
@@ -401,39 +451,8 @@ __device__ __forceinline__ void mx_w4a16_body(
         // the epilogue of one 16-row tile m and token group g of this pass, from its sums v
         auto store = [&](int m, int g, const float (&v)[4]) {
             if (!tile_ok || m > mlast) return;
-            const int tl = tile + m;
-#pragma unroll
-            for (int t = 0; t < 2; ++t) {         // the lane's two token columns 2 q, 2 q + 1
-                int idx = (g0 + g) * 8 + 2 * q + t;
-                if (idx >= er.count) continue;
-                int slot = sorted_ids[er.start + idx];
-                if (slot >= nv) continue;
-                uint16_t* orow = out + (long long)slot * out_stride;
-                // activations given as e4m3 values (exact in bf16) times a scale per row
-                const float as = a_scale ? a_scale[slot / a_div] : 1.0f;
-                if (GATED) {
-                    int col = tl * 8 + r;
-                    if (col < n_out) {
-                        float gate = v[t] * as, up = v[2 + t] * as;
-                        if (bias) {
-                            gate += bias[er.expert * bias_stride + col];
-                            up += bias[er.expert * bias_stride + up_off + col];
-                        }
-                        orow[col] = f32_to_bf16(swiglu(gate, up));
-                    }
-                } else {
-                    float rw = topk_w ? topk_w[slot] : 1.0f;
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        int col = tl * 16 + r + 8 * h;
-                        if (col < n_out) {
-                            float y = v[2 * h + t] * as;
-                            if (bias) y += bias[er.expert * bias_stride + col];
-                            orow[col] = f32_to_bf16(y * rw);
-                        }
-                    }
-                }
-            }
+            store_tile<GATED, false>(v, tile + m, g0 + g, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
+                                     bias_stride, up_off, topk_w, out, out_stride, n_out);
         };
         if constexpr (WK == 1 && (MX_FLAGS & 8)) {
             // each warp owns its sums and its ring: no block-wide step, a warp that is done moves on
@@ -618,14 +637,7 @@ __device__ __forceinline__ void mx_w4a8_body(
     const int r = lane >> 2, q = lane & 3;
 
     if (er.expert == num_experts) {
-        // rows routed to another rank's experts: this rank's share is zero
-        const int cols = GATED ? 8 : 16;
-        for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
-            int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
-            int col = (blockIdx.y * WN * MT + c / cols) * cols + c % cols;
-            int slot = sorted_ids[er.start + row];
-            if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
-        }
+        zero_foreign_rows<GATED, WN, MT>(er, sorted_ids, out, out_stride, n_out, nv);
         return;
     }
 
@@ -796,38 +808,8 @@ __device__ __forceinline__ void mx_w4a8_body(
         // the epilogue of one 16-row tile m and token group g of this pass, from its sums v
         auto store = [&](int m, int g, const float (&v)[4]) {
             if (!tile_ok || m > mlast) return;
-            const int tl = tile + m;
-#pragma unroll
-            for (int t = 0; t < 2; ++t) {               // the lane's two token columns 2 q, 2 q + 1
-                int idx = (g0 + g) * 8 + 2 * q + t;
-                if (idx >= er.count) continue;
-                int slot = sorted_ids[er.start + idx];
-                if (slot >= nv) continue;
-                uint16_t* orow = out + (long long)slot * out_stride;
-                const float as = a_scale[slot / a_div];  // the e4m3 activations' row scale
-                if (GATED) {
-                    int col = tl * 8 + r;
-                    if (col < n_out) {
-                        float gate = v[t] * as, up = v[2 + t] * as;
-                        if (bias) {
-                            gate += bias[er.expert * bias_stride + col];
-                            up += bias[er.expert * bias_stride + up_off + col];
-                        }
-                        orow[col] = f32_to_bf16(swiglu(gate, up));
-                    }
-                } else {
-                    float rw = topk_w ? topk_w[slot] : 1.0f;
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        int col = tl * 16 + r + 8 * h;
-                        if (col < n_out) {
-                            float y = v[2 * h + t] * as;
-                            if (bias) y += bias[er.expert * bias_stride + col];
-                            orow[col] = f32_to_bf16(y * rw);
-                        }
-                    }
-                }
-            }
+            store_tile<GATED, true>(v, tile + m, g0 + g, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
+                                    bias_stride, up_off, topk_w, out, out_stride, n_out);
         };
         if constexpr (WK == 1 && (MX_FLAGS & 8)) {
             // each warp owns its sums and its ring: no block-wide step
