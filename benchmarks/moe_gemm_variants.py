@@ -72,6 +72,13 @@ VARIANTS = {
         "gu1-m64-k128-s4": ((1024, 4096), _pf(_c(64, 64, 128, 4, 4, GU_ONE_DOT=1), 128)),
         "gu1-m128-w8-s4-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 4, GU_ONE_DOT=1), 256)),
         "gu1-m128-w8-s3-n256": ((4096, 16384), _pf(_c(128, 128, 128, 8, 3, GU_ONE_DOT=1), 256)),
+        # gemm1 as one plain GEMM over the 2I gate|up rows (256-wide tiles, as SGLang's gate_up), then the
+        # SwiGLU kernel (GLU_APART; its time is in gemm1's)
+        "glu-m128-n256-s4": ((1024, 4096, 16384), _pf(_c(128, 256, 128, 8, 4, GLU_APART=1), 256)),
+        "glu-m128-n256-s4-gm32": ((4096, 16384), _pf(_c(128, 256, 128, 8, 4, GLU_APART=1, GROUP_M=32), 256)),
+        "glu-m128-n256-s3": ((4096, 16384), _pf(_c(128, 256, 128, 8, 3, GLU_APART=1), 256)),
+        "glu-m128-n128-s4": ((4096, 16384), _pf(_c(128, 128, 128, 8, 4, GLU_APART=1), 256)),
+        "glu-m64-n256-s4": ((1024, 4096), _pf(_c(64, 256, 128, 4, 4, GLU_APART=1), 128)),
     },
     "mxfp4": {
         # the CUDA kernel's CTA shapes (WN tiles x WK K-warps, D chunks in flight, MT tiles per warp),
@@ -84,6 +91,9 @@ VARIANTS = {
         "d8x1x4-mt1": ((4, 16, 64), "mma:|MT=1"),
         "d4x2x4-mt1": ((4, 16), "mma:|WN=4,WK=2,MT=1"),
         "d2x2x8-mt1": ((4,), "mma:|WN=2,WK=2,D=8,MT=1"),
+        # dequantize-to-bf16 with gemm1 in wide gate|up tiles (GLU_APART)
+        "dq-glu-m64-n128": ((4096,), (_c(64, 128, 64, 4, 4, GLU_APART=1, DEQUANT_BF16=1), _c(64, 128, 64, 4, 4))),
+        "dq-glu-m128-n256": ((4096, 16384), (_c(128, 256, 64, 8, 3, GLU_APART=1, DEQUANT_BF16=1), _c(128, 128, 64, 8, 3))),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations
@@ -106,6 +116,12 @@ VARIANTS = {
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
+        # gemm1 over the 2I gate|up rows in wide tiles, then the SwiGLU kernel (GLU_APART); down GEMM as
+        # the default's
+        "glu-m64-n128-s4": ((4096,), (_c(64, 128, 64, 4, 4, GLU_APART=1), _c(64, 128, 64, 4, 4))),
+        "glu-m64-n256-s3": ((4096,), (_c(64, 256, 64, 4, 3, GLU_APART=1), _c(64, 128, 64, 4, 4))),
+        "glu-m128-n128-s3": ((4096, 16384), (_c(128, 128, 64, 8, 3, GLU_APART=1), _c(128, 128, 64, 8, 3))),
+        "glu-m128-n256-s3": ((4096, 16384), (_c(128, 256, 64, 8, 3, GLU_APART=1), _c(128, 128, 64, 8, 3))),
     },
 }
 PEER_FORMATS = ("bf16", "fp8")

@@ -93,6 +93,10 @@ def _cfg(**kw):
     ("mxfp4", dict(MXV=2, KPAIR=1), "skew:3", 1),
     ("mxfp4", dict(MXV=2, KPAIR=1, SPLIT_K=2), "uniform", 2),
     ("mxfp4", dict(MXV=2, KPAIR=1, WTILE=0, STILE=0), "uniform", 1),
+    # mxfp4 prefill loop: tl.dot_scaled on the plain packing (K = 160 ragged against BK = 64; even at 32)
+    ("mxfp4", dict(MXV=3), "skew:3", 1),
+    ("mxfp4", dict(MXV=3, BK=32, BM=32), "uniform", 2),
+    ("mxfp4", dict(MXV=3, SPLIT_K=2), "uniform", 1),
     # bf16 / fp8 swapped A/B (weight rows as the MMA's M side); K = 160 ragged against BK = 64
     ("fp8", dict(BK=32, SWAP_AB=1), "skew:3", 1),
     ("fp8", dict(BK=64, SWAP_AB=1), "uniform", 2),
@@ -111,6 +115,12 @@ def _cfg(**kw):
     ("fp8", dict(BK=32, BN=64, GU_ONE_DOT=1), "uniform", 2),
     ("bf16", dict(BK=64, BN=32, GU_ONE_DOT=1, SPLIT_K=2), "uniform", 1),
     ("fp8-block", dict(BK=32, SPLIT_K=4), "skew:3", 1),
+    # gemm1 as one plain GEMM over the gate|up rows, then the SwiGLU kernel; BN = 64 puts a tile across
+    # the gate/up boundary of I = 96; through the bf16 dequantization (mxfp4) and the e4m3 one (w4a8)
+    ("fp8", dict(BK=32, BN=64, GLU_APART=1), "skew:3", 1),
+    ("bf16", dict(BK=64, GLU_APART=1), "uniform", 2),
+    ("mxfp4", dict(DEQUANT_BF16=1, BN=64, GLU_APART=1), "uniform", 1),
+    ("mxfp4-w4a8", dict(DEQUANT_FP8=1, GLU_APART=1), "skew:3", 2),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
 ])
 def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
@@ -125,8 +135,11 @@ def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
     assert layer._split1 == layer._split2 == (c.get("SPLIT_K", 1) > 1)
     assert layer._dequant8 == bool(c.get("DEQUANT_FP8"))
     if fmt == "mxfp4":  # which operand layouts the kernel was handed
-        assert (layer._w1.dim() == 4) == bool(c.get("WTILE", 1))
-        assert (layer._s1.dim() == 4) == bool(c.get("STILE", 1))
+        plain = c.get("MXV") == 3
+        assert (layer._w1.dim() == 4) == (bool(c.get("WTILE", 1)) and not plain)
+        assert (layer._s1.dim() == 4) == (bool(c.get("STILE", 1)) and not plain)
+        assert (layer._w1 is layer.wt.extra.get("w1_plain")) == plain
+    assert (layer.glu_buf is not None) == bool(c.get("GLU_APART"))
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())

@@ -184,6 +184,24 @@ def _mma_operands(wt: ExpertWeights, kernel: str = "mma") -> None:
         wt.extra[name] = torch.stack(ts).contiguous()
 
 
+def _plain_operands(wt: ExpertWeights) -> None:
+    """Add the plain packing of the mxfp4 weights (quant.pack_mxfp4_rowmajor: w1_plain, w2_plain) to
+    wt.extra, once, for the dot_scaled prefill loop (cfg MXV=3); one expert at a time so that the
+    unpacked codes never exist for all experts at once."""
+    import torch
+
+    from moeprof.models import quant as q
+
+    if "w1_plain" in wt.extra:
+        return
+    lay = wt.extra.get("mx_layout", "lanes")
+    for name, w in (("w1_plain", wt.w1), ("w2_plain", wt.w2)):
+        out = torch.empty_like(w)
+        for x in range(wt.num_experts):
+            out[x] = q.pack_mxfp4_rowmajor(q.unpack_mxfp4(w[x], lay))
+        wt.extra[name] = out
+
+
 _WEIGHT_CACHE: dict = {}
 
 
@@ -279,14 +297,21 @@ class MoeLayer:
             self._has_foreign = wt.num_experts < num_experts_total
         # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0
         self._w1, self._w2, self._s1, self._s2 = wt.w1, wt.w2, wt.w1_s, wt.w2_s
+        if kernel == "triton" and fmt == "mxfp4" and (self.cfg1.get("MXV") == 3 or self.cfg2.get("MXV") == 3):
+            # the dot_scaled loop reads the plain packing with the scales as quantized
+            _plain_operands(wt)
         if kernel == "triton" and "w1_s_tiles" in wt.extra:
-            if self.cfg1.get("STILE", 1):
+            if self.cfg1.get("MXV") == 3:
+                self._w1 = wt.extra["w1_plain"]
+            if self.cfg2.get("MXV") == 3:
+                self._w2 = wt.extra["w2_plain"]
+            if self.cfg1.get("STILE", 1) and self.cfg1.get("MXV") != 3:
                 self._s1 = wt.extra["w1_s_tiles"]
-            if self.cfg2.get("STILE", 1):
+            if self.cfg2.get("STILE", 1) and self.cfg2.get("MXV") != 3:
                 self._s2 = wt.extra["w2_s_tiles"]
-            if self.cfg1.get("WTILE", 1):
+            if self.cfg1.get("WTILE", 1) and self.cfg1.get("MXV") != 3:
                 self._w1 = wt.extra["w1_tiles"]
-            if self.cfg2.get("WTILE", 1):
+            if self.cfg2.get("WTILE", 1) and self.cfg2.get("MXV") != 3:
                 self._w2 = wt.extra["w2_tiles"]
         dev = x.device
         nv = batch * top_k
@@ -312,6 +337,9 @@ class MoeLayer:
             self._w1_fp8 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.float8_e4m3fn, device=dev)
             self._w2_fp8 = torch.empty(wt.num_experts, h, i, dtype=torch.float8_e4m3fn, device=dev)
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
+        # gemm1 as one plain GEMM over the gate|up rows, then the SwiGLU kernel (cfg GLU_APART)
+        self.glu_buf = (torch.empty(nv, 2 * i, dtype=torch.bfloat16, device=dev)
+                        if kernel == "triton" and self.cfg1.get("GLU_APART") else None)
         self.out_sorted = torch.empty(nv, h, dtype=torch.bfloat16, device=dev)
         self.out = torch.empty(batch, h, dtype=torch.bfloat16, device=dev)
         # split-K (decode): fp32 partial-sum buffers, zeroed in the same phase as their GEMM
@@ -388,12 +416,13 @@ class MoeLayer:
             return
         if self._dequant8:
             mg.dequant_mx_fp8(wt.w1, wt.w1_s, wt.extra["w1_smax"], h, out=self._w1_fp8)
-            kw = dict(n=i, k=h, a_div=self.top_k, fmt="fp8", gated=True, mul_routed=False, cfg=self.cfg1, up_off=i)
+            kw = dict(n=i, k=h, a_div=self.top_k, fmt="fp8", gated=True, mul_routed=False, cfg=self.cfg1, up_off=i,
+                      glu_buf=self.glu_buf)
             mg.moe_gemm(a, a_s, self._w1_fp8, wt.extra["w1_rowscale"], wt.b1, tw, sids, eids, npp,
                         out=self.inter_buf, **kw)
             return
         kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
-                  up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big)
+                  up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big, glu_buf=self.glu_buf)
         if self._dequant:
             mg.dequant_mx_bf16(self._w1, self._s1, h, out=self._w1_bf16, big_scale=self._big)
             kw["fmt"] = "bf16"

@@ -64,6 +64,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def poisoned_call(layer) -> torch.Tensor:
     """One call of a models.layer.MoeLayer with its output and intermediate buffers NaN-poisoned first,
     so that a row the kernels fail to write shows up as NaN (rel_err -> inf); returns a copy."""
-    for buf in (layer.out, layer.out_sorted, layer.inter_buf):
-        buf.fill_(float("nan"))
+    for buf in (layer.out, layer.out_sorted, layer.inter_buf, getattr(layer, "glu_buf", None)):
+        if buf is not None:
+            buf.fill_(float("nan"))
     return layer().clone()

@@ -364,7 +364,49 @@ def moe_gemm_kernel(
 
     # mxfp4 x bf16 always takes the MXV >= 1 loop (the launcher sets MXV >= 1 for it)
     tl.static_assert(WF != WF_MX_BF16 or MXV >= 1)
-    if WF == WF_MX_BF16:
+    if WF == WF_MX_BF16 and MXV == 3:
+        # ---------------- MXFP4 x bf16, v4 (MXV=3, prefill): out^T [BN, BM] = W [BN, BK] @ X^T [BK, BM]
+        # through tl.dot_scaled on the plain packing (byte j = codes 2j | 2j+1 << 4, as checkpoints
+        # store them; quant.pack_mxfp4_rowmajor) with the E8M0 scales [E, N, K/32]. The weight tile
+        # is the MMA's A side: on sm_90 the compiler unpacks it in registers and feeds the warpgroup
+        # MMA from there, so a wide token tile (BM up to 256) reuses each unpacked weight tile over
+        # all its rows, without a bf16 copy of the weights in memory.
+        offs_kb = tl.arange(0, BK // 2)
+        offs_ks = tl.arange(0, BK // 32)
+        offs_k = tl.arange(0, BK)
+        ws_e = w_s_ptr + expert * stride_wse
+        wt_ptrs = w_e + offs_n_safe.to(tl.int64)[:, None] * stride_wn + (k_lo // 2 + offs_kb)[None, :]
+        st_ptrs = ws_e + offs_n_safe.to(tl.int64)[:, None] * stride_wsn + (k_lo // 32 + offs_ks)[None, :]
+        at_ptrs = a_ptr + arow.to(tl.int64)[None, :] * stride_am + (k_lo + offs_k)[:, None]
+        acc_t = tl.zeros((BN, BM), dtype=tl.float32)
+        acc_ut = tl.zeros((BN, BM), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BK):
+            if EVEN_K:
+                a_t = tl.load(at_ptrs, mask=tok_mask[None, :], other=0.0)
+                w = tl.load(wt_ptrs)
+                ws = tl.load(st_ptrs)
+            else:
+                # K beyond the end: zero codes (and zero activations), whatever the scale byte says
+                kmask = (k0 + offs_k) < K
+                a_t = tl.load(at_ptrs, mask=tok_mask[None, :] & kmask[:, None], other=0.0)
+                w = tl.load(wt_ptrs, mask=((k0 + 2 * offs_kb) < K)[None, :], other=0)
+                ws = tl.load(st_ptrs, mask=((k0 + 32 * offs_ks) < K)[None, :], other=127)
+            acc_t = tl.dot_scaled(w, ws, "e2m1", a_t, None, "bf16", acc_t)
+            if GATED:
+                if EVEN_K:
+                    wu = tl.load(wt_ptrs + up_off * stride_wn)
+                    wus = tl.load(st_ptrs + up_off * stride_wsn)
+                else:
+                    wu = tl.load(wt_ptrs + up_off * stride_wn, mask=((k0 + 2 * offs_kb) < K)[None, :], other=0)
+                    wus = tl.load(st_ptrs + up_off * stride_wsn, mask=((k0 + 32 * offs_ks) < K)[None, :], other=127)
+                acc_ut = tl.dot_scaled(wu, wus, "e2m1", a_t, None, "bf16", acc_ut)
+            at_ptrs += BK
+            wt_ptrs += BK // 2
+            st_ptrs += BK // 32
+        acc = tl.trans(acc_t)
+        if GATED:
+            acc_up = tl.trans(acc_ut)
+    elif WF == WF_MX_BF16:
         # ---------------- MXFP4 x bf16, v2 (MXV=1) / v3 (MXV=2: swapped A/B): one K tile of BK elements (BK/32 MX groups) per step.
         # The E8M0 scale is folded into the bf16 exponent while unpacking (no accumulator rescale),
         # so a K tile is two tensor-core dots: plane 0 (elements 0..15 of each group) and plane 1
@@ -842,8 +884,9 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 # pass by rows per expert (a pass streams the expert's weights once). CTA shapes: with few experts
 # touched, two warps split K (more warps streaming); otherwise eight warps of two 16-row tiles each.
 MMA_MAX_ROWS_PER_EXPERT = 8
-# fp8 prefill: gate and up in one dot above this many rows per expert (docs/performance.md, run 32)
-FP8_ONE_DOT_MIN_ROWS_PER_EXPERT = 256
+# fp8 prefill: from this many rows per expert, gemm1 runs as one plain GEMM over the gate|up rows in
+# 256-wide tiles and the SwiGLU kernel finishes it (GLU_APART; docs/performance.md, run 42)
+FP8_GLU_APART_MIN_ROWS_PER_EXPERT = 128
 # mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, weights
 # placed into e4m3 bits, mx_mma.cu mx_w4a8_body; on sm_90 ptxas runs its e4m3 mma.sync as f16 MMAs) up to
 # W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 activations converted
@@ -948,11 +991,12 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             cfg = dict(BM=64, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=4, SWAP_AB=1)
     elif wf == WF_FP8:
         # prefill: 128-row tiles, 8 warps, BK=128 and 4 stages; gemm1 reads a gate and an up tile of
-        # BN=128 rows per step (256 weight rows), the down GEMM one 256-row tile. Long prefill: gate
-        # and up as one 256-wide dot (one wider MMA instead of two) with 3 stages, the smem that frees
+        # BN=128 rows per step (256 weight rows), the down GEMM one 256-row tile. From 128 rows per
+        # expert gemm1 is one plain GEMM over the 2I gate|up rows in 256-wide tiles (one m64n256 MMA per
+        # K slice, one accumulator: no register cap), then the SwiGLU kernel
         cfg = dict(BM=128, BN=128 if gated else 256, BK=128, GROUP_M=8, num_warps=8, num_stages=4)
-        if m_per_expert > FP8_ONE_DOT_MIN_ROWS_PER_EXPERT:
-            cfg.update(num_stages=3, GU_ONE_DOT=1 if gated else 0)
+        if m_per_expert >= FP8_GLU_APART_MIN_ROWS_PER_EXPERT and gated:
+            cfg.update(BN=256, GLU_APART=1)
     elif m_per_expert <= 16:
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
     elif m_per_expert <= 64:
@@ -971,11 +1015,25 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
 # ----------------------------------------------------------------------------- launcher
 def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, n, k, a_div,
              fmt: str, gated: bool, mul_routed: bool, cfg: dict, up_off: int = 0, up_soff: int = 0,
-             unpack_asm: bool | None = None, mx_big_scale: bool | None = None, c_div: int = 1):
+             unpack_asm: bool | None = None, mx_big_scale: bool | None = None, c_div: int = 1,
+             glu_buf: torch.Tensor | None = None):
     """One grouped GEMM launch. cfg["SPLIT_K"] > 1: out must be fp32 and zeroed; gated -> out is
     [slots, 2 * up_off] (raw gate | up sums, finish with swiglu()), not gated -> partial sums are added
-    into rows tok // c_div (c_div = top_k: the combine is fused)."""
+    into rows tok // c_div (c_div = top_k: the combine is fused).
+    cfg["GLU_APART"] (gated, bf16 / fp8 weights): gate and up run as one plain GEMM over all 2 * up_off
+    weight rows into glu_buf [slots, 2 * up_off] (out's dtype; allocated when not given), then the SwiGLU
+    kernel writes out: wide tiles over the gate|up rows instead of a gate and an up tile per program."""
     wf, aq = FMT_CODES[fmt]
+    if gated and cfg.get("GLU_APART"):
+        if wf not in (WF_BF16, WF_FP8) or int(cfg.get("SPLIT_K", 1)) > 1 or n != up_off:
+            raise ValueError(f"GLU_APART is for bf16 / fp8 weights without split-K, gate|up rows [2n, K]; not {fmt}")
+        if glu_buf is None:
+            glu_buf = torch.empty(out.shape[0], 2 * n, dtype=out.dtype, device=out.device)
+        assert glu_buf.shape == (out.shape[0], 2 * n), "glu_buf: [slots, 2n]"
+        moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, out=glu_buf, n=2 * n, k=k,
+                 a_div=a_div, fmt=fmt, gated=False, mul_routed=False, cfg=dict(cfg, GLU_APART=0),
+                 unpack_asm=unpack_asm)
+        return swiglu(glu_buf, out, n)
     if wf == WF_MX_BF16:
         aq = AQ_NONE
     if unpack_asm is None:
@@ -1006,6 +1064,10 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         bias = w
     if mxv:
         assert bk % 32 == 0 and k % 32 == 0
+    if mxv == 3:
+        # the plain packing [E, N, K/2] and scales [E, N, K/32] (not the K-tile-major copies)
+        assert w.dim() == 3 and w_s.dim() == 3, "MXV=3 reads plain-packed weights and [E, N, K/32] scales"
+        mx_big_scale = False   # dot_scaled applies any E8M0 scale itself
     if mx_big_scale is None:
         mx_big_scale = bool(mxv and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
     # mxfp4 scales either [E, N, K/32] or K-tile-major [E, Kt, N, 4] (quant.tile_mx_scales; STILE)
@@ -1040,14 +1102,15 @@ def swiglu_kernel(x_ptr, o_ptr, N, stride_x, stride_o, BLOCK: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = c < N
-    g = tl.load(x_ptr + r * stride_x + c, mask=m, other=0.0)
-    u = tl.load(x_ptr + r * stride_x + N + c, mask=m, other=0.0)
+    g = tl.load(x_ptr + r * stride_x + c, mask=m, other=0.0).to(tl.float32)
+    u = tl.load(x_ptr + r * stride_x + N + c, mask=m, other=0.0).to(tl.float32)
     y = _swiglu_gptoss(g, u)
     tl.store(o_ptr + r * stride_o + c, y.to(o_ptr.dtype.element_ty), mask=m)
 
 
 def swiglu(ws: torch.Tensor, out: torch.Tensor, n: int):
-    """Finish a split-K gemm1: fp32 [rows, 2n] gate|up sums -> out [rows, n]."""
+    """Finish a gemm1 run without its SwiGLU epilogue (split-K, GLU_APART): [rows, 2n] gate|up sums -> out
+    [rows, n]."""
     rows = ws.shape[0]
     if rows:
         blk = 1024 if n > 512 else triton.next_power_of_2(max(n, 16))
