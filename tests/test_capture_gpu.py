@@ -41,7 +41,16 @@ def _load(d: Path):
     return m, k, p
 
 
-@pytest.mark.skipif(not (shutil.which("ncu") or os.environ.get("MOEPROF_NSYS")), reason="needs nsys/ncu")
+def _nsys_and_ncu_run() -> bool:
+    """Both profilers found the way a capture finds them, and nsys starts (an nsys shipped inside
+    nsight-compute needs its .nsys-libs: without them it is found but cannot run)."""
+    from moeprof.profiler.collectors import tools
+
+    nsys = tools.find_nsys()
+    return bool(tools.find_ncu() and nsys and tools.tool_version(nsys, tools.nsys_env()))
+
+
+@pytest.mark.skipif(not _nsys_and_ncu_run(), reason="needs a runnable nsys and ncu")
 def test_toy_sweep_nsys_ncu(outdir):
     d = outdir / "toy"
     assert main(["capture", *TOY, "--collect", "nsys,ncu", "--ncu-launch-count", "40", "-o", str(d)]) == 0

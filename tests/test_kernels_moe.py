@@ -93,10 +93,6 @@ def _cfg(**kw):
     ("mxfp4", dict(MXV=2, KPAIR=1), "skew:3", 1),
     ("mxfp4", dict(MXV=2, KPAIR=1, SPLIT_K=2), "uniform", 2),
     ("mxfp4", dict(MXV=2, KPAIR=1, WTILE=0, STILE=0), "uniform", 1),
-    # mxfp4 prefill loop: tl.dot_scaled on the plain packing (K = 160 ragged against BK = 64; even at 32)
-    ("mxfp4", dict(MXV=3), "skew:3", 1),
-    ("mxfp4", dict(MXV=3, BK=32, BM=32), "uniform", 2),
-    ("mxfp4", dict(MXV=3, SPLIT_K=2), "uniform", 1),
     # bf16 / fp8 swapped A/B (weight rows as the MMA's M side); K = 160 ragged against BK = 64
     ("fp8", dict(BK=32, SWAP_AB=1), "skew:3", 1),
     ("fp8", dict(BK=64, SWAP_AB=1), "uniform", 2),
@@ -135,10 +131,8 @@ def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
     assert layer._split1 == layer._split2 == (c.get("SPLIT_K", 1) > 1)
     assert layer._dequant8 == bool(c.get("DEQUANT_FP8"))
     if fmt == "mxfp4":  # which operand layouts the kernel was handed
-        plain = c.get("MXV") == 3
-        assert (layer._w1.dim() == 4) == (bool(c.get("WTILE", 1)) and not plain)
-        assert (layer._s1.dim() == 4) == (bool(c.get("STILE", 1)) and not plain)
-        assert (layer._w1 is layer.wt.extra.get("w1_plain")) == plain
+        assert (layer._w1.dim() == 4) == bool(c.get("WTILE", 1))
+        assert (layer._s1.dim() == 4) == bool(c.get("STILE", 1))
     assert (layer.glu_buf is not None) == bool(c.get("GLU_APART"))
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
@@ -247,3 +241,22 @@ def test_dequant_mx_fp8_matches_quant():
     assert torch.equal(got[near], ref[near])
     row_max = ref.abs().amax(dim=-1, keepdim=True).expand_as(ref)
     assert ((got - ref).abs()[~near] <= row_max[~near] * 2.0 ** -9).all()
+
+
+def test_glu_apart_is_the_fp8_prefill_default_and_refused_elsewhere():
+    """fp8 from 128 rows per expert: gemm1 as one 256-wide GEMM over the gate|up rows + the SwiGLU kernel
+    (the down GEMM keeps its own tile); below that, and for weights the plain loop cannot take, not."""
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.layer import build_layer
+
+    c1 = mg.default_config("fp8", 128.0, 2880, 2880, True)
+    c2 = mg.default_config("fp8", 128.0, 2880, 2880, False)
+    if not mg.INTERPRET:
+        assert c1["BN"] == 256
+    assert c1.get("GLU_APART") == 1 and not c2.get("GLU_APART")
+    assert not mg.default_config("fp8", 64.0, 2880, 2880, True).get("GLU_APART")
+    assert not mg.default_config("bf16", 128.0, 2880, 2880, True).get("GLU_APART")
+    c = _cfg(GLU_APART=1)
+    with pytest.raises(ValueError, match="GLU_APART"):
+        build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt="mxfp4", batch=7,
+                    seed=9, device=DEV, cache_weights=False, cfg=(c, dict(c)))()

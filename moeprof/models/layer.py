@@ -184,24 +184,6 @@ def _mma_operands(wt: ExpertWeights, kernel: str = "mma") -> None:
         wt.extra[name] = torch.stack(ts).contiguous()
 
 
-def _plain_operands(wt: ExpertWeights) -> None:
-    """Add the plain packing of the mxfp4 weights (quant.pack_mxfp4_rowmajor: w1_plain, w2_plain) to
-    wt.extra, once, for the dot_scaled prefill loop (cfg MXV=3); one expert at a time so that the
-    unpacked codes never exist for all experts at once."""
-    import torch
-
-    from moeprof.models import quant as q
-
-    if "w1_plain" in wt.extra:
-        return
-    lay = wt.extra.get("mx_layout", "lanes")
-    for name, w in (("w1_plain", wt.w1), ("w2_plain", wt.w2)):
-        out = torch.empty_like(w)
-        for x in range(wt.num_experts):
-            out[x] = q.pack_mxfp4_rowmajor(q.unpack_mxfp4(w[x], lay))
-        wt.extra[name] = out
-
-
 _WEIGHT_CACHE: dict = {}
 
 
@@ -297,21 +279,14 @@ class MoeLayer:
             self._has_foreign = wt.num_experts < num_experts_total
         # mxfp4: the GEMMs read the K-tile-major copy of the scales unless a config says STILE=0
         self._w1, self._w2, self._s1, self._s2 = wt.w1, wt.w2, wt.w1_s, wt.w2_s
-        if kernel == "triton" and fmt == "mxfp4" and (self.cfg1.get("MXV") == 3 or self.cfg2.get("MXV") == 3):
-            # the dot_scaled loop reads the plain packing with the scales as quantized
-            _plain_operands(wt)
         if kernel == "triton" and "w1_s_tiles" in wt.extra:
-            if self.cfg1.get("MXV") == 3:
-                self._w1 = wt.extra["w1_plain"]
-            if self.cfg2.get("MXV") == 3:
-                self._w2 = wt.extra["w2_plain"]
-            if self.cfg1.get("STILE", 1) and self.cfg1.get("MXV") != 3:
+            if self.cfg1.get("STILE", 1):
                 self._s1 = wt.extra["w1_s_tiles"]
-            if self.cfg2.get("STILE", 1) and self.cfg2.get("MXV") != 3:
+            if self.cfg2.get("STILE", 1):
                 self._s2 = wt.extra["w2_s_tiles"]
-            if self.cfg1.get("WTILE", 1) and self.cfg1.get("MXV") != 3:
+            if self.cfg1.get("WTILE", 1):
                 self._w1 = wt.extra["w1_tiles"]
-            if self.cfg2.get("WTILE", 1) and self.cfg2.get("MXV") != 3:
+            if self.cfg2.get("WTILE", 1):
                 self._w2 = wt.extra["w2_tiles"]
         dev = x.device
         nv = batch * top_k

@@ -364,49 +364,7 @@ def moe_gemm_kernel(
 
     # mxfp4 x bf16 always takes the MXV >= 1 loop (the launcher sets MXV >= 1 for it)
     tl.static_assert(WF != WF_MX_BF16 or MXV >= 1)
-    if WF == WF_MX_BF16 and MXV == 3:
-        # ---------------- MXFP4 x bf16, v4 (MXV=3, prefill): out^T [BN, BM] = W [BN, BK] @ X^T [BK, BM]
-        # through tl.dot_scaled on the plain packing (byte j = codes 2j | 2j+1 << 4, as checkpoints
-        # store them; quant.pack_mxfp4_rowmajor) with the E8M0 scales [E, N, K/32]. The weight tile
-        # is the MMA's A side: on sm_90 the compiler unpacks it in registers and feeds the warpgroup
-        # MMA from there, so a wide token tile (BM up to 256) reuses each unpacked weight tile over
-        # all its rows, without a bf16 copy of the weights in memory.
-        offs_kb = tl.arange(0, BK // 2)
-        offs_ks = tl.arange(0, BK // 32)
-        offs_k = tl.arange(0, BK)
-        ws_e = w_s_ptr + expert * stride_wse
-        wt_ptrs = w_e + offs_n_safe.to(tl.int64)[:, None] * stride_wn + (k_lo // 2 + offs_kb)[None, :]
-        st_ptrs = ws_e + offs_n_safe.to(tl.int64)[:, None] * stride_wsn + (k_lo // 32 + offs_ks)[None, :]
-        at_ptrs = a_ptr + arow.to(tl.int64)[None, :] * stride_am + (k_lo + offs_k)[:, None]
-        acc_t = tl.zeros((BN, BM), dtype=tl.float32)
-        acc_ut = tl.zeros((BN, BM), dtype=tl.float32)
-        for k0 in range(k_lo, k_hi, BK):
-            if EVEN_K:
-                a_t = tl.load(at_ptrs, mask=tok_mask[None, :], other=0.0)
-                w = tl.load(wt_ptrs)
-                ws = tl.load(st_ptrs)
-            else:
-                # K beyond the end: zero codes (and zero activations), whatever the scale byte says
-                kmask = (k0 + offs_k) < K
-                a_t = tl.load(at_ptrs, mask=tok_mask[None, :] & kmask[:, None], other=0.0)
-                w = tl.load(wt_ptrs, mask=((k0 + 2 * offs_kb) < K)[None, :], other=0)
-                ws = tl.load(st_ptrs, mask=((k0 + 32 * offs_ks) < K)[None, :], other=127)
-            acc_t = tl.dot_scaled(w, ws, "e2m1", a_t, None, "bf16", acc_t)
-            if GATED:
-                if EVEN_K:
-                    wu = tl.load(wt_ptrs + up_off * stride_wn)
-                    wus = tl.load(st_ptrs + up_off * stride_wsn)
-                else:
-                    wu = tl.load(wt_ptrs + up_off * stride_wn, mask=((k0 + 2 * offs_kb) < K)[None, :], other=0)
-                    wus = tl.load(st_ptrs + up_off * stride_wsn, mask=((k0 + 32 * offs_ks) < K)[None, :], other=127)
-                acc_ut = tl.dot_scaled(wu, wus, "e2m1", a_t, None, "bf16", acc_ut)
-            at_ptrs += BK
-            wt_ptrs += BK // 2
-            st_ptrs += BK // 32
-        acc = tl.trans(acc_t)
-        if GATED:
-            acc_up = tl.trans(acc_ut)
-    elif WF == WF_MX_BF16:
+    if WF == WF_MX_BF16:
         # ---------------- MXFP4 x bf16, v2 (MXV=1) / v3 (MXV=2: swapped A/B): one K tile of BK elements (BK/32 MX groups) per step.
         # The E8M0 scale is folded into the bf16 exponent while unpacking (no accumulator rescale),
         # so a K tile is two tensor-core dots: plane 0 (elements 0..15 of each group) and plane 1
@@ -1064,10 +1022,6 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         bias = w
     if mxv:
         assert bk % 32 == 0 and k % 32 == 0
-    if mxv == 3:
-        # the plain packing [E, N, K/2] and scales [E, N, K/32] (not the K-tile-major copies)
-        assert w.dim() == 3 and w_s.dim() == 3, "MXV=3 reads plain-packed weights and [E, N, K/32] scales"
-        mx_big_scale = False   # dot_scaled applies any E8M0 scale itself
     if mx_big_scale is None:
         mx_big_scale = bool(mxv and unpack_asm and int(w_s.max()) > 128)  # host sync; callers pass it
     # mxfp4 scales either [E, N, K/32] or K-tile-major [E, Kt, N, 4] (quant.tile_mx_scales; STILE)
