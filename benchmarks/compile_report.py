@@ -60,7 +60,10 @@ def compile_variant(fmt: str, gemm: str, cfg: dict, n: int = 2880, k: int = 2880
                  EVEN_K=(k % cfg["BK"] == 0), UNPACK_ASM=True, DOT_F32=False, GPI=cfg.get("GPI", 1),
                  MXV=mxv, BIG_SCALE=False, SPLIT_K=split, C_DIV=1, STILE=bool(cfg.get("STILE", 0)), WTILE=bool(cfg.get("WTILE", 0)),
                  KPAIR=bool(mxv == 2 and cfg.get("KPAIR", 0)), SWAP_AB=bool(cfg.get("SWAP_AB", 0)),
-                 GU_ONE_DOT=bool(cfg.get("GU_ONE_DOT", 0)) and gated)
+                 GU_ONE_DOT=bool(cfg.get("GU_ONE_DOT", 0)) and gated, GU_PAIRED=False)
+    if cfg.get("GU_PAIRED") and gated:
+        # what moe_gemm launches for GU_PAIRED: the plain loop over the paired rows, SwiGLU in the epilogue
+        const.update(GATED=False, MUL_ROUTED=False, GU_PAIRED=True)
     params = mg.moe_gemm_kernel.arg_names
     for name in params:
         if name in const:

@@ -79,6 +79,11 @@ VARIANTS = {
         "glu-m128-n256-s3": ((4096, 16384), _pf(_c(128, 256, 128, 8, 3, GLU_APART=1), 256)),
         "glu-m128-n128-s4": ((4096, 16384), _pf(_c(128, 128, 128, 8, 4, GLU_APART=1), 256)),
         "glu-m64-n256-s4": ((1024, 4096), _pf(_c(64, 256, 128, 4, 4, GLU_APART=1), 128)),
+        # gate|up rows paired in blocks of 128 (GU_PAIRED): the same 256-wide tile with SwiGLU in gemm1's
+        # epilogue, no gate|up buffer and no SwiGLU kernel
+        "gup-m128-n256-s4": ((4096, 16384), _pf(_c(128, 256, 128, 8, 4, GU_PAIRED=1), 256)),
+        "gup-m128-n256-s4-gm32": ((4096, 16384), _pf(_c(128, 256, 128, 8, 4, GU_PAIRED=1, GROUP_M=32), 256)),
+        "gup-m128-n256-s3": ((4096, 16384), _pf(_c(128, 256, 128, 8, 3, GU_PAIRED=1), 256)),
     },
     "mxfp4": {
         # the CUDA kernel's CTA shapes (WN tiles x WK K-warps, D chunks in flight, MT tiles per warp),
@@ -91,6 +96,11 @@ VARIANTS = {
         "d8x1x4-mt1": ((4, 16, 64), "mma:|MT=1"),
         "d4x2x4-mt1": ((4, 16), "mma:|WN=4,WK=2,MT=1"),
         "d2x2x8-mt1": ((4,), "mma:|WN=2,WK=2,D=8,MT=1"),
+        # four token groups per pass: at 32 rows per expert (batch 1024) one pass streams an expert's weights
+        # once (two groups: twice); at 128 (4096) four passes instead of the dequantize-to-bf16 path
+        "g4": ((1024, 4096), "mma:G=4"),
+        "g4-mt1": ((1024,), "mma:MT=1,G=4"),
+        "g4-4x1x8-mt2": ((1024,), "mma:WN=4,WK=1,D=8,MT=2,G=4"),
         # dequantize-to-bf16 with gemm1 in wide gate|up tiles (GLU_APART)
         "dq-glu-m64-n128": ((4096,), (_c(64, 128, 64, 4, 4, GLU_APART=1, DEQUANT_BF16=1), _c(64, 128, 64, 4, 4))),
         "dq-glu-m128-n256": ((4096, 16384), (_c(128, 256, 64, 8, 3, GLU_APART=1, DEQUANT_BF16=1), _c(128, 128, 64, 8, 3))),
@@ -113,6 +123,7 @@ VARIANTS = {
         "mma8-4x1x8-mt2": ((16, 64, 256), "mma8:WN=4,WK=1,D=8,MT=2,F16MMA=1"),
         "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1,F16MMA=1"),
         "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4,F16MMA=1"),
+        "mma8-g4-mt1": ((1024,), "mma8:WN=8,WK=1,D=4,MT=1,G=4,F16MMA=1"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
@@ -122,6 +133,8 @@ VARIANTS = {
         "glu-m64-n256-s3": ((4096,), (_c(64, 256, 64, 4, 3, GLU_APART=1), _c(64, 128, 64, 4, 4))),
         "glu-m128-n128-s3": ((4096, 16384), (_c(128, 128, 64, 8, 3, GLU_APART=1), _c(128, 128, 64, 8, 3))),
         "glu-m128-n256-s3": ((4096, 16384), (_c(128, 256, 64, 8, 3, GLU_APART=1), _c(128, 128, 64, 8, 3))),
+        "gup-m128-n256-s3": ((4096, 16384), (_c(128, 256, 64, 8, 3, GU_PAIRED=1), _c(128, 128, 64, 8, 3))),
+        "gup-m64-n128-s4": ((4096,), (_c(64, 128, 64, 4, 4, GU_PAIRED=1), _c(64, 128, 64, 4, 4))),
     },
 }
 PEER_FORMATS = ("bf16", "fp8")

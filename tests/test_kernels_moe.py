@@ -117,6 +117,11 @@ def _cfg(**kw):
     ("bf16", dict(BK=64, GLU_APART=1), "uniform", 2),
     ("mxfp4", dict(DEQUANT_BF16=1, BN=64, GLU_APART=1), "uniform", 1),
     ("mxfp4-w4a8", dict(DEQUANT_FP8=1, GLU_APART=1), "skew:3", 2),
+    # gemm1 over gate|up rows paired in blocks of BN/2, SwiGLU in its epilogue: I = 96 is 6 blocks of 16,
+    # 3 of 32, and 2 of 64 with the last half padded
+    ("fp8", dict(BK=32, BN=32, GU_PAIRED=1), "skew:3", 1),
+    ("bf16", dict(BK=64, BN=64, GU_PAIRED=1), "uniform", 2),
+    ("fp8", dict(BK=32, BN=128, GU_PAIRED=1), "uniform", 1),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
 ])
 def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
@@ -243,20 +248,54 @@ def test_dequant_mx_fp8_matches_quant():
     assert ((got - ref).abs()[~near] <= row_max[~near] * 2.0 ** -9).all()
 
 
-def test_glu_apart_is_the_fp8_prefill_default_and_refused_elsewhere():
-    """fp8 from 128 rows per expert: gemm1 as one 256-wide GEMM over the gate|up rows + the SwiGLU kernel
-    (the down GEMM keeps its own tile); below that, and for weights the plain loop cannot take, not."""
+def test_prefill_gemm1_tiles_by_rows_per_expert():
+    """fp8 from 128 rows per expert and bf16 above 256: gemm1 over paired gate|up rows in one 256-wide
+    tile (GU_PAIRED); the formats that dequantize their weights per call (plain row order) take the same
+    tile with the SwiGLU kernel after it (GLU_APART); the down GEMM and shorter batches neither."""
     from moeprof.models.kernels import moe_gemm as mg
+
+    cfg = lambda fmt, m, gated=True: mg.default_config(fmt, m, 2880, 2880, gated)
+    assert cfg("fp8", 128.0).get("GU_PAIRED") == 1 and not cfg("fp8", 128.0).get("GLU_APART")
+    assert not cfg("fp8", 64.0).get("GU_PAIRED") and not cfg("fp8", 128.0, False).get("GU_PAIRED")
+    assert cfg("bf16", 512.0).get("GU_PAIRED") == 1 and not cfg("bf16", 256.0).get("GU_PAIRED")
+    for fmt, m, flag in (("mxfp4-w4a8", 128.0, "DEQUANT_FP8"), ("mxfp4", 512.0, "DEQUANT_BF16")):
+        c = cfg(fmt, m)
+        assert c.get(flag) == 1 and c.get("GLU_APART") == 1 and "GU_PAIRED" not in c, (fmt, c)
+    if not mg.INTERPRET:
+        assert cfg("fp8", 128.0)["BN"] == cfg("bf16", 512.0)["BN"] == 256
+
+
+def test_glu_apart_refused_for_mx_formats():
     from moeprof.models.layer import build_layer
 
-    c1 = mg.default_config("fp8", 128.0, 2880, 2880, True)
-    c2 = mg.default_config("fp8", 128.0, 2880, 2880, False)
-    if not mg.INTERPRET:
-        assert c1["BN"] == 256
-    assert c1.get("GLU_APART") == 1 and not c2.get("GLU_APART")
-    assert not mg.default_config("fp8", 64.0, 2880, 2880, True).get("GLU_APART")
-    assert not mg.default_config("bf16", 128.0, 2880, 2880, True).get("GLU_APART")
     c = _cfg(GLU_APART=1)
     with pytest.raises(ValueError, match="GLU_APART"):
         build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt="mxfp4", batch=7,
                     seed=9, device=DEV, cache_weights=False, cfg=(c, dict(c)))()
+
+
+def test_pair_gate_up_rows_layout():
+    """Row b*2h + j*h + r of the paired copy is gate (j = 0) or up (j = 1) row b*h + r, zero past I."""
+    from moeprof.models import quant as q
+
+    e, i, h = 2, 5, 2
+    t = torch.arange(e * 2 * i * 3, dtype=torch.float32).reshape(e, 2 * i, 3)
+    p = q.pair_gate_up_rows(t, i, h)
+    assert p.shape == (e, 2 * 3 * h, 3)   # 3 blocks of 2 (5 rounded up to 6)
+    for x in range(e):
+        for b in range(3):
+            for j in range(2):
+                for r in range(h):
+                    row = b * h + r
+                    want = t[x, j * i + row] if row < i else torch.zeros(3)
+                    assert torch.equal(p[x, b * 2 * h + j * h + r], want), (x, b, j, r)
+    assert torch.equal(q.pair_gate_up_rows(t[:, :, 0], i, h), p[:, :, 0])   # 2-D (scales, bias) alike
+
+
+def test_gu_paired_refused_for_mx_formats():
+    from moeprof.models.layer import build_layer
+
+    c = _cfg(GU_PAIRED=1)
+    with pytest.raises(ValueError, match="GU_PAIRED"):
+        build_layer(hidden_size=160, intermediate_size=96, num_experts=8, top_k=2, fmt="mxfp4", batch=7,
+                    seed=9, device=DEV, cache_weights=False, cfg=(c, dict(c)))

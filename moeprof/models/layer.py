@@ -311,6 +311,20 @@ class MoeLayer:
                     wt.extra[f"w{name}_rowscale"] = mg.mx_fp8_row_scales(smax)
             self._w1_fp8 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.float8_e4m3fn, device=dev)
             self._w2_fp8 = torch.empty(wt.num_experts, h, i, dtype=torch.float8_e4m3fn, device=dev)
+        # gemm1 over gate|up rows paired in blocks of BN/2 (cfg GU_PAIRED): one accumulator, SwiGLU in its
+        # epilogue; the paired copies of w1, its row scales and bias are made once per block size
+        self._paired = None
+        if kernel == "triton" and self.cfg1.get("GU_PAIRED"):
+            if fmt not in ("bf16", "fp8"):
+                raise ValueError(f"GU_PAIRED is for bf16 / fp8 weights, not {fmt}")
+            half = int(self.cfg1["BN"]) // 2
+            key = f"gu_paired_{half}"
+            if key not in wt.extra:
+                from moeprof.models import quant as q
+
+                wt.extra[key] = tuple(None if t is None else q.pair_gate_up_rows(t, i, half)
+                                      for t in (wt.w1, wt.w1_s, wt.b1))
+            self._paired = wt.extra[key]
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
         # gemm1 as one plain GEMM over the gate|up rows, then the SwiGLU kernel (cfg GLU_APART)
         self.glu_buf = (torch.empty(nv, 2 * i, dtype=torch.bfloat16, device=dev)
@@ -398,7 +412,10 @@ class MoeLayer:
             return
         kw = dict(n=i, k=h, a_div=self.top_k, fmt=self.fmt, gated=True, mul_routed=False, cfg=self.cfg1,
                   up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big, glu_buf=self.glu_buf)
-        if self._dequant:
+        if self._paired is not None:
+            w1p, s1p, b1p = self._paired
+            mg.moe_gemm(a, a_s, w1p, s1p, b1p, tw, sids, eids, npp, out=self.inter_buf, **kw)
+        elif self._dequant:
             mg.dequant_mx_bf16(self._w1, self._s1, h, out=self._w1_bf16, big_scale=self._big)
             kw["fmt"] = "bf16"
             mg.moe_gemm(a, a_s, self._w1_bf16, None, wt.b1, tw, sids, eids, npp, out=self.inter_buf, **kw)

@@ -228,6 +228,21 @@ def dequant_packed_mxfp4(packed: torch.Tensor, scale: torch.Tensor, layout: str 
     return dequant_mxfp4(unpack_mxfp4(packed, layout), scale)
 
 
+def pair_gate_up_rows(t: torch.Tensor, inter: int, half: int) -> torch.Tensor:
+    """gate|up rows [E, 2I, ...] -> [E, 2P, ...] (P = I rounded up to `half`): blocks of `half` gate rows,
+    each followed by the same `half` up rows, zero-padded past I, so that a 2*half-wide tile of output
+    columns holds the gate and up sums of the same intermediate columns (kernels.moe_gemm GU_PAIRED)."""
+    e, rest = t.shape[0], t.shape[2:]
+    nb = -(-inter // half)
+    out = torch.zeros(e, nb, 2, half, *rest, dtype=t.dtype, device=t.device)
+    pad = nb * half - inter
+    for j, part in enumerate((t[:, :inter], t[:, inter:2 * inter])):
+        if pad:
+            part = torch.cat([part, torch.zeros(e, pad, *rest, dtype=t.dtype, device=t.device)], dim=1)
+        out[:, :, j] = part.reshape(e, nb, half, *rest)
+    return out.reshape(e, 2 * nb * half, *rest)
+
+
 MX_SCALE_TILE = 4  # E8M0 scales per K tile of the tiled scale layout (128 elements)
 
 

@@ -317,6 +317,7 @@ def moe_gemm_kernel(
     BIG_SCALE: tl.constexpr = False, SPLIT_K: tl.constexpr = 1, C_DIV: tl.constexpr = 1,
     STILE: tl.constexpr = False, WTILE: tl.constexpr = False,
     KPAIR: tl.constexpr = False, SWAP_AB: tl.constexpr = False, GU_ONE_DOT: tl.constexpr = False,
+    GU_PAIRED: tl.constexpr = False,
 ):
     # SPLIT_K > 1 (decode: few experts -> few tiles): program_id(1) takes one BK-aligned K chunk and
     # adds its fp32 partial into c with atomics (c zeroed by the caller). Gated: c is fp32
@@ -345,9 +346,20 @@ def moe_gemm_kernel(
     expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     c_ptrs = c_ptr + tok.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
     c_mask = tok_mask[:, None] & n_mask[None, :]
+    if GU_PAIRED:
+        # gemm1 over paired gate|up rows (quant.pair_gate_up_rows: blocks of BN/2 gate rows, then the same
+        # BN/2 up rows): N counts the paired rows, up_off is the output width (the intermediate size);
+        # this program writes output columns pid_n * BN/2 + [0, BN/2)
+        tl.static_assert(not GATED and SPLIT_K == 1)
+        offs_o = pid_n * (BN // 2) + tl.arange(0, BN // 2)
+        c_ptrs = c_ptr + tok.to(tl.int64)[:, None] * stride_cm + offs_o[None, :]
+        c_mask = tok_mask[:, None] & (offs_o < up_off)[None, :]
     if expert < 0:
         if SPLIT_K == 1:
-            tl.store(c_ptrs, tl.zeros((BM, BN), dtype=c_ptr.dtype.element_ty), mask=c_mask)
+            if GU_PAIRED:
+                tl.store(c_ptrs, tl.zeros((BM, BN // 2), dtype=c_ptr.dtype.element_ty), mask=c_mask)
+            else:
+                tl.store(c_ptrs, tl.zeros((BM, BN), dtype=c_ptr.dtype.element_ty), mask=c_mask)
         return
     if SPLIT_K > 1:
         kch = tl.cdiv(tl.cdiv(K, BK), SPLIT_K) * BK
@@ -632,6 +644,11 @@ def moe_gemm_kernel(
         return
     if GATED:
         acc = _swiglu_gptoss(acc, acc_up)
+    if GU_PAIRED:
+        # the tile's first BN/2 columns are gate rows, the last BN/2 the matching up rows: split the one
+        # accumulator into the two halves (column bit log2(BN/2)) and apply SwiGLU
+        gate, up = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+        acc = _swiglu_gptoss(gate, up)
     if MUL_ROUTED:
         rw = tl.load(topk_w_ptr + tok, mask=tok_mask, other=0.0)
         acc = acc * rw[:, None]
@@ -842,9 +859,11 @@ def split_k_for(cfg: dict, n: int, k: int, experts: int | None, slots: int | Non
 # pass by rows per expert (a pass streams the expert's weights once). CTA shapes: with few experts
 # touched, two warps split K (more warps streaming); otherwise eight warps of two 16-row tiles each.
 MMA_MAX_ROWS_PER_EXPERT = 8
-# fp8 prefill: from this many rows per expert, gemm1 runs as one plain GEMM over the gate|up rows in
-# 256-wide tiles and the SwiGLU kernel finishes it (GLU_APART; docs/performance.md, run 42)
-FP8_GLU_APART_MIN_ROWS_PER_EXPERT = 128
+# prefill: from this many rows per expert (fp8) / above it (bf16), gemm1 runs over its gate|up rows
+# paired in blocks of 128 (GU_PAIRED) as one 256-wide tile with one accumulator and SwiGLU in its
+# epilogue (docs/performance.md, runs 42 and 47)
+FP8_GU_PAIRED_MIN_ROWS_PER_EXPERT = 128
+BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
 # mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, weights
 # placed into e4m3 bits, mx_mma.cu mx_w4a8_body; on sm_90 ptxas runs its e4m3 mma.sync as f16 MMAs) up to
 # W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 activations converted
@@ -926,13 +945,13 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         else:
             # prefill: every weight tile would be unpacked once per row tile; dequantizing the
             # weights to bf16 once per call and running the bf16 GEMM does the unpack once
-            return dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1)
+            return _unpaired(dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1))
     elif wf == WF_MX_FP8:
         if m_per_expert > 64 or (mma_ok and m_per_expert > W4A8_MMA_MAX_ROWS_PER_EXPERT):
             # prefill: the weights dequantized once per call to e4m3 with a scale per row (E2M1
             # times 2^(S - Smax + 6): exact for every MX group within 2^14 of the row's largest), then
             # the fp8 GEMM: FP8 MMAs at the fp8 kernel's rate
-            return dict(default_config("fp8", m_per_expert, n, k, gated, slots, experts), DEQUANT_FP8=1)
+            return _unpaired(dict(default_config("fp8", m_per_expert, n, k, gated, slots, experts), DEQUANT_FP8=1))
         # one MX group per dot, GPI groups unrolled per loop step for bytes in flight
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=4, num_warps=4, num_stages=4, GPI=3)
     elif wf == WF_FP8 and m_per_expert <= 64:
@@ -950,11 +969,11 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     elif wf == WF_FP8:
         # prefill: 128-row tiles, 8 warps, BK=128 and 4 stages; gemm1 reads a gate and an up tile of
         # BN=128 rows per step (256 weight rows), the down GEMM one 256-row tile. From 128 rows per
-        # expert gemm1 is one plain GEMM over the 2I gate|up rows in 256-wide tiles (one m64n256 MMA per
-        # K slice, one accumulator: no register cap), then the SwiGLU kernel
+        # expert gemm1 reads one 256-row tile of gate|up rows paired in blocks of 128 (one m64n256 MMA
+        # per K slice and one accumulator instead of two 128-wide MMAs and two accumulators)
         cfg = dict(BM=128, BN=128 if gated else 256, BK=128, GROUP_M=8, num_warps=8, num_stages=4)
-        if m_per_expert >= FP8_GLU_APART_MIN_ROWS_PER_EXPERT and gated:
-            cfg.update(BN=256, GLU_APART=1)
+        if m_per_expert >= FP8_GU_PAIRED_MIN_ROWS_PER_EXPERT and gated:
+            cfg.update(BN=256, GU_PAIRED=1)
     elif m_per_expert <= 16:
         cfg = dict(BM=16, BN=64, BK=128, GROUP_M=1, num_warps=4, num_stages=4)
     elif m_per_expert <= 64:
@@ -965,8 +984,19 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         cfg = dict(BM=64, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=4, num_stages=4)
     else:
         cfg = dict(BM=128, BN=64 if gated else 128, BK=64, GROUP_M=8, num_warps=8, num_stages=3)
+        if wf == WF_BF16 and gated and m_per_expert > BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT:
+            cfg.update(BN=256, GU_PAIRED=1)
     if INTERPRET:
         cfg.update(BM=16, BN=16, BK=64 if cfg.get("MXV") else 32, num_stages=1, GPI=min(cfg.get("GPI", 1), 3))
+    return cfg
+
+
+def _unpaired(cfg: dict) -> dict:
+    """A prefill configuration for weights dequantized per call (mxfp4, mxfp4-w4a8): the dequantized
+    weights keep the gate|up row order, so a paired gemm1 tile becomes the same tile over the plain rows
+    with the SwiGLU kernel after it (GLU_APART)."""
+    if cfg.pop("GU_PAIRED", 0):
+        cfg["GLU_APART"] = 1
     return cfg
 
 
@@ -982,6 +1012,16 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     weight rows into glu_buf [slots, 2 * up_off] (out's dtype; allocated when not given), then the SwiGLU
     kernel writes out: wide tiles over the gate|up rows instead of a gate and an up tile per program."""
     wf, aq = FMT_CODES[fmt]
+    if gated and cfg.get("GU_PAIRED"):
+        # w, w_s, bias: the paired copies (quant.pair_gate_up_rows with block BN/2)
+        half = int(cfg["BN"]) // 2
+        rows = 2 * half * -(-n // half)
+        if wf not in (WF_BF16, WF_FP8) or int(cfg.get("SPLIT_K", 1)) > 1 or w.shape[1] != rows:
+            raise ValueError(f"GU_PAIRED is for bf16 / fp8 weights without split-K, with gate|up rows paired "
+                             f"in blocks of BN/2 = {half} ([E, {rows}, K]); got {fmt}, {tuple(w.shape)}")
+        return moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, out=out, n=rows, k=k,
+                        a_div=a_div, fmt=fmt, gated=False, mul_routed=False, up_off=n,
+                        cfg=dict(cfg, GU_PAIRED=0, _PAIRED_KERNEL=1), unpack_asm=unpack_asm)
     if gated and cfg.get("GLU_APART"):
         if wf not in (WF_BF16, WF_FP8) or int(cfg.get("SPLIT_K", 1)) > 1 or n != up_off:
             raise ValueError(f"GLU_APART is for bf16 / fp8 weights without split-K, gate|up rows [2n, K]; not {fmt}")
@@ -1044,6 +1084,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         GPI=(cfg.get("GPI", 1) if (wf in MX_CODES and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
         MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1), STILE=stile, WTILE=wtile,
         KPAIR=bool(mxv == 2 and cfg.get("KPAIR", 0)), SWAP_AB=swap_ab, GU_ONE_DOT=gu_one_dot and gated,
+        GU_PAIRED=bool(cfg.get("_PAIRED_KERNEL", 0)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and not INTERPRET else {}),
     )
