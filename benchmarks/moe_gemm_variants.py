@@ -104,6 +104,9 @@ VARIANTS = {
         # dequantize-to-bf16 with gemm1 in wide gate|up tiles (GLU_APART)
         "dq-glu-m64-n128": ((4096,), (_c(64, 128, 64, 4, 4, GLU_APART=1, DEQUANT_BF16=1), _c(64, 128, 64, 4, 4))),
         "dq-glu-m128-n256": ((4096, 16384), (_c(128, 256, 64, 8, 3, GLU_APART=1, DEQUANT_BF16=1), _c(128, 128, 64, 8, 3))),
+        # the dequantization written in the paired gate|up order, then gemm1 with SwiGLU in its epilogue
+        # (GU_PAIRED; not measured yet)
+        "dq-gup-m128-n256": ((4096, 16384), (_c(128, 256, 64, 8, 3, GU_PAIRED=1, DEQUANT_BF16=1), _c(128, 128, 64, 8, 3))),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations

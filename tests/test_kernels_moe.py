@@ -122,6 +122,9 @@ def _cfg(**kw):
     ("fp8", dict(BK=32, BN=32, GU_PAIRED=1), "skew:3", 1),
     ("bf16", dict(BK=64, BN=64, GU_PAIRED=1), "uniform", 2),
     ("fp8", dict(BK=32, BN=128, GU_PAIRED=1), "uniform", 1),
+    # mxfp4 prefill: the bf16 dequantization written in the paired order (not a default: not measured)
+    ("mxfp4", dict(DEQUANT_BF16=1, BN=32, GU_PAIRED=1), "skew:3", 1),
+    ("mxfp4", dict(DEQUANT_BF16=1, BN=128, GU_PAIRED=1), "uniform", 2),
     ("bf16", dict(BK=32, SPLIT_K=3), "uniform", 2),
 ])
 def test_tiny_swap_ab_split_k(fmt, kw, routing, ep):
@@ -217,6 +220,10 @@ def test_dequant_mx_bf16_matches_quant(big):
     mg.dequant_mx_bf16(q.tile_mx_weights(p), q.tile_mx_scales(s), 160, out=out, big_scale=big)
     ref = torch.stack([q.dequant_packed_mxfp4(p[e], s[e], "lanes") for e in range(3)])
     assert torch.equal(out.float(), ref.float())
+    # the same rows as gate|up (I = 20) written in the paired order, blocks of 8 (3 blocks, the last padded)
+    paired = torch.zeros((3, 48, 160), dtype=torch.bfloat16, device=DEV)
+    mg.dequant_mx_bf16(q.tile_mx_weights(p), q.tile_mx_scales(s), 160, out=paired, big_scale=big, pair=(20, 8))
+    assert torch.equal(paired.float(), q.pair_gate_up_rows(ref.float(), 20, 8))
 
 
 def test_dequant_mx_fp8_matches_quant():

@@ -296,7 +296,13 @@ class MoeLayer:
         if self._dequant:
             assert self._w1.dim() == 4 and self._s1.dim() == 4 and self._w2.dim() == 4 and self._s2.dim() == 4, \
                 "DEQUANT_BF16 reads the K-tile-major weights and scales"
-            self._w1_bf16 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.bfloat16, device=dev)
+            if self.cfg1.get("GU_PAIRED"):
+                # written in the paired row order (dequant_mx_bf16 pair=): the padding rows stay zero
+                half = int(self.cfg1["BN"]) // 2
+                self._w1_bf16 = torch.zeros(wt.num_experts, 2 * half * -(-i // half), h, dtype=torch.bfloat16,
+                                            device=dev)
+            else:
+                self._w1_bf16 = torch.empty(wt.num_experts, 2 * i, h, dtype=torch.bfloat16, device=dev)
             self._w2_bf16 = torch.empty(wt.num_experts, h, i, dtype=torch.bfloat16, device=dev)
         # mxfp4-w4a8 prefill (cfg DEQUANT_FP8): the weights dequantized to e4m3 (a scale per row) once
         # per call, then the fp8 GEMMs
@@ -315,15 +321,23 @@ class MoeLayer:
         # epilogue; the paired copies of w1, its row scales and bias are made once per block size
         self._paired = None
         if kernel == "triton" and self.cfg1.get("GU_PAIRED"):
-            if fmt not in ("bf16", "fp8"):
-                raise ValueError(f"GU_PAIRED is for bf16 / fp8 weights, not {fmt}")
-            half = int(self.cfg1["BN"]) // 2
-            key = f"gu_paired_{half}"
-            if key not in wt.extra:
-                from moeprof.models import quant as q
+            from moeprof.models import quant as q
 
-                wt.extra[key] = tuple(None if t is None else q.pair_gate_up_rows(t, i, half)
-                                      for t in (wt.w1, wt.w1_s, wt.b1))
+            half = int(self.cfg1["BN"]) // 2
+            if fmt in ("bf16", "fp8"):
+                key = f"gu_paired_{half}"
+                if key not in wt.extra:
+                    wt.extra[key] = tuple(None if t is None else q.pair_gate_up_rows(t, i, half)
+                                          for t in (wt.w1, wt.w1_s, wt.b1))
+            elif self._dequant:
+                # mxfp4 dequantized per call: the dequantization writes the paired order, the bias is paired
+                # here once
+                key = f"gu_paired_bias_{half}"
+                if key not in wt.extra:
+                    wt.extra[key] = (None, None, q.pair_gate_up_rows(wt.b1, i, half))
+            else:
+                raise ValueError(f"GU_PAIRED is for bf16 / fp8 weights, or mxfp4 dequantized to bf16 "
+                                 f"(DEQUANT_BF16); not {fmt}")
             self._paired = wt.extra[key]
         self.inter_buf = torch.empty(nv, i, dtype=torch.bfloat16, device=dev)
         # gemm1 as one plain GEMM over the gate|up rows, then the SwiGLU kernel (cfg GLU_APART)
@@ -414,6 +428,10 @@ class MoeLayer:
                   up_off=i, up_soff=-(-i // 128), mx_big_scale=self._big, glu_buf=self.glu_buf)
         if self._paired is not None:
             w1p, s1p, b1p = self._paired
+            if self._dequant:
+                mg.dequant_mx_bf16(self._w1, self._s1, h, out=self._w1_bf16, big_scale=self._big,
+                                   pair=(i, int(self.cfg1["BN"]) // 2))
+                w1p, kw["fmt"] = self._w1_bf16, "bf16"
             mg.moe_gemm(a, a_s, w1p, s1p, b1p, tw, sids, eids, npp, out=self.inter_buf, **kw)
         elif self._dequant:
             mg.dequant_mx_bf16(self._w1, self._s1, h, out=self._w1_bf16, big_scale=self._big)

@@ -1116,10 +1116,12 @@ def swiglu(ws: torch.Tensor, out: torch.Tensor, n: int):
 # ----------------------------------------------------------------------------- mxfp4 -> bf16 (prefill)
 @triton.jit
 def dequant_mx_kernel(w_ptr, w_s_ptr, o_ptr, N, K, stride_we, stride_wn, stride_wse, stride_wsn,
-                      stride_oe, stride_on, BN: tl.constexpr, UNPACK_ASM: tl.constexpr,
-                      BIG_SCALE: tl.constexpr):
+                      stride_oe, stride_on, pair_i, BN: tl.constexpr, UNPACK_ASM: tl.constexpr,
+                      BIG_SCALE: tl.constexpr, PAIR_H: tl.constexpr = 0):
     """One K tile (128 elements) of BN rows of one expert: K-tile-major "lanes" weights and scales
-    (quant.tile_mx_weights / tile_mx_scales) -> bf16 rows [E, N, K], with the GEMM's own unpack."""
+    (quant.tile_mx_weights / tile_mx_scales) -> bf16 rows [E, N, K], with the GEMM's own unpack.
+    PAIR_H > 0: gate|up rows (gate rows below pair_i) go to their places in the paired order of
+    quant.pair_gate_up_rows (blocks of PAIR_H gate rows, each followed by the same up rows)."""
     e = tl.program_id(2).to(tl.int64)
     kt = tl.program_id(1)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -1137,26 +1139,39 @@ def dequant_mx_kernel(w_ptr, w_s_ptr, o_ptr, N, K, stride_we, stride_wn, stride_
     w_lo, w_hi = _mx_unpack(wb, wb1, sc, jj, BN, 128, G, UNPACK_ASM, BIG_SCALE, 1)
     qq = tl.arange(0, 64)
     cols = kt * 128 + (qq // 16) * 32 + (qq % 16)         # plane 0: elements 0..15 of each group
-    o_row = o_ptr + e * stride_oe + offs_n.to(tl.int64)[:, None] * stride_on
+    o_n = offs_n
+    if PAIR_H > 0:
+        up = offs_n >= pair_i
+        r = tl.where(up, offs_n - pair_i, offs_n)
+        o_n = (r // PAIR_H) * (2 * PAIR_H) + tl.where(up, PAIR_H, 0) + r % PAIR_H
+    o_row = o_ptr + e * stride_oe + o_n.to(tl.int64)[:, None] * stride_on
     tl.store(o_row + cols[None, :], w_lo, mask=n_mask[:, None] & (cols < K)[None, :])
     tl.store(o_row + (cols + 16)[None, :], w_hi, mask=n_mask[:, None] & ((cols + 16) < K)[None, :])
 
 
 def dequant_mx_bf16(w_tiles: torch.Tensor, s_tiles: torch.Tensor, k: int, *, out: torch.Tensor,
-                    big_scale: bool, unpack_asm: bool | None = None) -> torch.Tensor:
+                    big_scale: bool, unpack_asm: bool | None = None,
+                    pair: tuple[int, int] | None = None) -> torch.Tensor:
     """mxfp4 weights in the K-tile-major layouts ([E, Kt, N, 64] u8, [E, Kt, N, 4] E8M0) -> bf16
     out [E, N, k]. Prefill reads each weight tile once per 128-row (or wider) activation tile; at
-    many rows per expert dequantizing once and running the BF16 GEMM does the unpack once instead."""
+    many rows per expert dequantizing once and running the BF16 GEMM does the unpack once instead.
+    pair = (I, half): gate|up rows [2I] written in the paired order of quant.pair_gate_up_rows into out
+    [E, 2P, k] (P = I rounded up to half; the padding rows are left as they are: zero them once)."""
     if unpack_asm is None:
         unpack_asm = not INTERPRET
     e, kt, n, _ = w_tiles.shape
-    assert out.shape == (e, n, k) and out.dtype == torch.bfloat16 and kt * 128 >= k
+    rows = n
+    if pair is not None:
+        inter, half = pair
+        assert n == 2 * inter and half > 0
+        rows = 2 * half * -(-inter // half)
+    assert out.shape == (e, rows, k) and out.dtype == torch.bfloat16 and kt * 128 >= k
     bn = 16 if INTERPRET else 64
     if e:
         dequant_mx_kernel[(triton.cdiv(n, bn), kt, e)](
             w_tiles, s_tiles, out, n, k, w_tiles.stride(0), w_tiles.stride(1), s_tiles.stride(0),
-            s_tiles.stride(1), out.stride(0), out.stride(1), BN=bn, UNPACK_ASM=bool(unpack_asm),
-            BIG_SCALE=bool(big_scale), num_warps=4)
+            s_tiles.stride(1), out.stride(0), out.stride(1), pair[0] if pair else 0, BN=bn,
+            UNPACK_ASM=bool(unpack_asm), BIG_SCALE=bool(big_scale), PAIR_H=pair[1] if pair else 0, num_warps=4)
     return out
 
 
