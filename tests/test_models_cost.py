@@ -209,3 +209,44 @@ def test_as_built_bytes_bf16_by_hand():
     assert c.quant_bytes_as_built == 0
     assert (c.gemm1_act_bytes_as_built, c.gemm2_act_bytes_as_built, c.combine_bytes_as_built) == (512, 768, 768)
     assert c.act_bytes == 1024 and c.bytes_as_built - c.bytes == 2048 - 1024
+
+
+def test_as_built_mx_prefill_dequantization_by_hand():
+    """Tiny model, batch 256: 512 (token, expert) pairs over 4 experts = 128 rows per expert, above both
+    formats' dequantization thresholds (mxfp4 64, mxfp4-w4a8 32); every expert is touched (to 1e-70).
+    Packed mxfp4 gate_up [64, 64]: 64*64/2 = 2048 bytes + 64*64/32 = 128 E8M0 bytes = 2176; down [64, 32]:
+    1024 + 64 = 1088. As built, gemm1 weights = 4 experts x (2176 read + 64*64*2 = 8192 bf16 written) +
+    4 x 8192 read by the bf16 GEMM = 74,240; gemm2 = 4 x (1088 + 4096) + 4 x 4096 = 37,120.
+    mxfp4-w4a8 writes e4m3 (1 byte) plus a 4-byte row scale: gemm1 4 x (2176 + 4096 + 256) + 4 x 4352 =
+    43,520; gemm2 4 x (1088 + 2048 + 256) + 4 x 2304 = 22,784. At batch 64 (32 rows per expert, at the
+    threshold, not above it) neither format dequantizes; bf16 never does."""
+    c = layer_cost(_tiny(), "mxfp4", "h200", 256)
+    assert c.gemm1_weight_bytes == pytest.approx(4 * 2176) and c.gemm2_weight_bytes == pytest.approx(4 * 1088)
+    assert c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built == pytest.approx(74_240)
+    assert c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built == pytest.approx(37_120)
+    assert c.as_record()["gemm1_weight_bytes_as_built"] == pytest.approx(74_240)
+    w8 = layer_cost(_tiny(), "mxfp4-w4a8", "h200", 256)
+    assert w8.gemm1_bytes_as_built - w8.gemm1_act_bytes_as_built == pytest.approx(43_520)
+    assert w8.gemm2_bytes_as_built - w8.gemm2_act_bytes_as_built == pytest.approx(22_784)
+    for fmt, batch in (("mxfp4", 64), ("mxfp4-w4a8", 64), ("bf16", 256)):
+        d = layer_cost(_tiny(), fmt, "h200", batch)
+        assert d.gemm1_bytes_as_built - d.gemm1_act_bytes_as_built == pytest.approx(d.gemm1_weight_bytes), fmt
+    assert c.bytes_as_built > c.bytes and c.t_as_built_s >= c.t_roofline_s
+
+
+def test_as_built_dequant_thresholds_match_the_kernel_defaults():
+    """The roofline's as-built rule (pure Python) and the kernels' default configuration (on sm_90, where
+    the CUDA decode kernels run) agree on where prefill dequantizes."""
+    pytest.importorskip("triton")
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.roofline.cost import AS_BUILT_DEQUANT
+
+    flag = {"mxfp4": "DEQUANT_BF16", "mxfp4-w4a8": "DEQUANT_FP8"}
+    for fmt, (rows, _, _) in AS_BUILT_DEQUANT.items():
+        for m, want in ((rows, False), (rows * 1.01, True)):
+            c = mg.default_config(fmt, m, 2880, 2880, True)
+            if fmt == "mxfp4-w4a8" and m <= mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2:
+                # without the CUDA kernels (no GPU) w4a8 dequantizes only above 64 rows: check the rule
+                assert mg.W4A8_MMA_MAX_ROWS_PER_EXPERT == rows
+                continue
+            assert bool(c.get(flag[fmt])) == want, (fmt, m, c)

@@ -99,3 +99,37 @@ def test_uncounted_and_no_tensor_work(fp16, inst, path, words):
     row = pd.Series({"tensor_path": got, "mma_path_model": "fp8", "tensor_inst_executed": inst,
                      "tensor_pipe_active_pct": 0.0, "tensor_ops_fp16": fp16})
     assert words in sentences.path_reason("fp8", row)
+
+
+def test_mxfp4_prefill_reason_names_its_dequantization(src):
+    """The H200 capture's mxfp4 at 4096 tokens (128 rows per expert on gpt-oss-120b, above the 64 where the
+    shipped kernels dequantize to bf16). Derived by hand: packed gate_up per expert 5760*2880/2 + 5760*90
+    E8M0 + 5760*2 bias = 8,824,320 bytes, down 2880*2880/2 + 2880*90 + 2880*2 = 4,412,160; bf16 copies
+    (5760 + 2880)*2880*2 = 49,766,400. Weight traffic as built = 128 experts x (13,236,480 read +
+    49,766,400 written) + 128 touched x 49,766,400 read = 14.43 GB, for 1.69 GB of packed weights. fp8
+    never dequantizes, and mxfp4 at 64 tokens (2 rows per expert) does not."""
+    if src != example_capture_path():
+        pytest.skip("the H100 capture predates the dequantizing prefill")
+    res = analyze(load_capture(src))
+    by = {(v.batch): v for v in res.verdicts}
+    text = " ".join(by[4096].reasons)
+    assert "mxfp4: expert GEMMs reach" in text
+    assert "dequantize the weights per call: 14.43 GB of weight traffic for 1.69 GB of packed weights" in text
+    assert "fp8: expert GEMMs reach" in text and text.count("dequantize the weights per call") == 1
+    assert "dequantize the weights per call" not in " ".join(by[64].reasons)
+
+
+def test_as_built_dequantization_counts_only_where_it_ran():
+    """The H100 capture (2026-11-26) ran mxfp4 prefill through the direct Triton loop: no dequantization
+    kernel in it, so its as-built weight traffic stays the packed weights and no reason claims one; the
+    H200 capture's mxfp4 at 4096 ran dequant_mx_kernel and counts it (14.43 GB, derived above)."""
+    h100 = analyze(load_capture(H100))
+    lay = h100.layer.set_index(["format", "batch"])
+    for b in (4096, 16384):
+        row = lay.loc[("mxfp4", b)]
+        assert row["weight_bytes_as_built"] == pytest.approx(row["gemm1_weight_bytes"] + row["gemm2_weight_bytes"])
+    assert not any("dequantize the weights per call" in r for v in h100.verdicts for r in v.reasons)
+    h200 = analyze(load_capture(example_capture_path())).layer.set_index(["format", "batch"])
+    assert h200.loc[("mxfp4", 4096), "weight_bytes_as_built"] == pytest.approx(14.43e9, rel=1e-3)
+    assert h200.loc[("fp8", 4096), "weight_bytes_as_built"] == pytest.approx(
+        h200.loc[("fp8", 4096), "gemm1_weight_bytes"] + h200.loc[("fp8", 4096), "gemm2_weight_bytes"])

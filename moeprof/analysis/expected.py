@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from moeprof.capture_folder import Manifest
@@ -153,6 +154,12 @@ def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.Dat
             "t_roofline_spec_s": c.t_roofline_s, "bound_model": c.bound,
             "bytes_as_built": c.bytes_as_built, "gemm1_bytes_as_built": c.gemm1_bytes_as_built,
             "gemm2_bytes_as_built": c.gemm2_bytes_as_built, "t_as_built_spec_s": c.t_as_built_s,
+            # the GEMMs' weight traffic as built (> the packed weight bytes where prefill dequantizes)
+            "weight_bytes_as_built": (c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built
+                                      + c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built),
+            "t_compute_spec_s": c.t_compute_s, "hbm_bytes_per_s_spec": c.hbm_bytes_per_s,
+            "gemm1_dequant_bytes_as_built": c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built - c.gemm1_weight_bytes,
+            "gemm2_dequant_bytes_as_built": c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built - c.gemm2_weight_bytes,
         })
     note = ("; ".join(sorted(set(skipped))) or None) if skipped else None
     return pd.DataFrame(rows), note
@@ -209,3 +216,28 @@ def expectations(manifest: Manifest, points: list[tuple[str, int]]) -> Expectati
     mem, mem_note = memory(subject, formats)
     times, time_notes = model_times(subject, formats)
     return Expectations(subject, costs, cost_note, mem, mem_note, times, time_notes)
+
+
+def dequant_as_seen(costs: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
+    """The as-built bound counts a prefill dequantization pass (roofline.cost.AS_BUILT_DEQUANT) only at the
+    points where the capture shows one ran (a kernel named *dequant* at that format and batch): a capture
+    made before the kernels dequantized keeps the packed-weight traffic."""
+    if costs.empty or "gemm1_dequant_bytes_as_built" not in costs or "kernel_name" not in kernels:
+        return costs
+    hit = kernels.loc[kernels["kernel_name"].astype(str).str.contains("dequant", na=False)
+                      & kernels["batch"].notna(), ["format", "batch"]].drop_duplicates()
+    ran = set(zip(hit["format"], hit["batch"].astype("int64")))
+    out = costs.copy()
+    gone = [(f, int(b)) not in ran for f, b in zip(out["format"], out["batch"])]
+    gone = pd.Series(gone, index=out.index) & ((out["gemm1_dequant_bytes_as_built"] > 0)
+                                               | (out["gemm2_dequant_bytes_as_built"] > 0))
+    if gone.any():
+        d1, d2 = out.loc[gone, "gemm1_dequant_bytes_as_built"], out.loc[gone, "gemm2_dequant_bytes_as_built"]
+        out.loc[gone, "gemm1_bytes_as_built"] -= d1
+        out.loc[gone, "gemm2_bytes_as_built"] -= d2
+        out.loc[gone, "bytes_as_built"] -= d1 + d2
+        out.loc[gone, "weight_bytes_as_built"] -= d1 + d2
+        out.loc[gone, ["gemm1_dequant_bytes_as_built", "gemm2_dequant_bytes_as_built"]] = 0.0
+        out.loc[gone, "t_as_built_spec_s"] = np.maximum(out.loc[gone, "t_compute_spec_s"],
+                                                        out.loc[gone, "bytes_as_built"] / out.loc[gone, "hbm_bytes_per_s_spec"])
+    return out

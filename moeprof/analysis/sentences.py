@@ -172,6 +172,10 @@ def efficiency_reason(fmt: str, lr: pd.Series) -> str:
     tf = get(lr, "useful_tflop_per_s")
     built = get(lr, "pct_of_as_built")
     built_txt = f"; {built:.0f}% of the bound of the kernels as built" if np.isfinite(built) else ""
+    wb, wbb = get(lr, "gemm1_weight_bytes") + get(lr, "gemm2_weight_bytes"), get(lr, "weight_bytes_as_built")
+    if built_txt and np.isfinite(wbb) and wbb > 1.01 * wb:
+        built_txt += (f", which dequantize the weights per call: {wbb / 1e9:.2f} GB of weight traffic for "
+                      f"{wb / 1e9:.2f} GB of packed weights")
     return (f"{fmt}: expert GEMMs reach {pct:.0f}% of their roofline ({fmt_time(troof)} ideal lower bound vs "
             f"{fmt_time(t)} measured, {tf:.0f} useful TFLOP/s{built_txt}).")
 

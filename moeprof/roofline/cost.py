@@ -19,6 +19,11 @@ As built (`bytes_as_built`, `t_as_built_s`): the traffic of the kernels moeprof 
            (whatever the format), which gemm2 (or its quant pass) reads back.
   gemm2    writes one BF16 row per (token, expert) pair [pairs, H], not per token.
   combine  reads those [pairs, H] rows and writes y [tokens, H] in BF16.
+  dequantize  at prefill the MX formats dequantize every local expert's weights once per call and run
+           the GEMMs of the wider format (mxfp4 above 64 rows per expert: to bf16; mxfp4-w4a8 above 32: to
+           e4m3 with a row scale): packed weights read, dequantized weights written, and the touched
+           experts' dequantized weights read by the GEMMs instead of the packed ones
+           (`gemm1_weight_bytes_as_built`, `gemm2_weight_bytes_as_built`; AS_BUILT_DEQUANT).
 Not counted there: the fp32 split-K partial sums of the MXFP4 decode configurations (zeroed,
 accumulated in L2 and copied out: a few % of the weight bytes at m <= 16 rows per expert), and
 routing/sorting. Shared experts are counted as in the ideal model (the shipped kernels have none).
@@ -58,6 +63,10 @@ from moeprof.roofline.gpus import GpuSpec, get_gpu
 from moeprof.roofline.shapes import MoeModel, get_model
 
 DEFAULT_HBM_RESERVE_FRACTION = 0.10  # CUDA context, activations, workspaces, fragmentation
+# As built: the formats whose shipped prefill dequantizes the weights per call -> (rows per local expert
+# above which it does, bytes per dequantized weight element, bytes per dequantized row besides); the
+# thresholds mirror models/kernels/moe_gemm.default_config on sm_90 (a test keeps them equal)
+AS_BUILT_DEQUANT = {"mxfp4": (64.0, BF16_BYTES, 0), "mxfp4-w4a8": (32.0, 1, 4)}
 # What "% of roofline" is measured against: the ideal bound (t_roofline_s), so that the number rewards
 # fusing the passes the shipped kernels keep separate; the as-built bound is reported beside it.
 ROOFLINE_BASIS = "ideal"
@@ -232,6 +241,10 @@ class LayerCost:
     gemm1_act_bytes_as_built: float = 0.0      # x read in the MMA input type + BF16 intermediate written
     gemm2_act_bytes_as_built: float = 0.0      # intermediate read + BF16 [pairs, H] written
     combine_bytes_as_built: float = 0.0        # [pairs, H] read + y [tokens, H] written
+    # weight traffic as built where it differs from the packed weights read once (the prefill
+    # dequantization pass of the MX formats: AS_BUILT_DEQUANT); None: the same as gemm*_weight_bytes
+    gemm1_weight_bytes_as_built: float | None = None
+    gemm2_weight_bytes_as_built: float | None = None
 
     # --- totals ---------------------------------------------------------------------------
     @property
@@ -264,11 +277,13 @@ class LayerCost:
 
     @property
     def gemm1_bytes_as_built(self) -> float:
-        return self.gemm1_weight_bytes + self.gemm1_act_bytes_as_built
+        w = self.gemm1_weight_bytes if self.gemm1_weight_bytes_as_built is None else self.gemm1_weight_bytes_as_built
+        return w + self.gemm1_act_bytes_as_built
 
     @property
     def gemm2_bytes_as_built(self) -> float:
-        return self.gemm2_weight_bytes + self.gemm2_act_bytes_as_built
+        w = self.gemm2_weight_bytes if self.gemm2_weight_bytes_as_built is None else self.gemm2_weight_bytes_as_built
+        return w + self.gemm2_act_bytes_as_built
 
     @property
     def bytes_as_built(self) -> float:
@@ -330,6 +345,8 @@ class LayerCost:
             shared_t_roofline_us=self.gemm_t_roofline_s("shared") * 1e6,
             bytes_as_built=self.bytes_as_built,
             t_as_built_us=self.t_as_built_s * 1e6,
+            gemm1_weight_bytes_as_built=self.gemm1_bytes_as_built - self.gemm1_act_bytes_as_built,
+            gemm2_weight_bytes_as_built=self.gemm2_bytes_as_built - self.gemm2_act_bytes_as_built,
         )
         return rec
 
@@ -385,6 +402,18 @@ def layer_cost(
     gemm1_as_built = x_in + inter_bf16
     gemm2_as_built = inter_in + pair_rows
     combine_as_built = pair_rows + tokens * h * BF16_BYTES
+    # As built, MX prefill: every local expert dequantized per call (packed read, wide written), then the
+    # GEMMs read the touched experts' wide weights
+    w1_built = w2_built = None
+    deq = AS_BUILT_DEQUANT.get(fmt.name)
+    local_experts = model.num_experts / ep
+    if deq is not None and max(1.0, pairs / local_experts) > deq[0]:
+        _, per_elem, per_row = deq
+        n2, k2 = model.down_shape(i_rank)
+        wide1 = n1 * h * per_elem + n1 * per_row
+        wide2 = n2 * k2 * per_elem + n2 * per_row
+        w1_built = local_experts * (w1 + wide1) + touched * wide1
+        w2_built = local_experts * (w2 + wide2) + touched * wide2
 
     shared_flops = shared_w = shared_act = 0.0
     if model.num_shared_experts:
@@ -426,6 +455,8 @@ def layer_cost(
         gemm1_act_bytes_as_built=gemm1_as_built,
         gemm2_act_bytes_as_built=gemm2_as_built,
         combine_bytes_as_built=combine_as_built,
+        gemm1_weight_bytes_as_built=w1_built,
+        gemm2_weight_bytes_as_built=w2_built,
     )
 
 
