@@ -155,11 +155,10 @@ def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.Dat
             "bytes_as_built": c.bytes_as_built, "gemm1_bytes_as_built": c.gemm1_bytes_as_built,
             "gemm2_bytes_as_built": c.gemm2_bytes_as_built, "t_as_built_spec_s": c.t_as_built_s,
             # the GEMMs' weight traffic as built (> the packed weight bytes where prefill dequantizes)
-            "weight_bytes_as_built": (c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built
-                                      + c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built),
+            "weight_bytes_as_built": c.gemm1_weight_bytes_as_built + c.gemm2_weight_bytes_as_built,
             "t_compute_spec_s": c.t_compute_s, "hbm_bytes_per_s_spec": c.hbm_bytes_per_s,
-            "gemm1_dequant_bytes_as_built": c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built - c.gemm1_weight_bytes,
-            "gemm2_dequant_bytes_as_built": c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built - c.gemm2_weight_bytes,
+            "gemm1_dequant_bytes_as_built": c.gemm1_weight_bytes_as_built - c.gemm1_weight_bytes,
+            "gemm2_dequant_bytes_as_built": c.gemm2_weight_bytes_as_built - c.gemm2_weight_bytes,
         })
     note = ("; ".join(sorted(set(skipped))) or None) if skipped else None
     return pd.DataFrame(rows), note

@@ -241,10 +241,10 @@ class LayerCost:
     gemm1_act_bytes_as_built: float = 0.0      # x read in the MMA input type + BF16 intermediate written
     gemm2_act_bytes_as_built: float = 0.0      # intermediate read + BF16 [pairs, H] written
     combine_bytes_as_built: float = 0.0        # [pairs, H] read + y [tokens, H] written
-    # weight traffic as built where it differs from the packed weights read once (the prefill
-    # dequantization pass of the MX formats: AS_BUILT_DEQUANT); None: the same as gemm*_weight_bytes
-    gemm1_weight_bytes_as_built: float | None = None
-    gemm2_weight_bytes_as_built: float | None = None
+    # weight traffic as built: the weights read once, or with the prefill dequantization pass of the MX
+    # formats (AS_BUILT_DEQUANT) the packed read, the wide write and the GEMMs' wide read
+    gemm1_weight_bytes_as_built: float = 0.0
+    gemm2_weight_bytes_as_built: float = 0.0
 
     # --- totals ---------------------------------------------------------------------------
     @property
@@ -277,13 +277,11 @@ class LayerCost:
 
     @property
     def gemm1_bytes_as_built(self) -> float:
-        w = self.gemm1_weight_bytes if self.gemm1_weight_bytes_as_built is None else self.gemm1_weight_bytes_as_built
-        return w + self.gemm1_act_bytes_as_built
+        return self.gemm1_weight_bytes_as_built + self.gemm1_act_bytes_as_built
 
     @property
     def gemm2_bytes_as_built(self) -> float:
-        w = self.gemm2_weight_bytes if self.gemm2_weight_bytes_as_built is None else self.gemm2_weight_bytes_as_built
-        return w + self.gemm2_act_bytes_as_built
+        return self.gemm2_weight_bytes_as_built + self.gemm2_act_bytes_as_built
 
     @property
     def bytes_as_built(self) -> float:
@@ -345,8 +343,6 @@ class LayerCost:
             shared_t_roofline_us=self.gemm_t_roofline_s("shared") * 1e6,
             bytes_as_built=self.bytes_as_built,
             t_as_built_us=self.t_as_built_s * 1e6,
-            gemm1_weight_bytes_as_built=self.gemm1_bytes_as_built - self.gemm1_act_bytes_as_built,
-            gemm2_weight_bytes_as_built=self.gemm2_bytes_as_built - self.gemm2_act_bytes_as_built,
         )
         return rec
 
@@ -404,7 +400,7 @@ def layer_cost(
     combine_as_built = pair_rows + tokens * h * BF16_BYTES
     # As built, MX prefill: every local expert dequantized per call (packed read, wide written), then the
     # GEMMs read the touched experts' wide weights
-    w1_built = w2_built = None
+    w1_built, w2_built = touched * w1, touched * w2
     deq = AS_BUILT_DEQUANT.get(fmt.name)
     local_experts = model.num_experts / ep
     if deq is not None and max(1.0, pairs / local_experts) > deq[0]:

@@ -1012,16 +1012,16 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
     weight rows into glu_buf [slots, 2 * up_off] (out's dtype; allocated when not given), then the SwiGLU
     kernel writes out: wide tiles over the gate|up rows instead of a gate and an up tile per program."""
     wf, aq = FMT_CODES[fmt]
-    if gated and cfg.get("GU_PAIRED"):
-        # w, w_s, bias: the paired copies (quant.pair_gate_up_rows with block BN/2)
+    paired = bool(gated and cfg.get("GU_PAIRED"))
+    if paired:
+        # w, w_s, bias: the paired copies (quant.pair_gate_up_rows with block BN/2); the kernel runs its
+        # plain loop over all paired rows (N) and writes the up_off = n output columns
         half = int(cfg["BN"]) // 2
         rows = 2 * half * -(-n // half)
         if wf not in (WF_BF16, WF_FP8) or int(cfg.get("SPLIT_K", 1)) > 1 or w.shape[1] != rows:
             raise ValueError(f"GU_PAIRED is for bf16 / fp8 weights without split-K, with gate|up rows paired "
                              f"in blocks of BN/2 = {half} ([E, {rows}, K]); got {fmt}, {tuple(w.shape)}")
-        return moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, out=out, n=rows, k=k,
-                        a_div=a_div, fmt=fmt, gated=False, mul_routed=False, up_off=n,
-                        cfg=dict(cfg, GU_PAIRED=0, _PAIRED_KERNEL=1), unpack_asm=unpack_asm)
+        n, up_off, gated, mul_routed = rows, n, False, False
     if gated and cfg.get("GLU_APART"):
         if wf not in (WF_BF16, WF_FP8) or int(cfg.get("SPLIT_K", 1)) > 1 or n != up_off:
             raise ValueError(f"GLU_APART is for bf16 / fp8 weights without split-K, gate|up rows [2n, K]; not {fmt}")
@@ -1084,7 +1084,7 @@ def moe_gemm(a, a_s, w, w_s, bias, topk_w, sorted_ids, expert_ids, npp, *, out, 
         GPI=(cfg.get("GPI", 1) if (wf in MX_CODES and (k // 32) % cfg.get("GPI", 1) == 0) else 1),
         MXV=mxv, BIG_SCALE=bool(mx_big_scale), SPLIT_K=split, C_DIV=(c_div if split > 1 else 1), STILE=stile, WTILE=wtile,
         KPAIR=bool(mxv == 2 and cfg.get("KPAIR", 0)), SWAP_AB=swap_ab, GU_ONE_DOT=gu_one_dot and gated,
-        GU_PAIRED=bool(cfg.get("_PAIRED_KERNEL", 0)),
+        GU_PAIRED=paired,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and not INTERPRET else {}),
     )

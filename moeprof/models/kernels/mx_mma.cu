@@ -247,6 +247,62 @@ __device__ __forceinline__ void store_tile(const float (&v)[4], int tl, int grp,
     }
 }
 
+// a warp's K loop over its nci chunks through its D-slot ring, two chunks per iteration so that the two
+// activation fragment buffers alternate without copies; no guards while both the refill chunk and the next
+// chunk exist. (Unrolling a whole ring so that the slots are compile-time constants measured slower: the
+// compiler then moves the activation loads closer to their use.)
+template <int D, typename Step, typename Frag>
+__device__ __forceinline__ void run_ring(int nci, Step& step, Frag& ab0, Frag& ab1) {
+    int i = 0;
+    for (; i + 1 + D < nci; i += 2) {
+        step(i, i % D, ab0, ab1, false);
+        step(i + 1, (i + 1) % D, ab1, ab0, false);
+    }
+    for (; i + 1 < nci; i += 2) {
+        step(i, i % D, ab0, ab1, true);
+        step(i + 1, (i + 1) % D, ab1, ab0, true);
+    }
+    if (i < nci) step(i, i % D, ab0, ab1, true);
+    cp_async_wait<0>();
+    __syncwarp();
+}
+
+// the end of a pass: with one warp per K range and option bit 8 each warp stores its own sums (no
+// block-wide step, a warp that is done moves on); otherwise the WK partial tiles are summed through
+// shared memory and warp wk stores groups g = wk, wk + WK, ... (the buffer held every warp's ring a
+// moment ago: all warps leave the K loop first)
+template <int WK, int WN, int MT, int G, typename Store>
+__device__ __forceinline__ void finish_pass(const float (&acc)[MT][G][4], int ngroups,
+                                            float (&red)[WK][WN][MT][G][4][32], int wk, int wn, int lane,
+                                            Store& store) {
+    if constexpr (WK == 1 && (MX_FLAGS & 8)) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+                if (g < ngroups) store(m, g, acc[m][g]);
+    } else {
+        __syncthreads();
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
+        __syncthreads();
+        for (int mg = wk; mg < MT * ngroups; mg += WK) {
+            const int m = mg / ngroups, g = mg % ngroups;
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int j = 0; j < WK; ++j)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
+            store(m, g, v);
+        }
+        __syncthreads();
+    }
+}
+
 template <int G, bool GATED, bool BIG>
 __device__ __forceinline__ void mx_w4a16_body(
     const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
@@ -431,21 +487,7 @@ __device__ __forceinline__ void mx_w4a16_body(
             };
             uint4 ab0[G][2], ab1[G][2];
             if (!ASMEM) load_act(ab0, nci == 1);
-            int i = 0;
-            // steady state (i + D - 1 < nci and i + 1 < nci - 1): no guards. (Unrolling a whole ring
-            // so that the slots are compile-time constants measured slower: the compiler then moves
-            // the activation loads closer to their use.)
-            for (; i + 1 + D < nci; i += 2) {
-                step(i, i % D, ab0, ab1, false);
-                step(i + 1, (i + 1) % D, ab1, ab0, false);
-            }
-            for (; i + 1 < nci; i += 2) {
-                step(i, i % D, ab0, ab1, true);
-                step(i + 1, (i + 1) % D, ab1, ab0, true);
-            }
-            if (i < nci) step(i, i % D, ab0, ab1, true);
-            cp_async_wait<0>();
-            __syncwarp();
+            run_ring<D>(nci, step, ab0, ab1);
         }
 
         // the epilogue of one 16-row tile m and token group g of this pass, from its sums v
@@ -454,35 +496,7 @@ __device__ __forceinline__ void mx_w4a16_body(
             store_tile<GATED, false>(v, tile + m, g0 + g, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
                                      bias_stride, up_off, topk_w, out, out_stride, n_out);
         };
-        if constexpr (WK == 1 && (MX_FLAGS & 8)) {
-            // each warp owns its sums and its ring: no block-wide step, a warp that is done moves on
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-                    if (g < ngroups) store(m, g, acc[m][g]);
-        } else {
-            // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ... (the buffer held
-            // every warp's ring a moment ago: all warps leave the K loop first)
-            __syncthreads();
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-#pragma unroll
-                    for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
-            __syncthreads();
-            for (int mg = wk; mg < MT * ngroups; mg += WK) {
-                const int m = mg / ngroups, g = mg % ngroups;
-                float v[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-                for (int j = 0; j < WK; ++j)
-#pragma unroll
-                    for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
-                store(m, g, v);
-            }
-            __syncthreads();
-        }
+        finish_pass<WK, WN, MT, G>(acc, ngroups, red, wk, wn, lane, store);
     }
 }
 
@@ -790,19 +804,7 @@ __device__ __forceinline__ void mx_w4a8_body(
             };
             uint2 ab0[G][2], ab1[G][2];
             load_act(ab0, nci == 1);
-            int i = 0;
-            // steady state as in mx_w4a16_body (i + D - 1 < nci and i + 1 < nci - 1): no guards
-            for (; i + 1 + D < nci; i += 2) {
-                step(i, i % D, ab0, ab1, false);
-                step(i + 1, (i + 1) % D, ab1, ab0, false);
-            }
-            for (; i + 1 < nci; i += 2) {
-                step(i, i % D, ab0, ab1, true);
-                step(i + 1, (i + 1) % D, ab1, ab0, true);
-            }
-            if (i < nci) step(i, i % D, ab0, ab1, true);
-            cp_async_wait<0>();
-            __syncwarp();
+            run_ring<D>(nci, step, ab0, ab1);
         }
 
         // the epilogue of one 16-row tile m and token group g of this pass, from its sums v
@@ -811,35 +813,7 @@ __device__ __forceinline__ void mx_w4a8_body(
             store_tile<GATED, true>(v, tile + m, g0 + g, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
                                     bias_stride, up_off, topk_w, out, out_stride, n_out);
         };
-        if constexpr (WK == 1 && (MX_FLAGS & 8)) {
-            // each warp owns its sums and its ring: no block-wide step
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-                    if (g < ngroups) store(m, g, acc[m][g]);
-        } else {
-            // sum the WK partial tiles; warp wk finishes groups g = wk, wk + WK, ... (the buffer held
-            // every warp's ring a moment ago: all warps leave the K loop first)
-            __syncthreads();
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-#pragma unroll
-                    for (int c = 0; c < 4; ++c) red[wk][wn][m][g][c][lane] = acc[m][g][c];
-            __syncthreads();
-            for (int mg = wk; mg < MT * ngroups; mg += WK) {
-                const int m = mg / ngroups, g = mg % ngroups;
-                float v[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-                for (int j = 0; j < WK; ++j)
-#pragma unroll
-                    for (int c = 0; c < 4; ++c) v[c] += red[j][wn][m][g][c][lane];
-                store(m, g, v);
-            }
-            __syncthreads();
-        }
+        finish_pass<WK, WN, MT, G>(acc, ngroups, red, wk, wn, lane, store);
     }
 }
 
