@@ -107,6 +107,16 @@ VARIANTS = {
         # the dequantization written in the paired gate|up order, then gemm1 with SwiGLU in its epilogue
         # (GU_PAIRED; not measured yet)
         "dq-gup-m128-n256": ((4096, 16384), (_c(128, 256, 64, 8, 3, GU_PAIRED=1, DEQUANT_BF16=1), _c(128, 128, 64, 8, 3))),
+        # the prefill kernel (mx_wgmma.cu: weights unpacked into wgmma's register operand, "wg:" + its
+        # WgVariant keys) against the dequantize-to-bf16 path it replaces ("dq": what the default was
+        # before it), and at 256-1024 against the decode kernels
+        "dq": ((1024, 4096, 16384), "dq"),
+        "wg": ((64, 256, 1024), "wg:"),
+        "wg-bt64": ((256, 1024, 4096, 16384), "wg:BT=64"),
+        "wg-1wg": ((1024, 4096, 16384), "wg:NWG=1,S=4,MINB=3"),
+        "wg-4wg": ((1024, 4096, 16384), "wg:NWG=4,S=3,MINB=1"),
+        "wg-s3": ((4096, 16384), "wg:S=3"),
+        "wg-minb1": ((4096, 16384), "wg:MINB=1"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations
@@ -162,6 +172,23 @@ def _build(fmt, b, cfg, kernel="triton"):
     from moeprof.models.layer import build_layer_for_model, model_shapes
 
     pair = None
+    if isinstance(cfg, str) and cfg.split(":")[0] in ("wg", "dq"):
+        sh = model_shapes(MODEL)
+        if cfg == "dq":
+            # the configuration the default takes without the prefill kernel (the dequantize path)
+            keep = mg.WG_MIN_ROWS_PER_EXPERT
+            mg.WG_MIN_ROWS_PER_EXPERT = float("inf")
+            try:
+                m = b * sh["top_k"] / sh["num_experts"]
+                i, h = sh["intermediate_size"], sh["hidden_size"]
+                kw = dict(slots=b * sh["top_k"], experts=min(sh["num_experts"], b * sh["top_k"]),
+                          local_experts=sh["num_experts"])
+                cfg = (mg.default_config(fmt, m, i, h, True, **kw), mg.default_config(fmt, m, h, i, False, **kw))
+            finally:
+                mg.WG_MIN_ROWS_PER_EXPERT = keep
+        else:
+            shape = {k: int(v) for k, v in (x.split("=") for x in cfg.split(":", 1)[1].split(",") if x)}
+            cfg = mg.wg_config(**shape)
     if isinstance(cfg, str) and cfg.split(":")[0] in ("mma", "mma8"):
         # a CUDA kernel ("mma": bf16 activations, "mma8": e4m3) with the CTA shape given (keys not given:
         # the default's rule for this batch) and the default token groups unless G is given; "A|B": B
@@ -248,7 +275,7 @@ def run_ncu(out_dir, fmt, b, tag, pair=None, who="moeprof", sglang_trim=""):
     cmd = ["ncu", "--clock-control", "none", "--metrics", ",".join(NCU_METRICS), "--section", "WarpStateStats",
            "--csv", "--page", "raw"]
     if who == "moeprof":
-        cmd += ["--kernel-name", "regex:moe_gemm|mx_w4a16|mx_w4a8", "--launch-count", "2",
+        cmd += ["--kernel-name", "regex:moe_gemm|mx_w4a16|mx_w4a8|mx_wg", "--launch-count", "2",
                 sys.executable, os.path.join(here, "moe_ncu_one.py"), fmt, str(b)]
         if pair is not None:
             cmd += [json.dumps(pair[0]), json.dumps(pair[1])]

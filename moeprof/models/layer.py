@@ -161,16 +161,16 @@ def dequantize_expert(wt: ExpertWeights, e: int):
 
 def _mma_operands(wt: ExpertWeights, kernel: str = "mma") -> None:
     """Add a CUDA MXFP4 kernel's operand layouts to wt.extra, once: kernel "mma" (bf16 activations,
-    quant.mma_mx_weights: w1_mma, s1_mma, ...) or "mma8" (e4m3 activations, quant.mma8_mx_weights:
-    w1_mma8, s1_mma8, ...)."""
+    quant.mma_mx_weights: w1_mma, s1_mma, ...), "mma8" (e4m3 activations, quant.mma8_mx_weights:
+    w1_mma8, s1_mma8, ...) or "wg" (the prefill kernel, quant.wg_mx_weights: w1_wg, s1_wg, ...)."""
     import torch
 
     from moeprof.models import quant as q
 
-    suffix = "mma8" if kernel == "mma8" else "mma"
+    suffix = kernel if kernel in ("mma8", "wg") else "mma"
     if f"w1_{suffix}" in wt.extra:
         return
-    pack = q.mma8_mx_weights if kernel == "mma8" else q.mma_mx_weights
+    pack = {"mma8": q.mma8_mx_weights, "wg": q.wg_mx_weights}.get(kernel, q.mma_mx_weights)
     lay = wt.extra.get("mx_layout", "lanes")
     parts = {f"w1_{suffix}": [], f"s1_{suffix}": [], f"w2_{suffix}": [], f"s2_{suffix}": []}
     for x in range(wt.num_experts):
@@ -263,8 +263,12 @@ class MoeLayer:
             if wt.extra.get("mx_scale_max", 0) > q.MMA8_SCALE_MAX:
                 # E8M0 bytes above the W4A8 layout's range: the W4A16 kernel (two-step scale) instead
                 mma_kernel = self.cfg1["KERNEL"] = self.cfg2["KERNEL"] = "mma"
-        self._mma = mma_kernel in ("mma", "mma8")
+        self._mma = mma_kernel in ("mma", "mma8", "wg")
         self._mma8 = mma_kernel == "mma8"
+        # mxfp4 prefill through the warpgroup-MMA kernel (kernels/mx_wgmma.cu, cfg KERNEL "wg")
+        self._wg = mma_kernel == "wg"
+        if self._wg and fmt != "mxfp4":
+            raise ValueError(f"cfg KERNEL=wg is the mxfp4 (bf16 activations) prefill kernel, not for {fmt}")
         # the W4A8 kernel's f16-MMA build (cfg F16MMA, both GEMMs: mx_cuda.moe_gemm_mx8 f16_mma)
         self._mma8_f16 = self._mma8 and bool(self.cfg1.get("F16MMA", 0))
         if self._mma:
@@ -408,6 +412,14 @@ class MoeLayer:
                                  block_m=self.cfg1["BM"], has_foreign=self._has_foreign, groups=self.cfg1["G"],
                                  variant=self._mma_variant1, up_off=i, f16_mma=self._mma8_f16)
             return
+        if self._wg:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx_wg(a, wt.extra["w1_wg"], wt.extra["s1_wg"], wt.b1, tw, sids, counts,
+                                   out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
+                                   big_scale=self._big, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
+                                   variant=self._mma_variant1, up_off=i)
+            return
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
@@ -455,6 +467,14 @@ class MoeLayer:
                                  out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                  block_m=self.cfg2["BM"], has_foreign=self._has_foreign, groups=self.cfg2["G"],
                                  variant=self._mma_variant2, f16_mma=self._mma8_f16)
+            return
+        if self._wg:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx_wg(a, wt.extra["w2_wg"], wt.extra["s2_wg"], wt.b2, tw, sids, counts,
+                                   out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
+                                   big_scale=self._big, block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
+                                   variant=self._mma_variant2)
             return
         if self._mma:
             from moeprof.models.kernels import mx_cuda

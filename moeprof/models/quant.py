@@ -348,10 +348,21 @@ def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
     (row r, row r + 8) of that MX group."""
     c, sp, nt, kc = _mma_tiles(codes, scale, gated_half, torch.int32)
     # [Nt, half, r, Kc, q, s, j]: row = 8 half + r, k = 64 c + 16 q + 4 s + j
-    c = c.reshape(nt, 2, 8, kc, 4, 4, 4)
+    w = _lanes_words(c.reshape(nt, 2, 8, kc, 4, 4, 4))
+    sp = sp.reshape(nt, 2, 8, kc, 2)                     # [Nt, half, r, Kc, group in chunk]
+    sq = sp[..., torch.tensor([0, 0, 1, 1], device=codes.device)]   # q -> group q // 2: [Nt, half, r, Kc, q]
+    s = sq.permute(0, 3, 2, 4, 1).reshape(nt, kc, 32, 2).contiguous()
+    return w, s
+
+
+def _lanes_words(c: torch.Tensor) -> torch.Tensor:
+    """Codes [Nt, half, r, Kc, q, s, j] (int32) -> uint8 [Nt, Kc, 32, 16]: lane 4 r + q, word s holds
+    j = 0, 2 (low 16 bits) and 1, 3 (high) of rows r (half 0) and r + 8 (half 1) in the "lanes" slots
+    A = (half 0, j), B = (half 0, j + 2), C = (half 1, j), D = (half 1, j + 2)."""
+    nt, kc = c.shape[0], c.shape[3]
     lanes = []
     for j0 in (0, 1):                                    # low lane: even k (j = 0, 2); high: odd
-        v = torch.zeros(nt, 8, kc, 4, 4, dtype=torch.int32, device=codes.device)
+        v = torch.zeros(nt, 8, kc, 4, 4, dtype=torch.int32, device=c.device)
         for slot, (half, dj) in enumerate(((0, 0), (0, 2), (1, 0), (1, 2))):
             e = c[:, half, :, :, :, :, j0 + dj]          # [Nt, r, Kc, q, s]
             for b, pos in enumerate(_LANE_SLOTS[slot][0]):
@@ -359,11 +370,7 @@ def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
         lanes.append(v)
     word = lanes[0] | (lanes[1] << 16)                   # [Nt, r, Kc, q, s]
     by = torch.stack([(word >> (8 * i)) & 0xFF for i in range(4)], dim=-1)   # [Nt, r, Kc, q, s, 4]
-    w = by.permute(0, 2, 1, 3, 4, 5).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
-    sp = sp.reshape(nt, 2, 8, kc, 2)                     # [Nt, half, r, Kc, group in chunk]
-    sq = sp[..., torch.tensor([0, 0, 1, 1], device=codes.device)]   # q -> group q // 2: [Nt, half, r, Kc, q]
-    s = sq.permute(0, 3, 2, 4, 1).reshape(nt, kc, 32, 2).contiguous()
-    return w, s
+    return by.permute(0, 2, 1, 3, 4, 5).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
 
 
 def unmma_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_half: int | None = None):
@@ -389,6 +396,32 @@ def unmma_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_hal
     scales = torch.zeros(n, k // MX_BLOCK, dtype=torch.uint8, device=w.device)
     scales[rows[ok]] = sc[ok, : k // MX_BLOCK]
     return codes, scales
+
+
+# ----------------------------------------------------------------------------- warpgroup-MMA layout
+# K position within a chunk of the code a lane's word holds, in the "lanes" packer's (q, s, j) order:
+# word s of lane q holds, as its j-th element, K 16 s + 2 q + (j & 1) + 8 (j >> 1) (the m16n8k16 / wgmma
+# A fragment in the natural K order: the activations need no permutation)
+_WG_K = torch.tensor([16 * s + 2 * q + (j & 1) + 8 * (j >> 1) for q in range(4) for s in range(4) for j in range(4)])
+
+
+def wg_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
+    """One expert's E2M1 codes [N, K] (unpacked, uint8) and E8M0 scales [N, K/32] -> the layouts the
+    prefill MXFP4 kernel reads (kernels/mx_wgmma.cu): weights uint8 [Nt, Kc, 32, 16] and scales uint8
+    [Nt, Kc, 32, 4], the tiles of mma_tile_rows.
+
+    Lane L = 4 r + q of tile t, chunk c holds rows r and r + 8; its word s (MMA step s) covers K
+    64 c + 16 s + (2 q, 2 q + 1) and (2 q + 8, 2 q + 9) in the "lanes" slots A = (row r, k, k + 1),
+    B = (row r, k + 8, k + 9), C = (row r + 8, k, k + 1), D = (row r + 8, k + 8, k + 9). Its scale bytes
+    are (row r, group 2 c), (r + 8, 2 c), (r, 2 c + 1), (r + 8, 2 c + 1): steps 0-1 lie in group 2 c,
+    steps 2-3 in 2 c + 1."""
+    c, sp, nt, kc = _mma_tiles(codes, scale, gated_half, torch.int32)
+    # each chunk's K reordered so that the "lanes" packer's position 16 q + 4 s + j holds _WG_K
+    cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG_K.repeat(kc)).to(c.device)
+    w = _lanes_words(c[:, cols].reshape(nt, 2, 8, kc, 4, 4, 4))
+    sp = sp.reshape(nt, 2, 8, kc, 2).permute(0, 3, 2, 4, 1)          # [Nt, Kc, r, group, half]
+    s = sp.reshape(nt, kc, 8, 1, 4).expand(nt, kc, 8, 4, 4).reshape(nt, kc, 32, 4).contiguous()
+    return w, s
 
 
 # ----------------------------------------------------------------------------- e4m3 MMA-fragment layout

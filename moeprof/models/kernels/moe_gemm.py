@@ -892,6 +892,19 @@ MMA_DOWN_ONE_TILE_EXPERTS = 16
 MMA_SHAPE = {k: v for k, v in dataclasses.asdict(mx_cuda.Variant()).items() if k != "ASMEM"}
 
 
+# mxfp4 prefill: the warpgroup-MMA kernel (kernels/mx_wgmma.cu: weights unpacked into the MMA's register
+# operand once per token tile, no bf16 copy of the weights) above this many rows per expert, when both
+# GEMMs' K are multiples of 64; its CTA shape (mx_cuda.WgVariant)
+WG_MIN_ROWS_PER_EXPERT = 64
+WG_SHAPE = dict(NWG=2, BT=128, S=4, MINB=2)
+
+
+def wg_config(**shape) -> dict:
+    """Configuration of the prefill MXFP4 kernel: KERNEL "wg", BM = the sort's row padding (8), NWG
+    warpgroups of 64 weight rows per CTA, up to BT token rows per pass, S stages, MINB CTAs per SM."""
+    return dict(KERNEL="wg", BM=8, **{**WG_SHAPE, **shape})
+
+
 def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, kernel: str = "mma",
                **shape) -> dict:
     """Configuration of the CUDA MXFP4 kernels: KERNEL "mma" (bf16 activations) or "mma8" (e4m3
@@ -931,6 +944,9 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             if wf == WF_MX_FP8 and W4A8_MMA_KERNEL == "mma8" and m_per_expert <= W4A8_MMA8_MAX_ROWS_PER_EXPERT:
                 return mma_config(m_per_expert, experts, gated, kernel="mma8", F16MMA=W4A8_MMA_F16)
             return mma_config(m_per_expert, experts, gated)
+        if (mma_ok and wf == WF_MX_BF16 and m_per_expert > WG_MIN_ROWS_PER_EXPERT and n % 64 == 0 and k % 64 == 0
+                and mx_cuda.wg_unavailable_reason() is None):
+            return wg_config()
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and

@@ -1,5 +1,6 @@
-"""The CUDA MXFP4 expert GEMMs (mx_mma.cu): x BF16 activations (moe_gemm_mx) and x e4m3 activations
-(moe_gemm_mx8, mxfp4-w4a8): build, load and launch.
+"""The CUDA MXFP4 expert GEMMs: at decode (mx_mma.cu) x BF16 activations (moe_gemm_mx) and x e4m3
+activations (moe_gemm_mx8, mxfp4-w4a8); at prefill (mx_wgmma.cu, warpgroup MMAs) x BF16 activations
+(moe_gemm_mx_wg): build, load and launch.
 
 The kernel is compiled from source with nvcc on first use (a cubin per variant, cached on disk under
 $MOEPROF_CACHE_DIR or ~/.cache/moeprof/kernels) and launched through the CUDA driver API on the current
@@ -22,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("mx_mma.cu")
+WG_SOURCE = Path(__file__).with_name("mx_wgmma.cu")
+HEADER = Path(__file__).with_name("mx_common.cuh")   # included by both sources
 ARCH = "sm_90"
+WG_ARCH = "sm_90a"         # warpgroup MMAs (wgmma) need the arch-specific target
 MAX_EXPERTS = 256          # the kernel's expert scan (MAX_EXPERTS in mx_mma.cu)
 GROUPS = (1, 2, 4)         # token groups of 8 per pass with a compiled kernel
 
@@ -54,10 +58,45 @@ class Variant:
     def tag(self) -> str:
         return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.FL))
 
+    source = SOURCE
+    arch = ARCH
+    stem = "mx_mma"
 
-def variant_of(cfg: dict) -> Variant:
-    """The Variant named by a GEMM configuration's shape keys (kernels/moe_gemm.py: mma_config)."""
-    return Variant(**{f.name: int(cfg[f.name]) for f in dataclasses.fields(Variant) if f.name in cfg})
+
+@dataclass(frozen=True)
+class WgVariant:
+    """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG warpgroups of 64 weight rows per CTA,
+    BT token rows per pass at most, S pipeline stages, MINB CTAs per SM aimed at by the register
+    allocation."""
+    NWG: int = 2
+    BT: int = 128
+    S: int = 4
+    MINB: int = 1
+
+    def defines(self) -> list[str]:
+        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}"]
+
+    def tag(self) -> str:
+        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB))
+
+    source = WG_SOURCE
+    arch = WG_ARCH
+    stem = "mx_wgmma"
+
+
+def wg_smem_bytes(variant: WgVariant) -> int:
+    """Dynamic shared memory of the prefill kernel (mx_wgmma.cu: WG_STAGE_BYTES per stage, stages on
+    1024-byte boundaries, plus 1024 to align the first)."""
+    warps = 4 * variant.NWG
+    stage = -(-(variant.BT * 128 + warps * 512 + warps * 128) // 1024) * 1024
+    return variant.S * stage + 1024
+
+
+def variant_of(cfg: dict):
+    """The Variant (WgVariant for KERNEL "wg") named by a GEMM configuration's shape keys
+    (kernels/moe_gemm.py: mma_config, wg_config)."""
+    cls = WgVariant if cfg.get("KERNEL") == "wg" else Variant
+    return cls(**{f.name: int(cfg[f.name]) for f in dataclasses.fields(cls) if f.name in cfg})
 
 
 def _nvcc() -> str | None:
@@ -73,21 +112,23 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def build(variant: Variant = Variant(), *, nvcc: str | None = None) -> Path:
-    """Compile mx_mma.cu for `variant` (cached by source and flags); the cubin's path."""
+def build(variant: Variant | WgVariant = Variant(), *, nvcc: str | None = None) -> Path:
+    """Compile the variant's source (mx_mma.cu or mx_wgmma.cu) for `variant` (cached by source, header
+    and flags); the cubin's path."""
     nvcc = nvcc or _nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
-    src = SOURCE.read_bytes()
-    flags = ["-cubin", f"-arch={ARCH}", "-O3", "-std=c++17", *variant.defines()]
-    # the cubin depends on the source and the flags (any nvcc that builds sm_90 makes a loadable one)
+    src = variant.source.read_bytes() + HEADER.read_bytes()
+    flags = ["-cubin", f"-arch={variant.arch}", "-O3", "-std=c++17", *variant.defines()]
+    # the cubin depends on the sources and the flags (any nvcc that builds sm_90 makes a loadable one)
     key = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"mx_mma-{variant.tag()}-{key}.cubin"
+    out = _cache_dir() / f"{variant.stem}-{variant.tag()}-{key}.cubin"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([nvcc, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True)
+    proc = subprocess.run([nvcc, *flags, f"-I{HEADER.parent}", str(variant.source), "-o", str(tmp)],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"nvcc failed: {proc.stderr.strip()[-400:]}")
     os.replace(tmp, out)
@@ -149,7 +190,7 @@ class _Module:
 _modules: dict[tuple, _Module] = {}
 
 
-def _module(variant: Variant, device_index: int) -> _Module:
+def _module(variant: Variant | WgVariant, device_index: int) -> _Module:
     key = (variant, device_index)
     with _lock:
         mod = _modules.get(key)
@@ -188,7 +229,28 @@ def available(device=None) -> bool:
     return unavailable_reason(device) is None
 
 
-def prepare(variant: Variant, device) -> None:
+_wg_reason: str | None = None
+
+
+def wg_unavailable_reason(device=None) -> str | None:
+    """None when the prefill kernel (mx_wgmma.cu, sm_90a) can run on `device` as well, else why not."""
+    global _wg_reason
+    why = unavailable_reason(device)
+    if why is not None or _wg_reason is not None:
+        return why or _wg_reason
+    import torch
+
+    idx = torch.device(device).index if device is not None and torch.device(device).index is not None \
+        else torch.cuda.current_device()
+    try:
+        _module(WgVariant(), idx)
+    except Exception as exc:  # the layer keeps the dequantize-to-bf16 prefill path
+        _wg_reason = f"build failed: {exc}"
+        return _wg_reason
+    return None
+
+
+def prepare(variant: Variant | WgVariant, device) -> None:
     """Build and load `variant` before timing or CUDA-graph capture (a load is not a stream operation)."""
     import torch
 
@@ -236,11 +298,11 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
                    mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 
 
-def _launch(name: str, variant: Variant, smem: int, a, a_scale, w, s, bias, topk_w, sorted_ids, counts, *, out,
+def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s, bias, topk_w, sorted_ids, counts, *, out,
             n_out: int, k: int, a_div: int, mul_routed: bool, block_m: int, has_foreign: bool, up_off: int):
     """Launch kernel `name` of `variant` (both kernels take the same arguments, mx_mma.cu MX_ARGS /
-    MX8_ARGS) on torch's current stream: one CTA row per expert with rows (+ one for the foreign rows),
-    one CTA column per WN * MT tiles."""
+    MX8_ARGS; the prefill kernel too) on torch's current stream: one CTA row per expert with rows (+ one
+    for the foreign rows), one CTA column per WN * MT tiles (4 * NWG for the prefill kernel)."""
     import torch
 
     e, nt, kc = w.shape[0], w.shape[1], w.shape[2]
@@ -252,7 +314,9 @@ def _launch(name: str, variant: Variant, smem: int, a, a_scale, w, s, bias, topk
         _driver().check(_driver().lib.cuFuncSetAttribute(fn, 8, smem), "cuFuncSetAttribute")
         mod.smem_set[id(fn)] = True
     grid_x = min(e, nv) + (1 if has_foreign else 0)
-    grid_y = -(-nt // (variant.WN * variant.MT))
+    tiles_per_cta = 4 * variant.NWG if isinstance(variant, WgVariant) else variant.WN * variant.MT
+    threads = 128 * variant.NWG if isinstance(variant, WgVariant) else 32 * variant.WN * variant.WK
+    grid_y = -(-nt // tiles_per_cta)
     if grid_x == 0 or nv == 0:
         return out
     args = [
@@ -267,9 +331,32 @@ def _launch(name: str, variant: Variant, smem: int, a, a_scale, w, s, bias, topk
     params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in args])
     stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
     drv = _driver()
-    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, 32 * variant.WN * variant.WK, 1, 1, smem, stream,
+    drv.check(drv.lib.cuLaunchKernel(fn, grid_x, grid_y, 1, threads, 1, 1, smem, stream,
                                      params, None), "cuLaunchKernel")
     return out
+
+
+def kernel_name_wg(gated: bool, big_scale: bool) -> str:
+    return f"mx_wg_{'gated' if gated else 'down'}{'_big' if big_scale else ''}"
+
+
+def moe_gemm_mx_wg(a, w_wg, s_wg, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int, a_div: int,
+                   gated: bool, mul_routed: bool, big_scale: bool, block_m: int, has_foreign: bool,
+                   variant: WgVariant = WgVariant(), up_off: int = 0, a_scale=None):
+    """One grouped GEMM through the prefill kernel (mx_wgmma.cu, warpgroup MMAs). w_wg / s_wg:
+    [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 32, 4] (quant.wg_mx_weights); K a multiple of 64; the rest as
+    moe_gemm_mx."""
+    import torch
+
+    e, nt, kc = w_wg.shape[0], w_wg.shape[1], w_wg.shape[2]
+    assert a.dtype == torch.bfloat16 and out.dtype == torch.bfloat16 and a.stride(1) == 1 and out.stride(1) == 1
+    assert a.stride(0) % 8 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
+    assert a_scale is None or (a_scale.dtype == torch.float32 and a_scale.is_contiguous())
+    assert s_wg.shape[:3] == (e, nt, kc) and s_wg.shape[3:] == (32, 4) and s_wg.dtype == torch.uint8
+    assert k % 64 == 0 and kc * 64 == k and e <= MAX_EXPERTS, "the prefill kernel takes K % 64 == 0"
+    return _launch(kernel_name_wg(gated, big_scale), variant, wg_smem_bytes(variant), a, a_scale, w_wg, s_wg,
+                   bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
+                   mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 
 
 def kernel_name8(groups: int, gated: bool, f16_mma: bool = False) -> str:

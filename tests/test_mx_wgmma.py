@@ -1,0 +1,194 @@
+"""The prefill MXFP4 kernel (kernels/mx_wgmma.cu): its operand layout on the CPU, the kernel on the GPU.
+
+The CPU test does not trust the packer's description: it emulates what the kernel does with the bytes
+(unpack_word's masks and shifts, the bf16x2 multiply by 2^(S-1) with the scale byte of the step's MX
+group) and places the values where PTX's wgmma m64nNk16 register fragment for A says they sit (per warp,
+that of mma.m16n8k16), against activations read in their natural K order (the kernel's shared memory
+tile is the activation rows as they are). The GEMM that results must equal the dequantized weights times
+the activations exactly (fp64).
+"""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from moeprof.models import quant as q  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+M = 0x81C081C0
+
+
+def _bf16(h: int) -> float:
+    return torch.tensor([h - 0x10000 if h >= 0x8000 else h], dtype=torch.int16).view(torch.bfloat16).double().item()
+
+
+def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """[Nt * 16, tokens] in fp64 from the packed bytes (act [tokens, Kc * 64])."""
+    nt, kc = w.shape[0], w.shape[1]
+    by = w.to(torch.int64)
+    words = by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)  # [Nt,Kc,32,4]
+    out = torch.zeros(nt * 16, act.shape[0], dtype=torch.float64)
+    for t in range(nt):
+        A = torch.zeros(16, kc * 64, dtype=torch.float64)
+        for c in range(kc):
+            for st in range(4):
+                for lane in range(32):
+                    r, qq = lane // 4, lane % 4
+                    x = int(words[t, c, lane, st])
+                    # scale bytes: (r, group 0), (r + 8, group 0), (r, group 1), (r + 8, group 1)
+                    grp = st // 2
+                    f_r = 2.0 ** (int(s[t, c, lane, 2 * grp]) - 1)
+                    f_r8 = 2.0 ** (int(s[t, c, lane, 2 * grp + 1]) - 1)
+                    ta = x & M
+                    tb = (x << 3) & M
+                    tc = (x << 6) & M
+                    td = ((x >> 4) & 0x00C000C0) | ((x >> 5) & 0x01000100) | ((x << 1) & 0x80008000)
+                    # a0 = ta (row r, k 2q, 2q+1), a1 = tc (r + 8, same), a2 = tb (r, 2q + 8, + 9),
+                    # a3 = td (r + 8, 2q + 8, + 9); K of MMA step st = 64 c + 16 st + k
+                    base = 64 * c + 16 * st
+                    for v, f, row, col in ((ta, f_r, r, 2 * qq), (tc, f_r8, r + 8, 2 * qq),
+                                           (tb, f_r, r, 2 * qq + 8), (td, f_r8, r + 8, 2 * qq + 8)):
+                        v &= 0xFFFFFFFF
+                        A[row, base + col] = _bf16(v & 0xFFFF) * f
+                        A[row, base + col + 1] = _bf16(v >> 16) * f
+        out[16 * t:16 * t + 16] = A @ act.double().t()
+    return out
+
+
+@pytest.mark.parametrize("n,k,gated_half", [(24, 128, None), (2 * 12, 64, 12), (16, 192, None)])
+def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half):
+    """Rows not a multiple of 16 (padding rows), one to three chunks, the gated row order; codes cover
+    every E2M1 value including 0.5 (subnormal bf16) and -0, and the two MX groups of a chunk get
+    different scales."""
+    g = torch.Generator().manual_seed(17)
+    codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
+    codes[0, :16] = torch.arange(16, dtype=torch.uint8)
+    codes[1, 32:48] = torch.arange(16, dtype=torch.uint8)
+    scales = torch.randint(110, 129, (n, k // 32), generator=g, dtype=torch.uint8)
+    tokens = 3
+    act = torch.randn(tokens, k, generator=g).bfloat16()
+    w, s = q.wg_mx_weights(codes, scales, gated_half)
+    assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.dtype == torch.uint8 and s.shape[2:] == (32, 4)
+    got = _emulate(w, s, act)
+    rows = q.mma_tile_rows(n, gated_half)
+    want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
+    ok = rows >= 0
+    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.double().t()
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
+
+
+def test_layout_differs_from_the_decode_layout_only_in_k_order():
+    """The same codes in both layouts: equal bytes where the K permutation is the identity (nowhere
+    here, as the decode layout keeps one lane on one MX group), so the packers must disagree; and the
+    decode packer's inverse does not recover the codes from the prefill bytes."""
+    g = torch.Generator().manual_seed(5)
+    codes = torch.randint(1, 16, (16, 64), generator=g, dtype=torch.uint8)
+    scales = torch.full((16, 2), 127, dtype=torch.uint8)
+    w_wg, _ = q.wg_mx_weights(codes, scales)
+    w_mma, _ = q.mma_mx_weights(codes, scales)
+    assert not torch.equal(w_wg, w_mma)
+    back, _ = q.unmma_mx_weights(w_wg, torch.zeros(1, 1, 32, 2, dtype=torch.uint8), 16, 64)
+    assert not torch.equal(back, codes)
+
+
+def test_config_routes_prefill_to_the_kernel(monkeypatch):
+    """With the CUDA kernels available (stubbed: this checks the routing), mxfp4 takes the prefill kernel
+    above WG_MIN_ROWS_PER_EXPERT rows per expert when both K are multiples of 64, and the dequantize path
+    otherwise; the configuration names the variant the launcher builds."""
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import mx_cuda
+
+    monkeypatch.setattr(mg, "INTERPRET", False)
+    monkeypatch.setattr(mx_cuda, "available", lambda device=None: True)
+    monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: None)
+    m = mg.WG_MIN_ROWS_PER_EXPERT * 2
+    cfg = mg.default_config("mxfp4", m, 2880, 2880, True, slots=int(m * 128), experts=128, local_experts=128)
+    assert cfg["KERNEL"] == "wg"
+    v = mx_cuda.variant_of(cfg)
+    assert isinstance(v, mx_cuda.WgVariant) and v.NWG == mg.WG_SHAPE["NWG"] and v.BT == mg.WG_SHAPE["BT"]
+    assert "-DWG_NWG=%d" % v.NWG in v.defines()
+    at = mg.default_config("mxfp4", mg.WG_MIN_ROWS_PER_EXPERT, 2880, 2880, True, slots=64 * 128, experts=128,
+                           local_experts=128)
+    assert at.get("KERNEL") != "wg"
+    odd = mg.default_config("mxfp4", m, 2880, 2912, True, slots=int(m * 128), experts=128, local_experts=128)
+    assert odd.get("KERNEL") != "wg" and odd.get("DEQUANT_BF16") == 1
+    # no sm_90a build: the dequantize path
+    monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: "build failed: test")
+    assert mg.default_config("mxfp4", m, 2880, 2880, True, slots=int(m * 128), experts=128,
+                             local_experts=128).get("DEQUANT_BF16") == 1
+    monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: None)
+    for fmt in ("bf16", "fp8", "mxfp4-w4a8"):
+        assert mg.default_config(fmt, m, 2880, 2880, True, slots=int(m * 128), experts=128,
+                                 local_experts=128).get("KERNEL") != "wg"
+
+
+def test_shared_memory_matches_the_kernel_formula():
+    """Stage bytes written out by hand for the default shape: 128 token rows x 128 bytes of activations,
+    8 warps x (512 bytes of weights + 128 of scales) = 21504, already a multiple of 1024; 4 stages plus
+    the 1024 that align the first."""
+    from moeprof.models.kernels import mx_cuda
+
+    assert mx_cuda.wg_smem_bytes(mx_cuda.WgVariant(NWG=2, BT=128, S=4)) == 4 * 21504 + 1024
+    # one warpgroup: 16384 + 4 * 640 = 18944 -> 19456 (19 x 1024)
+    assert mx_cuda.wg_smem_bytes(mx_cuda.WgVariant(NWG=1, BT=128, S=3)) == 3 * 19456 + 1024
+
+
+# ----------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=3, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1)])
+@pytest.mark.parametrize("case", ["crowded", "ep", "big"])
+def test_gpu_wg_kernel_against_reference(shape, case):
+    """Small shapes with K = 192 / 128 (three and two chunks): skewed routing so that experts hold 0 to
+    several hundred rows (passes of every width, a last pass mostly padding), EP foreign rows, a scale
+    byte above 128 (the two-step multiply)."""
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import mx_cuda
+    from moeprof.models.layer import MoeLayer, _mma_operands, build_layer
+    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+
+    if not mx_cuda.available():
+        pytest.skip(mx_cuda.unavailable_reason())
+    c = mg.wg_config(**shape)
+    kw = dict(hidden_size=192, intermediate_size=128, num_experts=8, top_k=2, fmt="mxfp4", batch=700,
+              routing="skew:2", seed=19, device="cuda", cache_weights=False, cfg=(c, dict(c)))
+    if case == "ep":
+        kw.update(ep=2, routing="uniform", batch=301)
+    layer = build_layer(**kw)
+    if case == "big":
+        wt = layer.wt
+        wt.w1_s[0, :4, 0] = 131
+        wt.w2_s[1, :3, 1] = 133
+        for name in ("w1_wg", "s1_wg", "w2_wg", "s2_wg"):
+            wt.extra.pop(name, None)
+        wt.extra["mx_scale_max"] = int(max(wt.w1_s.max(), wt.w2_s.max()))
+        _mma_operands(wt, "wg")
+        layer = MoeLayer(wt=wt, x=layer.x, router_w=layer.router_w, router_b=layer.router_b, top_k=2,
+                         num_experts_total=8, fmt="mxfp4", batch=700, kernel="triton", cfg=(c, dict(c)))
+        assert layer._big
+    assert layer._wg
+    out = poisoned_call(layer)
+    assert torch.isfinite(out.float()).all()
+    err = rel_err(out, layer.reference())
+    assert err < ERROR_BOUNDS["mxfp4"], (shape, case, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("batch", [4096, 16384])
+def test_gpu_wg_real_shapes(batch):
+    """gpt-oss-120b shapes, the default configuration (the prefill kernel), fresh seed."""
+    from moeprof.models.kernels import mx_cuda
+    from moeprof.models.layer import build_layer
+    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+
+    if not mx_cuda.available():
+        pytest.skip(mx_cuda.unavailable_reason())
+    layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4",
+                        batch=batch, seed=37, device="cuda", cache_weights=False)
+    assert layer._wg
+    out = poisoned_call(layer)
+    err = rel_err(out, layer.reference())
+    assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4"], (batch, err)
