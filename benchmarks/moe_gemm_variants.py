@@ -110,13 +110,16 @@ VARIANTS = {
         # the prefill kernel (mx_wgmma.cu: weights unpacked into wgmma's register operand, "wg:" + its
         # WgVariant keys) against the dequantize-to-bf16 path it replaces ("dq": what the default was
         # before it), and at 256-1024 against the decode kernels
-        "dq": ((1024, 4096, 16384), "dq"),
-        "wg": ((64, 256, 1024), "wg:"),
-        "wg-bt64": ((256, 1024, 4096, 16384), "wg:BT=64"),
-        "wg-1wg": ((1024, 4096, 16384), "wg:NWG=1,S=4,MINB=3"),
+        "dq": ((4096, 16384), "dq"),
+        "wg": ((1024,), "wg:"),
+        "wg-bt64": ((1024, 4096, 16384), "wg:BT=64"),
         "wg-4wg": ((1024, 4096, 16384), "wg:NWG=4,S=3,MINB=1"),
-        "wg-s3": ((4096, 16384), "wg:S=3"),
-        "wg-minb1": ((4096, 16384), "wg:MINB=1"),
+        "wg-s5": ((4096, 16384), "wg:S=5"),
+        # one chunk of MMAs left in flight per warpgroup (WAIT=1): registers for two A operands
+        "wg-w1-bt64": ((1024, 4096, 16384), "wg:BT=64,WAIT=1"),
+        "wg-w1-bt64-s5": ((4096, 16384), "wg:BT=64,WAIT=1,S=5"),
+        "wg-w1-minb1": ((1024, 4096, 16384), "wg:MINB=1,WAIT=1"),
+        "wg-w1-minb1-s6": ((4096, 16384), "wg:MINB=1,WAIT=1,S=6"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations
@@ -264,7 +267,8 @@ NCU_METRICS = ["gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_susta
                "dram__bytes_read.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed",
                "sm__ops_path_tensor_src_fp8_sparsity_off.sum", "sm__ops_path_tensor_src_fp16.sum",
                "sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__inst_executed.sum",
-               "launch__registers_per_thread", "sm__warps_active.avg.pct_of_peak_sustained_active"]
+               "launch__registers_per_thread", "sm__warps_active.avg.pct_of_peak_sustained_active",
+               "lts__throughput.avg.pct_of_peak_sustained_elapsed", "lts__t_bytes.sum"]
 
 
 def run_ncu(out_dir, fmt, b, tag, pair=None, who="moeprof", sglang_trim=""):

@@ -138,7 +138,8 @@ def test_shared_memory_matches_the_kernel_formula():
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=3, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1)])
+@pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=3, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
+                                   dict(BT=64, WAIT=1), dict(MINB=1, WAIT=1)])
 @pytest.mark.parametrize("case", ["crowded", "ep", "big"])
 def test_gpu_wg_kernel_against_reference(shape, case):
     """Small shapes with K = 192 / 128 (three and two chunks): skewed routing so that experts hold 0 to

@@ -85,12 +85,13 @@ struct ExpertRows {
     int count;    // rows (tokens) of this expert
 };
 
-// The j-th expert with rows (j = blockIdx.x) and where its rows start, computed by one warp (every
-// lane ends with the same answer).
+// The j-th expert with rows (j = blockIdx.x, or blockIdx.y with EXPERT_ON_Y) and where its rows start,
+// computed by one warp (every lane ends with the same answer).
+template <bool EXPERT_ON_Y = false>
 __device__ __forceinline__ ExpertRows scan_rows(const int* __restrict__ counts, int num_experts, int nv,
                                                 int block_m, bool has_foreign) {
     const int lane = threadIdx.x & 31;
-    const int j = blockIdx.x;
+    const int j = EXPERT_ON_Y ? blockIdx.y : blockIdx.x;
     int cnt[MAX_EXPERTS / 32];
 #pragma unroll
     for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
@@ -135,28 +136,29 @@ __device__ __forceinline__ ExpertRows scan_rows(const int* __restrict__ counts, 
 
 // PER_WARP: every warp scans for itself (no block-wide barrier: a warp starts its weight stream as soon
 // as it knows its expert); else warp 0 scans and the block reads its answer from shared memory.
-template <bool PER_WARP>
+template <bool PER_WARP, bool EXPERT_ON_Y = false>
 __device__ __forceinline__ ExpertRows find_rows(const int* __restrict__ counts, int num_experts, int nv,
                                                 int block_m, bool has_foreign) {
-    if (PER_WARP) return scan_rows(counts, num_experts, nv, block_m, has_foreign);
+    if (PER_WARP) return scan_rows<EXPERT_ON_Y>(counts, num_experts, nv, block_m, has_foreign);
     __shared__ ExpertRows rows;
     if (threadIdx.x < 32) {
-        ExpertRows er = scan_rows(counts, num_experts, nv, block_m, has_foreign);
+        ExpertRows er = scan_rows<EXPERT_ON_Y>(counts, num_experts, nv, block_m, has_foreign);
         if (threadIdx.x == 0) rows = er;
     }
     __syncthreads();
     return rows;
 }
 
-// Rows routed to another rank's experts (er.expert == E): this rank's share of their output is zero.
-template <bool GATED, int WN, int MT>
+// Rows routed to another rank's experts (er.expert == E): this rank's share of their output is zero
+// (the CTA's tile group: blockIdx.y, or blockIdx.x with EXPERT_ON_Y).
+template <bool GATED, int WN, int MT, bool EXPERT_ON_Y = false>
 __device__ __forceinline__ void zero_foreign_rows(const ExpertRows& er, const int* __restrict__ sorted_ids,
                                                   uint16_t* __restrict__ out, long long out_stride, int n_out,
                                                   int nv) {
     const int cols = GATED ? 8 : 16;
     for (int i = threadIdx.x; i < er.count * WN * MT * cols; i += blockDim.x) {
         int row = i / (WN * MT * cols), c = i % (WN * MT * cols);
-        int col = (blockIdx.y * WN * MT + c / cols) * cols + c % cols;
+        int col = ((EXPERT_ON_Y ? blockIdx.x : blockIdx.y) * WN * MT + c / cols) * cols + c % cols;
         int slot = sorted_ids[er.start + row];
         if (col < n_out && slot < nv) out[(long long)slot * out_stride + col] = 0;
     }

@@ -67,17 +67,19 @@ class Variant:
 class WgVariant:
     """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG warpgroups of 64 weight rows per CTA,
     BT token rows per pass at most, S pipeline stages, MINB CTAs per SM aimed at by the register
-    allocation."""
+    allocation, WAIT chunks of MMAs a warpgroup leaves in flight (0 or 1)."""
     NWG: int = 2
     BT: int = 128
     S: int = 4
     MINB: int = 1
+    WAIT: int = 0
 
     def defines(self) -> list[str]:
-        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}"]
+        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}",
+                f"-DWG_WAIT={self.WAIT}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB))
+        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB, self.WAIT))
 
     source = WG_SOURCE
     arch = WG_ARCH
@@ -302,7 +304,8 @@ def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s
             n_out: int, k: int, a_div: int, mul_routed: bool, block_m: int, has_foreign: bool, up_off: int):
     """Launch kernel `name` of `variant` (both kernels take the same arguments, mx_mma.cu MX_ARGS /
     MX8_ARGS; the prefill kernel too) on torch's current stream: one CTA row per expert with rows (+ one
-    for the foreign rows), one CTA column per WN * MT tiles (4 * NWG for the prefill kernel)."""
+    for the foreign rows), one CTA column per WN * MT tiles (the prefill kernel: grid x and y swapped, 4 *
+    NWG tiles per CTA)."""
     import torch
 
     e, nt, kc = w.shape[0], w.shape[1], w.shape[2]
@@ -314,9 +317,14 @@ def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s
         _driver().check(_driver().lib.cuFuncSetAttribute(fn, 8, smem), "cuFuncSetAttribute")
         mod.smem_set[id(fn)] = True
     grid_x = min(e, nv) + (1 if has_foreign else 0)
-    tiles_per_cta = 4 * variant.NWG if isinstance(variant, WgVariant) else variant.WN * variant.MT
-    threads = 128 * variant.NWG if isinstance(variant, WgVariant) else 32 * variant.WN * variant.WK
-    grid_y = -(-nt // tiles_per_cta)
+    if isinstance(variant, WgVariant):
+        # the prefill kernel: x = tile groups, y = experts (an expert's CTAs run together, sharing its
+        # activation rows through L2)
+        threads = 128 * variant.NWG
+        grid_x, grid_y = -(-nt // (4 * variant.NWG)), grid_x
+    else:
+        threads = 32 * variant.WN * variant.WK
+        grid_y = -(-nt // (variant.WN * variant.MT))
     if grid_x == 0 or nv == 0:
         return out
     args = [

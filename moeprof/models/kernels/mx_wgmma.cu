@@ -26,9 +26,9 @@
 // groups of NWG * 4 tiles); the epilogue is store_tile (bias, SwiGLU or routing weight, bf16 out).
 //
 // Pipeline: S stages, each holding one chunk's activation tile (N x 64 bf16) and every warp's weights and
-// scales, filled by cp.async from all threads; per chunk a block barrier, the refill of the stage the
-// previous chunk used, the unpack, four wgmma steps and a wait for them (the other warpgroups of the SM
-// keep the tensor cores busy meanwhile).
+// scales, filled by cp.async from all threads; per chunk a block barrier, the refill of a stage no MMA
+// reads any more, the unpack, four wgmma steps and a wait that leaves WAIT chunks of MMAs in flight (the
+// other warpgroups of the SM keep the tensor cores busy meanwhile).
 
 #define MX_FLAGS 2
 #include "mx_common.cuh"
@@ -45,6 +45,11 @@
 #ifndef WG_MINB
 #define WG_MINB 1     // CTAs per SM the register allocation aims at
 #endif
+#ifndef WG_WAIT
+#define WG_WAIT 0     // MMA groups a warpgroup leaves in flight after a chunk: with 1, the next chunk's
+                      // barrier, refill and unpack overlap this chunk's MMAs (the refill then goes one
+                      // chunk less far ahead)
+#endif
 
 constexpr int WG_WARPS = WG_NWG * 4;
 constexpr int WG_THREADS = WG_WARPS * 32;
@@ -56,6 +61,9 @@ constexpr int WG_S_BYTES = WG_WARPS * 128;              // and their scales
 constexpr int WG_STAGE_BYTES = (WG_ACT_BYTES + WG_W_BYTES + WG_S_BYTES + 1023) / 1024 * 1024;
 static_assert(WG_BT % 32 == 0 && WG_BT <= 128, "BT: 32, 64, 96 or 128");
 static_assert(WG_THREADS % 8 == 0 && (WG_BT * 8) % WG_THREADS == 0, "whole rounds of 16-byte copies");
+static_assert(WG_WAIT == 0 || WG_WAIT == 1, "WAIT: 0 or 1");
+static_assert(WG_S >= 2 + WG_WAIT, "a stage being refilled is never one an MMA may still read");
+constexpr int WG_AHEAD = WG_S - 1 - WG_WAIT;            // chunks loaded ahead of the one computed
 
 // shared memory matrix descriptor of a K-major operand tile with the 128-byte swizzle: start address,
 // leading byte offset 16 (unused by this layout), stride 1024 bytes between groups of 8 rows
@@ -66,7 +74,8 @@ __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
 
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }
 
 // keeps the compiler from moving the accumulators across the asynchronous MMAs
 template <int NA>
@@ -203,17 +212,19 @@ __device__ __forceinline__ void wg_pass(
     for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
 
 #pragma unroll
-    for (int j = 0; j < WG_S - 1; ++j) {
+    for (int j = 0; j < WG_AHEAD; ++j) {
         if (j < Kc) load(j, j);
         cp_async_commit();
     }
     const uint32_t wread = WG_ACT_BYTES + warp * 512 + lane * 16;
     const uint32_t sread = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
     for (int i = 0; i < Kc; ++i) {
-        cp_async_wait<WG_S - 2>();
-        __syncthreads();   // chunk i is in for every thread; every warpgroup is done with chunk i - 1
+        cp_async_wait<WG_AHEAD - 1>();
+        // chunk i is in for every thread; every warpgroup is done with chunk i - 1 - WAIT, whose stage
+        // takes chunk i + AHEAD
+        __syncthreads();
         {
-            const int nx = i + WG_S - 1;
+            const int nx = i + WG_AHEAD;
             if (nx < Kc) load(nx % WG_S, nx);
             cp_async_commit();
         }
@@ -233,9 +244,11 @@ __device__ __forceinline__ void wg_pass(
 #pragma unroll
         for (int s = 0; s < 4; ++s) wgmma_step<N>(acc, af[s], desc + 2 * s);   // + 32 bytes per 16 K
         wg_commit();
-        wg_wait0();
+        wg_wait<WG_WAIT>();
         wg_fence_acc<N / 2>(acc);
     }
+    wg_wait<0>();
+    wg_fence_acc<N / 2>(acc);
     cp_async_wait<0>();
 
     if (tile_ok) {
@@ -260,14 +273,16 @@ __device__ __forceinline__ void mx_wg_body(
     extern __shared__ __align__(1024) unsigned char wg_smem[];
     const uint32_t smem0 = ((uint32_t)__cvta_generic_to_shared(wg_smem) + 1023u) & ~1023u;
 
-    const ExpertRows er = find_rows<false>(counts, num_experts, nv, block_m, has_foreign != 0);
+    // grid x = tile groups, y = experts: the CTAs of one expert run together and share its activation rows
+    // through L2
+    const ExpertRows er = find_rows<false, true>(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     if (er.expert == num_experts) {
-        zero_foreign_rows<GATED, WG_WARPS, 1>(er, sorted_ids, out, out_stride, n_out, nv);
+        zero_foreign_rows<GATED, WG_WARPS, 1, true>(er, sorted_ids, out, out_stride, n_out, nv);
         return;
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int tile = blockIdx.y * WG_WARPS + warp;
+    const int tile = blockIdx.x * WG_WARPS + warp;
     const bool tile_ok = tile < Nt;
     // a tile past the last streams the first one again (its sums are not stored)
     const long long tbase = (long long)er.expert * Nt + (tile_ok ? tile : 0);
