@@ -111,15 +111,12 @@ VARIANTS = {
         # WgVariant keys) against the dequantize-to-bf16 path it replaces ("dq": what the default was
         # before it), and at 256-1024 against the decode kernels
         "dq": ((4096, 16384), "dq"),
-        "wg": ((1024,), "wg:"),
-        "wg-bt64": ((1024, 4096, 16384), "wg:BT=64"),
-        "wg-4wg": ((1024, 4096, 16384), "wg:NWG=4,S=3,MINB=1"),
-        "wg-s5": ((4096, 16384), "wg:S=5"),
-        # one chunk of MMAs left in flight per warpgroup (WAIT=1): registers for two A operands
-        "wg-w1-bt64": ((1024, 4096, 16384), "wg:BT=64,WAIT=1"),
-        "wg-w1-bt64-s5": ((4096, 16384), "wg:BT=64,WAIT=1,S=5"),
-        "wg-w1-minb1": ((1024, 4096, 16384), "wg:MINB=1,WAIT=1"),
-        "wg-w1-minb1-s6": ((4096, 16384), "wg:MINB=1,WAIT=1,S=6"),
+        "wg": ((256, 512, 1024), "wg:"),
+        "wg-s6": ((1024, 4096, 16384), "wg:S=6"),
+        "wg-s3": ((4096, 16384), "wg:S=3"),
+        "wg-bt64-minb2": ((256, 1024, 4096, 16384), "wg:BT=64,MINB=2"),
+        "wg-minb2": ((4096, 16384), "wg:MINB=2"),
+        "wg-4wg-s3": ((1024, 4096, 16384), "wg:NWG=4,S=3"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations
