@@ -133,15 +133,15 @@ def test_shared_memory_matches_the_kernel_formula():
     assert mx_cuda.wg_smem_bytes(mx_cuda.WgVariant(NWG=2, BT=128, S=4)) == 4 * 21504 + 4 * 16 + 1024
     # one warpgroup: 16384 + 4 * 640 = 18944 -> 19456 (19 x 1024)
     assert mx_cuda.wg_smem_bytes(mx_cuda.WgVariant(NWG=1, BT=128, S=3)) == 3 * 19456 + 3 * 16 + 1024
-    # consumer warpgroups and the producer warp
-    assert mx_cuda.WgVariant(NWG=2).threads() == 288
+    # consumer warpgroups and the producer warps
+    assert mx_cuda.WgVariant(NWG=2, PW=1).threads() == 288 and mx_cuda.WgVariant(NWG=2, PW=4).threads() == 384
 
 
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=2), dict(BT=64, MINB=2), dict(NWG=4, S=3),
-                                   dict(BT=32, S=6)])
+@pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=2, PW=1), dict(BT=64, MINB=2), dict(NWG=4, S=3),
+                                   dict(BT=32, S=6, PW=2)])
 @pytest.mark.parametrize("case", ["crowded", "ep", "big"])
 def test_gpu_wg_kernel_against_reference(shape, case):
     """Small shapes with K = 192 / 128 (three and two chunks): skewed routing so that experts hold 0 to

@@ -66,21 +66,23 @@ class Variant:
 @dataclass(frozen=True)
 class WgVariant:
     """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG consumer warpgroups of 64 weight rows
-    per CTA (plus one producer warp), BT token rows per pass at most, S shared-memory stages, MINB CTAs per
+    per CTA and PW producer warps, BT token rows per pass at most, S shared-memory stages, MINB CTAs per
     SM aimed at by the register allocation."""
     NWG: int = 2
     BT: int = 128
     S: int = 4
     MINB: int = 1
+    PW: int = 4
 
     def defines(self) -> list[str]:
-        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}"]
+        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}",
+                f"-DWG_PW={self.PW}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB))
+        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB, self.PW))
 
     def threads(self) -> int:
-        return 128 * self.NWG + 32
+        return 128 * self.NWG + 32 * self.PW
 
     source = WG_SOURCE
     arch = WG_ARCH

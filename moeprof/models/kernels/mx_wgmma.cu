@@ -26,10 +26,10 @@
 // the foreign rows), so that an expert's CTAs run together and share its activation rows through L2.
 // The epilogue is store_tile (bias, SwiGLU or routing weight, bf16 out).
 //
-// Warp roles: NWG consumer warpgroups (unpack, MMA, epilogue) and one producer warp that copies each
+// Warp roles: NWG consumer warpgroups (unpack, MMA, epilogue) and PW producer warps that copy each
 // chunk (every token row's 64 K of activations, every consumer warp's weights and scales) into one of S
 // shared-memory stages with cp.async. The stages hand over through mbarriers: "full" completes when the
-// producer's copies have landed, "empty" when every consumer warp's MMAs on the stage are done. No
+// producers' copies have landed, "empty" when every consumer warp's MMAs on the stage are done. No
 // block-wide barrier in the loop: each warpgroup waits only for its data, the producer runs up to S
 // chunks ahead (across passes too, so the next pass's loads overlap this pass's epilogue).
 
@@ -48,9 +48,13 @@
 #ifndef WG_MINB
 #define WG_MINB 1     // CTAs per SM the register allocation aims at
 #endif
+#ifndef WG_PW
+#define WG_PW 4       // producer warps (one warp alone issues too slowly to keep two warpgroups fed)
+#endif
 
 constexpr int WG_CWARPS = WG_NWG * 4;                    // consumer warps, one 16-row tile each
-constexpr int WG_THREADS = WG_CWARPS * 32 + 32;          // and the producer warp
+constexpr int WG_PTHREADS = WG_PW * 32;                  // producer threads
+constexpr int WG_THREADS = WG_CWARPS * 32 + WG_PTHREADS;
 constexpr int WG_ACC = WG_BT / 2;                        // fp32 sums per thread at the widest pass
 constexpr int WG_ACT_BYTES = WG_BT * 128;                // a stage's activations: BT rows x 64 bf16
 constexpr int WG_W_BYTES = WG_CWARPS * 512;              // every consumer warp's 16 rows x 64 K of E2M1
@@ -58,8 +62,10 @@ constexpr int WG_S_BYTES = WG_CWARPS * 128;              // and their scales
 // stages start on 1024-byte boundaries (the 128-byte swizzle repeats every 8 rows of 128 bytes); the
 // mbarriers (full, then empty, 8 bytes each) follow the stages
 constexpr int WG_STAGE_BYTES = (WG_ACT_BYTES + WG_W_BYTES + WG_S_BYTES + 1023) / 1024 * 1024;
-constexpr int WG_ROWS_PER_LANE = WG_BT / 4;              // the producer lane's activation rows (8 lanes a row)
+constexpr int WG_ROW_STEP = WG_PTHREADS / 8;              // 8 producer threads copy a row's 128 bytes
+constexpr int WG_ROWS_PER_LANE = WG_BT / WG_ROW_STEP;    // a producer thread's activation rows
 static_assert(WG_BT % 16 == 0 && WG_BT <= 128, "BT: a multiple of 16, at most 128");
+static_assert(16 % WG_ROW_STEP == 0 && WG_CWARPS % WG_PW == 0, "PW: 1, 2 or 4, dividing the consumer warps");
 static_assert(WG_S >= 2, "two stages at least");
 
 // shared memory matrix descriptor of a K-major operand tile with the 128-byte swizzle: start address,
@@ -194,46 +200,56 @@ __device__ __forceinline__ int wg_pass_rows(int rem) {
     return (WG_BT >= 128 && rem > 64) ? 128 : (WG_BT >= 64 && rem > 32) ? 64 : rem > 16 ? 32 : 16;
 }
 
-// The producer warp: every chunk of every pass into stage it % S, after the consumers freed it.
+// The producer warps: every chunk of every pass into stage it % S, after the consumers freed it.
 __device__ __forceinline__ void wg_producer(
     uint32_t smem0, uint32_t bar_full, uint32_t bar_empty, const ExpertRows& er, const uint16_t* __restrict__ a,
     long long a_stride, int a_div, const uint4* __restrict__ w, const uint4* __restrict__ s4,
     const int* __restrict__ sorted_ids, int nv, int Kc, int Nt) {
-    const int lane = threadIdx.x & 31;
-    // activations: this lane copies 16-byte piece c of rows row0 + 4 j
-    const int c = lane & 7, row0 = lane >> 3;
-    // weights and scales of tile group blockIdx.x (a tile past the last streams the first one again)
-    const long long ebase = (long long)er.expert * Nt;
-    const int tile0 = blockIdx.x * WG_CWARPS;
+    const int pt = threadIdx.x - WG_CWARPS * 32;        // producer thread 0 .. PW * 32 - 1
+    const int lane = pt & 31, pw = pt >> 5;
+    // activations: this thread copies 16-byte piece c of rows row0 + ROW_STEP * j
+    const int c = pt & 7, row0 = pt >> 3;
+    // weights: the tiles of consumer warps pw, pw + PW, ... (a tile past the last streams the first one
+    // again); scales: 16-byte pieces pt, pt + PW * 32, ... of the CTA's 8 per tile
+    constexpr int WT = WG_CWARPS / WG_PW, SP = (WG_CWARPS * 8 + WG_PTHREADS - 1) / WG_PTHREADS;
+    const uint4* wsrc[WT];
+#pragma unroll
+    for (int i = 0; i < WT; ++i) {
+        const int tl = blockIdx.x * WG_CWARPS + pw + WG_PW * i;
+        wsrc[i] = w + ((long long)er.expert * Nt + (tl < Nt ? tl : 0)) * Kc * 32 + lane;
+    }
+    const uint4* ssrc[SP];
+#pragma unroll
+    for (int i = 0; i < SP; ++i) {
+        const int pc = pt + WG_PTHREADS * i, tl = blockIdx.x * WG_CWARPS + (pc >> 3);
+        ssrc[i] = s4 + ((long long)er.expert * Nt + (tl < Nt ? tl : 0)) * Kc * 8 + (pc & 7);
+    }
     int it = 0;
     for (int p0 = 0; p0 < er.count;) {
         const int n = wg_pass_rows(er.count - p0);
-        uint32_t aoff[WG_ROWS_PER_LANE];   // element offsets of this lane's rows (the launcher checks < 2^31)
+        const uint16_t* arow[WG_ROWS_PER_LANE];
 #pragma unroll
         for (int j = 0; j < WG_ROWS_PER_LANE; ++j) {
-            const int row = row0 + 4 * j, idx = p0 + row;
+            const int row = row0 + WG_ROW_STEP * j, idx = p0 + row;
             const int slot = (row < n && idx < er.count) ? sorted_ids[er.start + idx] : nv;
-            aoff[j] = (uint32_t)((slot < nv ? slot / a_div : 0) * a_stride) + 8 * c;
+            arow[j] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
         }
         for (int ci = 0; ci < Kc; ++ci, ++it) {
             const int st = it % WG_S, k = it / WG_S;
             if (k > 0) mbar_wait(bar_empty + 8 * st, (k - 1) & 1);
             const uint32_t sb = smem0 + st * WG_STAGE_BYTES;
-            const uint16_t* ac = a + (long long)ci * 64;
 #pragma unroll
             for (int j = 0; j < WG_ROWS_PER_LANE; ++j) {
-                const int row = row0 + 4 * j;
-                if (4 * j < n) cp_async16(sb + row * 128 + ((c ^ (row & 7)) << 4), ac + aoff[j]);
+                const int row = row0 + WG_ROW_STEP * j;
+                if (WG_ROW_STEP * j < n) cp_async16(sb + row * 128 + ((c ^ (row & 7)) << 4), arow[j] + ci * 64);
             }
 #pragma unroll
-            for (int wv = 0; wv < WG_CWARPS; ++wv) {
-                const int t = tile0 + wv < Nt ? tile0 + wv : 0;
-                cp_async16(sb + WG_ACT_BYTES + wv * 512 + lane * 16, w + ((ebase + t) * Kc + ci) * 32 + lane);
-            }
+            for (int i = 0; i < WT; ++i)
+                cp_async16(sb + WG_ACT_BYTES + (pw + WG_PW * i) * 512 + lane * 16, wsrc[i] + ci * 32);
 #pragma unroll
-            for (int pc = lane; pc < WG_CWARPS * 8; pc += 32) {
-                const int wv = pc >> 3, t = tile0 + wv < Nt ? tile0 + wv : 0;
-                cp_async16(sb + WG_ACT_BYTES + WG_W_BYTES + pc * 16, s4 + ((ebase + t) * Kc + ci) * 8 + (pc & 7));
+            for (int i = 0; i < SP; ++i) {
+                const int pc = pt + WG_PTHREADS * i;
+                if (pc < WG_CWARPS * 8) cp_async16(sb + WG_ACT_BYTES + WG_W_BYTES + pc * 16, ssrc[i] + ci * 8);
             }
             cp_async_arrive(bar_full + 8 * st);
         }
@@ -312,14 +328,14 @@ __device__ __forceinline__ void mx_wg_body(
     }
     if (threadIdx.x == 0) {
         for (int st = 0; st < WG_S; ++st) {
-            mbar_init(bar_full + 8 * st, 32);          // the producer's 32 lanes, when their copies land
+            mbar_init(bar_full + 8 * st, WG_PTHREADS);  // every producer thread, when its copies land
             mbar_init(bar_empty + 8 * st, WG_CWARPS);  // every consumer warp
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
     const int warp = threadIdx.x >> 5;
-    if (warp == WG_CWARPS) {
+    if (warp >= WG_CWARPS) {
         wg_producer(smem0, bar_full, bar_empty, er, a, a_stride, a_div, w, reinterpret_cast<const uint4*>(ws),
                     sorted_ids, nv, Kc, Nt);
         return;
