@@ -112,10 +112,9 @@ VARIANTS = {
         # before it), and at 256-1024 against the decode kernels
         "dq": ((4096, 16384), "dq"),
         "wg": ((256, 512, 1024), "wg:"),
-        "wg-s6": ((1024, 4096, 16384), "wg:S=6"),
-        "wg-pw2": ((4096, 16384), "wg:PW=2"),
-        "wg-bt64-minb2": ((256, 512, 1024, 4096, 16384), "wg:BT=64,MINB=2"),
-        "wg-4wg-s3": ((4096,), "wg:NWG=4,S=3"),
+        "wg-bt64": ((512, 1024, 4096), "wg:BT=64"),
+        "wg-bt32-s6": ((512, 1024), "wg:BT=32,S=6"),
+        "wg-s3": ((4096, 16384), "wg:S=3"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations

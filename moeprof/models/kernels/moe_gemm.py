@@ -895,14 +895,13 @@ MMA_SHAPE = {k: v for k, v in dataclasses.asdict(mx_cuda.Variant()).items() if k
 # mxfp4 prefill: the warpgroup-MMA kernel (kernels/mx_wgmma.cu: weights unpacked into the MMA's register
 # operand once per token tile, no bf16 copy of the weights) above this many rows per expert, when both
 # GEMMs' K are multiples of 64; its CTA shape (mx_cuda.WgVariant)
-WG_MIN_ROWS_PER_EXPERT = 64
-WG_SHAPE = dict(NWG=2, BT=128, S=4, MINB=1, PW=4)
+WG_MIN_ROWS_PER_EXPERT = 16
+WG_SHAPE = dict(NWG=2, BT=128, S=4, MINB=2)
 
 
 def wg_config(**shape) -> dict:
     """Configuration of the prefill MXFP4 kernel: KERNEL "wg", BM = the sort's row padding (8), NWG
-    consumer warpgroups of 64 weight rows per CTA, PW producer warps, up to BT token rows per pass, S
-    stages, MINB CTAs per SM."""
+    warpgroups of 64 weight rows per CTA, up to BT token rows per pass, S stages, MINB CTAs per SM."""
     return dict(KERNEL="wg", BM=8, **{**WG_SHAPE, **shape})
 
 

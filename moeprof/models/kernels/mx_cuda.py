@@ -65,24 +65,22 @@ class Variant:
 
 @dataclass(frozen=True)
 class WgVariant:
-    """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG consumer warpgroups of 64 weight rows
-    per CTA and PW producer warps, BT token rows per pass at most, S shared-memory stages, MINB CTAs per
-    SM aimed at by the register allocation."""
+    """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG warpgroups of 64 weight rows per CTA,
+    BT token rows per pass at most, S shared-memory stages, MINB CTAs per SM aimed at by the register
+    allocation."""
     NWG: int = 2
     BT: int = 128
     S: int = 4
-    MINB: int = 1
-    PW: int = 4
+    MINB: int = 2
 
     def defines(self) -> list[str]:
-        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}",
-                f"-DWG_PW={self.PW}"]
+        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB, self.PW))
+        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB))
 
     def threads(self) -> int:
-        return 128 * self.NWG + 32 * self.PW
+        return 128 * self.NWG
 
     source = WG_SOURCE
     arch = WG_ARCH
@@ -91,10 +89,10 @@ class WgVariant:
 
 def wg_smem_bytes(variant: WgVariant) -> int:
     """Dynamic shared memory of the prefill kernel (mx_wgmma.cu: WG_STAGE_BYTES per stage, stages on
-    1024-byte boundaries, then two 8-byte mbarriers per stage, plus 1024 to align the first stage)."""
+    1024-byte boundaries, plus 1024 to align the first)."""
     warps = 4 * variant.NWG
     stage = -(-(variant.BT * 128 + warps * 512 + warps * 128) // 1024) * 1024
-    return variant.S * stage + 16 * variant.S + 1024
+    return variant.S * stage + 1024
 
 
 def variant_of(cfg: dict):
@@ -365,8 +363,6 @@ def moe_gemm_mx_wg(a, w_wg, s_wg, bias, topk_w, sorted_ids, counts, *, out, n_ou
     assert a_scale is None or (a_scale.dtype == torch.float32 and a_scale.is_contiguous())
     assert s_wg.shape[:3] == (e, nt, kc) and s_wg.shape[3:] == (32, 4) and s_wg.dtype == torch.uint8
     assert k % 64 == 0 and kc * 64 == k and e <= MAX_EXPERTS, "the prefill kernel takes K % 64 == 0"
-    # its producer keeps 32-bit element offsets of the activation rows
-    assert a.shape[0] * a.stride(0) < 2**31, "activations too large for the prefill kernel's row offsets"
     return _launch(kernel_name_wg(gated, big_scale), variant, wg_smem_bytes(variant), a, a_scale, w_wg, s_wg,
                    bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
                    mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)

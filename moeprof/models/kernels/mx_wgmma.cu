@@ -22,51 +22,44 @@
 //            global memory (token rows of 64 K, 128-byte swizzled).
 //   scales   s [E, Nt, Kc, 32 lanes] x 4 bytes: E8M0 of (row r, group 0), (r + 8, group 0), (r, group 1),
 //            (r + 8, group 1) of the chunk (steps 0-1 are group 0, steps 2-3 group 1).
-// Rows: as mx_mma.cu, but grid x = groups of NWG * 4 tiles and grid y = the j-th expert with rows (plus
-// the foreign rows), so that an expert's CTAs run together and share its activation rows through L2.
-// The epilogue is store_tile (bias, SwiGLU or routing weight, bf16 out).
+// Rows and grid as mx_mma.cu (grid x = the j-th expert with rows, plus the foreign rows; grid y =
+// groups of NWG * 4 tiles); the epilogue is store_tile (bias, SwiGLU or routing weight, bf16 out).
 //
-// Warp roles: NWG consumer warpgroups (unpack, MMA, epilogue) and PW producer warps that copy each
-// chunk (every token row's 64 K of activations, every consumer warp's weights and scales) into one of S
-// shared-memory stages with cp.async. The stages hand over through mbarriers: "full" completes when the
-// producers' copies have landed, "empty" when every consumer warp's MMAs on the stage are done. No
-// block-wide barrier in the loop: each warpgroup waits only for its data, the producer runs up to S
-// chunks ahead (across passes too, so the next pass's loads overlap this pass's epilogue).
+// Pipeline: S stages, each holding one chunk's activation tile (N x 64 bf16) and every warp's weights and
+// scales, filled by cp.async from all threads; per chunk a block barrier, the refill of the stage the
+// previous chunk used, the unpack, four wgmma steps and a wait for them. Two CTAs per SM (127 registers)
+// keep four warpgroups resident, so one CTA's MMAs run while the other waits at its barrier or unpacks.
+// (A warp-specialized form, producer warps handing stages to the warpgroups through mbarriers, fits one
+// CTA per SM in the register file and measured 1.4-2.0x slower: docs/performance.md, runs 51-52.)
 
 #define MX_FLAGS 2
 #include "mx_common.cuh"
 
 #ifndef WG_NWG
-#define WG_NWG 2      // consumer warpgroups per CTA, 64 weight rows each
+#define WG_NWG 2      // warpgroups per CTA, 64 weight rows each
 #endif
 #ifndef WG_BT
 #define WG_BT 128     // token rows per pass at most (the widest wgmma N)
 #endif
 #ifndef WG_S
-#define WG_S 4        // shared-memory stages (chunks of 64 K)
+#define WG_S 4        // pipeline stages (chunks of 64 K)
 #endif
 #ifndef WG_MINB
-#define WG_MINB 1     // CTAs per SM the register allocation aims at
-#endif
-#ifndef WG_PW
-#define WG_PW 4       // producer warps (one warp alone issues too slowly to keep two warpgroups fed)
+#define WG_MINB 2     // CTAs per SM the register allocation aims at
 #endif
 
-constexpr int WG_CWARPS = WG_NWG * 4;                    // consumer warps, one 16-row tile each
-constexpr int WG_PTHREADS = WG_PW * 32;                  // producer threads
-constexpr int WG_THREADS = WG_CWARPS * 32 + WG_PTHREADS;
-constexpr int WG_ACC = WG_BT / 2;                        // fp32 sums per thread at the widest pass
-constexpr int WG_ACT_BYTES = WG_BT * 128;                // a stage's activations: BT rows x 64 bf16
-constexpr int WG_W_BYTES = WG_CWARPS * 512;              // every consumer warp's 16 rows x 64 K of E2M1
-constexpr int WG_S_BYTES = WG_CWARPS * 128;              // and their scales
-// stages start on 1024-byte boundaries (the 128-byte swizzle repeats every 8 rows of 128 bytes); the
-// mbarriers (full, then empty, 8 bytes each) follow the stages
+constexpr int WG_WARPS = WG_NWG * 4;
+constexpr int WG_THREADS = WG_WARPS * 32;
+constexpr int WG_ACC = WG_BT / 2;                       // fp32 sums per thread at the widest pass
+constexpr int WG_ACT_BYTES = WG_BT * 128;               // a stage's activations: BT rows x 64 bf16
+constexpr int WG_W_BYTES = WG_WARPS * 512;              // every warp's 16 rows x 64 K of E2M1
+constexpr int WG_S_BYTES = WG_WARPS * 128;              // and their scales
+// stages start on 1024-byte boundaries (the 128-byte swizzle repeats every 8 rows of 128 bytes)
 constexpr int WG_STAGE_BYTES = (WG_ACT_BYTES + WG_W_BYTES + WG_S_BYTES + 1023) / 1024 * 1024;
-constexpr int WG_ROW_STEP = WG_PTHREADS / 8;              // 8 producer threads copy a row's 128 bytes
-constexpr int WG_ROWS_PER_LANE = WG_BT / WG_ROW_STEP;    // a producer thread's activation rows
-static_assert(WG_BT % 16 == 0 && WG_BT <= 128, "BT: a multiple of 16, at most 128");
-static_assert(16 % WG_ROW_STEP == 0 && WG_CWARPS % WG_PW == 0, "PW: 1, 2 or 4, dividing the consumer warps");
+static_assert(WG_BT % 32 == 0 && WG_BT <= 128, "BT: 32, 64, 96 or 128");
+static_assert(WG_THREADS % 8 == 0 && (WG_BT * 8) % WG_THREADS == 0, "whole rounds of 16-byte copies");
 static_assert(WG_S >= 2, "two stages at least");
+constexpr int WG_AHEAD = WG_S - 1;                      // chunks loaded ahead of the one computed
 
 // shared memory matrix descriptor of a K-major operand tile with the 128-byte swizzle: start address,
 // leading byte offset 16 (unused by this layout), stride 1024 bytes between groups of 8 rows
@@ -84,31 +77,6 @@ template <int NA>
 __device__ __forceinline__ void wg_fence_acc(float (&d)[WG_ACC]) {
 #pragma unroll
     for (int i = 0; i < NA; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-    } while (!done);
-}
-
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
-}
-
-// the mbarrier counts one arrival when this thread's earlier cp.async copies have landed
-__device__ __forceinline__ void cp_async_arrive(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" :: "r"(bar) : "memory");
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(src) : "memory");
 }
 
 // wgmma m64nNk16, bf16 x bf16 -> fp32, A from registers, B a K-major shared memory tile
@@ -195,89 +163,67 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
     return v;
 }
 
-// the token rows of a pass: the smallest wgmma N that holds what is left of the expert
-__device__ __forceinline__ int wg_pass_rows(int rem) {
-    return (WG_BT >= 128 && rem > 64) ? 128 : (WG_BT >= 64 && rem > 32) ? 64 : rem > 16 ? 32 : 16;
-}
-
-// The producer warps: every chunk of every pass into stage it % S, after the consumers freed it.
-__device__ __forceinline__ void wg_producer(
-    uint32_t smem0, uint32_t bar_full, uint32_t bar_empty, const ExpertRows& er, const uint16_t* __restrict__ a,
-    long long a_stride, int a_div, const uint4* __restrict__ w, const uint4* __restrict__ s4,
-    const int* __restrict__ sorted_ids, int nv, int Kc, int Nt) {
-    const int pt = threadIdx.x - WG_CWARPS * 32;        // producer thread 0 .. PW * 32 - 1
-    const int lane = pt & 31, pw = pt >> 5;
-    // activations: this thread copies 16-byte piece c of rows row0 + ROW_STEP * j
-    const int c = pt & 7, row0 = pt >> 3;
-    // weights: the tiles of consumer warps pw, pw + PW, ... (a tile past the last streams the first one
-    // again); scales: 16-byte pieces pt, pt + PW * 32, ... of the CTA's 8 per tile
-    constexpr int WT = WG_CWARPS / WG_PW, SP = (WG_CWARPS * 8 + WG_PTHREADS - 1) / WG_PTHREADS;
-    const uint4* wsrc[WT];
-#pragma unroll
-    for (int i = 0; i < WT; ++i) {
-        const int tl = blockIdx.x * WG_CWARPS + pw + WG_PW * i;
-        wsrc[i] = w + ((long long)er.expert * Nt + (tl < Nt ? tl : 0)) * Kc * 32 + lane;
-    }
-    const uint4* ssrc[SP];
-#pragma unroll
-    for (int i = 0; i < SP; ++i) {
-        const int pc = pt + WG_PTHREADS * i, tl = blockIdx.x * WG_CWARPS + (pc >> 3);
-        ssrc[i] = s4 + ((long long)er.expert * Nt + (tl < Nt ? tl : 0)) * Kc * 8 + (pc & 7);
-    }
-    int it = 0;
-    for (int p0 = 0; p0 < er.count;) {
-        const int n = wg_pass_rows(er.count - p0);
-        const uint16_t* arow[WG_ROWS_PER_LANE];
-#pragma unroll
-        for (int j = 0; j < WG_ROWS_PER_LANE; ++j) {
-            const int row = row0 + WG_ROW_STEP * j, idx = p0 + row;
-            const int slot = (row < n && idx < er.count) ? sorted_ids[er.start + idx] : nv;
-            arow[j] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
-        }
-        for (int ci = 0; ci < Kc; ++ci, ++it) {
-            const int st = it % WG_S, k = it / WG_S;
-            if (k > 0) mbar_wait(bar_empty + 8 * st, (k - 1) & 1);
-            const uint32_t sb = smem0 + st * WG_STAGE_BYTES;
-#pragma unroll
-            for (int j = 0; j < WG_ROWS_PER_LANE; ++j) {
-                const int row = row0 + WG_ROW_STEP * j;
-                if (WG_ROW_STEP * j < n) cp_async16(sb + row * 128 + ((c ^ (row & 7)) << 4), arow[j] + ci * 64);
-            }
-#pragma unroll
-            for (int i = 0; i < WT; ++i)
-                cp_async16(sb + WG_ACT_BYTES + (pw + WG_PW * i) * 512 + lane * 16, wsrc[i] + ci * 32);
-#pragma unroll
-            for (int i = 0; i < SP; ++i) {
-                const int pc = pt + WG_PTHREADS * i;
-                if (pc < WG_CWARPS * 8) cp_async16(sb + WG_ACT_BYTES + WG_W_BYTES + pc * 16, ssrc[i] + ci * 8);
-            }
-            cp_async_arrive(bar_full + 8 * st);
-        }
-        p0 += n;
-    }
-}
-
-// One consumer pass: token rows p0 .. p0 + N - 1 of the expert (those past its count were read as row 0
-// and are not stored) against the warpgroup's 64 weight rows, over all Kc chunks; then the epilogue.
+// One pass: token rows p0 .. p0 + N - 1 of the expert (those past its count are read as row 0 and not
+// stored) against the CTA's NWG * 64 weight rows, over all Kc chunks; then the epilogue.
 template <int N, bool GATED, bool BIG>
-__device__ __forceinline__ void wg_consume(
-    int p0, int& it, uint32_t smem0, uint32_t bar_full, uint32_t bar_empty, const ExpertRows& er, int tile,
-    bool tile_ok, int a_div, const float* __restrict__ a_scale, const float* __restrict__ bias,
-    long long bias_stride, int up_off, uint16_t* __restrict__ out, long long out_stride,
-    const float* __restrict__ topk_w, const int* __restrict__ sorted_ids, int nv, int n_out, int Kc) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+__device__ __forceinline__ void wg_pass(
+    int p0, uint32_t smem0, const ExpertRows& er, int tile, bool tile_ok,
+    const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
+    const uint4* __restrict__ wsrc, const uint4* __restrict__ ssrc,
+    const float* __restrict__ bias, long long bias_stride, int up_off,
+    uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
+    const int* __restrict__ sorted_ids, int nv, int n_out, int Kc) {
+    constexpr int ROUNDS = WG_BT * 8 / WG_THREADS;   // 16-byte activation copies per thread and chunk
+    constexpr int ROWS_PER_ROUND = WG_THREADS / 8;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int r = lane >> 2, q = lane & 3;
+    // this thread's activation copies: 16-byte piece c of rows row0 + ROWS_PER_ROUND * i
+    const int c = tid & 7, row0 = tid >> 3;
+    const uint16_t* arow[ROUNDS];
+    uint32_t adst[ROUNDS];
+#pragma unroll
+    for (int i = 0; i < ROUNDS; ++i) {
+        const int row = row0 + ROWS_PER_ROUND * i;
+        const int idx = p0 + row;
+        const int slot = (row < N && idx < er.count) ? sorted_ids[er.start + idx] : nv;
+        arow[i] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
+        adst[i] = row * 128 + ((c ^ (row & 7)) << 4);
+    }
+    const uint32_t wdst = WG_ACT_BYTES + warp * 512 + lane * 16;
+    const uint32_t sdst = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 16;
+    auto load = [&](int slot, int ci) {
+        const uint32_t sb = smem0 + slot * WG_STAGE_BYTES;
+#pragma unroll
+        for (int i = 0; i < ROUNDS; ++i)
+            if (row0 + ROWS_PER_ROUND * i < N)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + adst[i]), "l"(arow[i] + ci * 64));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + wdst), "l"(wsrc + (long long)ci * 32));
+        if (lane < 8)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + sdst), "l"(ssrc + (long long)ci * 8));
+    };
+
     float acc[WG_ACC];
 #pragma unroll
     for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
+
+#pragma unroll
+    for (int j = 0; j < WG_AHEAD; ++j) {
+        if (j < Kc) load(j, j);
+        cp_async_commit();
+    }
     const uint32_t wread = WG_ACT_BYTES + warp * 512 + lane * 16;
     const uint32_t sread = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
-    for (int ci = 0; ci < Kc; ++ci, ++it) {
-        const int st = it % WG_S;
-        mbar_wait(bar_full + 8 * st, (it / WG_S) & 1);
-        // the copies landed through the generic proxy; the MMAs read through the async one
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        const uint32_t sb = smem0 + st * WG_STAGE_BYTES;
+    for (int i = 0; i < Kc; ++i) {
+        cp_async_wait<WG_AHEAD - 1>();
+        // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
+        // chunk i + AHEAD
+        __syncthreads();
+        {
+            const int nx = i + WG_AHEAD;
+            if (nx < Kc) load(nx % WG_S, nx);
+            cp_async_commit();
+        }
+        const uint32_t sb = smem0 + (i % WG_S) * WG_STAGE_BYTES;
         const uint4 wv = lds_v4(sb + wread);
         const uint32_t sv = lds_u32(sb + sread);
         const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
@@ -295,9 +241,9 @@ __device__ __forceinline__ void wg_consume(
         wg_commit();
         wg_wait0();
         wg_fence_acc<N / 2>(acc);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(bar_empty + 8 * st);   // this warp is done with the stage
     }
+    cp_async_wait<0>();
+
     if (tile_ok) {
 #pragma unroll
         for (int j = 0; j < N / 8; ++j) {
@@ -306,6 +252,7 @@ __device__ __forceinline__ void wg_consume(
                                      bias_stride, up_off, topk_w, out, out_stride, n_out);
         }
     }
+    __syncthreads();   // the next pass refills every stage
 }
 
 template <bool GATED, bool BIG>
@@ -318,48 +265,33 @@ __device__ __forceinline__ void mx_wg_body(
     int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
     extern __shared__ __align__(1024) unsigned char wg_smem[];
     const uint32_t smem0 = ((uint32_t)__cvta_generic_to_shared(wg_smem) + 1023u) & ~1023u;
-    const uint32_t bar_full = smem0 + WG_S * WG_STAGE_BYTES, bar_empty = bar_full + 8 * WG_S;
 
+    // grid x = tile groups, y = experts: the CTAs of one expert run together and share its activation rows
+    // through L2
     const ExpertRows er = find_rows<false, true>(counts, num_experts, nv, block_m, has_foreign != 0);
     if (er.expert < 0) return;
     if (er.expert == num_experts) {
-        zero_foreign_rows<GATED, WG_CWARPS, 1, true>(er, sorted_ids, out, out_stride, n_out, nv);
+        zero_foreign_rows<GATED, WG_WARPS, 1, true>(er, sorted_ids, out, out_stride, n_out, nv);
         return;
     }
-    if (threadIdx.x == 0) {
-        for (int st = 0; st < WG_S; ++st) {
-            mbar_init(bar_full + 8 * st, WG_PTHREADS);  // every producer thread, when its copies land
-            mbar_init(bar_empty + 8 * st, WG_CWARPS);  // every consumer warp
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-    const int warp = threadIdx.x >> 5;
-    if (warp >= WG_CWARPS) {
-        wg_producer(smem0, bar_full, bar_empty, er, a, a_stride, a_div, w, reinterpret_cast<const uint4*>(ws),
-                    sorted_ids, nv, Kc, Nt);
-        return;
-    }
-    const int tile = blockIdx.x * WG_CWARPS + warp;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int tile = blockIdx.x * WG_WARPS + warp;
     const bool tile_ok = tile < Nt;
-    int it = 0;
+    // a tile past the last streams the first one again (its sums are not stored)
+    const long long tbase = (long long)er.expert * Nt + (tile_ok ? tile : 0);
+    const uint4* wsrc = w + tbase * Kc * 32 + lane;
+    // scales: 128 bytes per tile and chunk, copied as 8 pieces of 16 by lanes 0-7
+    const uint4* ssrc = reinterpret_cast<const uint4*>(ws) + tbase * Kc * 8 + (lane & 7);
     for (int p0 = 0; p0 < er.count;) {
-        const int n = wg_pass_rows(er.count - p0);
-#define WG_PASS(NN) wg_consume<NN, GATED, BIG>(p0, it, smem0, bar_full, bar_empty, er, tile, tile_ok, a_div, a_scale, \
-                                               bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, nv, \
-                                               n_out, Kc)
-        if constexpr (WG_BT >= 128) {
-            if (n == 128) WG_PASS(128);
-        }
-        if constexpr (WG_BT >= 64) {
-            if (n == 64) WG_PASS(64);
-        }
-        if constexpr (WG_BT >= 32) {
-            if (n == 32) WG_PASS(32);
-        }
-        if (n == 16) WG_PASS(16);
+        const int rem = er.count - p0;
+#define WG_PASS(NN) wg_pass<NN, GATED, BIG>(p0, smem0, er, tile, tile_ok, a, a_stride, a_div, a_scale, wsrc, ssrc, \
+                                            bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, nv, \
+                                            n_out, Kc)
+        if (WG_BT >= 128 && rem > 64) { WG_PASS(128); p0 += 128; }
+        else if (WG_BT >= 64 && rem > 32) { WG_PASS(64); p0 += 64; }
+        else if (rem > 16) { WG_PASS(32); p0 += 32; }
+        else { WG_PASS(16); p0 += 16; }
 #undef WG_PASS
-        p0 += n;
     }
 }
 
