@@ -111,10 +111,11 @@ VARIANTS = {
         # WgVariant keys) against the dequantize-to-bf16 path it replaces ("dq": what the default was
         # before it), and at 256-1024 against the decode kernels
         "dq": ((4096, 16384), "dq"),
-        "wg": ((256, 512, 1024), "wg:"),
-        "wg-bt64": ((512, 1024, 4096), "wg:BT=64"),
-        "wg-bt32-s6": ((512, 1024), "wg:BT=32,S=6"),
+        "wg": ((512,), "wg:"),
+        "wg-bt64": ((512, 1024), "wg:BT=64"),
+        "wg-bt32-s6": ((256, 1024), "wg:BT=32,S=6"),
         "wg-s3": ((4096, 16384), "wg:S=3"),
+        "wg-s5": ((4096, 16384), "wg:S=5"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations

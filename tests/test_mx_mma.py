@@ -220,6 +220,8 @@ def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch)
 
     monkeypatch.setattr(mg, "INTERPRET", False)
     monkeypatch.setattr(mx_cuda, "available", lambda device=None: True)
+    # without the prefill kernel (its routing: tests/test_mx_wgmma.py)
+    monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: "not built (test)")
     cfg = lambda fmt, m, **kw: mg.default_config(fmt, m, 2880, 2880, True, slots=int(m * 128), experts=64,
                                                  local_experts=128, **kw)
     assert cfg("mxfp4", 2.0)["KERNEL"] == "mma"

@@ -94,24 +94,28 @@ def test_layout_differs_from_the_decode_layout_only_in_k_order():
 
 
 def test_config_routes_prefill_to_the_kernel(monkeypatch):
-    """With the CUDA kernels available (stubbed: this checks the routing), mxfp4 takes the prefill kernel
-    above WG_MIN_ROWS_PER_EXPERT rows per expert when both K are multiples of 64, and the dequantize path
-    otherwise; the configuration names the variant the launcher builds."""
+    """With the CUDA kernels available (stubbed: this checks the routing), mxfp4 takes the decode kernel up
+    to WG_MIN_ROWS_PER_EXPERT rows per expert and the prefill kernel above (narrow token tiles up to
+    WG_FEW_ROWS_PER_EXPERT) when both K are multiples of 64, the dequantize path otherwise; the
+    configuration names the variant the launcher builds."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
 
     monkeypatch.setattr(mg, "INTERPRET", False)
     monkeypatch.setattr(mx_cuda, "available", lambda device=None: True)
     monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: None)
-    m = mg.WG_MIN_ROWS_PER_EXPERT * 2
+    m = 128
     cfg = mg.default_config("mxfp4", m, 2880, 2880, True, slots=int(m * 128), experts=128, local_experts=128)
     assert cfg["KERNEL"] == "wg"
     v = mx_cuda.variant_of(cfg)
     assert isinstance(v, mx_cuda.WgVariant) and v.NWG == mg.WG_SHAPE["NWG"] and v.BT == mg.WG_SHAPE["BT"]
-    assert "-DWG_NWG=%d" % v.NWG in v.defines()
-    at = mg.default_config("mxfp4", mg.WG_MIN_ROWS_PER_EXPERT, 2880, 2880, True, slots=64 * 128, experts=128,
+    assert "-DWG_NWG=%d" % v.NWG in v.defines() and "-DWG_BT=128" in v.defines()
+    few = mg.default_config("mxfp4", mg.WG_FEW_ROWS_PER_EXPERT, 2880, 2880, True, slots=16 * 128, experts=128,
+                            local_experts=128)
+    assert few["KERNEL"] == "wg" and mx_cuda.variant_of(few).BT == mg.WG_SHAPE_FEW["BT"] < v.BT
+    at = mg.default_config("mxfp4", mg.WG_MIN_ROWS_PER_EXPERT, 2880, 2880, True, slots=8 * 128, experts=128,
                            local_experts=128)
-    assert at.get("KERNEL") != "wg"
+    assert at["KERNEL"] == "mma"
     # K % 64 == 32 at prefill (128 rows per expert): the dequantize path
     odd = mg.default_config("mxfp4", 128, 2880, 2912, True, slots=128 * 128, experts=128, local_experts=128)
     assert odd.get("KERNEL") != "wg" and odd.get("DEQUANT_BF16") == 1

@@ -892,17 +892,23 @@ MMA_DOWN_ONE_TILE_EXPERTS = 16
 MMA_SHAPE = {k: v for k, v in dataclasses.asdict(mx_cuda.Variant()).items() if k != "ASMEM"}
 
 
-# mxfp4 prefill: the warpgroup-MMA kernel (kernels/mx_wgmma.cu: weights unpacked into the MMA's register
-# operand once per token tile, no bf16 copy of the weights) above this many rows per expert, when both
-# GEMMs' K are multiples of 64; its CTA shape (mx_cuda.WgVariant)
-WG_MIN_ROWS_PER_EXPERT = 16
+# mxfp4 above MMA_MAX_ROWS_PER_EXPERT: the warpgroup-MMA kernel (kernels/mx_wgmma.cu: weights unpacked
+# into the MMA's register operand once per token tile, no bf16 copy of the weights) when both GEMMs' K
+# are multiples of 64 (it measured faster than the Triton kernel at 16 and 32 rows per expert and than
+# dequantize + bf16 GEMM from 128: docs/performance.md, runs 49-54); its CTA shape (mx_cuda.WgVariant),
+# up to WG_FEW_ROWS_PER_EXPERT rows per expert with narrow token tiles and deeper staging
+WG_MIN_ROWS_PER_EXPERT = MMA_MAX_ROWS_PER_EXPERT
 WG_SHAPE = dict(NWG=2, BT=128, S=4, MINB=2)
+WG_FEW_ROWS_PER_EXPERT = 16
+WG_SHAPE_FEW = dict(NWG=2, BT=32, S=6, MINB=2)
 
 
-def wg_config(**shape) -> dict:
+def wg_config(m_per_expert: float | None = None, **shape) -> dict:
     """Configuration of the prefill MXFP4 kernel: KERNEL "wg", BM = the sort's row padding (8), NWG
-    warpgroups of 64 weight rows per CTA, up to BT token rows per pass, S stages, MINB CTAs per SM."""
-    return dict(KERNEL="wg", BM=8, **{**WG_SHAPE, **shape})
+    warpgroups of 64 weight rows per CTA, up to BT token rows per pass, S stages, MINB CTAs per SM; the
+    shape for m_per_expert rows per expert unless given."""
+    few = m_per_expert is not None and m_per_expert <= WG_FEW_ROWS_PER_EXPERT
+    return dict(KERNEL="wg", BM=8, **{**(WG_SHAPE_FEW if few else WG_SHAPE), **shape})
 
 
 def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, kernel: str = "mma",
@@ -946,7 +952,7 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             return mma_config(m_per_expert, experts, gated)
         if (mma_ok and wf == WF_MX_BF16 and m_per_expert > WG_MIN_ROWS_PER_EXPERT and n % 64 == 0 and k % 64 == 0
                 and mx_cuda.wg_unavailable_reason() is None):
-            return wg_config()
+            return wg_config(m_per_expert)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
         # K-tile-major weights and scales the layer hands it (WTILE / STILE). Decode: narrow tiles and
