@@ -27,11 +27,12 @@
 //
 // Pipeline: S stages, each holding one chunk's activation tile (N x 64 bf16) and every warp's weights and
 // scales, filled by cp.async from all threads; per chunk a block barrier, the refill of the stage the
-// previous chunk used, the unpack, four wgmma steps and a wait for them. The copies run through the
-// chunks of all passes in one sequence, so the next pass's first chunks load during an epilogue. Two CTAs per SM (127 registers)
+// previous chunk used, the unpack, four wgmma steps and a wait for them. Two CTAs per SM (127 registers)
 // keep four warpgroups resident, so one CTA's MMAs run while the other waits at its barrier or unpacks.
 // (A warp-specialized form, producer warps handing stages to the warpgroups through mbarriers, fits one
-// CTA per SM in the register file and measured 1.4-2.0x slower: docs/performance.md, runs 51-52.)
+// CTA per SM in the register file and measured 1.4-2.0x slower; copies running on through the chunks of
+// the next pass, so that they load during the epilogue, measured 1.15-1.2x slower: docs/performance.md,
+// runs 51-54.)
 
 #define MX_FLAGS 2
 #include "mx_common.cuh"
@@ -57,7 +58,7 @@ constexpr int WG_W_BYTES = WG_WARPS * 512;              // every warp's 16 rows 
 constexpr int WG_S_BYTES = WG_WARPS * 128;              // and their scales
 // stages start on 1024-byte boundaries (the 128-byte swizzle repeats every 8 rows of 128 bytes)
 constexpr int WG_STAGE_BYTES = (WG_ACT_BYTES + WG_W_BYTES + WG_S_BYTES + 1023) / 1024 * 1024;
-static_assert((WG_BT == 32 || WG_BT == 64 || WG_BT == 128), "BT: 32, 64 or 128");
+static_assert(WG_BT == 32 || WG_BT == 64 || WG_BT == 128, "BT: 32, 64 or 128");
 static_assert(WG_THREADS % 8 == 0 && (WG_BT * 8) % WG_THREADS == 0, "whole rounds of 16-byte copies");
 static_assert(WG_S >= 2, "two stages at least");
 constexpr int WG_AHEAD = WG_S - 1;                      // chunks loaded ahead of the one computed
@@ -164,36 +165,70 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
     return v;
 }
 
-// the token rows of a pass: the smallest wgmma N that holds what is left of the expert
-__device__ __forceinline__ int wg_pass_rows(int rem) {
-    return (WG_BT >= 128 && rem > 64) ? 128 : (WG_BT >= 64 && rem > 32) ? 64 : rem > 16 ? 32 : 16;
-}
-
 // One pass: token rows p0 .. p0 + N - 1 of the expert (those past its count are read as row 0 and not
-// stored) against the CTA's NWG * 64 weight rows, over all Kc chunks (global chunk numbers g ..), then
-// the epilogue. `load(h)` copies the CTA's chunk h (of whichever pass it belongs to) into stage h % S.
-template <int N, bool GATED, bool BIG, typename Load>
+// stored) against the CTA's NWG * 64 weight rows, over all Kc chunks; then the epilogue.
+template <int N, bool GATED, bool BIG>
 __device__ __forceinline__ void wg_pass(
-    int p0, int& g, Load& load, uint32_t smem0, const ExpertRows& er, int tile, bool tile_ok, int a_div,
-    const float* __restrict__ a_scale, const float* __restrict__ bias, long long bias_stride, int up_off,
+    int p0, uint32_t smem0, const ExpertRows& er, int tile, bool tile_ok,
+    const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
+    const uint4* __restrict__ wsrc, const uint4* __restrict__ ssrc,
+    const float* __restrict__ bias, long long bias_stride, int up_off,
     uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
     const int* __restrict__ sorted_ids, int nv, int n_out, int Kc) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if constexpr (N > WG_BT) {
+        return;   // never called (the caller's branch for it is constant false): no sums wider than WG_ACC
+    } else {
+    constexpr int ROUNDS = WG_BT * 8 / WG_THREADS;   // 16-byte activation copies per thread and chunk
+    constexpr int ROWS_PER_ROUND = WG_THREADS / 8;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int r = lane >> 2, q = lane & 3;
+    // this thread's activation copies: 16-byte piece c of rows row0 + ROWS_PER_ROUND * i
+    const int c = tid & 7, row0 = tid >> 3;
+    const uint16_t* arow[ROUNDS];
+    uint32_t adst[ROUNDS];
+#pragma unroll
+    for (int i = 0; i < ROUNDS; ++i) {
+        const int row = row0 + ROWS_PER_ROUND * i;
+        const int idx = p0 + row;
+        const int slot = (row < N && idx < er.count) ? sorted_ids[er.start + idx] : nv;
+        arow[i] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
+        adst[i] = row * 128 + ((c ^ (row & 7)) << 4);
+    }
+    const uint32_t wdst = WG_ACT_BYTES + warp * 512 + lane * 16;
+    const uint32_t sdst = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 16;
+    auto load = [&](int slot, int ci) {
+        const uint32_t sb = smem0 + slot * WG_STAGE_BYTES;
+#pragma unroll
+        for (int i = 0; i < ROUNDS; ++i)
+            if (row0 + ROWS_PER_ROUND * i < N)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + adst[i]), "l"(arow[i] + ci * 64));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + wdst), "l"(wsrc + (long long)ci * 32));
+        if (lane < 8)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + sdst), "l"(ssrc + (long long)ci * 8));
+    };
+
     float acc[WG_ACC];
 #pragma unroll
     for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
+
+#pragma unroll
+    for (int j = 0; j < WG_AHEAD; ++j) {
+        if (j < Kc) load(j, j);
+        cp_async_commit();
+    }
     const uint32_t wread = WG_ACT_BYTES + warp * 512 + lane * 16;
     const uint32_t sread = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
-    for (int i = 0; i < Kc; ++i, ++g) {
+    for (int i = 0; i < Kc; ++i) {
         cp_async_wait<WG_AHEAD - 1>();
-        // chunk g is in for every thread; every warpgroup is done with chunk g - 1, whose stage takes
-        // chunk g + AHEAD (near the end of a pass: the next pass's first chunks, in flight during this
-        // pass's epilogue)
+        // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
+        // chunk i + AHEAD
         __syncthreads();
-        load(g + WG_AHEAD);
-        cp_async_commit();
-        const uint32_t sb = smem0 + (g % WG_S) * WG_STAGE_BYTES;
+        {
+            const int nx = i + WG_AHEAD;
+            if (nx < Kc) load(nx % WG_S, nx);
+            cp_async_commit();
+        }
+        const uint32_t sb = smem0 + (i % WG_S) * WG_STAGE_BYTES;
         const uint4 wv = lds_v4(sb + wread);
         const uint32_t sv = lds_u32(sb + sread);
         const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
@@ -212,6 +247,8 @@ __device__ __forceinline__ void wg_pass(
         wg_wait0();
         wg_fence_acc<N / 2>(acc);
     }
+    cp_async_wait<0>();
+
     if (tile_ok) {
 #pragma unroll
         for (int j = 0; j < N / 8; ++j) {
@@ -219,6 +256,8 @@ __device__ __forceinline__ void wg_pass(
             store_tile<GATED, false>(v, tile, p0 / 8 + j, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
                                      bias_stride, up_off, topk_w, out, out_stride, n_out);
         }
+    }
+    __syncthreads();   // the next pass refills every stage
     }
 }
 
@@ -241,7 +280,7 @@ __device__ __forceinline__ void mx_wg_body(
         zero_foreign_rows<GATED, WG_WARPS, 1, true>(er, sorted_ids, out, out_stride, n_out, nv);
         return;
     }
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int tile = blockIdx.x * WG_WARPS + warp;
     const bool tile_ok = tile < Nt;
     // a tile past the last streams the first one again (its sums are not stored)
@@ -249,65 +288,17 @@ __device__ __forceinline__ void mx_wg_body(
     const uint4* wsrc = w + tbase * Kc * 32 + lane;
     // scales: 128 bytes per tile and chunk, copied as 8 pieces of 16 by lanes 0-7
     const uint4* ssrc = reinterpret_cast<const uint4*>(ws) + tbase * Kc * 8 + (lane & 7);
-
-    // The copies, one chunk at a time through every pass: this thread's 16-byte piece c of activation rows
-    // row0 + ROWS_PER_ROUND * i (the 128-byte swizzle puts it at piece c ^ (row & 7), the same for all
-    // its rows), its warp's weights and scales. The rows of a pass are looked up when its first chunk is
-    // copied.
-    constexpr int ROUNDS = WG_BT * 8 / WG_THREADS;   // 16-byte activation copies per thread and chunk
-    constexpr int ROWS_PER_ROUND = WG_THREADS / 8;
-    const int c = tid & 7, row0 = tid >> 3;
-    const uint32_t adst = row0 * 128 + ((c ^ (row0 & 7)) << 4);
-    const uint32_t wdst = WG_ACT_BYTES + warp * 512 + lane * 16;
-    const uint32_t sdst = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 16;
-    const uint16_t* arow[ROUNDS];
-    int lp0 = 0, ln = 0, lci = Kc;   // the pass being copied, its rows, its next chunk
-    auto load = [&](int h) {
-        if (lci == Kc) {   // the next pass, if any
-            lp0 += ln;
-            if (lp0 >= er.count) return;
-            ln = wg_pass_rows(er.count - lp0);
-            lci = 0;
-#pragma unroll
-            for (int i = 0; i < ROUNDS; ++i) {
-                const int row = row0 + ROWS_PER_ROUND * i, idx = lp0 + row;
-                const int slot = (row < ln && idx < er.count) ? sorted_ids[er.start + idx] : nv;
-                arow[i] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
-            }
-        }
-        const uint32_t sb = smem0 + (h % WG_S) * WG_STAGE_BYTES;
-#pragma unroll
-        for (int i = 0; i < ROUNDS; ++i)
-            if (row0 + ROWS_PER_ROUND * i < ln)
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-                             :: "r"(sb + adst + ROWS_PER_ROUND * i * 128), "l"(arow[i] + lci * 64));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + wdst), "l"(wsrc + (long long)lci * 32));
-        if (lane < 8)
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + sdst), "l"(ssrc + (long long)lci * 8));
-        ++lci;
-    };
-#pragma unroll
-    for (int j = 0; j < WG_AHEAD; ++j) {
-        load(j);
-        cp_async_commit();
-    }
-    int g = 0;   // the next chunk to multiply (numbered across passes, as the copies are)
     for (int p0 = 0; p0 < er.count;) {
-        const int n = wg_pass_rows(er.count - p0);
-#define WG_PASS(NN) wg_pass<NN, GATED, BIG>(p0, g, load, smem0, er, tile, tile_ok, a_div, a_scale, bias, bias_stride, \
-                                            up_off, out, out_stride, topk_w, sorted_ids, nv, n_out, Kc)
-        if constexpr (WG_BT >= 128) {
-            if (n == 128) WG_PASS(128);
-        }
-        if constexpr (WG_BT >= 64) {
-            if (n == 64) WG_PASS(64);
-        }
-        if (n == 32) WG_PASS(32);
-        if (n == 16) WG_PASS(16);
+        const int rem = er.count - p0;
+#define WG_PASS(NN) wg_pass<NN, GATED, BIG>(p0, smem0, er, tile, tile_ok, a, a_stride, a_div, a_scale, wsrc, ssrc, \
+                                            bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, nv, \
+                                            n_out, Kc)
+        if (WG_BT >= 128 && rem > 64) { WG_PASS(128); p0 += 128; }
+        else if (WG_BT >= 64 && rem > 32) { WG_PASS(64); p0 += 64; }
+        else if (rem > 16) { WG_PASS(32); p0 += 32; }
+        else { WG_PASS(16); p0 += 16; }
 #undef WG_PASS
-        p0 += n;
     }
-    cp_async_wait<0>();
 }
 
 #define WG_ARGS                                                                                       \
