@@ -212,41 +212,53 @@ def test_as_built_bytes_bf16_by_hand():
 
 
 def test_as_built_mx_prefill_dequantization_by_hand():
-    """Tiny model, batch 256: 512 (token, expert) pairs over 4 experts = 128 rows per expert, above both
-    formats' dequantization thresholds (mxfp4 64, mxfp4-w4a8 32); every expert is touched (to 1e-70).
-    Packed mxfp4 gate_up [64, 64]: 64*64/2 = 2048 bytes + 64*64/32 = 128 E8M0 bytes = 2176; down [64, 32]:
-    1024 + 64 = 1088. As built, gemm1 weights = 4 experts x (2176 read + 64*64*2 = 8192 bf16 written) +
-    4 x 8192 read by the bf16 GEMM = 74,240; gemm2 = 4 x (1088 + 4096) + 4 x 4096 = 37,120.
-    mxfp4-w4a8 writes e4m3 (1 byte) plus a 4-byte row scale: gemm1 4 x (2176 + 4096 + 256) + 4 x 4352 =
-    43,520; gemm2 4 x (1088 + 2048 + 256) + 4 x 2304 = 22,784. At batch 64 (32 rows per expert, at the
-    threshold, not above it) neither format dequantizes; bf16 never does."""
+    """Tiny model, batch 256: 512 (token, expert) pairs over 4 experts = 128 rows per expert, above
+    mxfp4-w4a8's dequantization threshold (32); every expert is touched (to 1e-70). Packed mxfp4 gate_up
+    [64, 64]: 64*64/2 = 2048 bytes + 64*64/32 = 128 E8M0 bytes = 2176; down [64, 32]: 1024 + 64 = 1088.
+    mxfp4 as built reads the packed weights (its prefill kernel unpacks in registers): 4 x 2176 = 8704 and
+    4 x 1088 = 4352; if its bf16 fallback's dequantization runs, gemm1 weights = 4 experts x (2176 read +
+    64*64*2 = 8192 bf16 written) + 4 x 8192 read by the bf16 GEMM = 74,240 and gemm2 = 4 x (1088 + 4096) +
+    4 x 4096 = 37,120. mxfp4-w4a8 as built writes e4m3 (1 byte) plus a 4-byte row scale: gemm1
+    4 x (2176 + 4096 + 256) + 4 x 4352 = 43,520; gemm2 4 x (1088 + 2048 + 256) + 4 x 2304 = 22,784. At
+    batch 64 (32 rows per expert, at the threshold, not above it) neither format dequantizes; bf16 never
+    does."""
     c = layer_cost(_tiny(), "mxfp4", "h200", 256)
     assert c.gemm1_weight_bytes == pytest.approx(4 * 2176) and c.gemm2_weight_bytes == pytest.approx(4 * 1088)
-    assert c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built == pytest.approx(74_240)
-    assert c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built == pytest.approx(37_120)
-    assert c.as_record()["gemm1_weight_bytes_as_built"] == pytest.approx(74_240)
+    assert c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built == pytest.approx(8704)
+    assert c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built == pytest.approx(4352)
+    assert c.gemm1_weight_bytes_dequant == pytest.approx(74_240) and c.gemm2_weight_bytes_dequant == pytest.approx(37_120)
+    assert c.as_record()["gemm1_weight_bytes_as_built"] == pytest.approx(8704)
     w8 = layer_cost(_tiny(), "mxfp4-w4a8", "h200", 256)
     assert w8.gemm1_bytes_as_built - w8.gemm1_act_bytes_as_built == pytest.approx(43_520)
     assert w8.gemm2_bytes_as_built - w8.gemm2_act_bytes_as_built == pytest.approx(22_784)
+    assert w8.gemm1_weight_bytes_dequant == pytest.approx(43_520)
     for fmt, batch in (("mxfp4", 64), ("mxfp4-w4a8", 64), ("bf16", 256)):
         d = layer_cost(_tiny(), fmt, "h200", batch)
         assert d.gemm1_bytes_as_built - d.gemm1_act_bytes_as_built == pytest.approx(d.gemm1_weight_bytes), fmt
-    assert c.bytes_as_built > c.bytes and c.t_as_built_s >= c.t_roofline_s
+    assert layer_cost(_tiny(), "bf16", "h200", 256).gemm1_weight_bytes_dequant == pytest.approx(
+        layer_cost(_tiny(), "bf16", "h200", 256).gemm1_weight_bytes)
+    assert w8.bytes_as_built > w8.bytes and w8.t_as_built_s >= w8.t_roofline_s
 
 
-def test_as_built_dequant_thresholds_match_the_kernel_defaults():
-    """The roofline's as-built rule (pure Python) and the kernels' default configuration (on sm_90, where
-    the CUDA decode kernels run) agree on where prefill dequantizes."""
+def test_as_built_dequant_thresholds_match_the_kernel_defaults(monkeypatch):
+    """The roofline's as-built rule (pure Python) and the kernels' default configuration (on sm_90 with the
+    CUDA kernels built: stubbed available here) agree on where prefill dequantizes: mxfp4-w4a8 above 32
+    rows per expert; mxfp4 never (its prefill kernel unpacks in registers)."""
     pytest.importorskip("triton")
     from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import mx_cuda
     from moeprof.roofline.cost import AS_BUILT_DEQUANT
 
-    flag = {"mxfp4": "DEQUANT_BF16", "mxfp4-w4a8": "DEQUANT_FP8"}
+    monkeypatch.setattr(mg, "INTERPRET", False)
+    monkeypatch.setattr(mx_cuda, "available", lambda device=None: True)
+    monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: None)
+    assert "mxfp4" not in AS_BUILT_DEQUANT
+    for m in (16.0, 64.0, 128.0, 512.0):
+        c = mg.default_config("mxfp4", m, 2880, 2880, True, slots=int(m * 128), experts=128, local_experts=128)
+        assert c["KERNEL"] == "wg" and not c.get("DEQUANT_BF16"), (m, c)
+
+    flag = {"mxfp4-w4a8": "DEQUANT_FP8"}
     for fmt, (rows, _, _) in AS_BUILT_DEQUANT.items():
         for m, want in ((rows, False), (rows * 1.01, True)):
-            c = mg.default_config(fmt, m, 2880, 2880, True)
-            if fmt == "mxfp4-w4a8" and m <= mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2:
-                # without the CUDA kernels (no GPU) w4a8 dequantizes only above 64 rows: check the rule
-                assert mg.W4A8_MMA_MAX_ROWS_PER_EXPERT == rows
-                continue
+            c = mg.default_config(fmt, m, 2880, 2880, True, slots=int(m * 128), experts=128, local_experts=128)
             assert bool(c.get(flag[fmt])) == want, (fmt, m, c)

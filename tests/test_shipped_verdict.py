@@ -101,35 +101,39 @@ def test_uncounted_and_no_tensor_work(fp16, inst, path, words):
     assert words in sentences.path_reason("fp8", row)
 
 
-def test_mxfp4_prefill_reason_names_its_dequantization(src):
-    """The H200 capture's mxfp4 at 4096 tokens (128 rows per expert on gpt-oss-120b, above the 64 where the
-    shipped kernels dequantize to bf16). Derived by hand: packed gate_up per expert 5760*2880/2 + 5760*90
-    E8M0 + 5760*2 bias = 8,824,320 bytes, down 2880*2880/2 + 2880*90 + 2880*2 = 4,412,160; bf16 copies
-    (5760 + 2880)*2880*2 = 49,766,400. Weight traffic as built = 128 experts x (13,236,480 read +
-    49,766,400 written) + 128 touched x 49,766,400 read = 14.43 GB, for 1.69 GB of packed weights. fp8
-    never dequantizes, and mxfp4 at 64 tokens (2 rows per expert) does not."""
-    if src != example_capture_path():
-        pytest.skip("the H100 capture predates the dequantizing prefill")
-    res = analyze(load_capture(src))
-    by = {(v.batch): v for v in res.verdicts}
-    text = " ".join(by[4096].reasons)
-    assert "mxfp4: expert GEMMs reach" in text
-    assert "dequantize the weights per call: 14.43 GB of weight traffic for 1.69 GB of packed weights" in text
-    assert "fp8: expert GEMMs reach" in text and text.count("dequantize the weights per call") == 1
-    assert "dequantize the weights per call" not in " ".join(by[64].reasons)
-
-
 def test_as_built_dequantization_counts_only_where_it_ran():
-    """The H100 capture (2026-11-26) ran mxfp4 prefill through the direct Triton loop: no dequantization
-    kernel in it, so its as-built weight traffic stays the packed weights and no reason claims one; the
-    H200 capture's mxfp4 at 4096 ran dequant_mx_kernel and counts it (14.43 GB, derived above)."""
-    h100 = analyze(load_capture(H100))
-    lay = h100.layer.set_index(["format", "batch"])
-    for b in (4096, 16384):
-        row = lay.loc[("mxfp4", b)]
-        assert row["weight_bytes_as_built"] == pytest.approx(row["gemm1_weight_bytes"] + row["gemm2_weight_bytes"])
-    assert not any("dequantize the weights per call" in r for v in h100.verdicts for r in v.reasons)
-    h200 = analyze(load_capture(example_capture_path())).layer.set_index(["format", "batch"])
-    assert h200.loc[("mxfp4", 4096), "weight_bytes_as_built"] == pytest.approx(14.43e9, rel=1e-3)
-    assert h200.loc[("fp8", 4096), "weight_bytes_as_built"] == pytest.approx(
-        h200.loc[("fp8", 4096), "gemm1_weight_bytes"] + h200.loc[("fp8", 4096), "gemm2_weight_bytes"])
+    """Neither shipped capture ran a prefill dequantization kernel (the H100 one predates it, the H200 one
+    runs mxfp4 prefill through the warpgroup-MMA kernel), so their as-built weight traffic is the packed
+    weights and no reason claims a dequantization; fp8 never dequantizes."""
+    for path in (H100, example_capture_path()):
+        res = analyze(load_capture(path))
+        lay = res.layer.set_index(["format", "batch"])
+        for fmt, b in (("mxfp4", 4096), ("mxfp4", 16384), ("fp8", 4096)):
+            row = lay.loc[(fmt, b)]
+            assert row["weight_bytes_as_built"] == pytest.approx(row["gemm1_weight_bytes"] + row["gemm2_weight_bytes"])
+        assert not any("dequantize the weights per call" in r for v in res.verdicts for r in v.reasons)
+
+
+def test_a_dequantization_kernel_in_the_capture_is_counted():
+    """The H200 capture's kernel table with a dequantization launch added at mxfp4, 4096 tokens (as the
+    fallback path, without an sm_90a build, runs): the as-built weight traffic there becomes, derived by
+    hand, packed gate_up per expert 5760*2880/2 + 5760*90 E8M0 + 5760*2 bias = 8,824,320 bytes, down
+    2880*2880/2 + 2880*90 + 2880*2 = 4,412,160; bf16 copies (5760 + 2880)*2880*2 = 49,766,400; 128 experts x
+    (13,236,480 read + 49,766,400 written) + 128 touched x 49,766,400 read = 14.43 GB, against 1.69 GB of
+    packed weights without it. The other points keep the packed weights."""
+    from moeprof.analysis import expected
+
+    cap = load_capture(example_capture_path())
+    k = cap.kernels
+    points = sorted(set(zip(cap.points["format"], cap.points["batch"].dropna().astype("int64"))))
+    costs = expected.expectations(cap.manifest, points).costs
+    plain = expected.dequant_as_seen(costs, k).set_index(["format", "batch"])
+    assert plain.loc[("mxfp4", 4096), "weight_bytes_as_built"] == pytest.approx(1.6943e9, rel=1e-3)
+    extra = k[(k["format"] == "mxfp4") & (k["batch"] == 4096)].head(1).copy()
+    extra["kernel_name"] = "dequant_mx_kernel"
+    seen = expected.dequant_as_seen(costs, pd.concat([k, extra], ignore_index=True)).set_index(["format", "batch"])
+    assert seen.loc[("mxfp4", 4096), "weight_bytes_as_built"] == pytest.approx(14.43e9, rel=1e-3)
+    assert seen.loc[("mxfp4", 4096), "t_as_built_spec_s"] > plain.loc[("mxfp4", 4096), "t_as_built_spec_s"]
+    for fmt, b in (("mxfp4", 16384), ("fp8", 4096), ("mxfp4", 64)):
+        assert seen.loc[(fmt, b), "weight_bytes_as_built"] == pytest.approx(
+            seen.loc[(fmt, b), "gemm1_weight_bytes"] + seen.loc[(fmt, b), "gemm2_weight_bytes"])

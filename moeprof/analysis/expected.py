@@ -159,6 +159,9 @@ def point_costs(subject: Subject, points: list[tuple[str, int]]) -> tuple[pd.Dat
             "t_compute_spec_s": c.t_compute_s, "hbm_bytes_per_s_spec": c.hbm_bytes_per_s,
             "gemm1_dequant_bytes_as_built": c.gemm1_weight_bytes_as_built - c.gemm1_weight_bytes,
             "gemm2_dequant_bytes_as_built": c.gemm2_weight_bytes_as_built - c.gemm2_weight_bytes,
+            # what the prefill dequantization pass adds where it runs (MX formats)
+            "gemm1_dequant_bytes_if_run": c.gemm1_weight_bytes_dequant - c.gemm1_weight_bytes,
+            "gemm2_dequant_bytes_if_run": c.gemm2_weight_bytes_dequant - c.gemm2_weight_bytes,
         })
     note = ("; ".join(sorted(set(skipped))) or None) if skipped else None
     return pd.DataFrame(rows), note
@@ -218,25 +221,31 @@ def expectations(manifest: Manifest, points: list[tuple[str, int]]) -> Expectati
 
 
 def dequant_as_seen(costs: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
-    """The as-built bound counts a prefill dequantization pass (roofline.cost.AS_BUILT_DEQUANT) only at the
-    points where the capture shows one ran (a kernel named *dequant* at that format and batch): a capture
-    made before the kernels dequantized keeps the packed-weight traffic."""
-    if costs.empty or "gemm1_dequant_bytes_as_built" not in costs or "kernel_name" not in kernels:
+    """The as-built bound counts a prefill dequantization pass exactly at the points where the capture shows
+    one ran (a kernel named *dequant* at that format and batch), whatever the model assumed there
+    (roofline.cost.AS_BUILT_DEQUANT): a capture made before the kernels dequantized, or after they stopped,
+    keeps the packed-weight traffic; one that ran the fallback counts the pass (DEQUANT_PASS)."""
+    need = ("gemm1_dequant_bytes_as_built", "gemm1_dequant_bytes_if_run")
+    if costs.empty or any(c not in costs for c in need) or "kernel_name" not in kernels:
         return costs
     hit = kernels.loc[kernels["kernel_name"].astype(str).str.contains("dequant", na=False)
                       & kernels["batch"].notna(), ["format", "batch"]].drop_duplicates()
     ran = set(zip(hit["format"], hit["batch"].astype("int64")))
     out = costs.copy()
-    gone = [(f, int(b)) not in ran for f, b in zip(out["format"], out["batch"])]
-    gone = pd.Series(gone, index=out.index) & ((out["gemm1_dequant_bytes_as_built"] > 0)
-                                               | (out["gemm2_dequant_bytes_as_built"] > 0))
-    if gone.any():
-        d1, d2 = out.loc[gone, "gemm1_dequant_bytes_as_built"], out.loc[gone, "gemm2_dequant_bytes_as_built"]
-        out.loc[gone, "gemm1_bytes_as_built"] -= d1
-        out.loc[gone, "gemm2_bytes_as_built"] -= d2
-        out.loc[gone, "bytes_as_built"] -= d1 + d2
-        out.loc[gone, "weight_bytes_as_built"] -= d1 + d2
-        out.loc[gone, ["gemm1_dequant_bytes_as_built", "gemm2_dequant_bytes_as_built"]] = 0.0
-        out.loc[gone, "t_as_built_spec_s"] = np.maximum(out.loc[gone, "t_compute_spec_s"],
-                                                        out.loc[gone, "bytes_as_built"] / out.loc[gone, "hbm_bytes_per_s_spec"])
+    seen = pd.Series([(f, int(b)) in ran for f, b in zip(out["format"], out["batch"])], index=out.index)
+    change = pd.Series(False, index=out.index)
+    for g in ("gemm1", "gemm2"):
+        want = out[f"{g}_dequant_bytes_if_run"].where(seen, 0.0)
+        delta = want - out[f"{g}_dequant_bytes_as_built"]
+        moved = delta != 0
+        if moved.any():
+            out.loc[moved, f"{g}_bytes_as_built"] += delta[moved]
+            out.loc[moved, "bytes_as_built"] += delta[moved]
+            out.loc[moved, "weight_bytes_as_built"] += delta[moved]
+            out.loc[moved, f"{g}_dequant_bytes_as_built"] = want[moved]
+            change |= moved
+    if change.any():
+        out.loc[change, "t_as_built_spec_s"] = np.maximum(out.loc[change, "t_compute_spec_s"],
+                                                          out.loc[change, "bytes_as_built"]
+                                                          / out.loc[change, "hbm_bytes_per_s_spec"])
     return out

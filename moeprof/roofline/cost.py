@@ -19,11 +19,14 @@ As built (`bytes_as_built`, `t_as_built_s`): the traffic of the kernels moeprof 
            (whatever the format), which gemm2 (or its quant pass) reads back.
   gemm2    writes one BF16 row per (token, expert) pair [pairs, H], not per token.
   combine  reads those [pairs, H] rows and writes y [tokens, H] in BF16.
-  dequantize  at prefill the MX formats dequantize every local expert's weights once per call and run
-           the GEMMs of the wider format (mxfp4 above 64 rows per expert: to bf16; mxfp4-w4a8 above 32: to
-           e4m3 with a row scale): packed weights read, dequantized weights written, and the touched
-           experts' dequantized weights read by the GEMMs instead of the packed ones
-           (`gemm1_weight_bytes_as_built`, `gemm2_weight_bytes_as_built`; AS_BUILT_DEQUANT).
+  dequantize  at prefill mxfp4-w4a8 dequantizes every local expert's weights once per call (above 32
+           rows per expert, to e4m3 with a row scale) and runs the fp8 GEMMs: packed weights read,
+           dequantized weights written, and the touched experts' dequantized weights read by the GEMMs
+           instead of the packed ones (`gemm1_weight_bytes_as_built`, `gemm2_weight_bytes_as_built`;
+           AS_BUILT_DEQUANT). mxfp4 unpacks in the MMA's registers (kernels/mx_wgmma.cu); where its
+           fallback ran instead (dequantize to bf16: no sm_90a build, or K % 64 != 0), a capture shows the
+           dequantization kernel and the analysis counts the pass (`gemm1_weight_bytes_dequant`,
+           DEQUANT_PASS).
 Not counted there: the fp32 split-K partial sums of the MXFP4 decode configurations (zeroed,
 accumulated in L2 and copied out: a few % of the weight bytes at m <= 16 rows per expert), and
 routing/sorting. Shared experts are counted as in the ideal model (the shipped kernels have none).
@@ -65,8 +68,12 @@ from moeprof.roofline.shapes import MoeModel, get_model
 DEFAULT_HBM_RESERVE_FRACTION = 0.10  # CUDA context, activations, workspaces, fragmentation
 # As built: the formats whose shipped prefill dequantizes the weights per call -> (rows per local expert
 # above which it does, bytes per dequantized weight element, bytes per dequantized row besides); the
-# thresholds mirror models/kernels/moe_gemm.default_config on sm_90 (a test keeps them equal)
-AS_BUILT_DEQUANT = {"mxfp4": (64.0, BF16_BYTES, 0), "mxfp4-w4a8": (32.0, 1, 4)}
+# thresholds mirror models/kernels/moe_gemm.default_config on sm_90 with the CUDA kernels built (a test
+# keeps them equal)
+AS_BUILT_DEQUANT = {"mxfp4-w4a8": (32.0, 1, 4)}
+# The prefill dequantization pass of each MX format when it runs -> (bytes per dequantized weight element,
+# bytes per dequantized row besides): mxfp4's fallback to bf16, mxfp4-w4a8's e4m3 with a row scale
+DEQUANT_PASS = {"mxfp4": (BF16_BYTES, 0), "mxfp4-w4a8": (1, 4)}
 # What "% of roofline" is measured against: the ideal bound (t_roofline_s), so that the number rewards
 # fusing the passes the shipped kernels keep separate; the as-built bound is reported beside it.
 ROOFLINE_BASIS = "ideal"
@@ -245,6 +252,10 @@ class LayerCost:
     # formats (AS_BUILT_DEQUANT) the packed read, the wide write and the GEMMs' wide read
     gemm1_weight_bytes_as_built: float = 0.0
     gemm2_weight_bytes_as_built: float = 0.0
+    # the same if the prefill dequantization pass runs (DEQUANT_PASS; the MX formats, any batch): what a
+    # capture that shows the pass is measured against
+    gemm1_weight_bytes_dequant: float = 0.0
+    gemm2_weight_bytes_dequant: float = 0.0
 
     # --- totals ---------------------------------------------------------------------------
     @property
@@ -401,15 +412,18 @@ def layer_cost(
     # As built, MX prefill: every local expert dequantized per call (packed read, wide written), then the
     # GEMMs read the touched experts' wide weights
     w1_built, w2_built = touched * w1, touched * w2
-    deq = AS_BUILT_DEQUANT.get(fmt.name)
+    w1_deq, w2_deq = w1_built, w2_built
     local_experts = model.num_experts / ep
-    if deq is not None and max(1.0, pairs / local_experts) > deq[0]:
-        _, per_elem, per_row = deq
+    if fmt.name in DEQUANT_PASS:
+        per_elem, per_row = DEQUANT_PASS[fmt.name]
         n2, k2 = model.down_shape(i_rank)
         wide1 = n1 * h * per_elem + n1 * per_row
         wide2 = n2 * k2 * per_elem + n2 * per_row
-        w1_built = local_experts * (w1 + wide1) + touched * wide1
-        w2_built = local_experts * (w2 + wide2) + touched * wide2
+        w1_deq = local_experts * (w1 + wide1) + touched * wide1
+        w2_deq = local_experts * (w2 + wide2) + touched * wide2
+    deq = AS_BUILT_DEQUANT.get(fmt.name)
+    if deq is not None and max(1.0, pairs / local_experts) > deq[0]:
+        w1_built, w2_built = w1_deq, w2_deq
 
     shared_flops = shared_w = shared_act = 0.0
     if model.num_shared_experts:
@@ -453,6 +467,8 @@ def layer_cost(
         combine_bytes_as_built=combine_as_built,
         gemm1_weight_bytes_as_built=w1_built,
         gemm2_weight_bytes_as_built=w2_built,
+        gemm1_weight_bytes_dequant=w1_deq,
+        gemm2_weight_bytes_dequant=w2_deq,
     )
 
 
