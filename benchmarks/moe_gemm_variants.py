@@ -136,6 +136,10 @@ VARIANTS = {
         "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1,F16MMA=1"),
         "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4,F16MMA=1"),
         "mma8-g4-mt1": ((1024,), "mma8:WN=8,WK=1,D=4,MT=1,G=4,F16MMA=1"),
+        # the mxfp4 prefill kernel on the e4m3 activations converted to bf16 (row scales in its epilogue)
+        # against the dequantize-to-e4m3 fp8 GEMM ("dq": the default without it) and the W4A16 decode kernel
+        "dq": ((1024, 4096, 16384), "dq"),
+        "wg": ((1024, 4096, 16384), "wg:"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
@@ -175,8 +179,8 @@ def _build(fmt, b, cfg, kernel="triton"):
         sh = model_shapes(MODEL)
         if cfg == "dq":
             # the configuration the default takes without the prefill kernel (the dequantize path)
-            keep = mg.WG_MIN_ROWS_PER_EXPERT
-            mg.WG_MIN_ROWS_PER_EXPERT = float("inf")
+            keep, keep8 = mg.WG_MIN_ROWS_PER_EXPERT, mg.W4A8_WG_MAX_ROWS_PER_EXPERT
+            mg.WG_MIN_ROWS_PER_EXPERT, mg.W4A8_WG_MAX_ROWS_PER_EXPERT = float("inf"), 0
             try:
                 m = b * sh["top_k"] / sh["num_experts"]
                 i, h = sh["intermediate_size"], sh["hidden_size"]
@@ -184,7 +188,7 @@ def _build(fmt, b, cfg, kernel="triton"):
                           local_experts=sh["num_experts"])
                 cfg = (mg.default_config(fmt, m, i, h, True, **kw), mg.default_config(fmt, m, h, i, False, **kw))
             finally:
-                mg.WG_MIN_ROWS_PER_EXPERT = keep
+                mg.WG_MIN_ROWS_PER_EXPERT, mg.W4A8_WG_MAX_ROWS_PER_EXPERT = keep, keep8
         else:
             shape = {k: int(v) for k, v in (x.split("=") for x in cfg.split(":", 1)[1].split(",") if x)}
             cfg = mg.wg_config(**shape)
@@ -375,6 +379,7 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--dram-peak", type=float, default=4.81e12, help="bytes/s (ncu's DRAM peak of the card)")
     ap.add_argument("--defaults-only", action="store_true", help="time the default configurations alone")
+    ap.add_argument("--variants", default="", help="comma list: time only these variants (and the defaults)")
     ap.add_argument("--sglang-trim", default="",
                     help="trimmed SGLang package (examples/sglang/prepare.py): add SGLang's fp8 GEMMs as a peer")
     ap.add_argument("--ncu", action="store_true")
@@ -398,7 +403,9 @@ def main():
 
     batches = [int(x) for x in args.batches.split(",") if x]
     formats = tuple(f for f in args.formats.split(",") if f)
-    pts = [p for p in points(batches, formats) if p[2] == "default" or not args.defaults_only]
+    keep = {v for v in args.variants.split(",") if v}
+    pts = [p for p in points(batches, formats)
+           if p[2] == "default" or (not args.defaults_only and (not keep or p[2] in keep))]
     sg_tiles = []
     if args.sglang_trim and "fp8" in formats:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

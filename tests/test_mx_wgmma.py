@@ -119,12 +119,21 @@ def test_config_routes_prefill_to_the_kernel(monkeypatch):
     # K % 64 == 32 at prefill (128 rows per expert): the dequantize path
     odd = mg.default_config("mxfp4", 128, 2880, 2912, True, slots=128 * 128, experts=128, local_experts=128)
     assert odd.get("KERNEL") != "wg" and odd.get("DEQUANT_BF16") == 1
+    # mxfp4-w4a8: the decode kernels up to W4A8_MMA_MAX_ROWS_PER_EXPERT, the prefill kernel up to
+    # W4A8_WG_MAX_ROWS_PER_EXPERT, then its dequantize-to-e4m3 fp8 GEMM
+    w8 = lambda m: mg.default_config("mxfp4-w4a8", m, 2880, 2880, True, slots=int(m * 128), experts=128,
+                                     local_experts=128)
+    assert w8(mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] in ("mma", "mma8")
+    assert w8(mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)["KERNEL"] == "wg"
+    assert w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT)["KERNEL"] == "wg"
+    big8 = w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT * 2)
+    assert big8.get("DEQUANT_FP8") == 1 and "KERNEL" not in big8
     # no sm_90a build: the dequantize path
     monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: "build failed: test")
     assert mg.default_config("mxfp4", 128, 2880, 2880, True, slots=128 * 128, experts=128,
                              local_experts=128).get("DEQUANT_BF16") == 1
     monkeypatch.setattr(mx_cuda, "wg_unavailable_reason", lambda device=None: None)
-    for fmt in ("bf16", "fp8", "mxfp4-w4a8"):
+    for fmt in ("bf16", "fp8"):
         assert mg.default_config(fmt, m, 2880, 2880, True, slots=int(m * 128), experts=128,
                                  local_experts=128).get("KERNEL") != "wg"
 
@@ -147,7 +156,7 @@ def test_shared_memory_matches_the_kernel_formula():
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
                                    dict(BT=32, S=6)])
-@pytest.mark.parametrize("case", ["crowded", "ep", "big"])
+@pytest.mark.parametrize("case", ["crowded", "ep", "big", "w4a8"])
 def test_gpu_wg_kernel_against_reference(shape, case):
     """Small shapes with K = 192 / 128 (three and two chunks): skewed routing so that experts hold 0 to
     several hundred rows (passes of every width, a last pass mostly padding), EP foreign rows, a scale
@@ -164,6 +173,8 @@ def test_gpu_wg_kernel_against_reference(shape, case):
               routing="skew:2", seed=19, device="cuda", cache_weights=False, cfg=(c, dict(c)))
     if case == "ep":
         kw.update(ep=2, routing="uniform", batch=301)
+    if case == "w4a8":   # e4m3 activations (exact in bf16) with their row scales applied in the epilogue
+        kw.update(fmt="mxfp4-w4a8")
     layer = build_layer(**kw)
     if case == "big":
         wt = layer.wt
@@ -180,7 +191,7 @@ def test_gpu_wg_kernel_against_reference(shape, case):
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())
-    assert err < ERROR_BOUNDS["mxfp4"], (shape, case, err)
+    assert err < ERROR_BOUNDS[kw["fmt"]], (shape, case, err)
 
 
 @pytest.mark.gpu

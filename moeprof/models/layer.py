@@ -267,8 +267,8 @@ class MoeLayer:
         self._mma8 = mma_kernel == "mma8"
         # mxfp4 prefill through the warpgroup-MMA kernel (kernels/mx_wgmma.cu, cfg KERNEL "wg")
         self._wg = mma_kernel == "wg"
-        if self._wg and fmt != "mxfp4":
-            raise ValueError(f"cfg KERNEL=wg is the mxfp4 (bf16 activations) prefill kernel, not for {fmt}")
+        if self._wg and fmt not in ("mxfp4", "mxfp4-w4a8"):
+            raise ValueError(f"cfg KERNEL=wg is an MXFP4-weight prefill kernel, not for {fmt}")
         # the W4A8 kernel's f16-MMA build (cfg F16MMA, both GEMMs: mx_cuda.moe_gemm_mx8 f16_mma)
         self._mma8_f16 = self._mma8 and bool(self.cfg1.get("F16MMA", 0))
         if self._mma:
@@ -415,10 +415,11 @@ class MoeLayer:
         if self._wg:
             from moeprof.models.kernels import mx_cuda
 
+            a, a_scale = self._mma_activations(a, a_s)
             mx_cuda.moe_gemm_mx_wg(a, wt.extra["w1_wg"], wt.extra["s1_wg"], wt.b1, tw, sids, counts,
                                    out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True, mul_routed=False,
                                    big_scale=self._big, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
-                                   variant=self._mma_variant1, up_off=i)
+                                   variant=self._mma_variant1, up_off=i, a_scale=a_scale)
             return
         if self._mma:
             from moeprof.models.kernels import mx_cuda
@@ -471,10 +472,11 @@ class MoeLayer:
         if self._wg:
             from moeprof.models.kernels import mx_cuda
 
+            a, a_scale = self._mma_activations(a, a_s)
             mx_cuda.moe_gemm_mx_wg(a, wt.extra["w2_wg"], wt.extra["s2_wg"], wt.b2, tw, sids, counts,
                                    out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                    big_scale=self._big, block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
-                                   variant=self._mma_variant2)
+                                   variant=self._mma_variant2, a_scale=a_scale)
             return
         if self._mma:
             from moeprof.models.kernels import mx_cuda
@@ -506,9 +508,9 @@ class MoeLayer:
             mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
 
     def _mma_activations(self, a, a_s):
-        """The W4A16 kernel (cfg KERNEL "mma") reads bf16 activations: e4m3 ones (mxfp4-w4a8) go over as
-        their exact bf16 values, with their row scales applied in the kernel's epilogue (the "mma8"
-        kernel reads the e4m3 bytes as they are)."""
+        """The W4A16 kernels (cfg KERNEL "mma", "wg") read bf16 activations: e4m3 ones (mxfp4-w4a8) go
+        over as their exact bf16 values, with their row scales applied in the kernel's epilogue (the
+        "mma8" kernel reads the e4m3 bytes as they are)."""
         if a_s is None:
             return a, None
         import torch

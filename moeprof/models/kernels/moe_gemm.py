@@ -872,6 +872,10 @@ BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
 # dequantized weights
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
 W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
+# mxfp4-w4a8 above W4A8_MMA_MAX_ROWS_PER_EXPERT up to this many rows per expert: the prefill kernel
+# (KERNEL="wg") on the activations converted to bf16 (exact; row scales in its epilogue); above it the
+# fp8 GEMM on weights dequantized to e4m3 (docs/performance.md, run 57)
+W4A8_WG_MAX_ROWS_PER_EXPERT = 128
 W4A8_MMA_KERNEL = "mma8"
 # the W4A8 kernel's build (cfg F16MMA): 1 = each MMA step as the two f16 MMAs that ptxas makes of the e4m3
 # one on sm_90, accumulating onto each other (fewer instructions per step at every G: no add of the zero
@@ -969,6 +973,9 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             # weights to bf16 once per call and running the bf16 GEMM does the unpack once
             return _unpaired(dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1))
     elif wf == WF_MX_FP8:
+        if (mma_ok and W4A8_MMA_MAX_ROWS_PER_EXPERT < m_per_expert <= W4A8_WG_MAX_ROWS_PER_EXPERT
+                and n % 64 == 0 and k % 64 == 0 and mx_cuda.wg_unavailable_reason() is None):
+            return wg_config(m_per_expert)
         if m_per_expert > 64 or (mma_ok and m_per_expert > W4A8_MMA_MAX_ROWS_PER_EXPERT):
             # prefill: the weights dequantized once per call to e4m3 with a scale per row (E2M1
             # times 2^(S - Smax + 6): exact for every MX group within 2^14 of the row's largest), then
