@@ -229,7 +229,9 @@ def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch)
     assert cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] == "mma"
     assert "KERNEL" not in cfg("mxfp4", mg.MMA_MAX_ROWS_PER_EXPERT * 2)
     assert cfg("mxfp4-w4a8", 1.0)["KERNEL"] == "mma8" and cfg("mxfp4-w4a8", 16.0)["KERNEL"] == "mma"
-    big = cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)
+    # without the prefill kernel, the decode kernel up to W4A8_MMA_MAX_ROWS_WITHOUT_WG
+    assert cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_WITHOUT_WG)["KERNEL"] == "mma"
+    big = cfg("mxfp4-w4a8", mg.W4A8_MMA_MAX_ROWS_WITHOUT_WG * 2)
     assert big.get("DEQUANT_FP8") == 1 and "KERNEL" not in big
     for fmt in ("bf16", "fp8", "fp8-block"):
         assert "KERNEL" not in cfg(fmt, 2.0)

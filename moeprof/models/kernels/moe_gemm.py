@@ -868,13 +868,16 @@ BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
 # placed into e4m3 bits, mx_mma.cu mx_w4a8_body; on sm_90 ptxas runs its e4m3 mma.sync as f16 MMAs) up to
 # W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 activations converted
 # to bf16 (exact) with their row scales applied in the epilogue, which measured faster with two token
-# groups per pass (docs/performance.md, run 39); above W4A8_MMA_MAX_ROWS_PER_EXPERT the fp8 GEMM on
+# groups per pass (docs/performance.md, run 39); above W4A8_MMA_MAX_ROWS_PER_EXPERT the prefill kernel
+# (below), or without it the decode kernel up to W4A8_MMA_MAX_ROWS_WITHOUT_WG, then the fp8 GEMM on
 # dequantized weights
-W4A8_MMA_MAX_ROWS_PER_EXPERT = 32
+W4A8_MMA_MAX_ROWS_PER_EXPERT = 16
+W4A8_MMA_MAX_ROWS_WITHOUT_WG = 32
 W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
 # mxfp4-w4a8 above W4A8_MMA_MAX_ROWS_PER_EXPERT up to this many rows per expert: the prefill kernel
 # (KERNEL="wg") on the activations converted to bf16 (exact; row scales in its epilogue); above it the
-# fp8 GEMM on weights dequantized to e4m3 (docs/performance.md, run 57)
+# fp8 GEMM on weights dequantized to e4m3 (docs/performance.md, run 57: 1148 vs 1635 us for the decode
+# kernel at 32 rows per expert, 2417 vs 4301 us for the dequantize path at 128, 8620 vs 6546 at 512)
 W4A8_WG_MAX_ROWS_PER_EXPERT = 128
 W4A8_MMA_KERNEL = "mma8"
 # the W4A8 kernel's build (cfg F16MMA): 1 = each MMA step as the two f16 MMAs that ptxas makes of the e4m3
@@ -947,15 +950,17 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
     # (both GEMMs of a layer take the same path: the condition is symmetric in n and k)
     mma_rows = (MMA_MAX_ROWS_PER_EXPERT if wf == WF_MX_BF16 else
                 W4A8_MMA_MAX_ROWS_PER_EXPERT if wf == WF_MX_FP8 else None)
-    mma_ok = False
+    mma_ok = wg_ok = False
     if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
         mma_ok = mx_cuda.available()
+        wg_ok = mma_ok and n % 64 == 0 and k % 64 == 0 and mx_cuda.wg_unavailable_reason() is None
+        if wf == WF_MX_FP8 and mma_ok and not wg_ok:
+            mma_rows = W4A8_MMA_MAX_ROWS_WITHOUT_WG   # no prefill kernel: the decode kernel a while longer
         if mma_ok and m_per_expert <= mma_rows:
             if wf == WF_MX_FP8 and W4A8_MMA_KERNEL == "mma8" and m_per_expert <= W4A8_MMA8_MAX_ROWS_PER_EXPERT:
                 return mma_config(m_per_expert, experts, gated, kernel="mma8", F16MMA=W4A8_MMA_F16)
             return mma_config(m_per_expert, experts, gated)
-        if (mma_ok and wf == WF_MX_BF16 and m_per_expert > WG_MIN_ROWS_PER_EXPERT and n % 64 == 0 and k % 64 == 0
-                and mx_cuda.wg_unavailable_reason() is None):
+        if wg_ok and wf == WF_MX_BF16 and m_per_expert > WG_MIN_ROWS_PER_EXPERT:
             return wg_config(m_per_expert)
     if wf == WF_MX_BF16:
         # v2 loop (E8M0 scale folded into the unpack, one K tile of BK elements per step) on the
@@ -973,10 +978,9 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             # weights to bf16 once per call and running the bf16 GEMM does the unpack once
             return _unpaired(dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1))
     elif wf == WF_MX_FP8:
-        if (mma_ok and W4A8_MMA_MAX_ROWS_PER_EXPERT < m_per_expert <= W4A8_WG_MAX_ROWS_PER_EXPERT
-                and n % 64 == 0 and k % 64 == 0 and mx_cuda.wg_unavailable_reason() is None):
+        if wg_ok and mma_rows < m_per_expert <= W4A8_WG_MAX_ROWS_PER_EXPERT:
             return wg_config(m_per_expert)
-        if m_per_expert > 64 or (mma_ok and m_per_expert > W4A8_MMA_MAX_ROWS_PER_EXPERT):
+        if m_per_expert > 64 or (mma_ok and m_per_expert > mma_rows):
             # prefill: the weights dequantized once per call to e4m3 with a scale per row (E2M1
             # times 2^(S - Smax + 6): exact for every MX group within 2^14 of the row's largest), then
             # the fp8 GEMM: FP8 MMAs at the fp8 kernel's rate
