@@ -211,3 +211,23 @@ def test_gpu_wg_real_shapes(batch):
     out = poisoned_call(layer)
     err = rel_err(out, layer.reference())
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4"], (batch, err)
+
+
+def test_kernel_sources_ship_with_the_package():
+    """Both CUDA sources and every file they include match the package-data patterns (an installed
+    package compiles them on first use)."""
+    import fnmatch
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from moeprof.models.kernels import mx_cuda
+
+    root = Path(__file__).resolve().parent.parent
+    pats = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["moeprof"]
+    for src in (mx_cuda.SOURCE, mx_cuda.WG_SOURCE):
+        names = [src.name] + re.findall(r'#include "([^"]+)"', src.read_text())
+        assert len(names) >= 2, src   # each includes the shared header
+        for name in names:
+            rel = f"models/kernels/{name}"
+            assert (src.parent / name).is_file() and any(fnmatch.fnmatch(rel, p) for p in pats), rel
