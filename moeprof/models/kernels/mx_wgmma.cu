@@ -22,8 +22,9 @@
 //            global memory (token rows of 64 K, 128-byte swizzled).
 //   scales   s [E, Nt, Kc, 32 lanes] x 4 bytes: E8M0 of (row r, group 0), (r + 8, group 0), (r, group 1),
 //            (r + 8, group 1) of the chunk (steps 0-1 are group 0, steps 2-3 group 1).
-// Rows and grid as mx_mma.cu (grid x = the j-th expert with rows, plus the foreign rows; grid y =
-// groups of NWG * 4 tiles); the epilogue is store_tile (bias, SwiGLU or routing weight, bf16 out).
+// Rows as mx_mma.cu; the grid is swapped: x = groups of NWG * 4 tiles, y = the j-th expert with rows
+// (plus the foreign rows), so that an expert's CTAs run together and share its activation rows in L2.
+// The epilogue is store_tile (bias, SwiGLU or routing weight, bf16 out).
 //
 // Pipeline: S stages, each holding one chunk's activation tile (N x 64 bf16) and every warp's weights and
 // scales, filled by cp.async from all threads; per chunk a block barrier, the refill of the stage the
