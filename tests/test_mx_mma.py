@@ -173,16 +173,12 @@ def test_gpu_mma_kernel_against_reference(g, shape, case):
     layer = build_layer(**kw)
     if case == "big":
         # a few groups whose E8M0 byte exceeds 128 (the kernel's two-step multiply)
-        from moeprof.models.layer import MoeLayer, _mma_operands
+        from helpers.mx_layers import with_scale_bytes
 
-        wt = layer.wt
-        wt.w1_s[0, :4, 0] = 131
-        for name in ("w1_mma", "s1_mma", "w2_mma", "s2_mma"):
-            wt.extra.pop(name, None)
-        wt.extra["mx_scale_max"] = int(wt.w1_s.max())
-        _mma_operands(wt)
-        layer = MoeLayer(wt=wt, x=layer.x, router_w=layer.router_w, router_b=layer.router_b, top_k=2,
-                         num_experts_total=8, fmt="mxfp4", batch=45, kernel="triton", cfg=(c, dict(c)))
+        def big(wt):
+            wt.w1_s[0, :4, 0] = 131
+
+        layer = with_scale_bytes(layer, "mma", (c, dict(c)), big)
         assert layer._big
     assert layer._mma
     out = poisoned_call(layer)

@@ -163,7 +163,7 @@ def test_gpu_wg_kernel_against_reference(shape, case):
     byte above 128 (the two-step multiply)."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
-    from moeprof.models.layer import MoeLayer, _mma_operands, build_layer
+    from moeprof.models.layer import build_layer
     from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
 
     if not mx_cuda.available():
@@ -177,15 +177,13 @@ def test_gpu_wg_kernel_against_reference(shape, case):
         kw.update(fmt="mxfp4-w4a8")
     layer = build_layer(**kw)
     if case == "big":
-        wt = layer.wt
-        wt.w1_s[0, :4, 0] = 131
-        wt.w2_s[1, :3, 1] = 133
-        for name in ("w1_wg", "s1_wg", "w2_wg", "s2_wg"):
-            wt.extra.pop(name, None)
-        wt.extra["mx_scale_max"] = int(max(wt.w1_s.max(), wt.w2_s.max()))
-        _mma_operands(wt, "wg")
-        layer = MoeLayer(wt=wt, x=layer.x, router_w=layer.router_w, router_b=layer.router_b, top_k=2,
-                         num_experts_total=8, fmt="mxfp4", batch=700, kernel="triton", cfg=(c, dict(c)))
+        from helpers.mx_layers import with_scale_bytes
+
+        def big(wt):
+            wt.w1_s[0, :4, 0] = 131
+            wt.w2_s[1, :3, 1] = 133
+
+        layer = with_scale_bytes(layer, "wg", (c, dict(c)), big)
         assert layer._big
     assert layer._wg
     out = poisoned_call(layer)

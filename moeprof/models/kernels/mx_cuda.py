@@ -202,6 +202,14 @@ def _module(variant: Variant | WgVariant, device_index: int) -> _Module:
         return mod
 
 
+def _device_index(device=None) -> int:
+    """`device`'s CUDA index, or the current device's."""
+    import torch
+
+    idx = torch.device(device).index if device is not None else None
+    return torch.cuda.current_device() if idx is None else idx
+
+
 def unavailable_reason(device=None) -> str | None:
     """None when the CUDA kernel can run on `device` (default: the current CUDA device), else why not."""
     global _reason
@@ -213,8 +221,7 @@ def unavailable_reason(device=None) -> str | None:
         return "disabled by MOEPROF_MX_CUDA=0"
     if os.environ.get("TRITON_INTERPRET", "0") == "1" or not torch.cuda.is_available():
         return "no CUDA device"
-    idx = torch.device(device).index if device is not None and torch.device(device).index is not None \
-        else torch.cuda.current_device()
+    idx = _device_index(device)
     major, minor = torch.cuda.get_device_capability(idx)
     if (major, minor) != (9, 0):
         return f"built for sm_90 (Hopper); this device is sm_{major}{minor}"
@@ -241,12 +248,8 @@ def wg_unavailable_reason(device=None) -> str | None:
     why = unavailable_reason(device)
     if why is not None or _wg_reason is not None:
         return why or _wg_reason
-    import torch
-
-    idx = torch.device(device).index if device is not None and torch.device(device).index is not None \
-        else torch.cuda.current_device()
     try:
-        _module(WgVariant(), idx)
+        _module(WgVariant(), _device_index(device))
     except Exception as exc:  # the layer keeps the dequantize-to-bf16 prefill path
         _wg_reason = f"build failed: {exc}"
         return _wg_reason
@@ -255,10 +258,7 @@ def wg_unavailable_reason(device=None) -> str | None:
 
 def prepare(variant: Variant | WgVariant, device) -> None:
     """Build and load `variant` before timing or CUDA-graph capture (a load is not a stream operation)."""
-    import torch
-
-    idx = torch.device(device).index
-    _module(variant, torch.cuda.current_device() if idx is None else idx)
+    _module(variant, _device_index(device))
 
 
 def smem_bytes(variant: Variant, groups: int) -> int:
@@ -311,7 +311,7 @@ def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s
 
     e, nt, kc = w.shape[0], w.shape[1], w.shape[2]
     nv = topk_w.numel()
-    mod = _module(variant, a.device.index if a.device.index is not None else torch.cuda.current_device())
+    mod = _module(variant, _device_index(a.device))
     fn = mod.function(name)
     if smem > 48 * 1024 and not mod.smem_set.get(id(fn)):
         # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: opt in to more than 48 KB

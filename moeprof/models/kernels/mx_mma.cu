@@ -302,16 +302,6 @@ __device__ __forceinline__ void mx_w4a16_body(
     }
 }
 
-#define MX_ARGS                                                                                       \
-    const uint16_t *a, long long a_stride, int a_div, const float *a_scale, const uint4 *w,           \
-        const uint16_t *ws,                                                                           \
-        const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
-        const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
-        int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
-#define MX_PASS                                                                                       \
-    a, a_stride, a_div, a_scale, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
-        num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt
-
 // resident warps per SM aimed at per token-group count (mx_cuda.Variant W1 / W2; registers per thread at
 // most 65536 / (32 x warps)): the weight stream needs many warps in flight
 #ifndef MX_WARPS_G1

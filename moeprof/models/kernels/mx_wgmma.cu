@@ -179,86 +179,88 @@ __device__ __forceinline__ void wg_pass(
     if constexpr (N > WG_BT) {
         return;   // never called (the caller's branch for it is constant false): no sums wider than WG_ACC
     } else {
-    constexpr int ROUNDS = WG_BT * 8 / WG_THREADS;   // 16-byte activation copies per thread and chunk
-    constexpr int ROWS_PER_ROUND = WG_THREADS / 8;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int r = lane >> 2, q = lane & 3;
-    // this thread's activation copies: 16-byte piece c of rows row0 + ROWS_PER_ROUND * i
-    const int c = tid & 7, row0 = tid >> 3;
-    const uint16_t* arow[ROUNDS];
-    uint32_t adst[ROUNDS];
+        constexpr int ROUNDS = WG_BT * 8 / WG_THREADS;   // 16-byte activation copies per thread and chunk
+        constexpr int ROWS_PER_ROUND = WG_THREADS / 8;
+        const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+        const int r = lane >> 2, q = lane & 3;
+        // this thread's activation copies: 16-byte piece c of rows row0 + ROWS_PER_ROUND * i
+        const int c = tid & 7, row0 = tid >> 3;
+        const uint16_t* arow[ROUNDS];
+        uint32_t adst[ROUNDS];
 #pragma unroll
-    for (int i = 0; i < ROUNDS; ++i) {
-        const int row = row0 + ROWS_PER_ROUND * i;
-        const int idx = p0 + row;
-        const int slot = (row < N && idx < er.count) ? sorted_ids[er.start + idx] : nv;
-        arow[i] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
-        adst[i] = row * 128 + ((c ^ (row & 7)) << 4);
-    }
-    const uint32_t wdst = WG_ACT_BYTES + warp * 512 + lane * 16;
-    const uint32_t sdst = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 16;
-    auto load = [&](int slot, int ci) {
-        const uint32_t sb = smem0 + slot * WG_STAGE_BYTES;
+        for (int i = 0; i < ROUNDS; ++i) {
+            const int row = row0 + ROWS_PER_ROUND * i;
+            const int idx = p0 + row;
+            const int slot = (row < N && idx < er.count) ? sorted_ids[er.start + idx] : nv;
+            arow[i] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
+            adst[i] = row * 128 + ((c ^ (row & 7)) << 4);
+        }
+        const uint32_t wdst = WG_ACT_BYTES + warp * 512 + lane * 16;
+        const uint32_t sdst = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 16;
+        auto load = [&](int slot, int ci) {
+            const uint32_t sb = smem0 + slot * WG_STAGE_BYTES;
 #pragma unroll
-        for (int i = 0; i < ROUNDS; ++i)
-            if (row0 + ROWS_PER_ROUND * i < N)
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + adst[i]), "l"(arow[i] + ci * 64));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + wdst), "l"(wsrc + (long long)ci * 32));
-        if (lane < 8)
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + sdst), "l"(ssrc + (long long)ci * 8));
-    };
+            for (int i = 0; i < ROUNDS; ++i)
+                if (row0 + ROWS_PER_ROUND * i < N)
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                                 :: "r"(sb + adst[i]), "l"(arow[i] + ci * 64));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + wdst), "l"(wsrc + (long long)ci * 32));
+            if (lane < 8)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                             :: "r"(sb + sdst), "l"(ssrc + (long long)ci * 8));
+        };
 
-    float acc[WG_ACC];
+        float acc[WG_ACC];
 #pragma unroll
-    for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
+        for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
 
 #pragma unroll
-    for (int j = 0; j < WG_AHEAD; ++j) {
-        if (j < Kc) load(j, j);
-        cp_async_commit();
-    }
-    const uint32_t wread = WG_ACT_BYTES + warp * 512 + lane * 16;
-    const uint32_t sread = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
-    for (int i = 0; i < Kc; ++i) {
-        cp_async_wait<WG_AHEAD - 1>();
-        // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
-        // chunk i + AHEAD
-        __syncthreads();
-        {
-            const int nx = i + WG_AHEAD;
-            if (nx < Kc) load(nx % WG_S, nx);
+        for (int j = 0; j < WG_AHEAD; ++j) {
+            if (j < Kc) load(j, j);
             cp_async_commit();
         }
-        const uint32_t sb = smem0 + (i % WG_S) * WG_STAGE_BYTES;
-        const uint4 wv = lds_v4(sb + wread);
-        const uint32_t sv = lds_u32(sb + sread);
-        const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
-        const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
-        uint32_t af[4][4];
-        unpack_word<BIG>(wv.x, b0, b08, af[0]);
-        unpack_word<BIG>(wv.y, b0, b08, af[1]);
-        unpack_word<BIG>(wv.z, b1, b18, af[2]);
-        unpack_word<BIG>(wv.w, b1, b18, af[3]);
-        const uint64_t desc = wg_desc(sb);
-        wg_fence_acc<N / 2>(acc);
-        wg_fence();
+        const uint32_t wread = WG_ACT_BYTES + warp * 512 + lane * 16;
+        const uint32_t sread = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
+        for (int i = 0; i < Kc; ++i) {
+            cp_async_wait<WG_AHEAD - 1>();
+            // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
+            // chunk i + AHEAD
+            __syncthreads();
+            {
+                const int nx = i + WG_AHEAD;
+                if (nx < Kc) load(nx % WG_S, nx);
+                cp_async_commit();
+            }
+            const uint32_t sb = smem0 + (i % WG_S) * WG_STAGE_BYTES;
+            const uint4 wv = lds_v4(sb + wread);
+            const uint32_t sv = lds_u32(sb + sread);
+            const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
+            const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
+            uint32_t af[4][4];
+            unpack_word<BIG>(wv.x, b0, b08, af[0]);
+            unpack_word<BIG>(wv.y, b0, b08, af[1]);
+            unpack_word<BIG>(wv.z, b1, b18, af[2]);
+            unpack_word<BIG>(wv.w, b1, b18, af[3]);
+            const uint64_t desc = wg_desc(sb);
+            wg_fence_acc<N / 2>(acc);
+            wg_fence();
 #pragma unroll
-        for (int s = 0; s < 4; ++s) wgmma_step<N>(acc, af[s], desc + 2 * s);   // + 32 bytes per 16 K
-        wg_commit();
-        wg_wait0();
-        wg_fence_acc<N / 2>(acc);
-    }
-    cp_async_wait<0>();
-
-    if (tile_ok) {
-#pragma unroll
-        for (int j = 0; j < N / 8; ++j) {
-            const float v[4] = {acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]};
-            store_tile<GATED, false>(v, tile, p0 / 8 + j, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
-                                     bias_stride, up_off, topk_w, out, out_stride, n_out);
+            for (int s = 0; s < 4; ++s) wgmma_step<N>(acc, af[s], desc + 2 * s);   // + 32 bytes per 16 K
+            wg_commit();
+            wg_wait0();
+            wg_fence_acc<N / 2>(acc);
         }
-    }
-    __syncthreads();   // the next pass refills every stage
+        cp_async_wait<0>();
+
+        if (tile_ok) {
+#pragma unroll
+            for (int j = 0; j < N / 8; ++j) {
+                const float v[4] = {acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]};
+                store_tile<GATED, false>(v, tile, p0 / 8 + j, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
+                                         bias_stride, up_off, topk_w, out, out_stride, n_out);
+            }
+        }
+        __syncthreads();   // the next pass refills every stage
     }
 }
 
@@ -302,19 +304,9 @@ __device__ __forceinline__ void mx_wg_body(
     }
 }
 
-#define WG_ARGS                                                                                       \
-    const uint16_t *a, long long a_stride, int a_div, const float *a_scale, const uint4 *w,           \
-        const uint16_t *ws,                                                                           \
-        const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
-        const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
-        int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
-#define WG_PASS_ARGS                                                                                  \
-    a, a_stride, a_div, a_scale, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
-        num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt
-
 #define WG_KERNEL(GATED, BIG, NAME)                                                                   \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, WG_MINB) NAME(WG_ARGS) {                 \
-        mx_wg_body<GATED, BIG>(WG_PASS_ARGS);                                                         \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, WG_MINB) NAME(MX_ARGS) {                 \
+        mx_wg_body<GATED, BIG>(MX_PASS);                                                              \
     }
 
 WG_KERNEL(true, false, mx_wg_gated)
