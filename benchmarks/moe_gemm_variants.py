@@ -140,6 +140,14 @@ VARIANTS = {
         # against the dequantize-to-e4m3 fp8 GEMM ("dq": the default without it) and the W4A16 decode kernel
         "dq": ((1024, 4096, 16384), "dq"),
         "wg": ((1024, 4096, 16384), "wg:"),
+        # the e4m3 prefill kernels (FP8 MMAs, "wg8:" + WgVariant keys; the default from 17 to 128 rows per
+        # expert) at the decode kernel's last batch, past the dequantize path's first, and shapes
+        "wg8": ((512, 16384), "wg8:"),
+        "wg8-bt32-s6": ((512, 1024), "wg8:BT=32,S=6"),
+        "wg8-bt64": ((1024, 4096), "wg8:BT=64"),
+        "wg8-s6": ((1024, 4096, 16384), "wg8:S=6"),
+        "wg8-s8": ((4096,), "wg8:S=8"),
+        "wg8-nwg1-minb3": ((4096,), "wg8:NWG=1,S=4,MINB=3"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
@@ -175,7 +183,7 @@ def _build(fmt, b, cfg, kernel="triton"):
     from moeprof.models.layer import build_layer_for_model, model_shapes
 
     pair = None
-    if isinstance(cfg, str) and cfg.split(":")[0] in ("wg", "dq"):
+    if isinstance(cfg, str) and cfg.split(":")[0] in ("wg", "wg8", "dq"):
         sh = model_shapes(MODEL)
         if cfg == "dq":
             # the configuration the default takes without the prefill kernel (the dequantize path)
@@ -190,8 +198,9 @@ def _build(fmt, b, cfg, kernel="triton"):
             finally:
                 mg.WG_MIN_ROWS_PER_EXPERT, mg.W4A8_WG_MAX_ROWS_PER_EXPERT = keep, keep8
         else:
-            shape = {k: int(v) for k, v in (x.split("=") for x in cfg.split(":", 1)[1].split(",") if x)}
-            cfg = mg.wg_config(**shape)
+            kernel, spec = cfg.split(":", 1)
+            shape = {k: int(v) for k, v in (x.split("=") for x in spec.split(",") if x)}
+            cfg = mg.wg_config(kernel=kernel, **shape)
     if isinstance(cfg, str) and cfg.split(":")[0] in ("mma", "mma8"):
         # a CUDA kernel ("mma": bf16 activations, "mma8": e4m3) with the CTA shape given (keys not given:
         # the default's rule for this batch) and the default token groups unless G is given; "A|B": B

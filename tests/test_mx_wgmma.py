@@ -1,4 +1,4 @@
-"""The prefill MXFP4 kernel (kernels/mx_wgmma.cu): its operand layout on the CPU, the kernel on the GPU.
+"""The prefill MXFP4 kernels (kernels/mx_wgmma.cu): their operand layouts on the CPU, the kernels on the GPU.
 
 The CPU test does not trust the packer's description: it emulates what the kernel does with the bytes
 (unpack_word's masks and shifts, the bf16x2 multiply by 2^(S-1) with the scale byte of the step's MX
@@ -79,6 +79,84 @@ def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half):
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
 
 
+def _e4m3_value(b: int) -> float:
+    """An e4m3 byte's value from the format's definition (sign, 4 exponent bits with bias 7, 3 mantissa
+    bits; exponent 0: subnormal m/8 * 2^-6)."""
+    sign = -1.0 if b & 0x80 else 1.0
+    e, m = (b >> 3) & 0xF, b & 7
+    return sign * (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+
+
+def _emulate8(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """[Nt * 16, tokens] in fp64 from the e4m3 kernel's bytes: the unpack's masks and shifts on each word,
+    the e4m3 values placed where PTX's wgmma m64nNk32 .e4m3 A fragment puts a lane's registers (per warp,
+    that of mma.m16n8k32: register 0 row r, K 4 q .. 4 q + 3; 1 row r + 8; 2 / 3 the same at K + 16), and
+    the kernel's scale arithmetic: the sums multiplied by 2^(S_prev - S) before each MX group and by
+    2^(S + 6 - 127) after the last, S + 6 being the stored byte."""
+    nt, kc = w.shape[0], w.shape[1]
+    by = w.to(torch.int64)
+    words = by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)  # [Nt,Kc,32,4]
+    act = act.double()
+    out = torch.zeros(nt * 16, act.shape[0], dtype=torch.float64)
+    for t in range(nt):
+        acc = torch.zeros(16, act.shape[0], dtype=torch.float64)
+        prev = None
+        for c in range(kc):
+            for grp in range(2):
+                A = torch.zeros(16, 32, dtype=torch.float64)
+                for lane in range(32):
+                    r, qq = lane // 4, lane % 4
+                    for half in range(2):   # words (grp, r), (grp, r + 8)
+                        x = int(words[t, c, lane, 2 * grp + half])
+                        lo = x & 0x9C9C9C9C
+                        hi = ((x >> 2) ^ (x << 2)) & 0xFFFFFFFF & 0x9C9C9C9C
+                        for byte in range(4):
+                            A[r + 8 * half, 4 * qq + byte] = _e4m3_value((lo >> (8 * byte)) & 0xFF)
+                            A[r + 8 * half, 16 + 4 * qq + byte] = _e4m3_value((hi >> (8 * byte)) & 0xFF)
+                # stored bytes S + 6 of rows r (index 2 grp) and r + 8 (2 grp + 1), the same for every q
+                cur = torch.tensor([int(s[t, c, rr % 8, 2 * grp + rr // 8]) for rr in range(16)], dtype=torch.float64)
+                if prev is not None:
+                    acc = acc * (2.0 ** (prev - cur))[:, None]
+                acc = acc + A @ act[:, 64 * c + 32 * grp: 64 * c + 32 * grp + 32].t()
+                prev = cur
+        out[16 * t:16 * t + 16] = acc * (2.0 ** (prev - 127))[:, None]
+    return out
+
+
+@pytest.mark.parametrize("n,k,gated_half", [(24, 128, None), (2 * 12, 64, 12), (16, 192, None)])
+def test_emulated_e4m3_kernel_matches_dequantized_weights(n, k, gated_half):
+    """The e4m3 prefill kernel's layout (quant.wg8_mx_weights) through _emulate8: every E2M1 value
+    including 0.5 (an e4m3 subnormal) and -0, scales that differ between the groups of a row by up to 40
+    octaves (the sums change units at every group), padding rows; equal to the dequantized weights times
+    the activations exactly (fp64)."""
+    g = torch.Generator().manual_seed(23)
+    codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
+    codes[0, :16] = torch.arange(16, dtype=torch.uint8)
+    codes[1, 32:48] = torch.arange(16, dtype=torch.uint8)
+    scales = torch.randint(100, 141, (n, k // 32), generator=g, dtype=torch.uint8)
+    scales[2, 0], scales[2, -1] = 100, 140
+    tokens = 3
+    act = torch.randn(tokens, k, generator=g).to(torch.float8_e4m3fn).double()   # e4m3 activation values
+    w, s = q.wg8_mx_weights(codes, scales, gated_half)
+    assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.dtype == torch.uint8 and s.shape[2:] == (8, 4)
+    got = _emulate8(w, s, act)
+    rows = q.mma_tile_rows(n, gated_half)
+    want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
+    ok = rows >= 0
+    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.t()
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
+
+
+def test_e4m3_layout_refuses_k_not_a_multiple_of_64_and_measures_spread():
+    codes = torch.zeros(16, 96, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="K % 64"):
+        q.wg8_mx_weights(codes, torch.full((16, 3), 127, dtype=torch.uint8))
+    sc = torch.full((4, 6), 120, dtype=torch.uint8)
+    sc[1, 2], sc[3, 0] = 200, 90   # row 1 spans 80, row 3 spans 30: the largest of one row counts
+    assert q.mx_scale_spread(sc) == 80
+    assert q.mx_scale_spread(sc[:0]) == 0
+
+
 def test_layout_differs_from_the_decode_layout_only_in_k_order():
     """The same codes in both layouts: equal bytes where the K permutation is the identity (nowhere
     here, as the decode layout keeps one lane on one MX group), so the packers must disagree; and the
@@ -124,8 +202,9 @@ def test_config_routes_prefill_to_the_kernel(monkeypatch):
     w8 = lambda m: mg.default_config("mxfp4-w4a8", m, 2880, 2880, True, slots=int(m * 128), experts=128,
                                      local_experts=128)
     assert w8(mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)["KERNEL"] in ("mma", "mma8")
-    assert w8(mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)["KERNEL"] == "wg"
-    assert w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT)["KERNEL"] == "wg"
+    assert w8(mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)["KERNEL"] == mg.W4A8_WG_KERNEL == "wg8"
+    assert w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT)["KERNEL"] == "wg8"
+    assert isinstance(mx_cuda.variant_of(w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT)), mx_cuda.WgVariant)
     big8 = w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT * 2)
     assert big8.get("DEQUANT_FP8") == 1 and "KERNEL" not in big8
     # no sm_90a build: the dequantize path
@@ -149,6 +228,8 @@ def test_shared_memory_matches_the_kernel_formula():
     assert mx_cuda.wg_smem_bytes(mx_cuda.WgVariant(NWG=1, BT=128, S=3)) == 3 * 19456 + 1024
     assert mx_cuda.WgVariant(NWG=2).threads() == 256
     assert 2 * (mx_cuda.wg_smem_bytes(mx_cuda.WgVariant()) + 1024) <= 228 * 1024
+    # e4m3: 128 rows x 64 bytes + 8 x (512 + 32) = 12544 -> 13312 (13 x 1024)
+    assert mx_cuda.wg_smem_bytes(mx_cuda.WgVariant(NWG=2, BT=128, S=4), e4m3=True) == 4 * 13312 + 1024
 
 
 # ----------------------------------------------------------------------------- GPU
@@ -190,6 +271,69 @@ def test_gpu_wg_kernel_against_reference(shape, case):
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())
     assert err < ERROR_BOUNDS[kw["fmt"]], (shape, case, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
+                                   dict(BT=32, S=6)])
+@pytest.mark.parametrize("case", ["crowded", "ep", "spread", "too-wide"])
+def test_gpu_wg8_kernel_against_reference(shape, case):
+    """The e4m3 prefill kernels (mxfp4-w4a8, cfg KERNEL "wg8") on small shapes as above; "spread": rows
+    whose scale bytes differ by WG8_SCALE_SPREAD (the widest the kernel takes, the sums changing units by up
+    to 2^96 between groups); "too-wide": one byte further, so the layer must take the bf16 kernel."""
+    from moeprof.models import quant
+    from moeprof.models.kernels import moe_gemm as mg
+    from moeprof.models.kernels import mx_cuda
+    from moeprof.models.layer import build_layer
+    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+
+    if not mx_cuda.available():
+        pytest.skip(mx_cuda.unavailable_reason())
+    c = mg.wg_config(kernel="wg8", **shape)
+    kw = dict(hidden_size=192, intermediate_size=128, num_experts=8, top_k=2, fmt="mxfp4-w4a8", batch=700,
+              routing="skew:2", seed=29, device="cuda", cache_weights=False, cfg=(c, dict(c)))
+    if case == "ep":
+        kw.update(ep=2, routing="uniform", batch=301)
+    layer = build_layer(**kw)
+    if case in ("spread", "too-wide"):
+        from helpers.mx_layers import with_scale_bytes
+
+        extra = 0 if case == "spread" else 1
+
+        def widen(wt):
+            # (the reference dequantizes the same bytes.) A gate row whose first group lies SPREAD above
+            # the row's smallest: the sums drop by up to 2^-96 at the next group (the gate saturates in
+            # SwiGLU); a down row whose last group lies SPREAD below the row's largest: the sums grow by
+            # 2^96 before it and must come back exact, its output column of ordinary size
+            wt.w1_s[0, 5, 0] = int(wt.w1_s[0, 5, 1:].min()) + quant.WG8_SCALE_SPREAD + extra
+            wt.w2_s[1, 3, -1] = int(wt.w2_s[1, 3, :-1].max()) - quant.WG8_SCALE_SPREAD - extra
+
+        layer = with_scale_bytes(layer, "wg8", (c, dict(c)), widen)
+    assert layer._wg8 == (case != "too-wide") and layer._wg == (case == "too-wide")
+    out = poisoned_call(layer)
+    assert torch.isfinite(out.float()).all()
+    err = rel_err(out, layer.reference())
+    assert err < ERROR_BOUNDS[kw["fmt"]], (shape, case, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("batch", [1024, 4096])
+def test_gpu_wg8_real_shapes(batch):
+    """gpt-oss-120b shapes, mxfp4-w4a8's default configuration (the e4m3 prefill kernel), fresh seed."""
+    from moeprof.models.kernels import mx_cuda
+    from moeprof.models.layer import build_layer
+    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+
+    if not mx_cuda.available():
+        pytest.skip(mx_cuda.unavailable_reason())
+    layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
+                        batch=batch, seed=41, device="cuda", cache_weights=False)
+    assert layer._wg8
+    out = poisoned_call(layer)
+    err = rel_err(out, layer.reference())
+    assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4-w4a8"], (batch, err)
 
 
 @pytest.mark.gpu

@@ -125,9 +125,12 @@ def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
             p2[x] = q.pack_mxfp4(c, q.mx_layout(fmt))
         # largest E8M0 byte: the kernel's folded-scale unpack is exact up to 128 (see moe_gemm)
         smax = int(max(int(s1.max()), int(s2.max()))) if e else 0
+        # largest spread of one row's E8M0 bytes: the e4m3 prefill kernel takes rows within
+        # quant.WG8_SCALE_SPREAD
+        spread = max(q.mx_scale_spread(s1), q.mx_scale_spread(s2))
         return ExpertWeights(fmt, e, h, i, p1, s1, b1, p2, s2, b2,
                              (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes,
-                             extra=dict(mx_scale_max=smax, mx_layout=q.mx_layout(fmt),
+                             extra=dict(mx_scale_max=smax, mx_scale_spread=spread, mx_layout=q.mx_layout(fmt),
                                         # the kernel's copy of the scales, K-tile-major (moe_gemm STILE)
                                         **({"w1_s_tiles": q.tile_mx_scales(s1), "w2_s_tiles": q.tile_mx_scales(s2),
                                             "w1_tiles": q.tile_mx_weights(p1), "w2_tiles": q.tile_mx_weights(p2)}
@@ -162,15 +165,16 @@ def dequantize_expert(wt: ExpertWeights, e: int):
 def _mma_operands(wt: ExpertWeights, kernel: str = "mma") -> None:
     """Add a CUDA MXFP4 kernel's operand layouts to wt.extra, once: kernel "mma" (bf16 activations,
     quant.mma_mx_weights: w1_mma, s1_mma, ...), "mma8" (e4m3 activations, quant.mma8_mx_weights:
-    w1_mma8, s1_mma8, ...) or "wg" (the prefill kernel, quant.wg_mx_weights: w1_wg, s1_wg, ...)."""
+    w1_mma8, s1_mma8, ...), "wg" (the prefill kernel, quant.wg_mx_weights: w1_wg, s1_wg, ...) or "wg8"
+    (its e4m3 kernels, quant.wg8_mx_weights: w1_wg8, s1_wg8, ...)."""
     import torch
 
     from moeprof.models import quant as q
 
-    suffix = kernel if kernel in ("mma8", "wg") else "mma"
+    suffix = kernel if kernel in ("mma8", "wg", "wg8") else "mma"
     if f"w1_{suffix}" in wt.extra:
         return
-    pack = {"mma8": q.mma8_mx_weights, "wg": q.wg_mx_weights}.get(kernel, q.mma_mx_weights)
+    pack = {"mma8": q.mma8_mx_weights, "wg": q.wg_mx_weights, "wg8": q.wg8_mx_weights}.get(kernel, q.mma_mx_weights)
     lay = wt.extra.get("mx_layout", "lanes")
     parts = {f"w1_{suffix}": [], f"s1_{suffix}": [], f"w2_{suffix}": [], f"s2_{suffix}": []}
     for x in range(wt.num_experts):
@@ -263,10 +267,21 @@ class MoeLayer:
             if wt.extra.get("mx_scale_max", 0) > q.MMA8_SCALE_MAX:
                 # E8M0 bytes above the W4A8 layout's range: the W4A16 kernel (two-step scale) instead
                 mma_kernel = self.cfg1["KERNEL"] = self.cfg2["KERNEL"] = "mma"
-        self._mma = mma_kernel in ("mma", "mma8", "wg")
+        if mma_kernel == "wg8":
+            from moeprof.models import quant as q
+
+            if fmt != "mxfp4-w4a8":
+                raise ValueError(f"cfg KERNEL=wg8 reads e4m3 activations (mxfp4-w4a8), not {fmt}")
+            if (wt.extra.get("mx_scale_max", 0) > q.MMA8_SCALE_MAX
+                    or wt.extra.get("mx_scale_spread", 0) > q.WG8_SCALE_SPREAD):
+                # scales the e4m3 kernel does not take: the bf16 prefill kernel on converted activations
+                mma_kernel = self.cfg1["KERNEL"] = self.cfg2["KERNEL"] = "wg"
+        self._mma = mma_kernel in ("mma", "mma8", "wg", "wg8")
         self._mma8 = mma_kernel == "mma8"
-        # mxfp4 prefill through the warpgroup-MMA kernel (kernels/mx_wgmma.cu, cfg KERNEL "wg")
+        # mxfp4 prefill through the warpgroup-MMA kernels (kernels/mx_wgmma.cu, cfg KERNEL "wg"; "wg8": the
+        # e4m3 ones, mxfp4-w4a8)
         self._wg = mma_kernel == "wg"
+        self._wg8 = mma_kernel == "wg8"
         if self._wg and fmt not in ("mxfp4", "mxfp4-w4a8"):
             raise ValueError(f"cfg KERNEL=wg is an MXFP4-weight prefill kernel, not for {fmt}")
         # the W4A8 kernel's f16-MMA build (cfg F16MMA, both GEMMs: mx_cuda.moe_gemm_mx8 f16_mma)
@@ -412,6 +427,14 @@ class MoeLayer:
                                  block_m=self.cfg1["BM"], has_foreign=self._has_foreign, groups=self.cfg1["G"],
                                  variant=self._mma_variant1, up_off=i, f16_mma=self._mma8_f16)
             return
+        if self._wg8:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra["w1_wg8"], wt.extra["s1_wg8"], wt.b1, tw, sids, counts,
+                                    out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True,
+                                    mul_routed=False, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
+                                    variant=self._mma_variant1, up_off=i)
+            return
         if self._wg:
             from moeprof.models.kernels import mx_cuda
 
@@ -468,6 +491,14 @@ class MoeLayer:
                                  out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                  block_m=self.cfg2["BM"], has_foreign=self._has_foreign, groups=self.cfg2["G"],
                                  variant=self._mma_variant2, f16_mma=self._mma8_f16)
+            return
+        if self._wg8:
+            from moeprof.models.kernels import mx_cuda
+
+            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra["w2_wg8"], wt.extra["s2_wg8"], wt.b2, tw, sids, counts,
+                                    out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
+                                    block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
+                                    variant=self._mma_variant2)
             return
         if self._wg:
             from moeprof.models.kernels import mx_cuda

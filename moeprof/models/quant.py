@@ -509,3 +509,38 @@ def unmma8_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_ha
     scales = torch.zeros(n, k // MX_BLOCK, dtype=torch.uint8, device=w.device)
     scales[rows[ok]] = sc[ok, : k // MX_BLOCK].to(torch.uint8)
     return codes, scales
+
+
+# ----------------------------------------------------------------------------- e4m3 warpgroup-MMA layout
+# K position within a chunk of the code the W4A8 packer (mma8_mx_weights) puts at its position
+# 32 st + 8 t + j: the wgmma m64nNk32 e4m3 A fragment in the natural K order (register 0 / 2 of lane t:
+# K 4 t .. 4 t + 3 / 16 + 4 t .. of the step's 32), so the activations need no permutation
+_WG8_K = torch.tensor([32 * st + 4 * t + j + (12 if j >= 4 else 0) for st in range(2) for t in range(4) for j in range(8)])
+# largest difference between the E8M0 bytes of one weight row that the e4m3 prefill kernel takes: its sums
+# are kept in units of the current MX group's scale, so they grow by 2^spread at most (fp32 holds 2^127)
+WG8_SCALE_SPREAD = 96
+
+
+def mx_scale_spread(scale: torch.Tensor) -> int:
+    """Largest (max - min) of the E8M0 bytes along the last dimension (one weight row's groups)."""
+    if not scale.numel():
+        return 0
+    s = scale.to(torch.int16)
+    return int((s.amax(-1) - s.amin(-1)).max())
+
+
+def wg8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
+    """One expert's E2M1 codes [N, K] (unpacked, uint8, K % 64 == 0) and E8M0 scales [N, K/32] -> the
+    layouts the e4m3 prefill kernel reads (kernels/mx_wgmma.cu, the mx_wg8 kernels): weights uint8
+    [Nt, Kc, 32, 16] and scales uint8 [Nt, Kc, 8, 4], the tiles of mma_tile_rows.
+
+    The bytes are those of mma8_mx_weights (same unpack, same scale bytes S + 6) with each chunk's K
+    reordered: lane L = 4 r + q, step st (MX group 2 c + st) holds rows r and r + 8, K 64 c + 32 st +
+    4 q + (0..3) (its register 0 / 1: rows r / r + 8) and + 16 (registers 2 / 3). Rows whose bytes differ
+    by more than WG8_SCALE_SPREAD are the caller's to refuse (the layer keeps the bf16 prefill kernel)."""
+    n, k = codes.shape
+    if k % MMA_CHUNK_K:
+        raise ValueError(f"the e4m3 prefill layout needs K % {MMA_CHUNK_K} == 0, got K={k}")
+    kc = k // MMA_CHUNK_K
+    cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG8_K.repeat(kc)).to(codes.device)
+    return mma8_mx_weights(codes[:, cols], scale, gated_half)

@@ -874,11 +874,15 @@ BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
 W4A8_MMA_MAX_ROWS_PER_EXPERT = 16
 W4A8_MMA_MAX_ROWS_WITHOUT_WG = 32
 W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
-# mxfp4-w4a8 above W4A8_MMA_MAX_ROWS_PER_EXPERT up to this many rows per expert: the prefill kernel
-# (KERNEL="wg") on the activations converted to bf16 (exact; row scales in its epilogue); above it the
-# fp8 GEMM on weights dequantized to e4m3 (docs/performance.md, run 57: 1148 vs 1635 us for the decode
-# kernel at 32 rows per expert, 2417 vs 4301 us for the dequantize path at 128, 8620 vs 6546 at 512)
+# mxfp4-w4a8 above W4A8_MMA_MAX_ROWS_PER_EXPERT up to this many rows per expert: a prefill kernel, above
+# it the fp8 GEMM on weights dequantized to e4m3. W4A8_WG_KERNEL "wg8": FP8 MMAs (the mx_wg8 kernels:
+# the e4m3 activations as they are, weights placed into e4m3 in the MMA's registers, one k32 MMA per MX
+# group); "wg": the mxfp4 prefill kernel on the activations converted to bf16 (exact; row scales in its
+# epilogue), which the layer also takes where the weights' scales do not fit the e4m3 kernel
+# (quant.WG8_SCALE_SPREAD). docs/performance.md, run 57: "wg" 1148 vs 1635 us for the decode kernel at 32
+# rows per expert, 2417 vs 4301 us for the dequantize path at 128, 8620 vs 6546 at 512.
 W4A8_WG_MAX_ROWS_PER_EXPERT = 128
+W4A8_WG_KERNEL = "wg8"
 W4A8_MMA_KERNEL = "mma8"
 # the W4A8 kernel's build (cfg F16MMA): 1 = each MMA step as the two f16 MMAs that ptxas makes of the e4m3
 # one on sm_90, accumulating onto each other (fewer instructions per step at every G: no add of the zero
@@ -910,12 +914,15 @@ WG_FEW_ROWS_PER_EXPERT = 16
 WG_SHAPE_FEW = dict(NWG=2, BT=32, S=6, MINB=2)
 
 
-def wg_config(m_per_expert: float | None = None, **shape) -> dict:
-    """Configuration of the prefill MXFP4 kernel: KERNEL "wg", BM = the sort's row padding (8), NWG
-    warpgroups of 64 weight rows per CTA, up to BT token rows per pass, S stages, MINB CTAs per SM; the
-    shape for m_per_expert rows per expert unless given."""
+def wg_config(m_per_expert: float | None = None, kernel: str = "wg", **shape) -> dict:
+    """Configuration of the prefill MXFP4 kernels: KERNEL "wg" (bf16 activations) or "wg8" (e4m3
+    activations, FP8 MMAs: mxfp4-w4a8), BM = the sort's row padding (8), NWG warpgroups of 64 weight rows
+    per CTA, up to BT token rows per pass, S stages, MINB CTAs per SM; the shape for m_per_expert rows per
+    expert unless given."""
+    if kernel not in ("wg", "wg8"):
+        raise ValueError(f"unknown prefill MXFP4 kernel {kernel!r}")
     few = m_per_expert is not None and m_per_expert <= WG_FEW_ROWS_PER_EXPERT
-    return dict(KERNEL="wg", BM=8, **{**(WG_SHAPE_FEW if few else WG_SHAPE), **shape})
+    return dict(KERNEL=kernel, BM=8, **{**(WG_SHAPE_FEW if few else WG_SHAPE), **shape})
 
 
 def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, kernel: str = "mma",
@@ -979,7 +986,7 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             return _unpaired(dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1))
     elif wf == WF_MX_FP8:
         if wg_ok and mma_rows < m_per_expert <= W4A8_WG_MAX_ROWS_PER_EXPERT:
-            return wg_config(m_per_expert)
+            return wg_config(m_per_expert, kernel=W4A8_WG_KERNEL)
         if m_per_expert > 64 or (mma_ok and m_per_expert > mma_rows):
             # prefill: the weights dequantized once per call to e4m3 with a scale per row (E2M1
             # times 2^(S - Smax + 6): exact for every MX group within 2^14 of the row's largest), then

@@ -1,5 +1,6 @@
 // Helpers shared by the CUDA MXFP4 kernels (mx_mma.cu: mma.sync at decode; mx_wgmma.cu: warpgroup MMAs
-// at prefill): the E2M1 unpack into bf16 MMA operand registers, the expert-row scan and the epilogue.
+// at prefill): the E2M1 unpack into bf16 and e4m3 MMA operand registers, the expert-row scan and the
+// epilogue.
 // The includer defines MX_FLAGS first (option bit 4 changes scale_word).
 
 #pragma once
@@ -57,6 +58,14 @@ __device__ __forceinline__ void unpack_word(uint32_t x, uint32_t br, uint32_t br
     a[2] = mul_bf16x2(tb, br);   // row r,     k + 2, k + 3
     a[1] = mul_bf16x2(tc, br8);  // row r + 8, k, k + 1
     a[3] = mul_bf16x2(td, br8);  // row r + 8, k + 2, k + 3
+}
+
+// one word of 8 E2M1 codes (quant._mma8_word) -> two registers of 4 e4m3 bytes, each the code's value
+// times 2^-6 (sign -> bit 7, e1 e0 m -> bits 4..2; the 0.5 code is the e4m3 subnormal 4 * 2^-9)
+__device__ __forceinline__ void unpack8_word(uint32_t x, uint32_t& lo, uint32_t& hi) {
+    const uint32_t M = 0x9C9C9C9Cu;
+    lo = x & M;
+    hi = ((x >> 2) ^ (x << 2)) & M;
 }
 
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {

@@ -1,6 +1,6 @@
 """The CUDA MXFP4 expert GEMMs: at decode (mx_mma.cu) x BF16 activations (moe_gemm_mx) and x e4m3
 activations (moe_gemm_mx8, mxfp4-w4a8); at prefill (mx_wgmma.cu, warpgroup MMAs) x BF16 activations
-(moe_gemm_mx_wg): build, load and launch.
+(moe_gemm_mx_wg) and x e4m3 activations (moe_gemm_mx_wg8): build, load and launch.
 
 The kernel is compiled from source with nvcc on first use (a cubin per variant, cached on disk under
 $MOEPROF_CACHE_DIR or ~/.cache/moeprof/kernels) and launched through the CUDA driver API on the current
@@ -87,18 +87,20 @@ class WgVariant:
     stem = "mx_wgmma"
 
 
-def wg_smem_bytes(variant: WgVariant) -> int:
-    """Dynamic shared memory of the prefill kernel (mx_wgmma.cu: WG_STAGE_BYTES per stage, stages on
-    1024-byte boundaries, plus 1024 to align the first)."""
+def wg_smem_bytes(variant: WgVariant, e4m3: bool = False) -> int:
+    """Dynamic shared memory of the prefill kernel (mx_wgmma.cu: WgStage<F8>::BYTES per stage, stages on
+    1024-byte boundaries, plus 1024 to align the first); e4m3: the W4A8 kernels (64-byte token rows per
+    chunk, 32 bytes of scales per warp)."""
     warps = 4 * variant.NWG
-    stage = -(-(variant.BT * 128 + warps * 512 + warps * 128) // 1024) * 1024
+    row, scales = (64, 32) if e4m3 else (128, 128)
+    stage = -(-(variant.BT * row + warps * 512 + warps * scales) // 1024) * 1024
     return variant.S * stage + 1024
 
 
 def variant_of(cfg: dict):
     """The Variant (WgVariant for KERNEL "wg") named by a GEMM configuration's shape keys
     (kernels/moe_gemm.py: mma_config, wg_config)."""
-    cls = WgVariant if cfg.get("KERNEL") == "wg" else Variant
+    cls = WgVariant if cfg.get("KERNEL") in ("wg", "wg8") else Variant
     return cls(**{f.name: int(cfg[f.name]) for f in dataclasses.fields(cls) if f.name in cfg})
 
 
@@ -364,6 +366,32 @@ def moe_gemm_mx_wg(a, w_wg, s_wg, bias, topk_w, sorted_ids, counts, *, out, n_ou
     assert s_wg.shape[:3] == (e, nt, kc) and s_wg.shape[3:] == (32, 4) and s_wg.dtype == torch.uint8
     assert k % 64 == 0 and kc * 64 == k and e <= MAX_EXPERTS, "the prefill kernel takes K % 64 == 0"
     return _launch(kernel_name_wg(gated, big_scale), variant, wg_smem_bytes(variant), a, a_scale, w_wg, s_wg,
+                   bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
+                   mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
+
+
+def kernel_name_wg8(gated: bool) -> str:
+    return f"mx_wg8_{'gated' if gated else 'down'}"
+
+
+def moe_gemm_mx_wg8(a, a_scale, w_wg8, s_wg8, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int,
+                    a_div: int, gated: bool, mul_routed: bool, block_m: int, has_foreign: bool,
+                    variant: WgVariant = WgVariant(), up_off: int = 0):
+    """One grouped GEMM through the e4m3 prefill kernel (mx_wgmma.cu, the mx_wg8 kernels: e4m3 wgmma on
+    weights placed into e4m3, one MX group per MMA). a: e4m3 [rows, k] (row = slot // a_div), rows
+    16-byte aligned; a_scale: fp32 [rows]; w_wg8 / s_wg8: [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 8, 4]
+    (quant.wg8_mx_weights; every row's E8M0 bytes within quant.WG8_SCALE_SPREAD of each other); K a
+    multiple of 64; the rest as moe_gemm_mx."""
+    import torch
+
+    e, nt, kc = w_wg8.shape[0], w_wg8.shape[1], w_wg8.shape[2]
+    assert a.dtype in (torch.float8_e4m3fn, torch.uint8) and a.element_size() == 1 and a.stride(1) == 1
+    assert a.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
+    assert a_scale is not None and a_scale.dtype == torch.float32 and a_scale.is_contiguous()
+    assert out.dtype == torch.bfloat16 and out.stride(1) == 1
+    assert s_wg8.shape[:3] == (e, nt, kc) and s_wg8.shape[3:] == (8, 4) and s_wg8.dtype == torch.uint8
+    assert k % 64 == 0 and kc * 64 == k and e <= MAX_EXPERTS, "the prefill kernel takes K % 64 == 0"
+    return _launch(kernel_name_wg8(gated), variant, wg_smem_bytes(variant, e4m3=True), a, a_scale, w_wg8, s_wg8,
                    bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
                    mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 

@@ -404,13 +404,6 @@ __device__ __forceinline__ void mma_e4m3_as_f16(float d[4], const uint32_t a[4],
     mma_f16(d, ah, bh[0], bh[1], false);
 }
 
-// one word of 8 E2M1 codes -> two registers of 4 e4m3 (elements 0-3, 4-7 of the lane's 8 K)
-__device__ __forceinline__ void unpack8_word(uint32_t x, uint32_t& lo, uint32_t& hi) {
-    const uint32_t M = 0x9C9C9C9Cu;
-    lo = x & M;
-    hi = ((x >> 2) ^ (x << 2)) & M;
-}
-
 // byte `B` of the scale word (an S + 6) -> the fp32 2^(S - 121)
 template <int B>
 __device__ __forceinline__ float scale8(uint32_t w) {

@@ -36,6 +36,7 @@
 // runs 51-54.)
 
 #define MX_FLAGS 2
+#include <type_traits>
 #include "mx_common.cuh"
 
 #ifndef WG_NWG
@@ -54,19 +55,31 @@
 constexpr int WG_WARPS = WG_NWG * 4;
 constexpr int WG_THREADS = WG_WARPS * 32;
 constexpr int WG_ACC = WG_BT / 2;                       // fp32 sums per thread at the widest pass
-constexpr int WG_ACT_BYTES = WG_BT * 128;               // a stage's activations: BT rows x 64 bf16
 constexpr int WG_W_BYTES = WG_WARPS * 512;              // every warp's 16 rows x 64 K of E2M1
-constexpr int WG_S_BYTES = WG_WARPS * 128;              // and their scales
-// stages start on 1024-byte boundaries (the 128-byte swizzle repeats every 8 rows of 128 bytes)
-constexpr int WG_STAGE_BYTES = (WG_ACT_BYTES + WG_W_BYTES + WG_S_BYTES + 1023) / 1024 * 1024;
+// A stage per activation format (F8: e4m3 bytes): BT token rows of one chunk (64 K: 128 bytes of bf16,
+// 64 of e4m3), every warp's weights and their scales (bf16: 4 bytes per lane, e4m3: 4 per row pair);
+// stages start on 1024-byte boundaries (a swizzle pattern repeats every 8 rows)
+template <bool F8>
+struct WgStage {
+    static constexpr int ROW_BYTES = F8 ? 64 : 128;
+    static constexpr int PIECES = ROW_BYTES / 16;       // 16-byte copies per token row
+    static constexpr int ACT_BYTES = WG_BT * ROW_BYTES;
+    static constexpr int S_BYTES = WG_WARPS * (F8 ? 32 : 128);
+    static constexpr int BYTES = (ACT_BYTES + WG_W_BYTES + S_BYTES + 1023) / 1024 * 1024;
+};
 static_assert(WG_BT == 32 || WG_BT == 64 || WG_BT == 128, "BT: 32, 64 or 128");
 static_assert(WG_THREADS % 8 == 0 && (WG_BT * 8) % WG_THREADS == 0, "whole rounds of 16-byte copies");
 static_assert(WG_S >= 2, "two stages at least");
 constexpr int WG_AHEAD = WG_S - 1;                      // chunks loaded ahead of the one computed
 
-// shared memory matrix descriptor of a K-major operand tile with the 128-byte swizzle: start address,
-// leading byte offset 16 (unused by this layout), stride 1024 bytes between groups of 8 rows
+// shared memory matrix descriptor of a K-major operand tile: start address, leading byte offset 16 (unused
+// by these layouts), the stride between groups of 8 rows and the swizzle: bf16 rows of 128 bytes with the
+// 128-byte swizzle (stride 1024), e4m3 rows of 64 bytes with the 64-byte swizzle (stride 512)
+template <bool F8 = false>
 __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
+    if constexpr (F8)
+        return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(512 >> 4) << 32) |
+               ((uint64_t)2 << 62);
     return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
            ((uint64_t)1 << 62);
 }
@@ -154,6 +167,79 @@ __device__ __forceinline__ void wgmma_step(float (&d)[WG_ACC], const uint32_t (&
     else wgmma_n128(d, a, desc);
 }
 
+// wgmma m64nNk32, e4m3 x e4m3 -> fp32, A from registers, B a K-major shared memory tile; scale_d == 0:
+// D = A * B (the sums start over), else D += A * B
+__device__ __forceinline__ void wgmma8_n16(float (&d)[WG_ACC], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7"
+        "}, {%8, %9, %10, %11}, %12, p, 1, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+}
+
+__device__ __forceinline__ void wgmma8_n32(float (&d)[WG_ACC], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, {%16, %17, %18, %19}, %20, p, 1, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+}
+
+__device__ __forceinline__ void wgmma8_n64(float (&d)[WG_ACC], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+}
+
+__device__ __forceinline__ void wgmma8_n128(float (&d)[WG_ACC], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma8_step(float (&d)[WG_ACC], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+    if constexpr (N == 16) wgmma8_n16(d, a, desc, scale_d);
+    else if constexpr (N == 32) wgmma8_n32(d, a, desc, scale_d);
+    else if constexpr (N == 64) wgmma8_n64(d, a, desc, scale_d);
+    else wgmma8_n128(d, a, desc, scale_d);
+}
+
 __device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
     uint4 v;
     asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
@@ -166,9 +252,25 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
     return v;
 }
 
+// the fp32 factor 2^(a - b) for two E8M0 bytes (|a - b| <= 126)
+__device__ __forceinline__ float pow2_diff(uint32_t a, uint32_t b) { return __uint_as_float((a - b + 127u) << 23); }
+
+// the sums of rows r (even pairs d[4 j], d[4 j + 1]) and r + 8 (d[4 j + 2], d[4 j + 3]) times f, f8
+template <int NA>
+__device__ __forceinline__ void wg_scale_rows(float (&d)[WG_ACC], float f, float f8) {
+#pragma unroll
+    for (int i = 0; i < NA; ++i) d[i] *= (i & 2) ? f8 : f;
+}
+
 // One pass: token rows p0 .. p0 + N - 1 of the expert (those past its count are read as row 0 and not
 // stored) against the CTA's NWG * 64 weight rows, over all Kc chunks; then the epilogue.
-template <int N, bool GATED, bool BIG>
+// F8 (the W4A8 kernels): e4m3 activations and weights placed into e4m3 (E2M1 * 2^-6, mx_common.cuh
+// unpack8_word), one k32 MMA per MX group. The group's E8M0 scale cannot ride in the e4m3 operand, so
+// the sums are kept in units of the current group's scale: before group g they are multiplied by
+// 2^(S[g-1] - S[g]) of their row (exact: powers of two), after the last by 2^(S - 121) (the layout's
+// bytes are S + 6); the layer takes this path only where every row's bytes lie within WG8_SCALE_SPREAD of
+// each other, so the sums stay far from fp32's range limits (quant.wg8_mx_weights).
+template <int N, bool GATED, bool BIG, bool F8>
 __device__ __forceinline__ void wg_pass(
     int p0, uint32_t smem0, const ExpertRows& er, int tile, bool tile_ok,
     const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
@@ -179,48 +281,57 @@ __device__ __forceinline__ void wg_pass(
     if constexpr (N > WG_BT) {
         return;   // never called (the caller's branch for it is constant false): no sums wider than WG_ACC
     } else {
-        constexpr int ROUNDS = WG_BT * 8 / WG_THREADS;   // 16-byte activation copies per thread and chunk
-        constexpr int ROWS_PER_ROUND = WG_THREADS / 8;
+        using G = WgStage<F8>;
+        // e4m3 rows are bytes, bf16 rows 2-byte elements: a chunk of 64 K is 64 of either
+        using AT = typename std::conditional<F8, uint8_t, uint16_t>::type;
+        constexpr int ROWS_PER_ROUND = WG_THREADS / G::PIECES;
+        constexpr int ROUNDS = (WG_BT + ROWS_PER_ROUND - 1) / ROWS_PER_ROUND;   // 16-byte copies per thread
         const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
         const int r = lane >> 2, q = lane & 3;
         // this thread's activation copies: 16-byte piece c of rows row0 + ROWS_PER_ROUND * i
-        const int c = tid & 7, row0 = tid >> 3;
-        const uint16_t* arow[ROUNDS];
+        const int c = tid & (G::PIECES - 1), row0 = F8 ? tid >> 2 : tid >> 3;
+        const AT* arow[ROUNDS];
         uint32_t adst[ROUNDS];
 #pragma unroll
         for (int i = 0; i < ROUNDS; ++i) {
             const int row = row0 + ROWS_PER_ROUND * i;
             const int idx = p0 + row;
             const int slot = (row < N && idx < er.count) ? sorted_ids[er.start + idx] : nv;
-            arow[i] = a + (long long)(slot < nv ? slot / a_div : 0) * a_stride + 8 * c;
-            adst[i] = row * 128 + ((c ^ (row & 7)) << 4);
+            arow[i] = reinterpret_cast<const AT*>(a) + (long long)(slot < nv ? slot / a_div : 0) * a_stride +
+                      (int)(16 / sizeof(AT)) * c;
+            // 128-byte swizzle: piece c of row x at c ^ (x & 7); 64-byte: at c ^ ((x >> 1) & 3)
+            adst[i] = F8 ? row * 64 + ((c ^ ((row >> 1) & 3)) << 4) : row * 128 + ((c ^ (row & 7)) << 4);
         }
-        const uint32_t wdst = WG_ACT_BYTES + warp * 512 + lane * 16;
-        const uint32_t sdst = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 16;
+        const uint32_t wdst = G::ACT_BYTES + warp * 512 + lane * 16;
+        const uint32_t sdst = G::ACT_BYTES + WG_W_BYTES + warp * (F8 ? 32 : 128) + lane * 16;
         auto load = [&](int slot, int ci) {
-            const uint32_t sb = smem0 + slot * WG_STAGE_BYTES;
+            const uint32_t sb = smem0 + slot * G::BYTES;
 #pragma unroll
             for (int i = 0; i < ROUNDS; ++i)
                 if (row0 + ROWS_PER_ROUND * i < N)
                     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
                                  :: "r"(sb + adst[i]), "l"(arow[i] + ci * 64));
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(sb + wdst), "l"(wsrc + (long long)ci * 32));
-            if (lane < 8)
+            if (lane < (F8 ? 2 : 8))
                 asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-                             :: "r"(sb + sdst), "l"(ssrc + (long long)ci * 8));
+                             :: "r"(sb + sdst), "l"(ssrc + (long long)ci * (F8 ? 2 : 8)));
         };
 
         float acc[WG_ACC];
+        if constexpr (!F8) {   // (F8: the first MMA of the pass starts the sums over)
 #pragma unroll
-        for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
+            for (int i = 0; i < WG_ACC; ++i) acc[i] = 0.f;
+        }
 
 #pragma unroll
         for (int j = 0; j < WG_AHEAD; ++j) {
             if (j < Kc) load(j, j);
             cp_async_commit();
         }
-        const uint32_t wread = WG_ACT_BYTES + warp * 512 + lane * 16;
-        const uint32_t sread = WG_ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
+        const uint32_t wread = G::ACT_BYTES + warp * 512 + lane * 16;
+        const uint32_t sread = F8 ? G::ACT_BYTES + WG_W_BYTES + warp * 32 + r * 4
+                                  : G::ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
+        uint32_t s_prev = 0, s_prev8 = 0;   // F8: the scale bytes (S + 6) of rows r, r + 8 the sums are in
         for (int i = 0; i < Kc; ++i) {
             cp_async_wait<WG_AHEAD - 1>();
             // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
@@ -231,40 +342,72 @@ __device__ __forceinline__ void wg_pass(
                 if (nx < Kc) load(nx % WG_S, nx);
                 cp_async_commit();
             }
-            const uint32_t sb = smem0 + (i % WG_S) * WG_STAGE_BYTES;
+            const uint32_t sb = smem0 + (i % WG_S) * G::BYTES;
             const uint4 wv = lds_v4(sb + wread);
             const uint32_t sv = lds_u32(sb + sread);
-            const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
-            const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
-            uint32_t af[4][4];
-            unpack_word<BIG>(wv.x, b0, b08, af[0]);
-            unpack_word<BIG>(wv.y, b0, b08, af[1]);
-            unpack_word<BIG>(wv.z, b1, b18, af[2]);
-            unpack_word<BIG>(wv.w, b1, b18, af[3]);
-            const uint64_t desc = wg_desc(sb);
-            wg_fence_acc<N / 2>(acc);
-            wg_fence();
+            if constexpr (F8) {
+                // words (group 0, row r), (0, r + 8), (1, r), (1, r + 8); scale bytes in the same order
+                uint32_t af0[4], af1[4];
+                unpack8_word(wv.x, af0[0], af0[2]);
+                unpack8_word(wv.y, af0[1], af0[3]);
+                unpack8_word(wv.z, af1[0], af1[2]);
+                unpack8_word(wv.w, af1[1], af1[3]);
+                const uint32_t e0 = sv & 0xFFu, e08 = (sv >> 8) & 0xFFu, e1 = (sv >> 16) & 0xFFu, e18 = sv >> 24;
+                const uint64_t desc = wg_desc<true>(sb);
+                if (i > 0) wg_scale_rows<N / 2>(acc, pow2_diff(s_prev, e0), pow2_diff(s_prev8, e08));
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
+                wgmma8_step<N>(acc, af0, desc, i > 0);
+                wg_commit();
+                wg_wait0();
+                wg_fence_acc<N / 2>(acc);
+                wg_scale_rows<N / 2>(acc, pow2_diff(e0, e1), pow2_diff(e08, e18));
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
+                wgmma8_step<N>(acc, af1, desc + 2, 1);   // + 32 bytes: K 32 .. 63 of the chunk
+                wg_commit();
+                wg_wait0();
+                wg_fence_acc<N / 2>(acc);
+                s_prev = e1;
+                s_prev8 = e18;
+            } else {
+                const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
+                const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
+                uint32_t af[4][4];
+                unpack_word<BIG>(wv.x, b0, b08, af[0]);
+                unpack_word<BIG>(wv.y, b0, b08, af[1]);
+                unpack_word<BIG>(wv.z, b1, b18, af[2]);
+                unpack_word<BIG>(wv.w, b1, b18, af[3]);
+                const uint64_t desc = wg_desc(sb);
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
 #pragma unroll
-            for (int s = 0; s < 4; ++s) wgmma_step<N>(acc, af[s], desc + 2 * s);   // + 32 bytes per 16 K
-            wg_commit();
-            wg_wait0();
-            wg_fence_acc<N / 2>(acc);
+                for (int s = 0; s < 4; ++s) wgmma_step<N>(acc, af[s], desc + 2 * s);   // + 32 bytes per 16 K
+                wg_commit();
+                wg_wait0();
+                wg_fence_acc<N / 2>(acc);
+            }
         }
         cp_async_wait<0>();
 
         if (tile_ok) {
+            // F8: the last group's scale, 2^(S - 121) from the stored S + 6 (>= 6: a normal fp32)
+            const float f = F8 ? __uint_as_float(s_prev << 23) : 1.0f, f8 = F8 ? __uint_as_float(s_prev8 << 23) : 1.0f;
 #pragma unroll
             for (int j = 0; j < N / 8; ++j) {
-                const float v[4] = {acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]};
-                store_tile<GATED, false>(v, tile, p0 / 8 + j, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
-                                         bias_stride, up_off, topk_w, out, out_stride, n_out);
+                float v[4] = {acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]};
+                if constexpr (F8) {
+                    v[0] *= f; v[1] *= f; v[2] *= f8; v[3] *= f8;
+                }
+                store_tile<GATED, F8>(v, tile, p0 / 8 + j, er, r, q, sorted_ids, nv, a_div, a_scale, bias,
+                                      bias_stride, up_off, topk_w, out, out_stride, n_out);
             }
         }
         __syncthreads();   // the next pass refills every stage
     }
 }
 
-template <bool GATED, bool BIG>
+template <bool GATED, bool BIG, bool F8>
 __device__ __forceinline__ void mx_wg_body(
     const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
     const uint4* __restrict__ w, const uint16_t* __restrict__ ws,
@@ -289,13 +432,15 @@ __device__ __forceinline__ void mx_wg_body(
     // a tile past the last streams the first one again (its sums are not stored)
     const long long tbase = (long long)er.expert * Nt + (tile_ok ? tile : 0);
     const uint4* wsrc = w + tbase * Kc * 32 + lane;
-    // scales: 128 bytes per tile and chunk, copied as 8 pieces of 16 by lanes 0-7
-    const uint4* ssrc = reinterpret_cast<const uint4*>(ws) + tbase * Kc * 8 + (lane & 7);
+    // scales per tile and chunk: bf16 128 bytes, copied as 8 pieces of 16 by lanes 0-7; e4m3 32 bytes
+    // (quant.wg8_mx_weights), by lanes 0-1
+    const uint4* ssrc = F8 ? reinterpret_cast<const uint4*>(ws) + tbase * Kc * 2 + (lane & 1)
+                           : reinterpret_cast<const uint4*>(ws) + tbase * Kc * 8 + (lane & 7);
     for (int p0 = 0; p0 < er.count;) {
         const int rem = er.count - p0;
-#define WG_PASS(NN) wg_pass<NN, GATED, BIG>(p0, smem0, er, tile, tile_ok, a, a_stride, a_div, a_scale, wsrc, ssrc, \
-                                            bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, nv, \
-                                            n_out, Kc)
+#define WG_PASS(NN) wg_pass<NN, GATED, BIG, F8>(p0, smem0, er, tile, tile_ok, a, a_stride, a_div, a_scale, wsrc, \
+                                                 ssrc, bias, bias_stride, up_off, out, out_stride, topk_w, \
+                                                 sorted_ids, nv, n_out, Kc)
         if (WG_BT >= 128 && rem > 64) { WG_PASS(128); p0 += 128; }
         else if (WG_BT >= 64 && rem > 32) { WG_PASS(64); p0 += 64; }
         else if (rem > 16) { WG_PASS(32); p0 += 32; }
@@ -304,12 +449,15 @@ __device__ __forceinline__ void mx_wg_body(
     }
 }
 
-#define WG_KERNEL(GATED, BIG, NAME)                                                                   \
+#define WG_KERNEL(GATED, BIG, F8, NAME)                                                               \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, WG_MINB) NAME(MX_ARGS) {                 \
-        mx_wg_body<GATED, BIG>(MX_PASS);                                                              \
+        mx_wg_body<GATED, BIG, F8>(MX_PASS);                                                          \
     }
 
-WG_KERNEL(true, false, mx_wg_gated)
-WG_KERNEL(false, false, mx_wg_down)
-WG_KERNEL(true, true, mx_wg_gated_big)
-WG_KERNEL(false, true, mx_wg_down_big)
+WG_KERNEL(true, false, false, mx_wg_gated)
+WG_KERNEL(false, false, false, mx_wg_down)
+WG_KERNEL(true, true, false, mx_wg_gated_big)
+WG_KERNEL(false, true, false, mx_wg_down_big)
+// W4A8: e4m3 activations (`a` read as bytes, a_stride in bytes) and the scales of quant.wg8_mx_weights
+WG_KERNEL(true, false, true, mx_wg8_gated)
+WG_KERNEL(false, false, true, mx_wg8_down)
