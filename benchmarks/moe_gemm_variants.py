@@ -198,9 +198,9 @@ def _build(fmt, b, cfg, kernel="triton"):
             finally:
                 mg.WG_MIN_ROWS_PER_EXPERT, mg.W4A8_WG_MAX_ROWS_PER_EXPERT = keep, keep8
         else:
-            kernel, spec = cfg.split(":", 1)
+            wg_kernel, spec = cfg.split(":", 1)
             shape = {k: int(v) for k, v in (x.split("=") for x in spec.split(",") if x)}
-            cfg = mg.wg_config(kernel=kernel, **shape)
+            cfg = mg.wg_config(kernel=wg_kernel, **shape)
     if isinstance(cfg, str) and cfg.split(":")[0] in ("mma", "mma8"):
         # a CUDA kernel ("mma": bf16 activations, "mma8": e4m3) with the CTA shape given (keys not given:
         # the default's rule for this batch) and the default token groups unless G is given; "A|B": B

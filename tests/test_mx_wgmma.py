@@ -280,8 +280,8 @@ def test_gpu_wg_kernel_against_reference(shape, case):
 @pytest.mark.parametrize("case", ["crowded", "ep", "spread", "too-wide"])
 def test_gpu_wg8_kernel_against_reference(shape, case):
     """The e4m3 prefill kernels (mxfp4-w4a8, cfg KERNEL "wg8") on small shapes as above; "spread": rows
-    whose scale bytes differ by WG8_SCALE_SPREAD (the widest the kernel takes, the sums changing units by up
-    to 2^96 between groups); "too-wide": one byte further, so the layer must take the bf16 kernel."""
+    whose scale bytes differ by WG8_SCALE_SPREAD (the widest the kernel takes, the sums changing units by
+    2^96 between two groups); "too-wide": one byte further, so the layer must take the bf16 kernel."""
     from moeprof.models import quant
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
@@ -302,11 +302,12 @@ def test_gpu_wg8_kernel_against_reference(shape, case):
         extra = 0 if case == "spread" else 1
 
         def widen(wt):
-            # (the reference dequantizes the same bytes.) A gate row whose first group lies SPREAD above
-            # the row's smallest: the sums drop by up to 2^-96 at the next group (the gate saturates in
-            # SwiGLU); a down row whose last group lies SPREAD below the row's largest: the sums grow by
-            # 2^96 before it and must come back exact, its output column of ordinary size
-            wt.w1_s[0, 5, 0] = int(wt.w1_s[0, 5, 1:].min()) + quant.WG8_SCALE_SPREAD + extra
+            # (the reference dequantizes the same bytes.) Gate row 5 of expert 0: its last group SPREAD
+            # above the row's smallest byte, with zero codes: the sums drop by up to 2^-96 before it and
+            # must come back exact. Down row 3 of expert 1: its last group SPREAD below the row's largest:
+            # the sums grow by up to 2^96 before it. Both outputs stay of ordinary size.
+            wt.w1_s[0, 5, -1] = int(wt.w1_s[0, 5, :-1].min()) + quant.WG8_SCALE_SPREAD + extra
+            wt.w1[0, 5, -16:] = 0   # the last MX group's 32 codes (16 bytes in either packing)
             wt.w2_s[1, 3, -1] = int(wt.w2_s[1, 3, :-1].max()) - quant.WG8_SCALE_SPREAD - extra
 
         layer = with_scale_bytes(layer, "wg8", (c, dict(c)), widen)
