@@ -143,11 +143,18 @@ VARIANTS = {
         # the e4m3 prefill kernels (FP8 MMAs, "wg8:" + WgVariant keys; the default from 17 to 128 rows per
         # expert) at the decode kernel's last batch, past the dequantize path's first, and shapes
         "wg8": ((512, 16384), "wg8:"),
-        "wg8-bt32-s6": ((512, 1024), "wg8:BT=32,S=6"),
+        "wg8-bt32-s6": ((256, 512, 1024), "wg8:BT=32,S=6"),
+        "wg8-bt32-s6-nwg1-minb6": ((256, 512, 1024), "wg8:NWG=1,BT=32,S=6,MINB=6"),
+        "wg8-bt32-s8-nwg1-minb6": ((256, 512), "wg8:NWG=1,BT=32,S=8,MINB=6"),
         "wg8-bt64": ((1024, 4096), "wg8:BT=64"),
+        "wg8-bt64-minb3": ((1024, 4096), "wg8:BT=64,MINB=3"),
+        "wg8-bt64-nwg1-minb6": ((1024, 4096), "wg8:NWG=1,BT=64,MINB=6"),
+        "wg8-bt64-nwg1-s6-minb6": ((1024,), "wg8:NWG=1,BT=64,S=6,MINB=6"),
         "wg8-s6": ((1024, 4096, 16384), "wg8:S=6"),
         "wg8-s8": ((4096,), "wg8:S=8"),
-        "wg8-nwg1-minb3": ((4096,), "wg8:NWG=1,S=4,MINB=3"),
+        "wg8-nwg1-minb3": ((4096, 16384), "wg8:NWG=1,S=4,MINB=3"),
+        "wg8-nwg1-minb4": ((4096, 16384), "wg8:NWG=1,S=4,MINB=4"),
+        "wg8-nwg1-s6-minb4": ((4096,), "wg8:NWG=1,S=6,MINB=4"),
     },
     "bf16": {
         "swap-m32": ((1024,), _c(32, 64, 128, 4, 4, SWAP_AB=1)),
