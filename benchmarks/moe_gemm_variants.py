@@ -143,6 +143,15 @@ VARIANTS = {
         # the e4m3 prefill kernels (FP8 MMAs, "wg8:" + WgVariant keys; the default from 17 to 128 rows per
         # expert) at the decode kernel's last batch, past the dequantize path's first, and shapes
         "wg8": ((512, 16384), "wg8:"),
+        # the table form (LUT=1: the group's scale in the e4m3 operand, no rescaling of the sums)
+        "wg8l": ((1024, 4096, 16384), "wg8:LUT=1"),
+        "wg8l-rescale": ((1024, 4096), "wg8:LUT=0"),
+        "wg8l-bt32-s6": ((256, 512, 1024), "wg8:LUT=1,BT=32,S=6"),
+        "wg8l-bt64": ((1024, 4096), "wg8:LUT=1,BT=64"),
+        "wg8l-bt64-minb3": ((1024,), "wg8:LUT=1,BT=64,MINB=3"),
+        "wg8l-s6": ((4096, 16384), "wg8:LUT=1,S=6"),
+        "wg8l-nwg1-minb3": ((4096, 16384), "wg8:LUT=1,NWG=1,S=4,MINB=3"),
+        "wg8l-nwg1-minb4": ((4096,), "wg8:LUT=1,NWG=1,S=4,MINB=4"),
         "wg8-bt32-s6": ((256, 512, 1024), "wg8:BT=32,S=6"),
         "wg8-bt32-s6-nwg1-minb6": ((256, 512, 1024), "wg8:NWG=1,BT=32,S=6,MINB=6"),
         "wg8-bt32-s8-nwg1-minb6": ((256, 512), "wg8:NWG=1,BT=32,S=8,MINB=6"),

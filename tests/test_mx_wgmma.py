@@ -157,6 +157,121 @@ def test_e4m3_layout_refuses_k_not_a_multiple_of_64_and_measures_spread():
     assert q.mx_scale_spread(sc[:0]) == 0
 
 
+def _e4m3_byte(v: float) -> int:
+    """The e4m3 byte of a value that e4m3 holds exactly and normally (sign, exponent field e + 7, 3 mantissa
+    bits), from the format's definition; 0 -> 0."""
+    if v == 0:
+        return 0
+    s = 0x80 if v < 0 else 0
+    m, e = math.frexp(abs(v))            # abs(v) = m * 2^e, 0.5 <= m < 1
+    field, mant = e - 1 + 7, (m * 2 - 1) * 8
+    assert 1 <= field <= 15 and mant == int(mant), v
+    return s | (field << 3) | int(mant)
+
+
+def _kernel_tables(qb: int) -> tuple[int, int]:
+    """The two table words lut_word computes from byte Q, with the constants read from the kernel source."""
+    import re
+
+    from moeprof.models.kernels import mx_cuda
+
+    src = mx_cuda.WG_SOURCE.read_text()
+    out = []
+    for name in ("t0", "t1"):
+        m = re.search(name + r" = Q \* (0x[0-9A-Fa-f]+)u \+ \((0x[0-9A-Fa-f]+)u - (\d+)u \* (0x[0-9A-Fa-f]+)u\)", src)
+        assert m, name
+        mul, base, bias, mul2 = int(m[1], 16), int(m[2], 16), int(m[3]), int(m[4], 16)
+        assert mul == mul2 and bias == q.WG8_LUT_Q_BIAS
+        out.append((qb * mul + base - bias * mul) & 0xFFFFFFFF)
+    return out[0], out[1]
+
+
+def test_lut_tables_are_the_e4m3_bytes_of_the_scaled_magnitudes():
+    """The kernel's two multiply-adds (lut_word, constants read from its source) give, for every stored
+    byte Q, the e4m3 bytes of 0, 0.5, 1, 1.5 | 2, 3, 4, 6 times 2^(Q - 5), derived here from the e4m3
+    definition."""
+    for qb in range(q.WG8_LUT_SCALE_SPREAD + 1):
+        t0, t1 = _kernel_tables(qb)
+        f = 2.0 ** (qb - q.WG8_LUT_Q_BIAS)
+        want = [_e4m3_byte(v * f) for v in (0, 0.5, 1, 1.5, 2, 3, 4, 6)]
+        got = [(t0 >> (8 * i)) & 0xFF for i in range(4)] + [(t1 >> (8 * i)) & 0xFF for i in range(4)]
+        assert got == want, (qb, got, want)
+
+
+def _prmt(a: int, b: int, sel: int) -> int:
+    """PTX prmt.b32 (default mode) with selector nibbles' bit 3 clear: byte i of the result is byte
+    (sel >> 4 i) & 7 of b:a."""
+    pool = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
+    return sum(pool[(sel >> (4 * i)) & 7] << (8 * i) for i in range(4))
+
+
+def _emulate8_lut(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """[Nt * 16, tokens] in fp64 from the table form's bytes: per word and its (row, group) byte Q the
+    kernel's tables, selectors, prmt and sign bits, the e4m3 values placed as in _emulate8, the sums of
+    each row times 2^(Sref - 127) at the end (Sref from the chunk after the last)."""
+    nt, kc = w.shape[0], w.shape[1]
+    by = w.to(torch.int64)
+    words = by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)
+    act = act.double()
+    out = torch.zeros(nt * 16, act.shape[0], dtype=torch.float64)
+    for t in range(nt):
+        acc = torch.zeros(16, act.shape[0], dtype=torch.float64)
+        for c in range(kc):
+            for grp in range(2):
+                A = torch.zeros(16, 32, dtype=torch.float64)
+                for lane in range(32):
+                    r, qq = lane // 4, lane % 4
+                    for half in range(2):
+                        x = int(words[t, c, lane, 2 * grp + half])
+                        qb = int(s[t, c, r, 2 * grp + half])
+                        t0, t1 = _kernel_tables(qb)
+                        lo = _prmt(t0, t1, x & 0x7777) | (x & 0x80808080)
+                        hi = _prmt(t0, t1, (x >> 16) & 0x7777) | ((x << 4) & 0x80808080)
+                        for byte in range(4):
+                            A[r + 8 * half, 4 * qq + byte] = _e4m3_value((lo >> (8 * byte)) & 0xFF)
+                            A[r + 8 * half, 16 + 4 * qq + byte] = _e4m3_value((hi >> (8 * byte)) & 0xFF)
+                acc = acc + A @ act[:, 64 * c + 32 * grp: 64 * c + 32 * grp + 32].t()
+        ref = torch.tensor([int(s[t, kc, rr % 8, rr // 8]) for rr in range(16)], dtype=torch.float64)
+        out[16 * t:16 * t + 16] = acc * (2.0 ** (ref - 127))[:, None]
+    return out
+
+
+@pytest.mark.parametrize("n,k,gated_half", [(24, 128, None), (2 * 12, 64, 12), (16, 192, None)])
+def test_emulated_e4m3_table_kernel_matches_dequantized_weights(n, k, gated_half):
+    """The table form (quant.wg8_lut_mx_weights) through _emulate8_lut: every E2M1 value including 0.5
+    and -0, rows whose scale bytes spread over the full WG8_LUT_SCALE_SPREAD, padding rows; exact (fp64)."""
+    g = torch.Generator().manual_seed(31)
+    codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
+    codes[0, :16] = torch.arange(16, dtype=torch.uint8)
+    codes[1, 32:48] = torch.arange(16, dtype=torch.uint8)
+    scales = torch.randint(118, 124, (n, k // 32), generator=g, dtype=torch.uint8)
+    scales[2, 0] = 118 + q.WG8_LUT_SCALE_SPREAD   # row 2 spans exactly the widest spread the form takes
+    scales[2, -1] = 118
+    tokens = 3
+    act = torch.randn(tokens, k, generator=g).to(torch.float8_e4m3fn).double()
+    w, s = q.wg8_lut_mx_weights(codes, scales, gated_half)
+    assert w.shape[2:] == (32, 16) and s.shape == (w.shape[0], w.shape[1] + 1, 8, 4)
+    got = _emulate8_lut(w, s, act)
+    rows = q.mma_tile_rows(n, gated_half)
+    want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
+    ok = rows >= 0
+    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.t()
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
+
+
+def test_table_form_refuses_scales_beyond_its_spread():
+    codes = torch.zeros(16, 64, dtype=torch.uint8)
+    ok = torch.full((16, 2), 120, dtype=torch.uint8)
+    assert q.wg8_lut_eligible(ok)
+    wide = ok.clone()
+    wide[3, 1] = 120 + q.WG8_LUT_SCALE_SPREAD + 1
+    assert not q.wg8_lut_eligible(wide)
+    with pytest.raises(ValueError, match="spread"):
+        q.wg8_lut_mx_weights(codes, wide)
+    tiny = torch.full((16, 2), 6, dtype=torch.uint8)   # Sref = 0 would not be a normal power of two
+    assert not q.wg8_lut_eligible(tiny)
+
+
 def test_layout_differs_from_the_decode_layout_only_in_k_order():
     """The same codes in both layouts: equal bytes where the K permutation is the identity (nowhere
     here, as the decode layout keeps one lane on one MX group), so the packers must disagree; and the
@@ -277,11 +392,16 @@ def test_gpu_wg_kernel_against_reference(shape, case):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
                                    dict(BT=32, S=6)])
-@pytest.mark.parametrize("case", ["crowded", "ep", "spread", "too-wide"])
-def test_gpu_wg8_kernel_against_reference(shape, case):
-    """The e4m3 prefill kernels (mxfp4-w4a8, cfg KERNEL "wg8") on small shapes as above; "spread": rows
-    whose scale bytes differ by WG8_SCALE_SPREAD (the widest the kernel takes, the sums changing units by
-    2^96 between two groups); "too-wide": one byte further, so the layer must take the bf16 kernel."""
+@pytest.mark.parametrize("case", ["crowded", "ep", "spread", "too-wide", "lut-edge"])
+@pytest.mark.parametrize("lut", [0, 1])
+def test_gpu_wg8_kernel_against_reference(shape, case, lut):
+    """The e4m3 prefill kernels (mxfp4-w4a8, cfg KERNEL "wg8"; LUT=1: the table form) on small shapes as
+    above; "spread": rows whose scale bytes differ by WG8_SCALE_SPREAD (the widest the rescaling kernel
+    takes, the sums changing units by 2^96 between two groups; beyond the table form, which must give way
+    to it); "too-wide": one byte further, so the layer must take the bf16 kernel; "lut-edge": a row spread
+    over exactly WG8_LUT_SCALE_SPREAD, which the table form takes."""
+    if lut == 0 and case == "lut-edge":
+        pytest.skip("the table form's edge")
     from moeprof.models import quant
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
@@ -290,7 +410,7 @@ def test_gpu_wg8_kernel_against_reference(shape, case):
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
-    c = mg.wg_config(kernel="wg8", **shape)
+    c = mg.wg_config(kernel="wg8", LUT=lut, **shape)
     kw = dict(hidden_size=192, intermediate_size=128, num_experts=8, top_k=2, fmt="mxfp4-w4a8", batch=700,
               routing="skew:2", seed=29, device="cuda", cache_weights=False, cfg=(c, dict(c)))
     if case == "ep":
@@ -311,7 +431,16 @@ def test_gpu_wg8_kernel_against_reference(shape, case):
             wt.w2_s[1, 3, -1] = int(wt.w2_s[1, 3, :-1].max()) - quant.WG8_SCALE_SPREAD - extra
 
         layer = with_scale_bytes(layer, "wg8", (c, dict(c)), widen)
+    if case == "lut-edge":
+        from helpers.mx_layers import with_scale_bytes
+
+        def edge(wt):
+            # row 5 of expert 0's gate rows: its last group WG8_LUT_SCALE_SPREAD below its largest byte
+            wt.w1_s[0, 5, -1] = int(wt.w1_s[0, 5, :-1].max()) - quant.WG8_LUT_SCALE_SPREAD
+
+        layer = with_scale_bytes(layer, "wg8", (c, dict(c)), edge)
     assert layer._wg8 == (case != "too-wide") and layer._wg == (case == "too-wide")
+    assert layer._wg8_lut == bool(lut and case in ("crowded", "ep", "lut-edge"))
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())
@@ -331,7 +460,7 @@ def test_gpu_wg8_real_shapes(batch):
         pytest.skip(mx_cuda.unavailable_reason())
     layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
                         batch=batch, seed=41, device="cuda", cache_weights=False)
-    assert layer._wg8
+    assert layer._wg8 and layer._wg8_lut == bool(layer.cfg1.get("LUT"))
     out = poisoned_call(layer)
     err = rel_err(out, layer.reference())
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4-w4a8"], (batch, err)

@@ -125,12 +125,14 @@ def quantize_weights(fmt, w1, b1, w2, b2) -> ExpertWeights:
             p2[x] = q.pack_mxfp4(c, q.mx_layout(fmt))
         # largest E8M0 byte: the kernel's folded-scale unpack is exact up to 128 (see moe_gemm)
         smax = int(max(int(s1.max()), int(s2.max()))) if e else 0
-        # largest spread of one row's E8M0 bytes: the e4m3 prefill kernel takes rows within
-        # quant.WG8_SCALE_SPREAD
+        # largest spread of one row's E8M0 bytes: the e4m3 prefill kernels take rows within
+        # quant.WG8_SCALE_SPREAD, their table form within quant.WG8_LUT_SCALE_SPREAD
         spread = max(q.mx_scale_spread(s1), q.mx_scale_spread(s2))
+        lut_ok = q.wg8_lut_eligible(s1) and q.wg8_lut_eligible(s2)
         return ExpertWeights(fmt, e, h, i, p1, s1, b1, p2, s2, b2,
                              (two_i * h + h * i) // 2 + (two_i * h + h * i) // 32 + bias_bytes,
-                             extra=dict(mx_scale_max=smax, mx_scale_spread=spread, mx_layout=q.mx_layout(fmt),
+                             extra=dict(mx_scale_max=smax, mx_scale_spread=spread, mx_wg8_lut_ok=lut_ok,
+                                        mx_layout=q.mx_layout(fmt),
                                         # the kernel's copy of the scales, K-tile-major (moe_gemm STILE)
                                         **({"w1_s_tiles": q.tile_mx_scales(s1), "w2_s_tiles": q.tile_mx_scales(s2),
                                             "w1_tiles": q.tile_mx_weights(p1), "w2_tiles": q.tile_mx_weights(p2)}
@@ -165,16 +167,18 @@ def dequantize_expert(wt: ExpertWeights, e: int):
 def _mma_operands(wt: ExpertWeights, kernel: str = "mma") -> None:
     """Add a CUDA MXFP4 kernel's operand layouts to wt.extra, once: kernel "mma" (bf16 activations,
     quant.mma_mx_weights: w1_mma, s1_mma, ...), "mma8" (e4m3 activations, quant.mma8_mx_weights:
-    w1_mma8, s1_mma8, ...), "wg" (the prefill kernel, quant.wg_mx_weights: w1_wg, s1_wg, ...) or "wg8"
-    (its e4m3 kernels, quant.wg8_mx_weights: w1_wg8, s1_wg8, ...)."""
+    w1_mma8, s1_mma8, ...), "wg" (the prefill kernel, quant.wg_mx_weights: w1_wg, s1_wg, ...), "wg8"
+    (its e4m3 kernels, quant.wg8_mx_weights: w1_wg8, s1_wg8, ...) or "wg8l" (their table form,
+    quant.wg8_lut_mx_weights: w1_wg8l, ...)."""
     import torch
 
     from moeprof.models import quant as q
 
-    suffix = kernel if kernel in ("mma8", "wg", "wg8") else "mma"
+    suffix = kernel if kernel in ("mma8", "wg", "wg8", "wg8l") else "mma"
     if f"w1_{suffix}" in wt.extra:
         return
-    pack = {"mma8": q.mma8_mx_weights, "wg": q.wg_mx_weights, "wg8": q.wg8_mx_weights}.get(kernel, q.mma_mx_weights)
+    pack = {"mma8": q.mma8_mx_weights, "wg": q.wg_mx_weights, "wg8": q.wg8_mx_weights,
+            "wg8l": q.wg8_lut_mx_weights}.get(kernel, q.mma_mx_weights)
     lay = wt.extra.get("mx_layout", "lanes")
     parts = {f"w1_{suffix}": [], f"s1_{suffix}": [], f"w2_{suffix}": [], f"s2_{suffix}": []}
     for x in range(wt.num_experts):
@@ -274,8 +278,13 @@ class MoeLayer:
                 raise ValueError(f"cfg KERNEL=wg8 reads e4m3 activations (mxfp4-w4a8), not {fmt}")
             if (wt.extra.get("mx_scale_max", 0) > q.MMA8_SCALE_MAX
                     or wt.extra.get("mx_scale_spread", 0) > q.WG8_SCALE_SPREAD):
-                # scales the e4m3 kernel does not take: the bf16 prefill kernel on converted activations
+                # scales the e4m3 kernels do not take: the bf16 prefill kernel on converted activations
                 mma_kernel = self.cfg1["KERNEL"] = self.cfg2["KERNEL"] = "wg"
+            elif self.cfg1.get("LUT", 0) and not wt.extra.get("mx_wg8_lut_ok", False):
+                # rows whose scales spread beyond the table form: the sums rescaled per group instead
+                self.cfg1["LUT"] = self.cfg2["LUT"] = 0
+        # the e4m3 prefill kernels' table form (cfg LUT, both GEMMs)
+        self._wg8_lut = mma_kernel == "wg8" and bool(self.cfg1.get("LUT", 0))
         self._mma = mma_kernel in ("mma", "mma8", "wg", "wg8")
         self._mma8 = mma_kernel == "mma8"
         # mxfp4 prefill through the warpgroup-MMA kernels (kernels/mx_wgmma.cu, cfg KERNEL "wg"; "wg8": the
@@ -289,7 +298,7 @@ class MoeLayer:
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
-            _mma_operands(wt, mma_kernel)
+            _mma_operands(wt, "wg8l" if self._wg8_lut else mma_kernel)
             # each GEMM its own CTA shape: the down GEMM has half the output rows, so at few tokens it
             # may need a shape with more warps to keep the SMs streaming
             self._mma_variant1, self._mma_variant2 = (mx_cuda.variant_of(c) for c in (self.cfg1, self.cfg2))
@@ -430,10 +439,11 @@ class MoeLayer:
         if self._wg8:
             from moeprof.models.kernels import mx_cuda
 
-            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra["w1_wg8"], wt.extra["s1_wg8"], wt.b1, tw, sids, counts,
+            suffix = "wg8l" if self._wg8_lut else "wg8"
+            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra[f"w1_{suffix}"], wt.extra[f"s1_{suffix}"], wt.b1, tw, sids, counts,
                                     out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True,
                                     mul_routed=False, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
-                                    variant=self._mma_variant1, up_off=i)
+                                    variant=self._mma_variant1, up_off=i, lut=self._wg8_lut)
             return
         if self._wg:
             from moeprof.models.kernels import mx_cuda
@@ -495,10 +505,11 @@ class MoeLayer:
         if self._wg8:
             from moeprof.models.kernels import mx_cuda
 
-            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra["w2_wg8"], wt.extra["s2_wg8"], wt.b2, tw, sids, counts,
+            suffix = "wg8l" if self._wg8_lut else "wg8"
+            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra[f"w2_{suffix}"], wt.extra[f"s2_{suffix}"], wt.b2, tw, sids, counts,
                                     out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                     block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
-                                    variant=self._mma_variant2)
+                                    variant=self._mma_variant2, lut=self._wg8_lut)
             return
         if self._wg:
             from moeprof.models.kernels import mx_cuda

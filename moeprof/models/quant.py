@@ -544,3 +544,56 @@ def wg8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
     kc = k // MMA_CHUNK_K
     cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG8_K.repeat(kc)).to(codes.device)
     return mma8_mx_weights(codes[:, cols], scale, gated_half)
+
+
+# E8M0 bytes within one weight row that the table form of the e4m3 prefill kernel takes: each group's
+# power of two 2^(S - Sref), Sref = the row's largest byte - 6, must make all 8 E2M1 magnitudes normal
+# e4m3 numbers (2^-5 .. 2^6 times 0.5 .. 6): a spread of 11 at most
+WG8_LUT_SCALE_SPREAD = 11
+WG8_LUT_Q_BIAS = 5          # stored byte Q = S - Sref + 5 (0 .. 11)
+
+
+def wg8_lut_eligible(scale: torch.Tensor) -> bool:
+    """Whether E8M0 scales [..., groups] fit the table form: every row within WG8_LUT_SCALE_SPREAD, and its
+    largest byte at least 7 (so that the row's reference Sref = largest - 6 is a normal fp32 power of two)."""
+    if not scale.numel():
+        return True
+    return mx_scale_spread(scale) <= WG8_LUT_SCALE_SPREAD and int(scale.amax(-1).min()) >= 7
+
+
+def wg8_lut_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
+    """One expert's E2M1 codes [N, K] (unpacked, uint8, K % 64 == 0) and E8M0 scales [N, K/32] -> the
+    table form of the e4m3 prefill kernel (kernels/mx_wgmma.cu, the mx_wg8l kernels, lut_word): weights
+    uint8 [Nt, Kc, 32, 16] and scales uint8 [Nt, Kc + 1, 8, 4], the tiles of mma_tile_rows.
+
+    Lane L = 4 r + q, chunk c holds the words (step 0, row r), (0, r + 8), (1, r), (1, r + 8) of the K
+    elements of wg8_mx_weights (elements 0-3: K 64 c + 32 st + 4 q + (0..3), 4-7: + 16); within a word
+    element j (0-3) has its magnitude bits (e1 e0 m) in nibble j and its sign in bit 8 j + 7, element 4 + j
+    its magnitude in nibble 4 + j and its sign in bit 8 j + 3. Scale bytes per chunk and row pair:
+    Q = S - Sref + WG8_LUT_Q_BIAS of (r, 2 c), (r + 8, 2 c), (r, 2 c + 1), (r + 8, 2 c + 1), Sref = the
+    row's largest byte - 6; the chunk after the last holds Sref of rows r and r + 8 in bytes 0 and 1.
+    Rows outside WG8_LUT_SCALE_SPREAD raise (wg8_lut_eligible first)."""
+    n, k = codes.shape
+    if k % MMA_CHUNK_K:
+        raise ValueError(f"the e4m3 prefill layout needs K % {MMA_CHUNK_K} == 0, got K={k}")
+    if not wg8_lut_eligible(scale):
+        raise ValueError(f"E8M0 scales spread over more than {WG8_LUT_SCALE_SPREAD} in a row (or a row's "
+                         "largest below 7): not the table form")
+    kc = k // MMA_CHUNK_K
+    cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG8_K.repeat(kc)).to(codes.device)
+    c, sp, nt, kc = _mma_tiles(codes[:, cols], scale, gated_half, torch.int64)
+    sp = sp.to(torch.int64)                                        # [Nt * 16, Kc * 2], padding rows 127
+    sref = sp.amax(-1) - 6                                         # [Nt * 16]
+    qb = sp - sref[:, None] + WG8_LUT_Q_BIAS                       # 0 .. 11
+    e = c.reshape(nt, 2, 8, kc, 2, 4, 2, 4)                        # [Nt, half, r, Kc, st, q, lo/hi, j]
+    mag, sign = e & 7, (e >> 3) & 1
+    j = torch.arange(4, device=codes.device)
+    x = ((mag[..., 0, :] << (4 * j)) | (sign[..., 0, :] << (8 * j + 7))
+         | (mag[..., 1, :] << (16 + 4 * j)) | (sign[..., 1, :] << (8 * j + 3))).sum(-1)   # [Nt, half, r, Kc, st, q]
+    shifts = torch.tensor([0, 8, 16, 24], device=codes.device)
+    by = (x[..., None] >> shifts) & 0xFF
+    w = by.permute(0, 3, 2, 5, 4, 1, 6).reshape(nt, kc, 32, 16).to(torch.uint8).contiguous()
+    s = torch.zeros(nt, kc + 1, 8, 4, dtype=torch.uint8, device=codes.device)
+    s[:, :kc] = qb.reshape(nt, 2, 8, kc, 2).permute(0, 3, 2, 4, 1).reshape(nt, kc, 8, 4).to(torch.uint8)
+    s[:, kc, :, 0:2] = sref.reshape(nt, 2, 8).permute(0, 2, 1).to(torch.uint8)
+    return w, s

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 def with_scale_bytes(layer, kernel: str, cfg, set_scales):
     """`layer` rebuilt after `set_scales(wt)` changed E8M0 bytes of its weights: the CUDA kernel's operand
-    copies (kernel "mma", "wg" or "wg8") are made again from them and mx_scale_max / mx_scale_spread
-    follow."""
+    copies (kernel "mma", "wg" or "wg8", the latter with its table form) are made again from them (by the
+    layer) and the scale summaries (mx_scale_max, mx_scale_spread, mx_wg8_lut_ok) follow."""
     from moeprof.models import quant as q
-    from moeprof.models.layer import MoeLayer, _mma_operands
+    from moeprof.models.layer import MoeLayer
 
     wt = layer.wt
     set_scales(wt)
     for name in ("w1", "s1", "w2", "s2"):
-        wt.extra.pop(f"{name}_{kernel}", None)
+        for k in (kernel, "wg8l") if kernel == "wg8" else (kernel,):
+            wt.extra.pop(f"{name}_{k}", None)
     wt.extra["mx_scale_max"] = int(max(wt.w1_s.max(), wt.w2_s.max()))
     wt.extra["mx_scale_spread"] = max(q.mx_scale_spread(wt.w1_s), q.mx_scale_spread(wt.w2_s))
-    _mma_operands(wt, kernel)
+    wt.extra["mx_wg8_lut_ok"] = q.wg8_lut_eligible(wt.w1_s) and q.wg8_lut_eligible(wt.w2_s)
     return MoeLayer(wt=wt, x=layer.x, router_w=layer.router_w, router_b=layer.router_b, top_k=layer.top_k,
                     num_experts_total=layer.num_experts_total, fmt=layer.fmt, batch=layer.batch,
                     kernel="triton", cfg=cfg)

@@ -883,6 +883,9 @@ W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
 # rows per expert, 2417 vs 4301 us for the dequantize path at 128, 8620 vs 6546 at 512.
 W4A8_WG_MAX_ROWS_PER_EXPERT = 128
 W4A8_WG_KERNEL = "wg8"
+# the e4m3 kernels' table form (cfg LUT=1: each MX group's scale rides in the e4m3 operand, no rescaling of
+# the sums; the layer drops to LUT=0 where a weight row's scales spread beyond quant.WG8_LUT_SCALE_SPREAD)
+W4A8_WG8_LUT = 1
 W4A8_MMA_KERNEL = "mma8"
 # the W4A8 kernel's build (cfg F16MMA): 1 = each MMA step as the two f16 MMAs that ptxas makes of the e4m3
 # one on sm_90, accumulating onto each other (fewer instructions per step at every G: no add of the zero
@@ -986,7 +989,8 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
             return _unpaired(dict(default_config("bf16", m_per_expert, n, k, gated), DEQUANT_BF16=1))
     elif wf == WF_MX_FP8:
         if wg_ok and mma_rows < m_per_expert <= W4A8_WG_MAX_ROWS_PER_EXPERT:
-            return wg_config(m_per_expert, kernel=W4A8_WG_KERNEL)
+            return wg_config(m_per_expert, kernel=W4A8_WG_KERNEL,
+                             **({"LUT": W4A8_WG8_LUT} if W4A8_WG_KERNEL == "wg8" else {}))
         if m_per_expert > 64 or (mma_ok and m_per_expert > mma_rows):
             # prefill: the weights dequantized once per call to e4m3 with a scale per row (E2M1
             # times 2^(S - Smax + 6): exact for every MX group within 2^14 of the row's largest), then

@@ -370,18 +370,20 @@ def moe_gemm_mx_wg(a, w_wg, s_wg, bias, topk_w, sorted_ids, counts, *, out, n_ou
                    mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 
 
-def kernel_name_wg8(gated: bool) -> str:
-    return f"mx_wg8_{'gated' if gated else 'down'}"
+def kernel_name_wg8(gated: bool, lut: bool = False) -> str:
+    return f"mx_wg8{'l' if lut else ''}_{'gated' if gated else 'down'}"
 
 
 def moe_gemm_mx_wg8(a, a_scale, w_wg8, s_wg8, bias, topk_w, sorted_ids, counts, *, out, n_out: int, k: int,
                     a_div: int, gated: bool, mul_routed: bool, block_m: int, has_foreign: bool,
-                    variant: WgVariant = WgVariant(), up_off: int = 0):
-    """One grouped GEMM through the e4m3 prefill kernel (mx_wgmma.cu, the mx_wg8 kernels: e4m3 wgmma on
-    weights placed into e4m3, one MX group per MMA). a: e4m3 [rows, k] (row = slot // a_div), rows
-    16-byte aligned; a_scale: fp32 [rows]; w_wg8 / s_wg8: [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 8, 4]
-    (quant.wg8_mx_weights; every row's E8M0 bytes within quant.WG8_SCALE_SPREAD of each other); K a
-    multiple of 64; the rest as moe_gemm_mx."""
+                    variant: WgVariant = WgVariant(), up_off: int = 0, lut: bool = False):
+    """One grouped GEMM through the e4m3 prefill kernels (mx_wgmma.cu: e4m3 wgmma, one MX group per MMA).
+    a: e4m3 [rows, k] (row = slot // a_div), rows 16-byte aligned; a_scale: fp32 [rows]. lut=False (the
+    mx_wg8 kernels: weights placed into e4m3, the sums rescaled per group): w_wg8 / s_wg8
+    [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 8, 4] (quant.wg8_mx_weights; every row's E8M0 bytes within
+    quant.WG8_SCALE_SPREAD); lut=True (the mx_wg8l kernels: the group's scale in the operand through a
+    table): [E, Nt, Kc, 32, 16] / [E, Nt, Kc + 1, 8, 4] (quant.wg8_lut_mx_weights). K a multiple of 64;
+    the rest as moe_gemm_mx."""
     import torch
 
     e, nt, kc = w_wg8.shape[0], w_wg8.shape[1], w_wg8.shape[2]
@@ -389,9 +391,9 @@ def moe_gemm_mx_wg8(a, a_scale, w_wg8, s_wg8, bias, topk_w, sorted_ids, counts, 
     assert a.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
     assert a_scale is not None and a_scale.dtype == torch.float32 and a_scale.is_contiguous()
     assert out.dtype == torch.bfloat16 and out.stride(1) == 1
-    assert s_wg8.shape[:3] == (e, nt, kc) and s_wg8.shape[3:] == (8, 4) and s_wg8.dtype == torch.uint8
+    assert s_wg8.shape == (e, nt, kc + (1 if lut else 0), 8, 4) and s_wg8.dtype == torch.uint8
     assert k % 64 == 0 and kc * 64 == k and e <= MAX_EXPERTS, "the prefill kernel takes K % 64 == 0"
-    return _launch(kernel_name_wg8(gated), variant, wg_smem_bytes(variant, e4m3=True), a, a_scale, w_wg8, s_wg8,
+    return _launch(kernel_name_wg8(gated, lut), variant, wg_smem_bytes(variant, e4m3=True), a, a_scale, w_wg8, s_wg8,
                    bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
                    mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 

@@ -252,6 +252,29 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
     return v;
 }
 
+__device__ __forceinline__ uint32_t ld_u32_nc(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+// One word of 8 E2M1 codes in the table layout (quant.wg8_lut_mx_weights: codes 0-3 with their 3 magnitude
+// bits in nibbles 0-3 and signs in bits 7, 15, 23, 31; codes 4-7 in nibbles 4-7, signs in bits 3, 11, 19,
+// 27) and its (row, group) byte Q -> two registers of 4 e4m3 bytes, each code's value times 2^(Q - 5).
+// The table: magnitudes 0, 0.5, 1, 1.5 (t0) and 2, 3, 4, 6 (t1) times 2^q as e4m3 bytes, all normal for
+// -5 <= q <= 6 (exponent fields q + 6 .. q + 9, mantissa 0 or 4): one multiply-add each from Q; prmt
+// picks a byte of the table per code, and the sign bit is or-ed in.
+__device__ __forceinline__ void lut_word(uint32_t x, uint32_t Q, uint32_t& lo, uint32_t& hi) {
+    // bytes (0, 0x30, 0x38, 0x3C) and (0x40, 0x44, 0x48, 0x4C) at q = 0; + 8 q in every exponent field
+    const uint32_t t0 = Q * 0x08080800u + (0x3C383000u - 5u * 0x08080800u);
+    const uint32_t t1 = Q * 0x08080808u + (0x4C484440u - 5u * 0x08080808u);
+    uint32_t p_lo, p_hi;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(p_lo) : "r"(t0), "r"(t1), "r"(x & 0x7777u));
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(p_hi) : "r"(t0), "r"(t1), "r"((x >> 16) & 0x7777u));
+    lo = p_lo | (x & 0x80808080u);
+    hi = p_hi | ((x << 4) & 0x80808080u);
+}
+
 // the fp32 factor 2^(a - b) for two E8M0 bytes (|a - b| <= 126)
 __device__ __forceinline__ float pow2_diff(uint32_t a, uint32_t b) { return __uint_as_float((a - b + 127u) << 23); }
 
@@ -270,7 +293,7 @@ __device__ __forceinline__ void wg_scale_rows(float (&d)[WG_ACC], float f, float
 // 2^(S[g-1] - S[g]) of their row (exact: powers of two), after the last by 2^(S - 121) (the layout's
 // bytes are S + 6); the layer takes this path only where every row's bytes lie within WG8_SCALE_SPREAD of
 // each other, so the sums stay far from fp32's range limits (quant.wg8_mx_weights).
-template <int N, bool GATED, bool BIG, bool F8>
+template <int N, bool GATED, bool BIG, int F8>
 __device__ __forceinline__ void wg_pass(
     int p0, uint32_t smem0, const ExpertRows& er, int tile, bool tile_ok,
     const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
@@ -281,9 +304,9 @@ __device__ __forceinline__ void wg_pass(
     if constexpr (N > WG_BT) {
         return;   // never called (the caller's branch for it is constant false): no sums wider than WG_ACC
     } else {
-        using G = WgStage<F8>;
+        using G = WgStage<F8 != 0>;
         // e4m3 rows are bytes, bf16 rows 2-byte elements: a chunk of 64 K is 64 of either
-        using AT = typename std::conditional<F8, uint8_t, uint16_t>::type;
+        using AT = typename std::conditional<F8 != 0, uint8_t, uint16_t>::type;
         constexpr int ROWS_PER_ROUND = WG_THREADS / G::PIECES;
         constexpr int ROUNDS = (WG_BT + ROWS_PER_ROUND - 1) / ROWS_PER_ROUND;   // 16-byte copies per thread
         const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -345,7 +368,7 @@ __device__ __forceinline__ void wg_pass(
             const uint32_t sb = smem0 + (i % WG_S) * G::BYTES;
             const uint4 wv = lds_v4(sb + wread);
             const uint32_t sv = lds_u32(sb + sread);
-            if constexpr (F8) {
+            if constexpr (F8 == 1) {
                 // words (group 0, row r), (0, r + 8), (1, r), (1, r + 8); scale bytes in the same order
                 uint32_t af0[4], af1[4];
                 unpack8_word(wv.x, af0[0], af0[2]);
@@ -370,6 +393,22 @@ __device__ __forceinline__ void wg_pass(
                 wg_fence_acc<N / 2>(acc);
                 s_prev = e1;
                 s_prev8 = e18;
+            } else if constexpr (F8 == 2) {
+                // the group's power of two rides in the e4m3 operand: each (row, group) byte Q gives the
+                // table of its 8 magnitudes times 2^(Q - 5), and each word's codes select from it
+                uint32_t af0[4], af1[4];
+                lut_word(wv.x, sv & 0xFFu, af0[0], af0[2]);
+                lut_word(wv.y, (sv >> 8) & 0xFFu, af0[1], af0[3]);
+                lut_word(wv.z, (sv >> 16) & 0xFFu, af1[0], af1[2]);
+                lut_word(wv.w, sv >> 24, af1[1], af1[3]);
+                const uint64_t desc = wg_desc<true>(sb);
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
+                wgmma8_step<N>(acc, af0, desc, i > 0);
+                wgmma8_step<N>(acc, af1, desc + 2, 1);   // + 32 bytes: K 32 .. 63 of the chunk
+                wg_commit();
+                wg_wait0();
+                wg_fence_acc<N / 2>(acc);
             } else {
                 const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
                 const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
@@ -391,7 +430,14 @@ __device__ __forceinline__ void wg_pass(
         cp_async_wait<0>();
 
         if (tile_ok) {
-            // F8: the last group's scale, 2^(S - 121) from the stored S + 6 (>= 6: a normal fp32)
+            // F8 == 1: the last group's scale, 2^(S - 121) from the stored S + 6 (>= 6: a normal fp32);
+            // F8 == 2: the rows' reference scale 2^(Sref - 127), bytes 0 / 1 of row r's word in the chunk
+            // after the last (Sref >= 1)
+            if constexpr (F8 == 2) {
+                const uint32_t ref = ld_u32_nc(reinterpret_cast<const uint32_t*>(ssrc - (lane & 1)) + Kc * 8 + r);
+                s_prev = ref & 0xFFu;
+                s_prev8 = (ref >> 8) & 0xFFu;
+            }
             const float f = F8 ? __uint_as_float(s_prev << 23) : 1.0f, f8 = F8 ? __uint_as_float(s_prev8 << 23) : 1.0f;
 #pragma unroll
             for (int j = 0; j < N / 8; ++j) {
@@ -407,7 +453,7 @@ __device__ __forceinline__ void wg_pass(
     }
 }
 
-template <bool GATED, bool BIG, bool F8>
+template <bool GATED, bool BIG, int F8>
 __device__ __forceinline__ void mx_wg_body(
     const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
     const uint4* __restrict__ w, const uint16_t* __restrict__ ws,
@@ -434,7 +480,7 @@ __device__ __forceinline__ void mx_wg_body(
     const uint4* wsrc = w + tbase * Kc * 32 + lane;
     // scales per tile and chunk: bf16 128 bytes, copied as 8 pieces of 16 by lanes 0-7; e4m3 32 bytes
     // (quant.wg8_mx_weights), by lanes 0-1
-    const uint4* ssrc = F8 ? reinterpret_cast<const uint4*>(ws) + tbase * Kc * 2 + (lane & 1)
+    const uint4* ssrc = F8 ? reinterpret_cast<const uint4*>(ws) + tbase * (Kc + (F8 == 2)) * 2 + (lane & 1)
                            : reinterpret_cast<const uint4*>(ws) + tbase * Kc * 8 + (lane & 7);
     for (int p0 = 0; p0 < er.count;) {
         const int rem = er.count - p0;
@@ -454,10 +500,13 @@ __device__ __forceinline__ void mx_wg_body(
         mx_wg_body<GATED, BIG, F8>(MX_PASS);                                                          \
     }
 
-WG_KERNEL(true, false, false, mx_wg_gated)
-WG_KERNEL(false, false, false, mx_wg_down)
-WG_KERNEL(true, true, false, mx_wg_gated_big)
-WG_KERNEL(false, true, false, mx_wg_down_big)
-// W4A8: e4m3 activations (`a` read as bytes, a_stride in bytes) and the scales of quant.wg8_mx_weights
-WG_KERNEL(true, false, true, mx_wg8_gated)
-WG_KERNEL(false, false, true, mx_wg8_down)
+WG_KERNEL(true, false, 0, mx_wg_gated)
+WG_KERNEL(false, false, 0, mx_wg_down)
+WG_KERNEL(true, true, 0, mx_wg_gated_big)
+WG_KERNEL(false, true, 0, mx_wg_down_big)
+// W4A8: e4m3 activations (`a` read as bytes, a_stride in bytes); the sums rescaled per MX group (weights
+// and scales of quant.wg8_mx_weights) or the group's scale in the operand (quant.wg8_lut_mx_weights)
+WG_KERNEL(true, false, 1, mx_wg8_gated)
+WG_KERNEL(false, false, 1, mx_wg8_down)
+WG_KERNEL(true, false, 2, mx_wg8l_gated)
+WG_KERNEL(false, false, 2, mx_wg8l_down)
