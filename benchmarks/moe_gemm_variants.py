@@ -152,11 +152,6 @@ VARIANTS = {
         "wg8l-s6": ((4096, 16384), "wg8:LUT=1,S=6"),
         "wg8l-nwg1-minb3": ((4096, 16384), "wg8:LUT=1,NWG=1,S=4,MINB=3"),
         "wg8l-nwg1-minb4": ((4096,), "wg8:LUT=1,NWG=1,S=4,MINB=4"),
-        # token tiles of up to 160 / 192 rows: an expert a little past 128 rows in one pass
-        "wg8l-bt160-nwg1-minb3": ((4096, 16384), "wg8:LUT=1,NWG=1,BT=160,S=4,MINB=3"),
-        "wg8l-bt192-nwg1-minb3": ((4096, 16384), "wg8:LUT=1,NWG=1,BT=192,S=4,MINB=3"),
-        "wg8l-bt192-nwg1-s3-minb3": ((4096,), "wg8:LUT=1,NWG=1,BT=192,S=3,MINB=3"),
-        "wg8l-bt192-nwg2-minb1": ((4096,), "wg8:LUT=1,NWG=2,BT=192,S=4,MINB=1"),
         "wg8-bt32-s6": ((256, 512, 1024), "wg8:BT=32,S=6"),
         "wg8-bt32-s6-nwg1-minb6": ((256, 512, 1024), "wg8:NWG=1,BT=32,S=6,MINB=6"),
         "wg8-bt32-s8-nwg1-minb6": ((256, 512), "wg8:NWG=1,BT=32,S=8,MINB=6"),

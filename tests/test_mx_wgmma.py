@@ -351,12 +351,12 @@ def test_shared_memory_matches_the_kernel_formula():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
-                                   dict(BT=32, S=6), dict(NWG=1, BT=192, S=3, MINB=2)])
+                                   dict(BT=32, S=6)])
 @pytest.mark.parametrize("case", ["crowded", "ep", "big", "w4a8"])
 def test_gpu_wg_kernel_against_reference(shape, case):
     """Small shapes with K = 192 / 128 (three and two chunks): skewed routing so that experts hold 0 to
-    several hundred rows (passes of every width up to the shape's BT, 160 and 192 included, a last pass
-    mostly padding), EP foreign rows, a scale byte above 128 (the two-step multiply)."""
+    several hundred rows (passes of every width, a last pass mostly padding), EP foreign rows, a scale
+    byte above 128 (the two-step multiply)."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
@@ -391,8 +391,7 @@ def test_gpu_wg_kernel_against_reference(shape, case):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
-                                   dict(BT=32, S=6), dict(NWG=1, BT=192, S=4, MINB=3),
-                                   dict(NWG=1, BT=160, S=4, MINB=3)])
+                                   dict(BT=32, S=6)])
 @pytest.mark.parametrize("case", ["crowded", "ep", "spread", "too-wide", "lut-edge"])
 @pytest.mark.parametrize("lut", [0, 1])
 def test_gpu_wg8_kernel_against_reference(shape, case, lut):
