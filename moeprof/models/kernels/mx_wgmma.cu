@@ -355,7 +355,58 @@ __device__ __forceinline__ void wg_pass(
         const uint32_t sread = F8 ? G::ACT_BYTES + WG_W_BYTES + warp * 32 + r * 4
                                   : G::ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
         uint32_t s_prev = 0, s_prev8 = 0;   // F8: the scale bytes (S + 6) of rows r, r + 8 the sums are in
-        for (int i = 0; i < Kc; ++i) {
+        if constexpr (F8 == 2) {
+            // The table form unpacks chunk i + 1 while chunk i's MMAs run. A lane reads only the weights it
+            // copied itself and the scale bytes lanes 0-1 of its warp copied, so its own wait for the copy
+            // and a warp barrier make them readable before the block barrier of chunk i + 1 (which orders
+            // the activations, copied by all threads). The A registers of chunk i stay live until its MMAs
+            // are waited for, so the next chunk's unpack cannot take them.
+            // (each (row, group) byte Q gives the table of its 8 magnitudes times 2^(Q - 5), lut_word)
+            auto unpack = [&](int ci, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
+                const uint32_t sb = smem0 + (ci % WG_S) * G::BYTES;
+                const uint4 wv = lds_v4(sb + wread);
+                const uint32_t sv = lds_u32(sb + sread);
+                lut_word(wv.x, sv & 0xFFu, a0[0], a0[2]);
+                lut_word(wv.y, (sv >> 8) & 0xFFu, a0[1], a0[3]);
+                lut_word(wv.z, (sv >> 16) & 0xFFu, a1[0], a1[2]);
+                lut_word(wv.w, sv >> 24, a1[1], a1[3]);
+            };
+            uint32_t cur0[4], cur1[4];
+            cp_async_wait<WG_AHEAD - 1>();
+            __syncwarp();
+            unpack(0, cur0, cur1);
+            for (int i = 0; i < Kc; ++i) {
+                // every thread waited for its copies of chunk i before arriving; all are done with chunk
+                // i - 1, whose stage takes chunk i + AHEAD
+                __syncthreads();
+                {
+                    const int nx = i + WG_AHEAD;
+                    if (nx < Kc) load(nx % WG_S, nx);
+                    cp_async_commit();
+                }
+                const uint64_t desc = wg_desc<true>(smem0 + (i % WG_S) * G::BYTES);
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
+                wgmma8_step<N>(acc, cur0, desc, i > 0);
+                wgmma8_step<N>(acc, cur1, desc + 2, 1);   // + 32 bytes: K 32 .. 63 of the chunk
+                wg_commit();
+                uint32_t nxt0[4], nxt1[4];
+                if (i + 1 < Kc) {
+                    cp_async_wait<WG_AHEAD - 1>();   // this thread's copies of chunk i + 1
+                    __syncwarp();
+                    unpack(i + 1, nxt0, nxt1);
+                }
+                wg_wait0();
+                wg_fence_acc<N / 2>(acc);
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    asm volatile("" : "+r"(cur0[j]), "+r"(cur1[j])::"memory");
+                    cur0[j] = nxt0[j];
+                    cur1[j] = nxt1[j];
+                }
+            }
+        }
+        for (int i = 0; i < (F8 == 2 ? 0 : Kc); ++i) {
             cp_async_wait<WG_AHEAD - 1>();
             // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
             // chunk i + AHEAD
@@ -393,22 +444,6 @@ __device__ __forceinline__ void wg_pass(
                 wg_fence_acc<N / 2>(acc);
                 s_prev = e1;
                 s_prev8 = e18;
-            } else if constexpr (F8 == 2) {
-                // the group's power of two rides in the e4m3 operand: each (row, group) byte Q gives the
-                // table of its 8 magnitudes times 2^(Q - 5), and each word's codes select from it
-                uint32_t af0[4], af1[4];
-                lut_word(wv.x, sv & 0xFFu, af0[0], af0[2]);
-                lut_word(wv.y, (sv >> 8) & 0xFFu, af0[1], af0[3]);
-                lut_word(wv.z, (sv >> 16) & 0xFFu, af1[0], af1[2]);
-                lut_word(wv.w, sv >> 24, af1[1], af1[3]);
-                const uint64_t desc = wg_desc<true>(sb);
-                wg_fence_acc<N / 2>(acc);
-                wg_fence();
-                wgmma8_step<N>(acc, af0, desc, i > 0);
-                wgmma8_step<N>(acc, af1, desc + 2, 1);   // + 32 bytes: K 32 .. 63 of the chunk
-                wg_commit();
-                wg_wait0();
-                wg_fence_acc<N / 2>(acc);
             } else {
                 const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
                 const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
