@@ -282,10 +282,12 @@ def test_gpu_mma8_real_shapes(batch, f16, monkeypatch):
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
     monkeypatch.setattr(mg, "W4A8_MMA_F16", f16)
-    monkeypatch.setattr(mg, "W4A8_MMA8_MAX_ROWS_PER_EXPERT", mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)
+    # the decode kernels up to 8 rows per expert (batch 256), all of it through the W4A8 kernel
+    monkeypatch.setattr(mg, "W4A8_MMA_MAX_ROWS_PER_EXPERT", 8)
+    monkeypatch.setattr(mg, "W4A8_MMA8_MAX_ROWS_PER_EXPERT", 8)
     layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
                         batch=batch, seed=37, device="cuda", cache_weights=False)
-    assert layer._mma8 == (layer.m_per_expert <= mg.W4A8_MMA_MAX_ROWS_PER_EXPERT)
+    assert layer._mma8 == (layer.m_per_expert <= 8)
     assert layer._mma8_f16 == bool(f16)
     out = poisoned_call(layer)
     err = rel_err(out, layer.reference())

@@ -320,6 +320,9 @@ def test_config_routes_prefill_to_the_kernel(monkeypatch):
     assert w8(mg.W4A8_MMA_MAX_ROWS_PER_EXPERT * 2)["KERNEL"] == mg.W4A8_WG_KERNEL == "wg8"
     assert w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT)["KERNEL"] == "wg8"
     assert isinstance(mx_cuda.variant_of(w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT)), mx_cuda.WgVariant)
+    # its CTA shapes by rows per expert (W4A8_WG8_SHAPES), the table form by default
+    assert [w8(m)["BT"] for m in (8, 16, 32, 64, 128)] == [32, 32, 64, 64, 128]
+    assert w8(32)["LUT"] == mg.W4A8_WG8_LUT == 1
     big8 = w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT * 2)
     assert big8.get("DEQUANT_FP8") == 1 and "KERNEL" not in big8
     # no sm_90a build: the dequantize path
@@ -449,7 +452,7 @@ def test_gpu_wg8_kernel_against_reference(shape, case, lut):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("batch", [1024, 4096])
+@pytest.mark.parametrize("batch", [256, 512, 1024, 4096])
 def test_gpu_wg8_real_shapes(batch):
     """gpt-oss-120b shapes, mxfp4-w4a8's default configuration (the e4m3 prefill kernel), fresh seed."""
     from moeprof.models.kernels import mx_cuda

@@ -871,7 +871,7 @@ BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
 # groups per pass (docs/performance.md, run 39); above W4A8_MMA_MAX_ROWS_PER_EXPERT the prefill kernel
 # (below), or without it the decode kernel up to W4A8_MMA_MAX_ROWS_WITHOUT_WG, then the fp8 GEMM on
 # dequantized weights
-W4A8_MMA_MAX_ROWS_PER_EXPERT = 16
+W4A8_MMA_MAX_ROWS_PER_EXPERT = 4
 W4A8_MMA_MAX_ROWS_WITHOUT_WG = 32
 W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
 # mxfp4-w4a8 above W4A8_MMA_MAX_ROWS_PER_EXPERT up to this many rows per expert: a prefill kernel, above
@@ -915,6 +915,12 @@ WG_MIN_ROWS_PER_EXPERT = MMA_MAX_ROWS_PER_EXPERT
 WG_SHAPE = dict(NWG=2, BT=128, S=4, MINB=2)
 WG_FEW_ROWS_PER_EXPERT = 16
 WG_SHAPE_FEW = dict(NWG=2, BT=32, S=6, MINB=2)
+# the e4m3 prefill kernels' CTA shapes by rows per expert (mxfp4-w4a8; docs/performance.md, runs 60-63:
+# at 16 rows per expert narrow token tiles with deep staging, 634 against 938 us for the decode kernel; at
+# 32 rows 64-row tiles, 884 against 1035 for 128-row ones; at 128 rows WG_SHAPE, 1999 against 2157 with one
+# warpgroup per CTA)
+W4A8_WG8_SHAPES = ((16, dict(NWG=2, BT=32, S=6, MINB=2)), (64, dict(NWG=2, BT=64, S=4, MINB=2)),
+                   (float("inf"), WG_SHAPE))
 
 
 def wg_config(m_per_expert: float | None = None, kernel: str = "wg", **shape) -> dict:
@@ -924,8 +930,12 @@ def wg_config(m_per_expert: float | None = None, kernel: str = "wg", **shape) ->
     expert unless given."""
     if kernel not in ("wg", "wg8"):
         raise ValueError(f"unknown prefill MXFP4 kernel {kernel!r}")
-    few = m_per_expert is not None and m_per_expert <= WG_FEW_ROWS_PER_EXPERT
-    return dict(KERNEL=kernel, BM=8, **{**(WG_SHAPE_FEW if few else WG_SHAPE), **shape})
+    if kernel == "wg8" and m_per_expert is not None:
+        base = next(sh for limit, sh in W4A8_WG8_SHAPES if m_per_expert <= limit)
+    else:
+        few = m_per_expert is not None and m_per_expert <= WG_FEW_ROWS_PER_EXPERT
+        base = WG_SHAPE_FEW if few else WG_SHAPE
+    return dict(KERNEL=kernel, BM=8, **{**base, **shape})
 
 
 def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = True, kernel: str = "mma",

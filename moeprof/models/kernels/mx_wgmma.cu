@@ -355,7 +355,9 @@ __device__ __forceinline__ void wg_pass(
         const uint32_t sread = F8 ? G::ACT_BYTES + WG_W_BYTES + warp * 32 + r * 4
                                   : G::ACT_BYTES + WG_W_BYTES + warp * 128 + lane * 4;
         uint32_t s_prev = 0, s_prev8 = 0;   // F8: the scale bytes (S + 6) of rows r, r + 8 the sums are in
-        if constexpr (F8 == 2) {
+        // (the table form at the widest pass: measured faster there and slower at N <= 32, run 63)
+        constexpr bool OVERLAP = F8 == 2 && N >= 128;
+        if constexpr (OVERLAP) {
             // The table form unpacks chunk i + 1 while chunk i's MMAs run. A lane reads only the weights it
             // copied itself and the scale bytes lanes 0-1 of its warp copied, so its own wait for the copy
             // and a warp barrier make them readable before the block barrier of chunk i + 1 (which orders
@@ -406,7 +408,7 @@ __device__ __forceinline__ void wg_pass(
                 }
             }
         }
-        for (int i = 0; i < (F8 == 2 ? 0 : Kc); ++i) {
+        for (int i = 0; i < (OVERLAP ? 0 : Kc); ++i) {
             cp_async_wait<WG_AHEAD - 1>();
             // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
             // chunk i + AHEAD
@@ -444,6 +446,21 @@ __device__ __forceinline__ void wg_pass(
                 wg_fence_acc<N / 2>(acc);
                 s_prev = e1;
                 s_prev8 = e18;
+            } else if constexpr (F8 == 2) {
+                // each (row, group) byte Q gives the table of its 8 magnitudes times 2^(Q - 5) (lut_word)
+                uint32_t af0[4], af1[4];
+                lut_word(wv.x, sv & 0xFFu, af0[0], af0[2]);
+                lut_word(wv.y, (sv >> 8) & 0xFFu, af0[1], af0[3]);
+                lut_word(wv.z, (sv >> 16) & 0xFFu, af1[0], af1[2]);
+                lut_word(wv.w, sv >> 24, af1[1], af1[3]);
+                const uint64_t desc = wg_desc<true>(sb);
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
+                wgmma8_step<N>(acc, af0, desc, i > 0);
+                wgmma8_step<N>(acc, af1, desc + 2, 1);   // + 32 bytes: K 32 .. 63 of the chunk
+                wg_commit();
+                wg_wait0();
+                wg_fence_acc<N / 2>(acc);
             } else {
                 const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
                 const uint32_t b1 = scale_word<BIG>((sv >> 16) & 0xFFu), b18 = scale_word<BIG>(sv >> 24);
