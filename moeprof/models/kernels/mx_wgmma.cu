@@ -35,6 +35,15 @@
 // the next pass, so that they load during the epilogue, measured 1.15-1.2x slower: docs/performance.md,
 // runs 51-54.)
 
+// The e4m3 forms (mxfp4-w4a8; wg_pass F8 = 1 / 2): wgmma m64nNk32 .e4m3 with the activations' e4m3 bytes
+// as the row quantizer wrote them (64-byte rows per chunk, 64-byte swizzle) and the weights unpacked into
+// e4m3 register operands, one k32 MMA per MX group. The group's E8M0 scale is either kept out of the
+// operand, the sums rescaled between groups (F8 = 1, mx_wg8: weights as the W4A8 decode kernel places them,
+// quant.wg8_mx_weights), or put into it through a table of the 8 magnitudes times the group's power of two
+// relative to the row (F8 = 2, mx_wg8l: lut_word, quant.wg8_lut_mx_weights), which needs no rescaling and
+// unpacks the next chunk while the current chunk's MMAs run at 128-row passes (docs/performance.md,
+// runs 58-64).
+
 #define MX_FLAGS 2
 #include <type_traits>
 #include "mx_common.cuh"
