@@ -146,7 +146,7 @@ VARIANTS = {
         # the table form (LUT=1: the group's scale in the e4m3 operand, no rescaling of the sums)
         "wg8l": ((1024, 4096, 16384), "wg8:LUT=1"),
         "wg8l-rescale": ((1024, 4096), "wg8:LUT=0"),
-        "wg8l-bt32-s6": ((128, 256, 512, 1024), "wg8:LUT=1,BT=32,S=6"),
+        "wg8l-bt32-s6": ((64, 128, 256, 512, 1024), "wg8:LUT=1,BT=32,S=6"),
         "wg8l-bt64": ((1024, 4096), "wg8:LUT=1,BT=64"),
         "wg8l-bt64-minb3": ((1024,), "wg8:LUT=1,BT=64,MINB=3"),
         "wg8l-s6": ((4096, 16384), "wg8:LUT=1,S=6"),
