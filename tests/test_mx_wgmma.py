@@ -239,7 +239,8 @@ def _emulate8_lut(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.
 @pytest.mark.parametrize("n,k,gated_half", [(24, 128, None), (2 * 12, 64, 12), (16, 192, None)])
 def test_emulated_e4m3_table_kernel_matches_dequantized_weights(n, k, gated_half):
     """The table form (quant.wg8_lut_mx_weights) through _emulate8_lut: every E2M1 value including 0.5
-    and -0, rows whose scale bytes spread over the full WG8_LUT_SCALE_SPREAD, padding rows; exact (fp64)."""
+    and -0, rows whose scale bytes spread over the full WG8_LUT_SCALE_SPREAD, a row of the smallest bytes
+    (0-2), padding rows; exact (fp64)."""
     g = torch.Generator().manual_seed(31)
     codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
     codes[0, :16] = torch.arange(16, dtype=torch.uint8)
@@ -247,6 +248,7 @@ def test_emulated_e4m3_table_kernel_matches_dequantized_weights(n, k, gated_half
     scales = torch.randint(118, 124, (n, k // 32), generator=g, dtype=torch.uint8)
     scales[2, 0] = 118 + q.WG8_LUT_SCALE_SPREAD   # row 2 spans exactly the widest spread the form takes
     scales[2, -1] = 118
+    scales[3] = torch.arange(k // 32, dtype=torch.uint8) % 3   # row 3: bytes 0-2 (its reference clamps to 1)
     tokens = 3
     act = torch.randn(tokens, k, generator=g).to(torch.float8_e4m3fn).double()
     w, s = q.wg8_lut_mx_weights(codes, scales, gated_half)
@@ -268,8 +270,12 @@ def test_table_form_refuses_scales_beyond_its_spread():
     assert not q.wg8_lut_eligible(wide)
     with pytest.raises(ValueError, match="spread"):
         q.wg8_lut_mx_weights(codes, wide)
-    tiny = torch.full((16, 2), 6, dtype=torch.uint8)   # Sref = 0 would not be a normal power of two
-    assert not q.wg8_lut_eligible(tiny)
+    # rows of the smallest bytes take the form too: their reference clamps to 1 (2^-126, a normal fp32)
+    tiny = torch.tensor([[0, 3]] * 16, dtype=torch.uint8)
+    assert q.wg8_lut_eligible(tiny)
+    _, s = q.wg8_lut_mx_weights(codes, tiny)
+    # Sref = 1; Q = S - Sref + 5
+    assert s[0, 1, 0, 0] == 1 and s[0, 0, 0, 0] == 4 and s[0, 0, 0, 2] == 7
 
 
 def test_layout_differs_from_the_decode_layout_only_in_k_order():

@@ -547,18 +547,16 @@ def wg8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
 
 
 # E8M0 bytes within one weight row that the table form of the e4m3 prefill kernel takes: each group's
-# power of two 2^(S - Sref), Sref = the row's largest byte - 6, must make all 8 E2M1 magnitudes normal
-# e4m3 numbers (2^-5 .. 2^6 times 0.5 .. 6): a spread of 11 at most
+# power of two 2^q, q = S - Sref with Sref = max(the row's largest byte - 6, 1) (2^(Sref - 127), which the
+# epilogue applies, stays a normal fp32 number), must make all 8 E2M1 magnitudes normal e4m3 numbers
+# (q in -5 .. 6): a spread of 11 at most
 WG8_LUT_SCALE_SPREAD = 11
-WG8_LUT_Q_BIAS = 5          # stored byte Q = S - Sref + 5 (0 .. 11)
+WG8_LUT_Q_BIAS = 5          # stored byte Q = q + 5 (0 .. 11)
 
 
 def wg8_lut_eligible(scale: torch.Tensor) -> bool:
-    """Whether E8M0 scales [..., groups] fit the table form: every row within WG8_LUT_SCALE_SPREAD, and its
-    largest byte at least 7 (so that the row's reference Sref = largest - 6 is a normal fp32 power of two)."""
-    if not scale.numel():
-        return True
-    return mx_scale_spread(scale) <= WG8_LUT_SCALE_SPREAD and int(scale.amax(-1).min()) >= 7
+    """Whether E8M0 scales [..., groups] fit the table form: every row within WG8_LUT_SCALE_SPREAD."""
+    return mx_scale_spread(scale) <= WG8_LUT_SCALE_SPREAD
 
 
 def wg8_lut_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
@@ -570,20 +568,19 @@ def wg8_lut_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int
     elements of wg8_mx_weights (elements 0-3: K 64 c + 32 st + 4 q + (0..3), 4-7: + 16); within a word
     element j (0-3) has its magnitude bits (e1 e0 m) in nibble j and its sign in bit 8 j + 7, element 4 + j
     its magnitude in nibble 4 + j and its sign in bit 8 j + 3. Scale bytes per chunk and row pair:
-    Q = S - Sref + WG8_LUT_Q_BIAS of (r, 2 c), (r + 8, 2 c), (r, 2 c + 1), (r + 8, 2 c + 1), Sref = the
-    row's largest byte - 6; the chunk after the last holds Sref of rows r and r + 8 in bytes 0 and 1.
-    Rows outside WG8_LUT_SCALE_SPREAD raise (wg8_lut_eligible first)."""
+    Q = S - Sref + WG8_LUT_Q_BIAS of (r, 2 c), (r + 8, 2 c), (r, 2 c + 1), (r + 8, 2 c + 1), Sref =
+    max(the row's largest byte - 6, 1); the chunk after the last holds Sref of rows r and r + 8 in bytes 0
+    and 1. Rows outside WG8_LUT_SCALE_SPREAD raise (wg8_lut_eligible first)."""
     n, k = codes.shape
     if k % MMA_CHUNK_K:
         raise ValueError(f"the e4m3 prefill layout needs K % {MMA_CHUNK_K} == 0, got K={k}")
     if not wg8_lut_eligible(scale):
-        raise ValueError(f"E8M0 scales spread over more than {WG8_LUT_SCALE_SPREAD} in a row (or a row's "
-                         "largest below 7): not the table form")
+        raise ValueError(f"E8M0 scales spread over more than {WG8_LUT_SCALE_SPREAD} in a row: not the table form")
     kc = k // MMA_CHUNK_K
     cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG8_K.repeat(kc)).to(codes.device)
     c, sp, nt, kc = _mma_tiles(codes[:, cols], scale, gated_half, torch.int64)
     sp = sp.to(torch.int64)                                        # [Nt * 16, Kc * 2], padding rows 127
-    sref = sp.amax(-1) - 6                                         # [Nt * 16]
+    sref = (sp.amax(-1) - 6).clamp_min(1)                          # [Nt * 16]
     qb = sp - sref[:, None] + WG8_LUT_Q_BIAS                       # 0 .. 11
     e = c.reshape(nt, 2, 8, kc, 2, 4, 2, 4)                        # [Nt, half, r, Kc, st, q, lo/hi, j]
     mag, sign = e & 7, (e >> 3) & 1
