@@ -152,6 +152,10 @@ VARIANTS = {
         "wg8l-s6": ((4096, 16384), "wg8:LUT=1,S=6"),
         "wg8l-nwg1-minb3": ((4096, 16384), "wg8:LUT=1,NWG=1,S=4,MINB=3"),
         "wg8l-nwg1-minb4": ((4096,), "wg8:LUT=1,NWG=1,S=4,MINB=4"),
+        # each chunk's MMAs left in flight into the next chunk (IF=1; one stage fewer loaded ahead)
+        "wg8l-if": ((4096, 16384), "wg8:LUT=1,IF=1"),
+        "wg8l-if-s5": ((4096, 16384), "wg8:LUT=1,IF=1,S=5"),
+        "wg8l-if-s6": ((4096, 16384), "wg8:LUT=1,IF=1,S=6"),
         "wg8-bt32-s6": ((256, 512, 1024), "wg8:BT=32,S=6"),
         "wg8-bt32-s6-nwg1-minb6": ((256, 512, 1024), "wg8:NWG=1,BT=32,S=6,MINB=6"),
         "wg8-bt32-s8-nwg1-minb6": ((256, 512), "wg8:NWG=1,BT=32,S=8,MINB=6"),

@@ -400,7 +400,7 @@ def test_gpu_wg_kernel_against_reference(shape, case):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
-                                   dict(BT=32, S=6)])
+                                   dict(BT=32, S=6), dict(IF=1), dict(IF=1, S=5)])
 @pytest.mark.parametrize("case", ["crowded", "ep", "spread", "too-wide", "lut-edge"])
 @pytest.mark.parametrize("lut", [0, 1])
 def test_gpu_wg8_kernel_against_reference(shape, case, lut):

@@ -67,17 +67,20 @@ class Variant:
 class WgVariant:
     """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG warpgroups of 64 weight rows per CTA,
     BT token rows per pass at most, S shared-memory stages, MINB CTAs per SM aimed at by the register
-    allocation."""
+    allocation; IF=1: the e4m3 table kernel leaves each chunk's MMAs in flight into the next chunk (at
+    128-row passes)."""
     NWG: int = 2
     BT: int = 128
     S: int = 4
     MINB: int = 2
+    IF: int = 0
 
     def defines(self) -> list[str]:
-        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}"]
+        return [f"-DWG_NWG={self.NWG}", f"-DWG_BT={self.BT}", f"-DWG_S={self.S}", f"-DWG_MINB={self.MINB}",
+                f"-DWG_INFLIGHT={self.IF}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB))
+        return "x".join(str(v) for v in (self.NWG, self.BT, self.S, self.MINB, self.IF))
 
     def threads(self) -> int:
         return 128 * self.NWG

@@ -60,6 +60,9 @@
 #ifndef WG_MINB
 #define WG_MINB 2     // CTAs per SM the register allocation aims at
 #endif
+#ifndef WG_INFLIGHT
+#define WG_INFLIGHT 0 // 1: the e4m3 table kernel leaves a chunk's MMAs in flight into the next chunk
+#endif
 
 constexpr int WG_WARPS = WG_NWG * 4;
 constexpr int WG_THREADS = WG_WARPS * 32;
@@ -79,7 +82,9 @@ struct WgStage {
 static_assert(WG_BT == 32 || WG_BT == 64 || WG_BT == 128, "BT: 32, 64 or 128");
 static_assert(WG_THREADS % 8 == 0 && (WG_BT * 8) % WG_THREADS == 0, "whole rounds of 16-byte copies");
 static_assert(WG_S >= 2, "two stages at least");
-constexpr int WG_AHEAD = WG_S - 1;                      // chunks loaded ahead of the one computed
+// chunks loaded ahead of the one computed (one stage fewer when a chunk's MMAs may still read its stage)
+constexpr int WG_AHEAD = WG_S - 1 - WG_INFLIGHT;
+static_assert(!WG_INFLIGHT || WG_S >= 4, "MMAs in flight: four stages at least");
 
 // shared memory matrix descriptor of a K-major operand tile: start address, leading byte offset 16 (unused
 // by these layouts), the stride between groups of 8 rows and the swizzle: bf16 rows of 128 bytes with the
@@ -382,6 +387,46 @@ __device__ __forceinline__ void wg_pass(
                 lut_word(wv.z, (sv >> 16) & 0xFFu, a1[0], a1[2]);
                 lut_word(wv.w, sv >> 24, a1[1], a1[3]);
             };
+#if WG_INFLIGHT
+            // Chunk i's MMAs are left in flight while the next chunk is set up: issued, then the wait is for
+            // chunk i - 1's (so its A registers, the other of two sets, can take chunk i + 1's unpack), and
+            // the stage refilled at chunk i is that of chunk i - 2, whose MMAs every warpgroup has retired
+            // before the block barrier.
+            uint32_t ra0[4], ra1[4], rb0[4], rb1[4];
+            cp_async_wait<WG_AHEAD - 1>();
+            __syncwarp();
+            unpack(0, ra0, ra1);
+            auto step = [&](int i, uint32_t (&c0)[4], uint32_t (&c1)[4], uint32_t (&n0)[4], uint32_t (&n1)[4]) {
+                __syncthreads();
+                {
+                    const int nx = i + WG_AHEAD;
+                    if (nx < Kc) load(nx % WG_S, nx);
+                    cp_async_commit();
+                }
+                const uint64_t desc = wg_desc<true>(smem0 + (i % WG_S) * G::BYTES);
+                wg_fence_acc<N / 2>(acc);
+                wg_fence();
+                wgmma8_step<N>(acc, c0, desc, i > 0);
+                wgmma8_step<N>(acc, c1, desc + 2, 1);
+                wg_commit();
+                asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");   // chunk i - 1's MMAs
+#pragma unroll
+                for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(n0[j]), "+r"(n1[j])::"memory");
+                if (i + 1 < Kc) {
+                    cp_async_wait<WG_AHEAD - 1>();
+                    __syncwarp();
+                    unpack(i + 1, n0, n1);
+                }
+            };
+            for (int i = 0; i < Kc; i += 2) {
+                step(i, ra0, ra1, rb0, rb1);
+                if (i + 1 < Kc) step(i + 1, rb0, rb1, ra0, ra1);
+            }
+            wg_wait0();
+            wg_fence_acc<N / 2>(acc);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(ra0[j]), "+r"(ra1[j]), "+r"(rb0[j]), "+r"(rb1[j])::"memory");
+#else
             uint32_t cur0[4], cur1[4];
             cp_async_wait<WG_AHEAD - 1>();
             __syncwarp();
@@ -416,6 +461,7 @@ __device__ __forceinline__ void wg_pass(
                     cur1[j] = nxt1[j];
                 }
             }
+#endif
         }
         for (int i = 0; i < (OVERLAP ? 0 : Kc); ++i) {
             cp_async_wait<WG_AHEAD - 1>();
