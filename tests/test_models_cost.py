@@ -212,27 +212,27 @@ def test_as_built_bytes_bf16_by_hand():
 
 
 def test_as_built_mx_prefill_dequantization_by_hand():
-    """Tiny model, batch 256: 512 (token, expert) pairs over 4 experts = 128 rows per expert (batch 512:
-    256), every expert touched (to 1e-70); mxfp4-w4a8 dequantizes above 128. Packed mxfp4 gate_up
+    """Tiny model, batch 256: 512 (token, expert) pairs over 4 experts = 128 rows per expert (batch 2048:
+    1024), every expert touched (to 1e-70); mxfp4-w4a8 dequantizes above 512. Packed mxfp4 gate_up
     [64, 64]: 64*64/2 = 2048 bytes + 64*64/32 = 128 E8M0 bytes = 2176; down [64, 32]: 1024 + 64 = 1088.
     mxfp4 as built reads the packed weights (its prefill kernel unpacks in registers): 4 x 2176 = 8704 and
     4 x 1088 = 4352; if its bf16 fallback's dequantization runs, gemm1 weights = 4 experts x (2176 read +
     64*64*2 = 8192 bf16 written) + 4 x 8192 read by the bf16 GEMM = 74,240 and gemm2 = 4 x (1088 + 4096) +
-    4 x 4096 = 37,120. mxfp4-w4a8 at batch 512 as built writes e4m3 (1 byte) plus a 4-byte row scale:
+    4 x 4096 = 37,120. mxfp4-w4a8 at batch 2048 as built writes e4m3 (1 byte) plus a 4-byte row scale:
     gemm1 4 x (2176 + 4096 + 256) + 4 x 4352 = 43,520; gemm2 4 x (1088 + 2048 + 256) + 4 x 2304 = 22,784.
-    At batch 256 (128 rows per expert, at the threshold, not above it) and 64 it does not dequantize;
-    bf16 never does."""
+    At batch 1024 (512 rows per expert, at the threshold, not above it), 256 and 64 it does not
+    dequantize; bf16 never does."""
     c = layer_cost(_tiny(), "mxfp4", "h200", 256)
     assert c.gemm1_weight_bytes == pytest.approx(4 * 2176) and c.gemm2_weight_bytes == pytest.approx(4 * 1088)
     assert c.gemm1_bytes_as_built - c.gemm1_act_bytes_as_built == pytest.approx(8704)
     assert c.gemm2_bytes_as_built - c.gemm2_act_bytes_as_built == pytest.approx(4352)
     assert c.gemm1_weight_bytes_dequant == pytest.approx(74_240) and c.gemm2_weight_bytes_dequant == pytest.approx(37_120)
     assert c.as_record()["gemm1_weight_bytes_as_built"] == pytest.approx(8704)
-    w8 = layer_cost(_tiny(), "mxfp4-w4a8", "h200", 512)
+    w8 = layer_cost(_tiny(), "mxfp4-w4a8", "h200", 2048)
     assert w8.gemm1_bytes_as_built - w8.gemm1_act_bytes_as_built == pytest.approx(43_520)
     assert w8.gemm2_bytes_as_built - w8.gemm2_act_bytes_as_built == pytest.approx(22_784)
     assert w8.gemm1_weight_bytes_dequant == pytest.approx(43_520)
-    for fmt, batch in (("mxfp4", 64), ("mxfp4-w4a8", 64), ("mxfp4-w4a8", 256), ("bf16", 256)):
+    for fmt, batch in (("mxfp4", 64), ("mxfp4-w4a8", 64), ("mxfp4-w4a8", 256), ("mxfp4-w4a8", 1024), ("bf16", 256)):
         d = layer_cost(_tiny(), fmt, "h200", batch)
         assert d.gemm1_bytes_as_built - d.gemm1_act_bytes_as_built == pytest.approx(d.gemm1_weight_bytes), fmt
     assert layer_cost(_tiny(), "bf16", "h200", 256).gemm1_weight_bytes_dequant == pytest.approx(
@@ -242,7 +242,7 @@ def test_as_built_mx_prefill_dequantization_by_hand():
 
 def test_as_built_dequant_thresholds_match_the_kernel_defaults(monkeypatch):
     """The roofline's as-built rule (pure Python) and the kernels' default configuration (on sm_90 with the
-    CUDA kernels built: stubbed available here) agree on where prefill dequantizes: mxfp4-w4a8 above 32
+    CUDA kernels built: stubbed available here) agree on where prefill dequantizes: mxfp4-w4a8 above 512
     rows per expert; mxfp4 never (its prefill kernel unpacks in registers)."""
     pytest.importorskip("triton")
     from moeprof.models.kernels import moe_gemm as mg

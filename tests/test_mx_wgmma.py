@@ -329,6 +329,8 @@ def test_config_routes_prefill_to_the_kernel(monkeypatch):
     # its CTA shapes by rows per expert (W4A8_WG8_SHAPES), the table form by default
     assert [w8(m)["BT"] for m in (8, 16, 32, 64, 128)] == [32, 32, 64, 64, 128]
     assert w8(32)["LUT"] == mg.W4A8_WG8_LUT == 1
+    assert mx_cuda.variant_of(w8(128)) == mx_cuda.WgVariant(NWG=2, BT=128, S=5, MINB=2, IF=1)
+    assert w8(512)["KERNEL"] == "wg8" and mx_cuda.variant_of(w8(64)).IF == 0
     big8 = w8(mg.W4A8_WG_MAX_ROWS_PER_EXPERT * 2)
     assert big8.get("DEQUANT_FP8") == 1 and "KERNEL" not in big8
     # no sm_90a build: the dequantize path

@@ -19,7 +19,7 @@ As built (`bytes_as_built`, `t_as_built_s`): the traffic of the kernels moeprof 
            (whatever the format), which gemm2 (or its quant pass) reads back.
   gemm2    writes one BF16 row per (token, expert) pair [pairs, H], not per token.
   combine  reads those [pairs, H] rows and writes y [tokens, H] in BF16.
-  dequantize  at prefill mxfp4-w4a8 dequantizes every local expert's weights once per call (above 128
+  dequantize  at prefill mxfp4-w4a8 dequantizes every local expert's weights once per call (above 512
            rows per expert, to e4m3 with a row scale) and runs the fp8 GEMMs: packed weights read,
            dequantized weights written, and the touched experts' dequantized weights read by the GEMMs
            instead of the packed ones (`gemm1_weight_bytes_as_built`, `gemm2_weight_bytes_as_built`;
@@ -70,7 +70,7 @@ DEFAULT_HBM_RESERVE_FRACTION = 0.10  # CUDA context, activations, workspaces, fr
 # above which it does, bytes per dequantized weight element, bytes per dequantized row besides); the
 # thresholds mirror models/kernels/moe_gemm.default_config on sm_90 with the CUDA kernels built (a test
 # keeps them equal)
-AS_BUILT_DEQUANT = {"mxfp4-w4a8": (128.0, 1, 4)}
+AS_BUILT_DEQUANT = {"mxfp4-w4a8": (512.0, 1, 4)}
 # The prefill dequantization pass of each MX format when it runs -> (bytes per dequantized weight element,
 # bytes per dequantized row besides): mxfp4's fallback to bf16, mxfp4-w4a8's e4m3 with a row scale
 DEQUANT_PASS = {"mxfp4": (BF16_BYTES, 0), "mxfp4-w4a8": (1, 4)}

@@ -880,8 +880,10 @@ W4A8_MMA8_MAX_ROWS_PER_EXPERT = 2.0
 # group); "wg": the mxfp4 prefill kernel on the activations converted to bf16 (exact; row scales in its
 # epilogue), which the layer also takes where the weights' scales do not fit the e4m3 kernel
 # (quant.WG8_SCALE_SPREAD). docs/performance.md, run 57: "wg" 1148 vs 1635 us for the decode kernel at 32
-# rows per expert, 2417 vs 4301 us for the dequantize path at 128, 8620 vs 6546 at 512.
-W4A8_WG_MAX_ROWS_PER_EXPERT = 128
+# rows per expert, 2417 vs 4301 us for the dequantize path at 128, 8620 vs 6546 at 512; run 67: "wg8" 6348
+# vs 6540 for the dequantize path at 512 (measured up to there: the dequantization is paid once per call,
+# so above some batch that path is faster again).
+W4A8_WG_MAX_ROWS_PER_EXPERT = 512
 W4A8_WG_KERNEL = "wg8"
 # the e4m3 kernels' table form (cfg LUT=1: each MX group's scale rides in the e4m3 operand, no rescaling of
 # the sums; the layer drops to LUT=0 where a weight row's scales spread beyond quant.WG8_LUT_SCALE_SPREAD)
@@ -915,12 +917,12 @@ WG_MIN_ROWS_PER_EXPERT = MMA_MAX_ROWS_PER_EXPERT
 WG_SHAPE = dict(NWG=2, BT=128, S=4, MINB=2)
 WG_FEW_ROWS_PER_EXPERT = 16
 WG_SHAPE_FEW = dict(NWG=2, BT=32, S=6, MINB=2)
-# the e4m3 prefill kernels' CTA shapes by rows per expert (mxfp4-w4a8; docs/performance.md, runs 60-63:
+# the e4m3 prefill kernels' CTA shapes by rows per expert (mxfp4-w4a8; docs/performance.md, runs 60-67:
 # at 16 rows per expert narrow token tiles with deep staging, 634 against 938 us for the decode kernel; at
-# 32 rows 64-row tiles, 884 against 1035 for 128-row ones; at 128 rows WG_SHAPE, 1999 against 2157 with one
-# warpgroup per CTA)
+# 32 rows 64-row tiles, 884 against 1035 for 128-row ones; from 128 rows 128-row tiles with each chunk's
+# MMAs left in flight into the next chunk and 5 stages, 1862 against 2009 us without at 128 rows)
 W4A8_WG8_SHAPES = ((16, dict(NWG=2, BT=32, S=6, MINB=2)), (64, dict(NWG=2, BT=64, S=4, MINB=2)),
-                   (float("inf"), WG_SHAPE))
+                   (float("inf"), dict(WG_SHAPE, S=5, IF=1)))
 
 
 def wg_config(m_per_expert: float | None = None, kernel: str = "wg", **shape) -> dict:
