@@ -138,7 +138,7 @@ VARIANTS = {
         "mma8-g4-mt1": ((1024,), "mma8:WN=8,WK=1,D=4,MT=1,G=4,F16MMA=1"),
         # the mxfp4 prefill kernel on the e4m3 activations converted to bf16 (row scales in its epilogue)
         # against the dequantize-to-e4m3 fp8 GEMM ("dq": the default without it) and the W4A16 decode kernel
-        "dq": ((1024, 4096, 16384), "dq"),
+        "dq": ((1024, 4096, 8192, 16384), "dq"),
         "wg": ((1024, 4096, 16384), "wg:"),
         # the e4m3 prefill kernels (FP8 MMAs, "wg8:" + WgVariant keys; the default from 17 to 128 rows per
         # expert) at the decode kernel's last batch, past the dequantize path's first, and shapes
@@ -147,14 +147,14 @@ VARIANTS = {
         "wg8l": ((1024, 4096, 16384), "wg8:LUT=1"),
         "wg8l-rescale": ((1024, 4096), "wg8:LUT=0"),
         "wg8l-bt32-s6": ((64, 128, 256, 512, 1024), "wg8:LUT=1,BT=32,S=6"),
-        "wg8l-bt64": ((1024, 4096), "wg8:LUT=1,BT=64"),
+        "wg8l-bt64": ((1024, 2048, 4096), "wg8:LUT=1,BT=64"),
         "wg8l-bt64-minb3": ((1024,), "wg8:LUT=1,BT=64,MINB=3"),
         "wg8l-s6": ((4096, 16384), "wg8:LUT=1,S=6"),
         "wg8l-nwg1-minb3": ((4096, 16384), "wg8:LUT=1,NWG=1,S=4,MINB=3"),
         "wg8l-nwg1-minb4": ((4096,), "wg8:LUT=1,NWG=1,S=4,MINB=4"),
         # each chunk's MMAs left in flight into the next chunk (IF=1; one stage fewer loaded ahead)
         "wg8l-if": ((4096, 16384), "wg8:LUT=1,IF=1"),
-        "wg8l-if-s5": ((4096, 16384), "wg8:LUT=1,IF=1,S=5"),
+        "wg8l-if-s5": ((2048, 4096, 8192, 16384), "wg8:LUT=1,IF=1,S=5"),
         "wg8l-if-s6": ((4096, 16384), "wg8:LUT=1,IF=1,S=6"),
         "wg8-bt32-s6": ((256, 512, 1024), "wg8:BT=32,S=6"),
         "wg8-bt32-s6-nwg1-minb6": ((256, 512, 1024), "wg8:NWG=1,BT=32,S=6,MINB=6"),
