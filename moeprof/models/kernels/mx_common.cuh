@@ -216,14 +216,15 @@ __device__ __forceinline__ void store_tile(const float (&v)[4], int tl, int grp,
     }
 }
 
-// The arguments of every kernel (mx_cuda._launch passes them in this order; the W4A8 kernel reads
-// bytes for `a` and `ws`, mx_mma.cu MX8_ARGS), and the same names passed on to a kernel body.
-#define MX_ARGS                                                                                       \
-    const uint16_t *a, long long a_stride, int a_div, const float *a_scale, const uint4 *w,           \
-        const uint16_t *ws,                                                                           \
-        const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
-        const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
-        int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
+// The arguments of every kernel (mx_cuda._launch passes them in this order) and of the bodies behind them:
+// R = __restrict__ for a body, nothing for a kernel; AT / ST the element types of the activations and
+// scales (uint16_t; the W4A8 kernel reads bytes, uint8_t). MX_PASS passes the same names on.
+#define MX_PARAMS(R, AT, ST)                                                                          \
+    const AT* R a, long long a_stride, int a_div, const float* R a_scale, const uint4* R w,          \
+        const ST* R ws, const float* R bias, long long bias_stride, int up_off, uint16_t* R out,      \
+        long long out_stride, const float* R topk_w, const int* R sorted_ids, const int* R counts,   \
+        int num_experts, int nv, int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
+#define MX_ARGS MX_PARAMS(, uint16_t, uint16_t)
 #define MX_PASS                                                                                       \
     a, a_stride, a_div, a_scale, w, ws, bias, bias_stride, up_off, out, out_stride, topk_w, sorted_ids, counts, \
         num_experts, nv, block_m, has_foreign, n_out, K, Kc, Nt

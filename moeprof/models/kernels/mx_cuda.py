@@ -308,8 +308,8 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
 
 def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s, bias, topk_w, sorted_ids, counts, *, out,
             n_out: int, k: int, a_div: int, mul_routed: bool, block_m: int, has_foreign: bool, up_off: int):
-    """Launch kernel `name` of `variant` (both kernels take the same arguments, mx_mma.cu MX_ARGS /
-    MX8_ARGS; the prefill kernel too) on torch's current stream: one CTA row per expert with rows (+ one
+    """Launch kernel `name` of `variant` (every kernel takes the same arguments, mx_common.cuh MX_PARAMS:
+    MX_ARGS, MX8_ARGS) on torch's current stream: one CTA row per expert with rows (+ one
     for the foreign rows), one CTA column per WN * MT tiles (the prefill kernel: grid x and y swapped, 4 *
     NWG tiles per CTA)."""
     import torch

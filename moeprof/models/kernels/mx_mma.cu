@@ -106,13 +106,7 @@ __device__ __forceinline__ void finish_pass(const float (&acc)[MT][G][4], int ng
 }
 
 template <int G, bool GATED, bool BIG>
-__device__ __forceinline__ void mx_w4a16_body(
-    const uint16_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
-    const uint4* __restrict__ w, const uint16_t* __restrict__ ws,
-    const float* __restrict__ bias, long long bias_stride, int up_off,
-    uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
-    const int* __restrict__ sorted_ids, const int* __restrict__ counts, int num_experts, int nv,
-    int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
+__device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, uint16_t)) {
     constexpr int WN = MX_WN, WK = MX_WK, D = MX_D, MT = MX_MT;
     static_assert(D >= 2, "the ring needs two stages at least");
     // one buffer: the warps' cp.async rings during the K loop, then the partial tiles to sum
@@ -412,13 +406,7 @@ __device__ __forceinline__ float scale8(uint32_t w) {
 }
 
 template <int G, bool GATED, bool F16>
-__device__ __forceinline__ void mx_w4a8_body(
-    const uint8_t* __restrict__ a, long long a_stride, int a_div, const float* __restrict__ a_scale,
-    const uint4* __restrict__ w, const uint8_t* __restrict__ ws,
-    const float* __restrict__ bias, long long bias_stride, int up_off,
-    uint16_t* __restrict__ out, long long out_stride, const float* __restrict__ topk_w,
-    const int* __restrict__ sorted_ids, const int* __restrict__ counts, int num_experts, int nv,
-    int block_m, int has_foreign, int n_out, int K, int Kc, int Nt) {
+__device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, uint8_t)) {
     constexpr int WN = MX_WN, WK = MX_WK, D = MX_D, MT = MX_MT;
     static_assert(D >= 2, "the ring needs two stages at least");
     // one buffer: the warps' cp.async rings (512 bytes of weights and 32 of scales per tile and
@@ -602,12 +590,7 @@ __device__ __forceinline__ void mx_w4a8_body(
     }
 }
 
-#define MX8_ARGS                                                                                      \
-    const uint8_t *a, long long a_stride, int a_div, const float *a_scale, const uint4 *w,            \
-        const uint8_t *ws,                                                                            \
-        const float *bias, long long bias_stride, int up_off, uint16_t *out, long long out_stride,    \
-        const float *topk_w, const int *sorted_ids, const int *counts, int num_experts, int nv,       \
-        int block_m, int has_foreign, int n_out, int K, int Kc, int Nt
+#define MX8_ARGS MX_PARAMS(, uint8_t, uint8_t)
 
 #define MX8_KERNEL(G, GATED, F16, NAME)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * MX_WN * MX_WK, MX_MIN_BLOCKS(G)) NAME(MX8_ARGS) { \
