@@ -24,11 +24,26 @@ def _bf16(h: int) -> float:
     return torch.tensor([h - 0x10000 if h >= 0x8000 else h], dtype=torch.int16).view(torch.bfloat16).double().item()
 
 
+def _words(w: torch.Tensor) -> torch.Tensor:
+    """The lanes' little-endian 32-bit words: [Nt, Kc, 32, 16] bytes -> [Nt, Kc, 32, 4] (int64)."""
+    by = w.to(torch.int64)
+    return by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)
+
+
+def _dequantized_times(codes, scales, gated_half, act) -> torch.Tensor:
+    """What an emulation must give: the dequantized weights in tile-row order (zero padding rows) times the
+    activations, fp64."""
+    rows = q.mma_tile_rows(codes.shape[0], gated_half)
+    want = torch.zeros(rows.numel(), act.shape[0], dtype=torch.float64)
+    ok = rows >= 0
+    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.double().t()
+    return want
+
+
 def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """[Nt * 16, tokens] in fp64 from the packed bytes (act [tokens, Kc * 64])."""
     nt, kc = w.shape[0], w.shape[1]
-    by = w.to(torch.int64)
-    words = by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)  # [Nt,Kc,32,4]
+    words = _words(w)
     out = torch.zeros(nt * 16, act.shape[0], dtype=torch.float64)
     for t in range(nt):
         A = torch.zeros(16, kc * 64, dtype=torch.float64)
@@ -72,10 +87,7 @@ def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half):
     w, s = q.wg_mx_weights(codes, scales, gated_half)
     assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.dtype == torch.uint8 and s.shape[2:] == (32, 4)
     got = _emulate(w, s, act)
-    rows = q.mma_tile_rows(n, gated_half)
-    want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
-    ok = rows >= 0
-    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.double().t()
+    want = _dequantized_times(codes, scales, gated_half, act)
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
 
 
@@ -87,6 +99,22 @@ def _e4m3_value(b: int) -> float:
     return sign * (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
 
 
+def _e4m3_group(words_tc: torch.Tensor, grp: int, regs) -> torch.Tensor:
+    """One MX group's 16 x 32 weights of a tile and chunk (words_tc [32, 4]) as the kernel's e4m3 A operand
+    holds them: regs(x, r, half) -> the lane's two registers (lo, hi) from its word x of row r + 8 half;
+    PTX's wgmma m64nNk32 .e4m3 A fragment (per warp, that of mma.m16n8k32) puts lo's bytes at row
+    r + 8 half, K 4 q .. 4 q + 3 and hi's at K 16 + 4 q .. (lane = 4 r + q)."""
+    A = torch.zeros(16, 32, dtype=torch.float64)
+    for lane in range(32):
+        r, qq = lane // 4, lane % 4
+        for half in range(2):   # words (grp, r), (grp, r + 8)
+            lo, hi = regs(int(words_tc[lane, 2 * grp + half]), r, half)
+            for byte in range(4):
+                A[r + 8 * half, 4 * qq + byte] = _e4m3_value((lo >> (8 * byte)) & 0xFF)
+                A[r + 8 * half, 16 + 4 * qq + byte] = _e4m3_value((hi >> (8 * byte)) & 0xFF)
+    return A
+
+
 def _emulate8(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """[Nt * 16, tokens] in fp64 from the e4m3 kernel's bytes: the unpack's masks and shifts on each word,
     the e4m3 values placed where PTX's wgmma m64nNk32 .e4m3 A fragment puts a lane's registers (per warp,
@@ -94,8 +122,7 @@ def _emulate8(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tens
     the kernel's scale arithmetic: the sums multiplied by 2^(S_prev - S) before each MX group and by
     2^(S + 6 - 127) after the last, S + 6 being the stored byte."""
     nt, kc = w.shape[0], w.shape[1]
-    by = w.to(torch.int64)
-    words = by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)  # [Nt,Kc,32,4]
+    words = _words(w)
     act = act.double()
     out = torch.zeros(nt * 16, act.shape[0], dtype=torch.float64)
     for t in range(nt):
@@ -103,16 +130,8 @@ def _emulate8(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.Tens
         prev = None
         for c in range(kc):
             for grp in range(2):
-                A = torch.zeros(16, 32, dtype=torch.float64)
-                for lane in range(32):
-                    r, qq = lane // 4, lane % 4
-                    for half in range(2):   # words (grp, r), (grp, r + 8)
-                        x = int(words[t, c, lane, 2 * grp + half])
-                        lo = x & 0x9C9C9C9C
-                        hi = ((x >> 2) ^ (x << 2)) & 0xFFFFFFFF & 0x9C9C9C9C
-                        for byte in range(4):
-                            A[r + 8 * half, 4 * qq + byte] = _e4m3_value((lo >> (8 * byte)) & 0xFF)
-                            A[r + 8 * half, 16 + 4 * qq + byte] = _e4m3_value((hi >> (8 * byte)) & 0xFF)
+                A = _e4m3_group(words[t, c], grp, lambda x, r, half: (
+                    x & 0x9C9C9C9C, ((x >> 2) ^ (x << 2)) & 0xFFFFFFFF & 0x9C9C9C9C))
                 # stored bytes S + 6 of rows r (index 2 grp) and r + 8 (2 grp + 1), the same for every q
                 cur = torch.tensor([int(s[t, c, rr % 8, 2 * grp + rr // 8]) for rr in range(16)], dtype=torch.float64)
                 if prev is not None:
@@ -140,10 +159,7 @@ def test_emulated_e4m3_kernel_matches_dequantized_weights(n, k, gated_half):
     w, s = q.wg8_mx_weights(codes, scales, gated_half)
     assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.dtype == torch.uint8 and s.shape[2:] == (8, 4)
     got = _emulate8(w, s, act)
-    rows = q.mma_tile_rows(n, gated_half)
-    want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
-    ok = rows >= 0
-    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.t()
+    want = _dequantized_times(codes, scales, gated_half, act)
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
 
 
@@ -210,26 +226,19 @@ def _emulate8_lut(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor) -> torch.
     kernel's tables, selectors, prmt and sign bits, the e4m3 values placed as in _emulate8, the sums of
     each row times 2^(Sref - 127) at the end (Sref from the chunk after the last)."""
     nt, kc = w.shape[0], w.shape[1]
-    by = w.to(torch.int64)
-    words = by[..., 0::4] | (by[..., 1::4] << 8) | (by[..., 2::4] << 16) | (by[..., 3::4] << 24)
+    words = _words(w)
     act = act.double()
     out = torch.zeros(nt * 16, act.shape[0], dtype=torch.float64)
     for t in range(nt):
         acc = torch.zeros(16, act.shape[0], dtype=torch.float64)
         for c in range(kc):
             for grp in range(2):
-                A = torch.zeros(16, 32, dtype=torch.float64)
-                for lane in range(32):
-                    r, qq = lane // 4, lane % 4
-                    for half in range(2):
-                        x = int(words[t, c, lane, 2 * grp + half])
-                        qb = int(s[t, c, r, 2 * grp + half])
-                        t0, t1 = _kernel_tables(qb)
-                        lo = _prmt(t0, t1, x & 0x7777) | (x & 0x80808080)
-                        hi = _prmt(t0, t1, (x >> 16) & 0x7777) | ((x << 4) & 0x80808080)
-                        for byte in range(4):
-                            A[r + 8 * half, 4 * qq + byte] = _e4m3_value((lo >> (8 * byte)) & 0xFF)
-                            A[r + 8 * half, 16 + 4 * qq + byte] = _e4m3_value((hi >> (8 * byte)) & 0xFF)
+                def regs(x, r, half, t=t, c=c, grp=grp):
+                    t0, t1 = _kernel_tables(int(s[t, c, r, 2 * grp + half]))
+                    return (_prmt(t0, t1, x & 0x7777) | (x & 0x80808080),
+                            _prmt(t0, t1, (x >> 16) & 0x7777) | ((x << 4) & 0x80808080))
+
+                A = _e4m3_group(words[t, c], grp, regs)
                 acc = acc + A @ act[:, 64 * c + 32 * grp: 64 * c + 32 * grp + 32].t()
         ref = torch.tensor([int(s[t, kc, rr % 8, rr // 8]) for rr in range(16)], dtype=torch.float64)
         out[16 * t:16 * t + 16] = acc * (2.0 ** (ref - 127))[:, None]
@@ -254,10 +263,7 @@ def test_emulated_e4m3_table_kernel_matches_dequantized_weights(n, k, gated_half
     w, s = q.wg8_lut_mx_weights(codes, scales, gated_half)
     assert w.shape[2:] == (32, 16) and s.shape == (w.shape[0], w.shape[1] + 1, 8, 4)
     got = _emulate8_lut(w, s, act)
-    rows = q.mma_tile_rows(n, gated_half)
-    want = torch.zeros(rows.numel(), tokens, dtype=torch.float64)
-    ok = rows >= 0
-    want[ok] = q.dequant_mxfp4(codes, scales).double()[rows[ok]] @ act.t()
+    want = _dequantized_times(codes, scales, gated_half, act)
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (got - want).abs().max()
 
 

@@ -298,7 +298,9 @@ class MoeLayer:
         if self._mma:
             from moeprof.models.kernels import mx_cuda
 
-            _mma_operands(wt, "wg8l" if self._wg8_lut else mma_kernel)
+            # which operand copies the GEMMs read (the table form has its own layout)
+            self._operands = "wg8l" if self._wg8_lut else mma_kernel
+            _mma_operands(wt, self._operands)
             # each GEMM its own CTA shape: the down GEMM has half the output rows, so at few tokens it
             # may need a shape with more warps to keep the SMs streaming
             self._mma_variant1, self._mma_variant2 = (mx_cuda.variant_of(c) for c in (self.cfg1, self.cfg2))
@@ -439,8 +441,8 @@ class MoeLayer:
         if self._wg8:
             from moeprof.models.kernels import mx_cuda
 
-            suffix = "wg8l" if self._wg8_lut else "wg8"
-            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra[f"w1_{suffix}"], wt.extra[f"s1_{suffix}"], wt.b1, tw, sids, counts,
+            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra[f"w1_{self._operands}"], wt.extra[f"s1_{self._operands}"], wt.b1,
+                                    tw, sids, counts,
                                     out=self.inter_buf, n_out=i, k=h, a_div=self.top_k, gated=True,
                                     mul_routed=False, block_m=self.cfg1["BM"], has_foreign=self._has_foreign,
                                     variant=self._mma_variant1, up_off=i, lut=self._wg8_lut)
@@ -505,8 +507,8 @@ class MoeLayer:
         if self._wg8:
             from moeprof.models.kernels import mx_cuda
 
-            suffix = "wg8l" if self._wg8_lut else "wg8"
-            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra[f"w2_{suffix}"], wt.extra[f"s2_{suffix}"], wt.b2, tw, sids, counts,
+            mx_cuda.moe_gemm_mx_wg8(a, a_s, wt.extra[f"w2_{self._operands}"], wt.extra[f"s2_{self._operands}"], wt.b2,
+                                    tw, sids, counts,
                                     out=self.out_sorted, n_out=h, k=i, a_div=1, gated=False, mul_routed=True,
                                     block_m=self.cfg2["BM"], has_foreign=self._has_foreign,
                                     variant=self._mma_variant2, lut=self._wg8_lut)

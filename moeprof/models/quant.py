@@ -399,6 +399,11 @@ def unmma_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_hal
 
 
 # ----------------------------------------------------------------------------- warpgroup-MMA layout
+def _chunk_k_order(kc: int, order: torch.Tensor, device) -> torch.Tensor:
+    """Column index of every position of kc chunks of MMA_CHUNK_K, each chunk in `order` (K within it)."""
+    return (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + order.repeat(kc)).to(device)
+
+
 # K position within a chunk of the code a lane's word holds, in the "lanes" packer's (q, s, j) order:
 # word s of lane q holds, as its j-th element, K 16 s + 2 q + (j & 1) + 8 (j >> 1) (the m16n8k16 / wgmma
 # A fragment in the natural K order: the activations need no permutation)
@@ -417,8 +422,7 @@ def wg_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | No
     steps 2-3 in 2 c + 1."""
     c, sp, nt, kc = _mma_tiles(codes, scale, gated_half, torch.int32)
     # each chunk's K reordered so that the "lanes" packer's position 16 q + 4 s + j holds _WG_K
-    cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG_K.repeat(kc)).to(c.device)
-    w = _lanes_words(c[:, cols].reshape(nt, 2, 8, kc, 4, 4, 4))
+    w = _lanes_words(c[:, _chunk_k_order(kc, _WG_K, c.device)].reshape(nt, 2, 8, kc, 4, 4, 4))
     sp = sp.reshape(nt, 2, 8, kc, 2).permute(0, 3, 2, 4, 1)          # [Nt, Kc, r, group, half]
     s = sp.reshape(nt, kc, 8, 1, 4).expand(nt, kc, 8, 4, 4).reshape(nt, kc, 32, 4).contiguous()
     return w, s
@@ -538,12 +542,15 @@ def wg8_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | N
     reordered: lane L = 4 r + q, step st (MX group 2 c + st) holds rows r and r + 8, K 64 c + 32 st +
     4 q + (0..3) (its register 0 / 1: rows r / r + 8) and + 16 (registers 2 / 3). Rows whose bytes differ
     by more than WG8_SCALE_SPREAD are the caller's to refuse (the layer keeps the bf16 prefill kernel)."""
-    n, k = codes.shape
+    return mma8_mx_weights(_wg8_k_order(codes), scale, gated_half)
+
+
+def _wg8_k_order(codes: torch.Tensor) -> torch.Tensor:
+    """Codes [N, K] with each chunk's K in the e4m3 prefill kernel's fragment order (_WG8_K)."""
+    k = codes.shape[1]
     if k % MMA_CHUNK_K:
         raise ValueError(f"the e4m3 prefill layout needs K % {MMA_CHUNK_K} == 0, got K={k}")
-    kc = k // MMA_CHUNK_K
-    cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG8_K.repeat(kc)).to(codes.device)
-    return mma8_mx_weights(codes[:, cols], scale, gated_half)
+    return codes[:, _chunk_k_order(k // MMA_CHUNK_K, _WG8_K, codes.device)]
 
 
 # E8M0 bytes within one weight row that the table form of the e4m3 prefill kernel takes: each group's
@@ -571,14 +578,10 @@ def wg8_lut_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int
     Q = S - Sref + WG8_LUT_Q_BIAS of (r, 2 c), (r + 8, 2 c), (r, 2 c + 1), (r + 8, 2 c + 1), Sref =
     max(the row's largest byte - 6, 1); the chunk after the last holds Sref of rows r and r + 8 in bytes 0
     and 1. Rows outside WG8_LUT_SCALE_SPREAD raise (wg8_lut_eligible first)."""
-    n, k = codes.shape
-    if k % MMA_CHUNK_K:
-        raise ValueError(f"the e4m3 prefill layout needs K % {MMA_CHUNK_K} == 0, got K={k}")
+    ordered = _wg8_k_order(codes)
     if not wg8_lut_eligible(scale):
         raise ValueError(f"E8M0 scales spread over more than {WG8_LUT_SCALE_SPREAD} in a row: not the table form")
-    kc = k // MMA_CHUNK_K
-    cols = (torch.arange(kc).repeat_interleave(MMA_CHUNK_K) * MMA_CHUNK_K + _WG8_K.repeat(kc)).to(codes.device)
-    c, sp, nt, kc = _mma_tiles(codes[:, cols], scale, gated_half, torch.int64)
+    c, sp, nt, kc = _mma_tiles(ordered, scale, gated_half, torch.int64)
     sp = sp.to(torch.int64)                                        # [Nt * 16, Kc * 2], padding rows 127
     sref = (sp.amax(-1) - 6).clamp_min(1)                          # [Nt * 16]
     qb = sp - sref[:, None] + WG8_LUT_Q_BIAS                       # 0 .. 11

@@ -373,6 +373,16 @@ def moe_gemm_mx_wg(a, w_wg, s_wg, bias, topk_w, sorted_ids, counts, *, out, n_ou
                    mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 
 
+def _check_e4m3_operands(a, a_scale, out) -> None:
+    """The W4A8 kernels' activations (e4m3 bytes, rows 16-byte aligned), row scales and output."""
+    import torch
+
+    assert a.dtype in (torch.float8_e4m3fn, torch.uint8) and a.element_size() == 1 and a.stride(1) == 1
+    assert a.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
+    assert a_scale is not None and a_scale.dtype == torch.float32 and a_scale.is_contiguous()
+    assert out.dtype == torch.bfloat16 and out.stride(1) == 1
+
+
 def kernel_name_wg8(gated: bool, lut: bool = False) -> str:
     return f"mx_wg8{'l' if lut else ''}_{'gated' if gated else 'down'}"
 
@@ -390,10 +400,7 @@ def moe_gemm_mx_wg8(a, a_scale, w_wg8, s_wg8, bias, topk_w, sorted_ids, counts, 
     import torch
 
     e, nt, kc = w_wg8.shape[0], w_wg8.shape[1], w_wg8.shape[2]
-    assert a.dtype in (torch.float8_e4m3fn, torch.uint8) and a.element_size() == 1 and a.stride(1) == 1
-    assert a.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
-    assert a_scale is not None and a_scale.dtype == torch.float32 and a_scale.is_contiguous()
-    assert out.dtype == torch.bfloat16 and out.stride(1) == 1
+    _check_e4m3_operands(a, a_scale, out)
     assert s_wg8.shape == (e, nt, kc + (1 if lut else 0), 8, 4) and s_wg8.dtype == torch.uint8
     assert k % 64 == 0 and kc * 64 == k and e <= MAX_EXPERTS, "the prefill kernel takes K % 64 == 0"
     return _launch(kernel_name_wg8(gated, lut), variant, wg_smem_bytes(variant, e4m3=True), a, a_scale, w_wg8, s_wg8,
@@ -419,10 +426,7 @@ def moe_gemm_mx8(a, a_scale, w_mma8, s_mma8, bias, topk_w, sorted_ids, counts, *
     if groups not in GROUPS:
         raise ValueError(f"groups must be one of {GROUPS}")
     e, nt, kc = w_mma8.shape[0], w_mma8.shape[1], w_mma8.shape[2]
-    assert a.dtype in (torch.float8_e4m3fn, torch.uint8) and a.element_size() == 1 and a.stride(1) == 1
-    assert a.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
-    assert a_scale is not None and a_scale.dtype == torch.float32 and a_scale.is_contiguous()
-    assert out.dtype == torch.bfloat16 and out.stride(1) == 1
+    _check_e4m3_operands(a, a_scale, out)
     assert s_mma8.shape[:3] == (e, nt, kc) and s_mma8.shape[3:] == (8, 4) and s_mma8.dtype == torch.uint8
     assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
     return _launch(kernel_name8(groups, gated, f16_mma), variant, 0, a, a_scale, w_mma8, s_mma8, bias, topk_w,
