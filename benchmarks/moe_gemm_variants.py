@@ -116,6 +116,10 @@ VARIANTS = {
         "wg-bt32-s6": ((256, 1024), "wg:BT=32,S=6"),
         "wg-s3": ((4096, 16384), "wg:S=3"),
         "wg-s5": ((4096, 16384), "wg:S=5"),
+        # MMAs in flight at 128-row passes (IF=1: each chunk's two halves, one per MX group, on their own
+        # A registers; the stage refilled at chunk i that of chunk i - 2)
+        "wg-if-s4": ((1024, 2048, 4096, 8192, 16384), "wg:IF=1,S=4"),
+        "wg-if-s5": ((1024, 2048, 4096, 8192, 16384), "wg:IF=1,S=5"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations
@@ -124,7 +128,7 @@ VARIANTS = {
         # the activations converted to bf16 (the default before it), same CTA shape rule
         "triton-gpi": ((1, 16, 64, 256), _c(16, 64, 128, 4, 4, GPI=3)),
         "dequant-fp8": ((256, 1024), dict(_c(64, 64, 128, 4, 4, SWAP_AB=1), DEQUANT_FP8=1)),
-        "mma-w4a16": ((1, 4, 16, 64, 256, 1024), "mma:"),
+        "mma-w4a16": ((1, 4, 16, 64, 128, 256, 1024), "mma:"),
         "mma-g2": ((1024,), "mma:WN=8,WK=1,D=4,MT=2,G=2"),
         # the W4A8 kernel's two builds: F16MMA=1 (the default: each step as two f16 MMAs) and 0 (the
         # e4m3 mma.sync as written), at the default's CTA shape rule; then shapes and token groups
@@ -275,15 +279,14 @@ def gemm_callable(layer):
     """The layer's two expert GEMMs with routing, sort and activation quant done once outside."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import route as mg_route
-    from moeprof.models.layer import FP8_ACTIVATION_FORMATS
 
     ids, tw = mg_route.route(layer.x, layer.router_w, layer.router_b, layer.top_k)
     sids, eids, npp, counts = mg.moe_align(ids, layer.wt.num_experts, layer.cfg1["BM"], layer.expert_offset)
     tw = tw.reshape(-1)
-    q8 = layer.fmt in FP8_ACTIVATION_FORMATS
-    a, a_s = mg.act_quant(layer.x, per_group=layer.fmt == "fp8-block") if q8 else (layer.x, None)
+    # (as the layer quantizes: e4m3, or its values as bf16 where the layer's kernels read bf16)
+    a, a_s = layer.quant_activations(layer.x)
     layer._gemm1(a, a_s, tw, sids, eids, npp, counts)
-    a2, a2s = mg.act_quant(layer.inter_buf, per_group=layer.fmt == "fp8-block") if q8 else (layer.inter_buf, None)
+    a2, a2s = layer.quant_activations(layer.inter_buf)
 
     def run():
         layer._gemm1(a, a_s, tw, sids, eids, npp, counts)

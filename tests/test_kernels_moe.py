@@ -40,6 +40,24 @@ def test_tiny_uniform(fmt):
     _check(fmt, 13, h=96, i=64, e=8, k=2, seed=1)
 
 
+@pytest.mark.parametrize("per_group", [False, True])
+def test_act_quant_as_bf16_holds_the_e4m3_values(per_group):
+    """as_bf16 (for kernels that read bf16 activations) writes the same e4m3 values, converted by torch
+    here, and the same scales: through the kernel and, on the CPU, the torch quantizer too."""
+    from moeprof.models.kernels import moe_gemm as mg
+
+    g = torch.Generator(device=DEV).manual_seed(5)
+    x = (torch.randn(7, 300, generator=g, device=DEV) * 3).bfloat16()
+    x[2] = 0          # a zero row (the scale's floor)
+    x[4, 7] = 900.0   # one large value: the rest of the row far below it, some subnormal in e4m3
+    for force in ((False, True) if INTERP else (False,)):
+        q, s = mg.act_quant(x, per_group, force_kernel=force)
+        qb, sb = mg.act_quant(x, per_group, force_kernel=force, as_bf16=True)
+        assert q.dtype == torch.float8_e4m3fn and qb.dtype == torch.bfloat16
+        assert torch.equal(qb, q.to(torch.bfloat16)), force
+        assert torch.equal(sb, s), force
+
+
 @pytest.mark.parametrize("fmt", ["bf16", "fp8-block", "mxfp4"])
 def test_tiny_skew_empty_experts(fmt):
     # strong skew: most of the 16 experts get no token
@@ -65,9 +83,12 @@ def test_poison_detects_unwritten():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("fmt", FMTS)
-@pytest.mark.parametrize("batch", [1, 37, 1024])
+@pytest.mark.parametrize("batch", [1, 32, 37, 1024])
 def test_gpu_real_shapes(fmt, batch):
-    _check(fmt, batch, h=2880, i=2880, e=32, k=4, seed=5)
+    layer, _ = _check(fmt, batch, h=2880, i=2880, e=32, k=4, seed=5)
+    if fmt == "mxfp4-w4a8" and batch == 32:
+        # 4 rows per expert: the W4A16 decode kernel on the quantizer's bf16-held e4m3 values
+        assert layer._act_bf16 and layer._mma and not layer._mma8
 
 
 # swapped A/B (MXV=2) and split-K configs, forced (the defaults pick them at real decode shapes only)

@@ -368,7 +368,7 @@ def test_shared_memory_matches_the_kernel_formula():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape", [dict(), dict(NWG=1, S=2, MINB=3), dict(BT=64), dict(NWG=4, S=3, MINB=1),
-                                   dict(BT=32, S=6)])
+                                   dict(BT=32, S=6), dict(IF=1), dict(IF=1, S=5)])
 @pytest.mark.parametrize("case", ["crowded", "ep", "big", "w4a8"])
 def test_gpu_wg_kernel_against_reference(shape, case):
     """Small shapes with K = 192 / 128 (three and two chunks): skewed routing so that experts hold 0 to
@@ -399,6 +399,8 @@ def test_gpu_wg_kernel_against_reference(shape, case):
         layer = with_scale_bytes(layer, "wg", (c, dict(c)), big)
         assert layer._big
     assert layer._wg
+    # w4a8: the quantizer writes the e4m3 values as bf16 for this kernel
+    assert layer._act_bf16 == (case == "w4a8")
     out = poisoned_call(layer)
     assert torch.isfinite(out.float()).all()
     err = rel_err(out, layer.reference())

@@ -291,6 +291,9 @@ class MoeLayer:
         # e4m3 ones, mxfp4-w4a8)
         self._wg = mma_kernel == "wg"
         self._wg8 = mma_kernel == "wg8"
+        # mxfp4-w4a8 on the kernels that read bf16 activations ("mma", "wg"): the quantizer writes the
+        # e4m3 values as bf16 (exact), so no conversion runs before each GEMM
+        self._act_bf16 = fmt == "mxfp4-w4a8" and mma_kernel in ("mma", "wg")
         if self._wg and fmt not in ("mxfp4", "mxfp4-w4a8"):
             raise ValueError(f"cfg KERNEL=wg is an MXFP4-weight prefill kernel, not for {fmt}")
         # the W4A8 kernel's f16-MMA build (cfg F16MMA, both GEMMs: mx_cuda.moe_gemm_mx8 f16_mma)
@@ -416,13 +419,13 @@ class MoeLayer:
         a, a_s = x, None
         if quant:
             with phase("quant"):
-                a, a_s = mg.act_quant(x, per_group=(self.fmt == "fp8-block"))
+                a, a_s = self.quant_activations(x)
         with phase("gemm1"):
             self._gemm1(a, a_s, tw, sids, eids, npp, counts)
         a, a_s = self.inter_buf, None
         if quant:
             with phase("quant"):
-                a, a_s = mg.act_quant(self.inter_buf, per_group=(self.fmt == "fp8-block"))
+                a, a_s = self.quant_activations(self.inter_buf)
         with phase("gemm2"):
             self._gemm2(a, a_s, tw, sids, eids, npp, counts)
 
@@ -551,14 +554,24 @@ class MoeLayer:
         else:
             mg.moe_gemm(a, a_s, self._w2, self._s2, wt.b2, tw, sids, eids, npp, out=self.out_sorted, **kw)
 
+    def quant_activations(self, x):
+        """The GEMM input of this layer's format: x itself, or (fp8 activations) its e4m3 quantization and
+        scales; as bf16 values where this layer's kernels read bf16 (self._act_bf16)."""
+        if self.fmt not in FP8_ACTIVATION_FORMATS:
+            return x, None
+        from moeprof.models.kernels import moe_gemm as mg
+
+        return mg.act_quant(x, per_group=(self.fmt == "fp8-block"), as_bf16=self._act_bf16)
+
     def _mma_activations(self, a, a_s):
         """The W4A16 kernels (cfg KERNEL "mma", "wg") read bf16 activations: e4m3 ones (mxfp4-w4a8) go
-        over as their exact bf16 values, with their row scales applied in the kernel's epilogue (the
-        "mma8" kernel reads the e4m3 bytes as they are)."""
-        if a_s is None:
-            return a, None
+        over as their exact bf16 values (written so by quant_activations, else converted here), with
+        their row scales applied in the kernel's epilogue (the "mma8" kernel reads the e4m3 bytes as
+        they are)."""
         import torch
 
+        if a_s is None or a.dtype == torch.bfloat16:
+            return a, a_s
         return a.to(torch.bfloat16), a_s
 
     def _combine(self):
@@ -575,20 +588,15 @@ class MoeLayer:
         from moeprof.models.kernels import moe_gemm as mg
         from moeprof.models.kernels import route as mg_route
 
-        wt, fmt = self.wt, self.fmt
+        wt = self.wt
         ids, tw = mg_route.route(self.x, self.router_w, self.router_b, self.top_k)
         sids, eids, npp, counts = mg.moe_align(ids, wt.num_experts, self.cfg1["BM"], self.expert_offset)
         tw = tw.reshape(-1)
-        q = fmt in FP8_ACTIVATION_FORMATS
 
         def run():
-            a, a_s = self.x, None
-            if q:
-                a, a_s = mg.act_quant(self.x, per_group=(fmt == "fp8-block"))
+            a, a_s = self.quant_activations(self.x)
             self._gemm1(a, a_s, tw, sids, eids, npp, counts)
-            a, a_s = self.inter_buf, None
-            if q:
-                a, a_s = mg.act_quant(self.inter_buf, per_group=(fmt == "fp8-block"))
+            a, a_s = self.quant_activations(self.inter_buf)
             self._gemm2(a, a_s, tw, sids, eids, npp, counts)
 
         return run

@@ -658,8 +658,9 @@ def moe_gemm_kernel(
 # ----------------------------------------------------------------------------- activation quant
 @triton.jit
 def act_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, stride_sm,
-                     NG: tl.constexpr, PER_GROUP: tl.constexpr):
-    """Dynamic fp8 quantization of one row: per row (scale [R]) or per 128 channels ([R, ceil(K/128)])."""
+                     NG: tl.constexpr, PER_GROUP: tl.constexpr, OUT_BF16: tl.constexpr = False):
+    """Dynamic fp8 quantization of one row: per row (scale [R]) or per 128 channels ([R, ceil(K/128)]);
+    OUT_BF16: the e4m3 values stored as bf16 (exact)."""
     row = tl.program_id(0).to(tl.int64)
     g = tl.arange(0, NG)
     c = tl.arange(0, 128)
@@ -675,25 +676,31 @@ def act_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, stride_sm,
         s = tl.maximum(tl.max(amax, axis=0), 1e-12) / _FP8_MAX
         q = x / s
         tl.store(s_ptr + row * stride_sm, s)
-    q = tl.minimum(tl.maximum(q, -_FP8_MAX), _FP8_MAX)
-    tl.store(q_ptr + row * stride_qm + offs, q.to(tl.float8e4nv), mask=mask)
+    q = tl.minimum(tl.maximum(q, -_FP8_MAX), _FP8_MAX).to(tl.float8e4nv)
+    if OUT_BF16:
+        q = q.to(tl.bfloat16)
+    tl.store(q_ptr + row * stride_qm + offs, q, mask=mask)
 
 
-def act_quant(x: torch.Tensor, per_group: bool, force_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def act_quant(x: torch.Tensor, per_group: bool, force_kernel: bool = False,
+              as_bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """fp8 e4m3 dynamic activation quantization (per row, or per row per 128 channels).
+    as_bf16: the e4m3 values written as bf16 (exact), for GEMM kernels that read bf16 activations, so
+    that no conversion runs between the quantizer and them.
 
     Under TRITON_INTERPRET=1 the torch quantizer is used unless force_kernel: the interpreter's
     fp32->e4m3 conversion does not round to nearest (seen with triton 3.9: 5.7% vs 2.6% error),
     which would blur the layer's error bound; the kernel itself is checked on the GPU."""
     if INTERPRET and not force_kernel:
-        return quant.quant_fp8_groups(x) if per_group else quant.quant_fp8_rowwise(x)
+        q, s = quant.quant_fp8_groups(x) if per_group else quant.quant_fp8_rowwise(x)
+        return (q.to(torch.bfloat16) if as_bf16 else q), s
     r, k = x.shape
     ng = triton.cdiv(k, 128)
-    q = torch.empty((r, k), device=x.device, dtype=torch.float8_e4m3fn)
+    q = torch.empty((r, k), device=x.device, dtype=torch.bfloat16 if as_bf16 else torch.float8_e4m3fn)
     s = torch.empty((r, ng) if per_group else (r,), device=x.device, dtype=torch.float32)
     if r:
         act_quant_kernel[(r,)](x, q, s, k, x.stride(0), q.stride(0), s.stride(0) if s.dim() else 1,
-                               NG=triton.next_power_of_2(ng), PER_GROUP=per_group, num_warps=4)
+                               NG=triton.next_power_of_2(ng), PER_GROUP=per_group, OUT_BF16=as_bf16, num_warps=4)
     return q, s
 
 
