@@ -116,10 +116,6 @@ VARIANTS = {
         "wg-bt32-s6": ((256, 1024), "wg:BT=32,S=6"),
         "wg-s3": ((4096, 16384), "wg:S=3"),
         "wg-s5": ((4096, 16384), "wg:S=5"),
-        # MMAs in flight at 128-row passes (IF=1: each chunk's two halves, one per MX group, on their own
-        # A registers; the stage refilled at chunk i that of chunk i - 2)
-        "wg-if-s4": ((1024, 2048, 4096, 8192, 16384), "wg:IF=1,S=4"),
-        "wg-if-s5": ((1024, 2048, 4096, 8192, 16384), "wg:IF=1,S=5"),
     },
     "mxfp4-w4a8": {
         # before: the Triton w4a8 loop (one MX group per FP8 dot); the CUDA kernels on e4m3 activations

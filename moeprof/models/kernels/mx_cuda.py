@@ -67,8 +67,8 @@ class Variant:
 class WgVariant:
     """Compile-time shape of the prefill kernel (mx_wgmma.cu): NWG warpgroups of 64 weight rows per CTA,
     BT token rows per pass at most, S shared-memory stages, MINB CTAs per SM aimed at by the register
-    allocation; IF=1: at 128-row passes MMAs are left in flight while the next ones are unpacked (the
-    e4m3 table kernel: a chunk's, into the next chunk; the bf16 kernel: half a chunk's, one MX group)."""
+    allocation; IF=1: the e4m3 table kernel leaves each chunk's MMAs in flight into the next chunk (at
+    128-row passes)."""
     NWG: int = 2
     BT: int = 128
     S: int = 4

@@ -61,7 +61,7 @@
 #define WG_MINB 2     // CTAs per SM the register allocation aims at
 #endif
 #ifndef WG_INFLIGHT
-#define WG_INFLIGHT 0 // 1: at 128-row passes MMAs are left in flight while the next ones are unpacked
+#define WG_INFLIGHT 0 // 1: the e4m3 table kernel leaves a chunk's MMAs in flight into the next chunk
 #endif
 
 constexpr int WG_WARPS = WG_NWG * 4;
@@ -368,71 +368,7 @@ __device__ __forceinline__ void wg_pass(
             }
 #endif
         }
-        // bf16 with MMAs in flight (IF=1 builds, 128-row passes): the chunk's four MMA steps go out as two
-        // halves, one per MX group, each with its own A registers (8 of them: the same 16 as one whole
-        // chunk). A half is issued, then the wait is for the half before it, whose registers the next half
-        // is unpacked into, so one half of MMAs runs while the other is unpacked, the copies are waited for
-        // and the block barrier is crossed. The stage refilled at chunk i is that of chunk i - 2 (the last
-        // half of chunk i - 1 may still read its own stage).
-        constexpr bool BF16_INFLIGHT = F8 == 0 && WG_INFLIGHT && N >= 128;
-        if constexpr (BF16_INFLIGHT) {
-            uint32_t g0a[4], g0b[4], g1a[4], g1b[4];   // steps 0-1 (group 0) and 2-3 (group 1)
-            uint32_t w1a = 0, w1b = 0, s1 = 0;          // group 1's words and scale bytes, read with group 0's
-            auto unpack_g0 = [&](int ci) {
-                const uint32_t sb = smem0 + (ci % WG_S) * G::BYTES;
-                const uint4 wv = lds_v4(sb + wread);
-                const uint32_t sv = lds_u32(sb + sread);
-                const uint32_t b0 = scale_word<BIG>(sv & 0xFFu), b08 = scale_word<BIG>((sv >> 8) & 0xFFu);
-                unpack_word<BIG>(wv.x, b0, b08, g0a);
-                unpack_word<BIG>(wv.y, b0, b08, g0b);
-                w1a = wv.z;
-                w1b = wv.w;
-                s1 = sv >> 16;
-            };
-            cp_async_wait<WG_AHEAD - 1>();
-            __syncwarp();
-            unpack_g0(0);
-            for (int i = 0; i < Kc; ++i) {
-                __syncthreads();
-                {
-                    const int nx = i + WG_AHEAD;
-                    if (nx < Kc) load(nx % WG_S, nx);
-                    cp_async_commit();
-                }
-                const uint64_t desc = wg_desc(smem0 + (i % WG_S) * G::BYTES);
-                wg_fence_acc<N / 2>(acc);
-                wg_fence();
-                wgmma_step<N>(acc, g0a, desc);
-                wgmma_step<N>(acc, g0b, desc + 2);
-                wg_commit();
-                asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");   // chunk i - 1's group 1
-#pragma unroll
-                for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(g1a[j]), "+r"(g1b[j])::"memory");
-                {
-                    const uint32_t b1 = scale_word<BIG>(s1 & 0xFFu), b18 = scale_word<BIG>(s1 >> 8);
-                    unpack_word<BIG>(w1a, b1, b18, g1a);
-                    unpack_word<BIG>(w1b, b1, b18, g1b);
-                }
-                wg_fence_acc<N / 2>(acc);
-                wg_fence();
-                wgmma_step<N>(acc, g1a, desc + 4);   // + 64 bytes: K 32 .. 63 of the chunk
-                wgmma_step<N>(acc, g1b, desc + 6);
-                wg_commit();
-                asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");   // this chunk's group 0
-#pragma unroll
-                for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(g0a[j]), "+r"(g0b[j])::"memory");
-                if (i + 1 < Kc) {
-                    cp_async_wait<WG_AHEAD - 1>();   // this thread's copies of chunk i + 1
-                    __syncwarp();
-                    unpack_g0(i + 1);
-                }
-            }
-            wg_wait0();
-            wg_fence_acc<N / 2>(acc);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(g0a[j]), "+r"(g0b[j]), "+r"(g1a[j]), "+r"(g1b[j])::"memory");
-        }
-        for (int i = 0; i < (OVERLAP || BF16_INFLIGHT ? 0 : Kc); ++i) {
+        for (int i = 0; i < (OVERLAP ? 0 : Kc); ++i) {
             cp_async_wait<WG_AHEAD - 1>();
             // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
             // chunk i + AHEAD
