@@ -56,6 +56,13 @@ VARIANTS = {
         "swap-k256-s2": ((16, 64, 256), _c(16, 64, 256, 4, 2, GROUP_M=1, SWAP_AB=1)),
         "swap-k256-split2": ((1, 4), _c(16, 64, 256, 4, 4, GROUP_M=1, SWAP_AB=1, SPLIT_K=2)),
         "swap-k256-split4": ((1,), _c(16, 64, 256, 4, 4, GROUP_M=1, SWAP_AB=1, SPLIT_K=4)),
+        # gemm1 as one plain swapped GEMM over the 2I gate|up rows, then the SwiGLU kernel (GLU_APART; its
+        # time is in gemm1's): twice as many programs as a gate and an up tile per program (360 against 180
+        # on 132 SMs at batch 1)
+        "swap-glu-k256-s3": ((1, 4, 16), _pf(_c(16, 64, 256, 4, 3, GROUP_M=1, SWAP_AB=1, GLU_APART=1))),
+        "swap-glu-k256-s4": ((1, 4, 16), _pf(_c(16, 64, 256, 4, 4, GROUP_M=1, SWAP_AB=1, GLU_APART=1))),
+        "swap-glu-m64-k128-s4": ((1024,), _pf(_c(64, 64, 128, 4, 4, SWAP_AB=1, GLU_APART=1))),
+        "glu-m64-n128-k128-s4": ((1024,), _pf(_c(64, 128, 128, 4, 4, GLU_APART=1), 128)),
         "swap-m32-k128-s3": ((1024,), _c(32, 64, 128, 4, 3, SWAP_AB=1)),
         "swap-m64-k128-s4": ((1024,), _c(64, 64, 128, 4, 4, SWAP_AB=1)),
         "m64-k128-s4": ((1024, 4096), _pf(_c(64, 64, 128, 4, 4), 128)),
