@@ -400,7 +400,7 @@ def sglang_row(peer, b, tile, inputs, ref, weight_bytes, args):
     bound = ex.ERROR_BOUND["fp8"]
     row.update(rel_err=err, rel_err_call=err_call, ok=err < bound and err_call < bound)
     if row["ok"]:
-        r = timing.time_fn(run, repeats=args.repeats, warmup=3)
+        r = timing.time_fn(run, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
         row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3, used_graph=r.used_graph,
                    pct_dram_peak=100 * weight_bytes / (r.median_ns * 1e-9) / args.dram_peak)
     return row
@@ -425,6 +425,8 @@ def main():
     ap.add_argument("--phase", choices=("all", "warm", "time"), default="all",
                     help="warm: compile only (parallel); time: check and time (kernels compiled before)")
     ap.add_argument("--spin-s", type=float, default=2.0, help="seconds of untimed GPU work before timing")
+    ap.add_argument("--warmup-s", type=float, default=0.0,
+                    help="seconds each timed callable runs untimed right before its repeats (timing.time_fn warmup_s)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip the points left after this many seconds")
     ap.add_argument("--ncu-budget-s", type=float, default=1e9, help="start no ncu run after this many seconds")
     args = ap.parse_args()
@@ -520,15 +522,15 @@ def main():
                 err = rel_err(out, refs[(fmt, b)])
                 row.update(rel_err=err, ok=err < ERROR_BOUNDS[fmt], cfg1=layer.cfg1, cfg2=layer.cfg2,
                            experts=layer.experts_touched, weight_bytes=layer.weight_bytes_read)
-                r = timing.time_fn(gemm_callable(layer), repeats=args.repeats, warmup=3)
+                r = timing.time_fn(gemm_callable(layer), repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
                 row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3,
                            pct_dram_peak=100 * layer.weight_bytes_read / (r.median_ns * 1e-9) / args.dram_peak)
                 if name == "default":   # the whole layer call too (route, sort, quant, GEMMs, combine)
-                    row["layer_us"] = timing.time_fn(layer, repeats=args.repeats, warmup=3).median_ns / 1e3
+                    row["layer_us"] = timing.time_fn(layer, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s).median_ns / 1e3
                 if name == "default" and fmt in PEER_FORMATS:
                     peer = _build(fmt, b, None, kernel="torch-grouped")
-                    rp = timing.time_fn(peers.grouped_gemms_only(peer), repeats=args.repeats, warmup=3)
-                    rl = timing.time_fn(peer, repeats=args.repeats, warmup=3)
+                    rp = timing.time_fn(peers.grouped_gemms_only(peer), repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
+                    rl = timing.time_fn(peer, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
                     row.update(peer_gemm_us=rp.median_ns / 1e3, peer_layer_us=rl.median_ns / 1e3)
                     del peer
                 if name == "default" and fmt == "fp8" and sg_peer is not None:

@@ -45,9 +45,11 @@ def _quantile(xs, q):
 
 
 def time_fn(fn, *, warmup: int = 3, repeats: int = 20, flush_l2: bool = True, use_graph: bool = True,
-            device="cuda") -> TimingResult:
+            device="cuda", warmup_s: float = 0.0) -> TimingResult:
     """Time fn() on the GPU. use_graph: capture fn once into a CUDA graph and time its replays
-    (falls back to eager launches if capture fails)."""
+    (falls back to eager launches if capture fails). warmup_s: also run it (its graph) for this many
+    seconds before timing, so that a GPU left idle (clocks down) is busy again when the first repeat
+    starts."""
     import torch
 
     for _ in range(warmup):
@@ -72,6 +74,14 @@ def time_fn(fn, *, warmup: int = 3, repeats: int = 20, flush_l2: bool = True, us
         except Exception:  # noqa: BLE001 - not capturable (host syncs): time eager launches
             torch.cuda.synchronize()
             run, graphed = fn, False
+    if warmup_s > 0:
+        import time
+
+        t_end = time.perf_counter() + warmup_s
+        while time.perf_counter() < t_end:
+            for _ in range(10):
+                run()
+            torch.cuda.synchronize()
     buf = _flush_buffer(device) if flush_l2 else None
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
