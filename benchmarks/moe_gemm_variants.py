@@ -51,7 +51,6 @@ def _pf(c1, bn2=None, **kw):
 
 VARIANTS = {
     "fp8": {
-        # (at batch 1-2 the default is gemm1 over the plain gate|up rows, GLU_APART: this is the paired form)
         "swap-k256-s3": ((1, 2, 4, 16, 64, 256), _c(16, 64, 256, 4, 3, GROUP_M=1, SWAP_AB=1)),
         "swap-k128-s4": (D, _c(16, 64, 128, 4, 4, GROUP_M=1, SWAP_AB=1)),
         "swap-k256-s2": ((16, 64, 256), _c(16, 64, 256, 4, 2, GROUP_M=1, SWAP_AB=1)),

@@ -293,22 +293,6 @@ def test_prefill_gemm1_tiles_by_rows_per_expert():
         assert cfg("fp8", 128.0)["BN"] == cfg("bf16", 512.0)["BN"] == 256
 
 
-def test_fp8_decode_gemm1_apart_with_few_experts():
-    """fp8 decode (swapped tiles): at batch 1 of gpt-oss-120b (4 experts, 45 gate|up tile pairs each: 180
-    programs on 100-odd SMs) gemm1 runs as one plain GEMM over the gate|up rows with the SwiGLU kernel after
-    it (GLU_APART: twice the programs); at batch 4 (16 experts: 720 programs) and for the down GEMM, not."""
-    from moeprof.models.kernels import moe_gemm as mg
-
-    assert 61 <= mg.sm_count() <= 239   # the range in which 180 programs are under 3 per SM and 720 are not
-    cfg = lambda m, experts, gated=True: mg.default_config("fp8", m, 2880, 2880, gated, slots=4 * 128 * m,
-                                                          experts=experts)
-    assert cfg(4 / 128, 4).get("GLU_APART") == 1 and cfg(4 / 128, 4).get("SWAP_AB") == 1
-    assert not cfg(16 / 128, 16).get("GLU_APART")
-    assert not cfg(4 / 128, 4, gated=False).get("GLU_APART")
-    assert not cfg(4 / 128, None).get("GLU_APART")      # experts unknown: the paired tiles
-    assert not cfg(32.0, 4).get("GLU_APART")           # not a decode tile
-
-
 def test_glu_apart_refused_for_mx_formats():
     from moeprof.models.layer import build_layer
 

@@ -871,10 +871,6 @@ MMA_MAX_ROWS_PER_EXPERT = 8
 # epilogue (docs/performance.md, runs 42 and 47)
 FP8_GU_PAIRED_MIN_ROWS_PER_EXPERT = 128
 BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
-# fp8 decode: gemm1 as one plain GEMM over the gate|up rows, then the SwiGLU kernel (GLU_APART), while a
-# gate and an up tile per program would give fewer than this many programs per SM (docs/performance.md,
-# run 73: 45.4 against 48.4 us at batch 1, 4 experts; level at batch 4, 16 experts)
-FP8_GLU_APART_PROGRAMS_PER_SM = 3
 # mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, weights
 # placed into e4m3 bits, mx_mma.cu mx_w4a8_body; on sm_90 ptxas runs its e4m3 mma.sync as f16 MMAs) up to
 # W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 activations converted
@@ -1029,10 +1025,6 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         if m_per_expert <= 16:
             cfg = dict(BM=16, BN=64, BK=256, GROUP_M=1, num_warps=4, num_stages=3 if m_per_expert <= 1 else 4,
                        SWAP_AB=1)
-            if gated and experts is not None and experts * -(-n // cfg["BN"]) < FP8_GLU_APART_PROGRAMS_PER_SM * sm_count():
-                # few experts: a gate and an up tile per program leave too few programs to spread over
-                # the SMs; one plain GEMM over the 2I gate|up rows makes twice as many (then the SwiGLU kernel)
-                cfg["GLU_APART"] = 1
         else:
             # 64 token rows as the MMA's N side: an expert's rows fit one row block, so its weights
             # stream once (32-row blocks read them twice for the experts with more than 32 rows)
