@@ -424,8 +424,9 @@ def main():
     ap.add_argument("--phase", choices=("all", "warm", "time"), default="all",
                     help="warm: compile only (parallel); time: check and time (kernels compiled before)")
     ap.add_argument("--spin-s", type=float, default=2.0, help="seconds of untimed GPU work before timing")
-    ap.add_argument("--warmup-s", type=float, default=0.0,
-                    help="seconds each timed callable runs untimed right before its repeats (timing.time_fn warmup_s)")
+    ap.add_argument("--warmup-s", type=float, default=0.2,
+                    help="seconds each timed callable runs untimed right before its repeats (timing.time_fn "
+                         "warmup_s; without it the first point of the process started slow: docs/performance.md, run 76)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip the points left after this many seconds")
     ap.add_argument("--ncu-budget-s", type=float, default=1e9, help="start no ncu run after this many seconds")
     args = ap.parse_args()
