@@ -873,8 +873,8 @@ FP8_GU_PAIRED_MIN_ROWS_PER_EXPERT = 128
 BF16_GU_PAIRED_MIN_ROWS_PER_EXPERT = 256
 # mxfp4-w4a8 at decode: the W4A8 kernel (KERNEL="mma8": e4m3 activations read as they are, weights
 # placed into e4m3 bits, mx_mma.cu mx_w4a8_body; on sm_90 ptxas runs its e4m3 mma.sync as f16 MMAs) up to
-# W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 activations converted
-# to bf16 (exact) with their row scales applied in the epilogue, which measured faster with two token
+# W4A8_MMA8_MAX_ROWS_PER_EXPERT, then (KERNEL="mma") the W4A16 kernel on the e4m3 values as bf16 (exact;
+# the row quantizer writes them so) with their row scales applied in the epilogue, which measured faster with two token
 # groups per pass (docs/performance.md, run 39); above W4A8_MMA_MAX_ROWS_PER_EXPERT the prefill kernel
 # (below), or without it the decode kernel up to W4A8_MMA_MAX_ROWS_WITHOUT_WG, then the fp8 GEMM on
 # dequantized weights
