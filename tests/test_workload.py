@@ -80,6 +80,31 @@ def test_timing_quantiles():
     assert _quantile([1, 2, 3, 4, 5], 0.1) == pytest.approx(1.4)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_time_fn_warmup_s_runs_the_callable_before_its_repeats():
+    """warmup_s: the callable keeps running for that long (in rounds of 10) before the timed repeats."""
+    import time
+
+    from moeprof.profiler.timing import time_fn
+
+    x = torch.zeros(1, device="cuda")
+    calls = []
+
+    def fn():
+        calls.append(1)
+        x.add_(1)
+
+    r = time_fn(fn, warmup=2, repeats=5, use_graph=False, flush_l2=False)
+    assert len(calls) == 7 and len(r.samples_ns) == 5
+    calls.clear()
+    t0 = time.perf_counter()
+    time_fn(fn, warmup=2, repeats=5, use_graph=False, flush_l2=False, warmup_s=0.05)
+    assert time.perf_counter() - t0 >= 0.05
+    assert len(calls) >= 7 + 10 and (len(calls) - 7) % 10 == 0
+    assert x.item() == 7 + len(calls)   # every call ran on the GPU
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") != "1" and not torch.cuda.is_available(),
                     reason="kernels need CUDA or TRITON_INTERPRET=1")
 @pytest.mark.parametrize("t,k,e,bm,off", [(1, 4, 128, 16, 0), (13, 2, 8, 16, 0), (300, 4, 16, 16, 0), (50, 4, 8, 4, 8)])
