@@ -245,8 +245,13 @@ def run_ranks(spec: dict) -> int:
             for _ in range(spec.get("warmup", 3)):
                 layer(nvtx=False)
             sync()
+            n_timed = spec.get("repeats", 20) if mode != "ncu" else 0
+            # the process's first point: its timed calls once more first, discarded (as _point_runner does)
+            for _ in range(n_timed if i == 0 else 0):
+                dist.barrier()
+                timed(layer)
             times = []
-            for _ in range(spec.get("repeats", 20) if mode != "ncu" else 0):
+            for _ in range(n_timed):
                 dist.barrier()  # the ranks start each call together, as a serving step does
                 times.append(timed(layer))
             if mode in ("nsys", "ncu"):
@@ -257,7 +262,8 @@ def run_ranks(spec: dict) -> int:
                         layer(nvtx=True)
                 sync()
             rec = {**base, "batch": b, "status": "ok", "layer_time_ns": times,
-                   "timing": "cuda events per rank, eager, barrier before each call",
+                   "timing": "cuda events per rank, eager, barrier before each call"
+                             + (", after a discarded first pass" if i == 0 and n_timed else ""),
                    "experts_touched": int(layer.experts_touched), "token_range": list(layer.token_range),
                    "rows_received": int(getattr(layer, "rows_received", layer.token_range[1] - layer.token_range[0])),
                    "kernel": layer.kernel_name}
@@ -373,7 +379,8 @@ def sweep_sharded(cap, folder, pending: dict[str, list[int]]) -> None:
         ev = m["collectors"]["events"]
         ev.update(status="ok" if rows else ev.get("status", "pending"), tool_version=f"torch {m['software'].get('torch')}")
         ev.setdefault("options", {})["timing"] = ["cuda events per rank, eager, barrier before each call; "
-                                                   "layer time = slowest rank"]
+                                                   "layer time = slowest rank; each process's first point "
+                                                   "after a discarded first pass"]
         if cap.nsys:
             k, files, failed = rank_kernels(_nsys_reader(cap, env), base, world, fmt)
             ent = m["collectors"]["nsys"]
