@@ -258,6 +258,13 @@ __device__ __forceinline__ void wg_pass(
                 asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
                              :: "r"(sb + sdst), "l"(ssrc + (long long)ci * (F8 ? 2 : 8)));
         };
+        // after chunk i's block barrier: the stage freed then takes chunk i + AHEAD, and a copy group is
+        // committed either way (the waits count groups)
+        auto refill = [&](int i) {
+            const int nx = i + WG_AHEAD;
+            if (nx < Kc) load(nx % WG_S, nx);
+            cp_async_commit();
+        };
 
         float acc[WG_ACC];
         if constexpr (!F8) {   // (F8: the first MMA of the pass starts the sums over)
@@ -284,6 +291,8 @@ __device__ __forceinline__ void wg_pass(
             // are waited for, so the next chunk's unpack cannot take them.
             // (each (row, group) byte Q gives the table of its 8 magnitudes times 2^(Q - 5), lut_word)
             auto unpack = [&](int ci, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
+                cp_async_wait<WG_AHEAD - 1>();   // this thread's copies of chunk ci
+                __syncwarp();
                 const uint32_t sb = smem0 + (ci % WG_S) * G::BYTES;
                 const uint4 wv = lds_v4(sb + wread);
                 const uint32_t sv = lds_u32(sb + sread);
@@ -292,36 +301,30 @@ __device__ __forceinline__ void wg_pass(
                 lut_word(wv.z, (sv >> 16) & 0xFFu, a1[0], a1[2]);
                 lut_word(wv.w, sv >> 24, a1[1], a1[3]);
             };
-#if WG_INFLIGHT
-            // Chunk i's MMAs are left in flight while the next chunk is set up: issued, then the wait is for
-            // chunk i - 1's (so its A registers, the other of two sets, can take chunk i + 1's unpack), and
-            // the stage refilled at chunk i is that of chunk i - 2, whose MMAs every warpgroup has retired
-            // before the block barrier.
-            uint32_t ra0[4], ra1[4], rb0[4], rb1[4];
-            cp_async_wait<WG_AHEAD - 1>();
-            __syncwarp();
-            unpack(0, ra0, ra1);
-            auto step = [&](int i, uint32_t (&c0)[4], uint32_t (&c1)[4], uint32_t (&n0)[4], uint32_t (&n1)[4]) {
-                __syncthreads();
-                {
-                    const int nx = i + WG_AHEAD;
-                    if (nx < Kc) load(nx % WG_S, nx);
-                    cp_async_commit();
-                }
+            // chunk i's two k32 MMAs (c1: + 32 bytes, K 32 .. 63 of the chunk) as one group
+            auto issue = [&](int i, const uint32_t (&c0)[4], const uint32_t (&c1)[4]) {
                 const uint64_t desc = wg_desc<true>(smem0 + (i % WG_S) * G::BYTES);
                 wg_fence_acc<N / 2>(acc);
                 wg_fence();
                 wgmma8_step<N>(acc, c0, desc, i > 0);
                 wgmma8_step<N>(acc, c1, desc + 2, 1);
                 wg_commit();
+            };
+#if WG_INFLIGHT
+            // Chunk i's MMAs are left in flight while the next chunk is set up: issued, then the wait is for
+            // chunk i - 1's (so its A registers, the other of two sets, can take chunk i + 1's unpack), and
+            // the stage refilled at chunk i is that of chunk i - 2, whose MMAs every warpgroup has retired
+            // before the block barrier.
+            uint32_t ra0[4], ra1[4], rb0[4], rb1[4];
+            unpack(0, ra0, ra1);
+            auto step = [&](int i, uint32_t (&c0)[4], uint32_t (&c1)[4], uint32_t (&n0)[4], uint32_t (&n1)[4]) {
+                __syncthreads();
+                refill(i);
+                issue(i, c0, c1);
                 asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");   // chunk i - 1's MMAs
 #pragma unroll
                 for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(n0[j]), "+r"(n1[j])::"memory");
-                if (i + 1 < Kc) {
-                    cp_async_wait<WG_AHEAD - 1>();
-                    __syncwarp();
-                    unpack(i + 1, n0, n1);
-                }
+                if (i + 1 < Kc) unpack(i + 1, n0, n1);
             };
             for (int i = 0; i < Kc; i += 2) {
                 step(i, ra0, ra1, rb0, rb1);
@@ -333,30 +336,15 @@ __device__ __forceinline__ void wg_pass(
             for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(ra0[j]), "+r"(ra1[j]), "+r"(rb0[j]), "+r"(rb1[j])::"memory");
 #else
             uint32_t cur0[4], cur1[4];
-            cp_async_wait<WG_AHEAD - 1>();
-            __syncwarp();
             unpack(0, cur0, cur1);
             for (int i = 0; i < Kc; ++i) {
                 // every thread waited for its copies of chunk i before arriving; all are done with chunk
                 // i - 1, whose stage takes chunk i + AHEAD
                 __syncthreads();
-                {
-                    const int nx = i + WG_AHEAD;
-                    if (nx < Kc) load(nx % WG_S, nx);
-                    cp_async_commit();
-                }
-                const uint64_t desc = wg_desc<true>(smem0 + (i % WG_S) * G::BYTES);
-                wg_fence_acc<N / 2>(acc);
-                wg_fence();
-                wgmma8_step<N>(acc, cur0, desc, i > 0);
-                wgmma8_step<N>(acc, cur1, desc + 2, 1);   // + 32 bytes: K 32 .. 63 of the chunk
-                wg_commit();
+                refill(i);
+                issue(i, cur0, cur1);
                 uint32_t nxt0[4], nxt1[4];
-                if (i + 1 < Kc) {
-                    cp_async_wait<WG_AHEAD - 1>();   // this thread's copies of chunk i + 1
-                    __syncwarp();
-                    unpack(i + 1, nxt0, nxt1);
-                }
+                if (i + 1 < Kc) unpack(i + 1, nxt0, nxt1);
                 wg_wait0();
                 wg_fence_acc<N / 2>(acc);
 #pragma unroll
@@ -373,11 +361,7 @@ __device__ __forceinline__ void wg_pass(
             // chunk i is in for every thread; every warpgroup is done with chunk i - 1, whose stage takes
             // chunk i + AHEAD
             __syncthreads();
-            {
-                const int nx = i + WG_AHEAD;
-                if (nx < Kc) load(nx % WG_S, nx);
-                cp_async_commit();
-            }
+            refill(i);
             const uint32_t sb = smem0 + (i % WG_S) * G::BYTES;
             const uint4 wv = lds_v4(sb + wread);
             const uint32_t sv = lds_u32(sb + sread);
