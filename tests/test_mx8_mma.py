@@ -212,7 +212,8 @@ def test_gpu_mma8_kernel_against_reference(g, shape, case, f16):
     K a multiple of 64."""
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
@@ -225,9 +226,7 @@ def test_gpu_mma8_kernel_against_reference(g, shape, case, f16):
         kw.update(hidden_size=192, intermediate_size=128)
     layer = build_layer(**kw)
     assert layer._mma8 and layer._mma8_f16 == bool(f16)
-    out = poisoned_call(layer)
-    assert torch.isfinite(out.float()).all()
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer, finite_outputs=True)
     assert err < ERROR_BOUNDS["mxfp4-w4a8"], (g, shape, case, err)
 
 
@@ -276,8 +275,8 @@ def test_gpu_mma8_real_shapes(batch, f16, monkeypatch):
     the W4A8 kernel also at batch 256, where the defaults take the W4A16 kernel."""
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
-    from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import real_shape_layer, reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
@@ -285,10 +284,8 @@ def test_gpu_mma8_real_shapes(batch, f16, monkeypatch):
     # the decode kernels up to 8 rows per expert (batch 256), all of it through the W4A8 kernel
     monkeypatch.setattr(mg, "W4A8_MMA_MAX_ROWS_PER_EXPERT", 8)
     monkeypatch.setattr(mg, "W4A8_MMA8_MAX_ROWS_PER_EXPERT", 8)
-    layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
-                        batch=batch, seed=37, device="cuda", cache_weights=False)
+    layer = real_shape_layer("mxfp4-w4a8", batch, seed=37)
     assert layer._mma8 == (layer.m_per_expert <= 8)
     assert layer._mma8_f16 == bool(f16)
-    out = poisoned_call(layer)
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer)
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4-w4a8"], (batch, err)

@@ -159,7 +159,8 @@ def test_gpu_mma_kernel_against_reference(g, shape, case):
     and crowded experts: more rows than one pass), EP foreign rows, a scale byte above 128."""
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
@@ -181,9 +182,7 @@ def test_gpu_mma_kernel_against_reference(g, shape, case):
         layer = with_scale_bytes(layer, "mma", (c, dict(c)), big)
         assert layer._big
     assert layer._mma
-    out = poisoned_call(layer)
-    assert torch.isfinite(out.float()).all()
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer, finite_outputs=True)
     assert err < ERROR_BOUNDS[kw["fmt"]], (g, shape, case, err)
 
 
@@ -193,17 +192,15 @@ def test_gpu_mma_kernel_against_reference(g, shape, case):
 def test_gpu_mma_real_shapes(batch):
     """gpt-oss-120b shapes, default configuration (the CUDA kernel at decode), fresh seed."""
     from moeprof.models.kernels import mx_cuda
-    from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import real_shape_layer, reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
-    layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4",
-                        batch=batch, seed=31, device="cuda", cache_weights=False)
+    layer = real_shape_layer("mxfp4", batch, seed=31)
     # the decode kernel up to 8 rows per expert, the prefill kernel (tests/test_mx_wgmma.py) above
     assert (layer._mma and not layer._wg) == (layer.m_per_expert <= 8)
-    out = poisoned_call(layer)
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer)
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4"], (batch, err)
 
 

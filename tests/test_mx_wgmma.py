@@ -377,7 +377,8 @@ def test_gpu_wg_kernel_against_reference(shape, case):
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
@@ -401,9 +402,7 @@ def test_gpu_wg_kernel_against_reference(shape, case):
     assert layer._wg
     # w4a8: the quantizer writes the e4m3 values as bf16 for this kernel
     assert layer._act_bf16 == (case == "w4a8")
-    out = poisoned_call(layer)
-    assert torch.isfinite(out.float()).all()
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer, finite_outputs=True)
     assert err < ERROR_BOUNDS[kw["fmt"]], (shape, case, err)
 
 
@@ -425,7 +424,8 @@ def test_gpu_wg8_kernel_against_reference(shape, case, lut):
     from moeprof.models.kernels import moe_gemm as mg
     from moeprof.models.kernels import mx_cuda
     from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
@@ -460,9 +460,7 @@ def test_gpu_wg8_kernel_against_reference(shape, case, lut):
         layer = with_scale_bytes(layer, "wg8", (c, dict(c)), edge)
     assert layer._wg8 == (case != "too-wide") and layer._wg == (case == "too-wide")
     assert layer._wg8_lut == bool(lut and case in ("crowded", "ep", "lut-edge"))
-    out = poisoned_call(layer)
-    assert torch.isfinite(out.float()).all()
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer, finite_outputs=True)
     assert err < ERROR_BOUNDS[kw["fmt"]], (shape, case, err)
 
 
@@ -472,16 +470,14 @@ def test_gpu_wg8_kernel_against_reference(shape, case, lut):
 def test_gpu_wg8_real_shapes(batch):
     """gpt-oss-120b shapes, mxfp4-w4a8's default configuration (the e4m3 prefill kernel), fresh seed."""
     from moeprof.models.kernels import mx_cuda
-    from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import real_shape_layer, reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
-    layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4-w4a8",
-                        batch=batch, seed=41, device="cuda", cache_weights=False)
+    layer = real_shape_layer("mxfp4-w4a8", batch, seed=41)
     assert layer._wg8 and layer._wg8_lut == bool(layer.cfg1.get("LUT"))
-    out = poisoned_call(layer)
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer)
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4-w4a8"], (batch, err)
 
 
@@ -491,16 +487,14 @@ def test_gpu_wg8_real_shapes(batch):
 def test_gpu_wg_real_shapes(batch):
     """gpt-oss-120b shapes, the default configuration (the prefill kernel), fresh seed."""
     from moeprof.models.kernels import mx_cuda
-    from moeprof.models.layer import build_layer
-    from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
+    from moeprof.models.reference import ERROR_BOUNDS
+    from helpers.mx_layers import real_shape_layer, reference_error
 
     if not mx_cuda.available():
         pytest.skip(mx_cuda.unavailable_reason())
-    layer = build_layer(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4, fmt="mxfp4",
-                        batch=batch, seed=37, device="cuda", cache_weights=False)
+    layer = real_shape_layer("mxfp4", batch, seed=37)
     assert layer._wg
-    out = poisoned_call(layer)
-    err = rel_err(out, layer.reference())
+    err = reference_error(layer)
     assert math.isfinite(err) and err < ERROR_BOUNDS["mxfp4"], (batch, err)
 
 

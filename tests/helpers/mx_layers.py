@@ -1,4 +1,4 @@
-"""Shared by the CUDA MXFP4 kernel tests (tests/test_mx_mma.py, tests/test_mx_wgmma.py)."""
+"""Shared by the CUDA MXFP4 kernel tests (tests/test_mx_mma.py, tests/test_mx8_mma.py, tests/test_mx_wgmma.py)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,24 @@ def with_scale_bytes(layer, kernel: str, cfg, set_scales):
     return MoeLayer(wt=wt, x=layer.x, router_w=layer.router_w, router_b=layer.router_b, top_k=layer.top_k,
                     num_experts_total=layer.num_experts_total, fmt=layer.fmt, batch=layer.batch,
                     kernel="triton", cfg=cfg)
+
+
+def real_shape_layer(fmt: str, batch: int, seed: int):
+    """gpt-oss-120b's MoE layer in `fmt` at `batch` tokens on the GPU, the default configuration, weights
+    quantized afresh (not from the cache)."""
+    from moeprof.models.layer import build_layer_for_model
+
+    return build_layer_for_model("gpt-oss-120b", fmt, batch, seed=seed, device="cuda", cache_weights=False)
+
+
+def reference_error(layer, *, finite_outputs: bool = False) -> float:
+    """The relative error of the layer's call (outputs NaN-poisoned first) against its fp32 reference;
+    finite_outputs: assert first that every output is finite (written, no overflow)."""
+    import torch
+
+    from moeprof.models.reference import poisoned_call, rel_err
+
+    out = poisoned_call(layer)
+    if finite_outputs:
+        assert torch.isfinite(out.float()).all()
+    return rel_err(out, layer.reference())
