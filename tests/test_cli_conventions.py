@@ -18,7 +18,7 @@ from moeprof.cli import app, defaults, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "moeprof" / "data" / "example_capture"
-COMMANDS = ["analyze", "diff", "capture", "roofline"]
+COMMANDS = ["analyze", "diff", "capture", "roofline", "build-kernels"]
 
 
 def run(argv, capsys):

@@ -48,7 +48,7 @@ def _root(_version: bool = version_option()) -> None:
 
 def _register() -> None:
     # Imported here so that `moeprof --help` stays fast and each command owns its module.
-    from moeprof.cli import analyze, capture, roofline  # noqa: F401
+    from moeprof.cli import analyze, capture, kernels, roofline  # noqa: F401
 
 
 def _usage_line(exc: BaseException) -> str:

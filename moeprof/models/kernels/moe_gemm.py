@@ -972,17 +972,23 @@ def mma_config(m_per_expert: float, experts: int | None = None, gated: bool = Tr
 
 
 def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, slots: int | None = None,
-                   experts: int | None = None, local_experts: int | None = None) -> dict:
+                   experts: int | None = None, local_experts: int | None = None,
+                   cuda_kernels: bool | None = None) -> dict:
     """Tile configuration for one GEMM (measured choices per regime: docs/performance.md).
-    local_experts: the weight tensors' expert count (the CUDA kernel scans up to 256)."""
+    local_experts: the weight tensors' expert count (the CUDA kernel scans up to 256). cuda_kernels: whether
+    the CUDA MXFP4 kernels (mx_cuda) can run; None: ask this machine's device (False without one), True: the
+    configuration a Hopper GPU with both kernels would take (cuda_variants builds ahead of time with it)."""
     wf, _ = FMT_CODES[fmt]
     # (both GEMMs of a layer take the same path: the condition is symmetric in n and k)
     mma_rows = (MMA_MAX_ROWS_PER_EXPERT if wf == WF_MX_BF16 else
                 W4A8_MMA_MAX_ROWS_PER_EXPERT if wf == WF_MX_FP8 else None)
     mma_ok = wg_ok = False
-    if mma_rows is not None and min(n, k) >= 64 and not INTERPRET and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
-        mma_ok = mx_cuda.available()
-        wg_ok = mma_ok and n % 64 == 0 and k % 64 == 0 and mx_cuda.wg_unavailable_reason() is None
+    if mma_rows is not None and min(n, k) >= 64 and (local_experts or 0) <= mx_cuda.MAX_EXPERTS:
+        if cuda_kernels is None and not INTERPRET:
+            mma_ok = mx_cuda.available()
+            wg_ok = mma_ok and n % 64 == 0 and k % 64 == 0 and mx_cuda.wg_unavailable_reason() is None
+        elif cuda_kernels:
+            mma_ok, wg_ok = True, n % 64 == 0 and k % 64 == 0
         if wf == WF_MX_FP8 and mma_ok and not wg_ok:
             mma_rows = W4A8_MMA_MAX_ROWS_WITHOUT_WG   # no prefill kernel: the decode kernel a while longer
         if mma_ok and m_per_expert <= mma_rows:
@@ -1053,6 +1059,30 @@ def default_config(fmt: str, m_per_expert: float, n: int, k: int, gated: bool, s
         cfg.update(BM=16, BN=16, BK=64 if cfg.get("MXV") else 32, num_stages=1, GPI=min(cfg.get("GPI", 1), 3))
     return cfg
 
+
+def cuda_variants(models, batches, formats=("mxfp4", "mxfp4-w4a8")) -> list:
+    """The compiled shapes (mx_cuda.Variant, WgVariant) of the CUDA MXFP4 kernels that the default
+    configurations pick for each model's MoE layer (tp = ep = 1) at these batches, as a Hopper GPU with both
+    kernels would run them, for any routing: every count of experts with rows up to the count where the
+    choice stops depending on it (MMA_DOWN_ONE_TILE_EXPERTS), and the largest possible. models: shape
+    dicts (hidden_size, intermediate_size, num_experts, top_k). Sorted by source and shape."""
+    found = set()
+    for sh in models:
+        h, i, e, top_k = sh["hidden_size"], sh["intermediate_size"], sh["num_experts"], sh["top_k"]
+        for b in batches:
+            slots = b * top_k
+            m = max(1.0, slots / e)   # as the layer counts rows per expert
+            most = min(e, slots)
+            for touched in sorted({*range(1, min(most, MMA_DOWN_ONE_TILE_EXPERTS + 1) + 1), most}):
+                if touched > most:
+                    continue
+                for fmt in formats:
+                    for n, k, gated in ((i, h, True), (h, i, False)):
+                        cfg = default_config(fmt, m, n, k, gated, slots=slots, experts=touched, local_experts=e,
+                                             cuda_kernels=True)
+                        if cfg.get("KERNEL") in ("mma", "mma8", "wg", "wg8"):
+                            found.add(mx_cuda.variant_of(cfg))
+    return sorted(found, key=lambda v: (v.stem, v.tag()))
 
 def _unpaired(cfg: dict) -> dict:
     """A prefill configuration for weights dequantized per call (mxfp4, mxfp4-w4a8): the dequantized

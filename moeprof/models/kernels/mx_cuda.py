@@ -120,17 +120,26 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
+def _flags(variant) -> list[str]:
+    return ["-cubin", f"-arch={variant.arch}", "-O3", "-std=c++17", *variant.defines()]
+
+
+def cubin_path(variant) -> Path:
+    """Where `build` puts (or finds) the variant's cubin."""
+    # the cubin depends on the sources and the flags (any nvcc that builds sm_90 makes a loadable one)
+    src = variant.source.read_bytes() + HEADER.read_bytes()
+    key = hashlib.sha256(src + " ".join(_flags(variant)).encode()).hexdigest()[:16]
+    return _cache_dir() / f"{variant.stem}-{variant.tag()}-{key}.cubin"
+
+
 def build(variant: Variant | WgVariant = Variant(), *, nvcc: str | None = None) -> Path:
     """Compile the variant's source (mx_mma.cu or mx_wgmma.cu) for `variant` (cached by source, header
     and flags); the cubin's path."""
     nvcc = nvcc or _nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
-    src = variant.source.read_bytes() + HEADER.read_bytes()
-    flags = ["-cubin", f"-arch={variant.arch}", "-O3", "-std=c++17", *variant.defines()]
-    # the cubin depends on the sources and the flags (any nvcc that builds sm_90 makes a loadable one)
-    key = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"{variant.stem}-{variant.tag()}-{key}.cubin"
+    flags = _flags(variant)
+    out = cubin_path(variant)
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +150,43 @@ def build(variant: Variant | WgVariant = Variant(), *, nvcc: str | None = None) 
         raise RuntimeError(f"nvcc failed: {proc.stderr.strip()[-400:]}")
     os.replace(tmp, out)
     return out
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    variant: Variant | WgVariant
+    cubin: Path | None     # None: the build failed
+    cached: bool           # the cubin was there already
+    error: str = ""
+
+
+def cache_dir() -> Path:
+    """Where the cubins go: $MOEPROF_CACHE_DIR/kernels, default ~/.cache/moeprof/kernels."""
+    return _cache_dir()
+
+
+def build_all(variants, *, jobs: int = 1, nvcc: str | None = None, on_done=None) -> list[BuildResult]:
+    """Compile several variants (no GPU needed: nvcc only), `jobs` nvcc processes at a time, so that a GPU
+    machine finds them in the cache (or loads them from a carried copy of it) instead of compiling on first
+    use. on_done(result) is called as each one finishes. Raises RuntimeError when there is no nvcc."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nvcc = nvcc or _nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
+
+    def one(v) -> BuildResult:
+        was = cubin_path(v).exists()
+        try:
+            res = BuildResult(v, build(v, nvcc=nvcc), was)
+        except Exception as exc:  # noqa: BLE001 - a failed variant is a result; the others go on
+            res = BuildResult(v, None, False, " ".join(str(exc).split())[-300:])
+        if on_done is not None:
+            on_done(res)
+        return res
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(one, variants))
 
 
 # ----------------------------------------------------------------------------- driver API
