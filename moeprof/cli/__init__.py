@@ -8,6 +8,7 @@ usage errors included, is one line on stderr (`moeprof: error: ...`, exit status
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -44,6 +45,13 @@ def version_option() -> bool:
 @app.callback()
 def _root(_version: bool = version_option()) -> None:
     """Profile MoE layers in BF16, FP8 and MXFP4 and explain which format is faster, where and why."""
+
+
+def positive_int(text: str, option: str) -> int:
+    """An integer option given as text (so that a bad value is one moeprof error line, not click's)."""
+    if not re.fullmatch(r"\s*\+?\d+\s*", text or "") or int(text) < 1:
+        raise MoeprofError(f"{option} must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def _register() -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 
 import typer
 
-from moeprof.cli import app, defaults, version_option
+from moeprof.cli import app, defaults, positive_int, version_option
 from moeprof.errors import MoeprofError
 
 _HELP = (
@@ -27,8 +26,7 @@ def build_kernels(
     list_only: bool = typer.Option(False, "--list", help="List the kernel shapes and where their cubins go; build nothing."),
     _version: bool = version_option(),
 ) -> None:
-    if not re.fullmatch(r"\s*\+?\d+\s*", jobs or "") or int(jobs) < 1:
-        raise MoeprofError(f"--jobs must be a positive integer, got {jobs!r}")
+    n_jobs = positive_int(jobs, "--jobs")
     # Imported here so that `moeprof --help` does not pay for torch.
     from moeprof.models.kernels import moe_gemm, mx_cuda
     from moeprof.models.layer import model_shapes
@@ -51,7 +49,7 @@ def build_kernels(
         typer.echo(f"{state:<7} {r.variant.stem:<9} {r.variant.tag():<22} {r.cubin or r.error}")
 
     try:
-        results = mx_cuda.build_all(variants, jobs=int(jobs), on_done=done)
+        results = mx_cuda.build_all(variants, jobs=n_jobs, on_done=done)
     except RuntimeError as exc:  # no nvcc
         raise MoeprofError(f"{exc}; without it the kernels are not built and the layers run the Triton ones") from None
     failed = [r for r in results if r.cubin is None]

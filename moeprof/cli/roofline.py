@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Optional
 
 import typer
 
-from moeprof.cli import app, defaults, version_option
-from moeprof.errors import MoeprofError
+from moeprof.cli import app, defaults, positive_int, version_option
 
 _HELP = (
     "Roofline lower bound of one MoE layer per weight format over batch sizes: which format is faster, "
     "by how much, where they cross over, and the whole-model weight memory. No GPU needed."
 )
-
-
-def _positive_int(text: str, option: str) -> int:
-    if not re.fullmatch(r"\s*\+?\d+\s*", text or "") or int(text) < 1:
-        raise MoeprofError(f"{option} must be a positive integer, got {text!r}")
-    return int(text)
 
 
 def _print_lists(as_json: bool) -> None:
@@ -71,7 +63,7 @@ def roofline(
     # Imported here so that `moeprof --help` does not pay for pandas.
     from moeprof.roofline.report import report
 
-    r = report(model, gpu, formats, batch, tp=_positive_int(tp, "--tp"), ep=_positive_int(ep, "--ep"),
+    r = report(model, gpu, formats, batch, tp=positive_int(tp, "--tp"), ep=positive_int(ep, "--ep"),
                routing=routing, link_gbps=link_gbps)
     if as_json:
         from moeprof.reports.export import json_safe

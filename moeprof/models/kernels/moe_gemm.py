@@ -1073,9 +1073,7 @@ def cuda_variants(models, batches, formats=("mxfp4", "mxfp4-w4a8")) -> list:
             slots = b * top_k
             m = max(1.0, slots / e)   # as the layer counts rows per expert
             most = min(e, slots)
-            for touched in sorted({*range(1, min(most, MMA_DOWN_ONE_TILE_EXPERTS + 1) + 1), most}):
-                if touched > most:
-                    continue
+            for touched in {*range(1, min(most, MMA_DOWN_ONE_TILE_EXPERTS + 1) + 1), most}:
                 for fmt in formats:
                     for n, k, gated in ((i, h, True), (h, i, False)):
                         cfg = default_config(fmt, m, n, k, gated, slots=slots, experts=touched, local_experts=e,
@@ -1083,6 +1081,7 @@ def cuda_variants(models, batches, formats=("mxfp4", "mxfp4-w4a8")) -> list:
                         if cfg.get("KERNEL") in ("mma", "mma8", "wg", "wg8"):
                             found.add(mx_cuda.variant_of(cfg))
     return sorted(found, key=lambda v: (v.stem, v.tag()))
+
 
 def _unpaired(cfg: dict) -> dict:
     """A prefill configuration for weights dequantized per call (mxfp4, mxfp4-w4a8): the dequantized

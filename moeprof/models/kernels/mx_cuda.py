@@ -115,7 +115,15 @@ def _nvcc() -> str | None:
     return None
 
 
-def _cache_dir() -> Path:
+def _require_nvcc(nvcc: str | None) -> str:
+    nvcc = nvcc or _nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
+    return nvcc
+
+
+def cache_dir() -> Path:
+    """Where the cubins go: $MOEPROF_CACHE_DIR/kernels, default ~/.cache/moeprof/kernels."""
     root = os.environ.get("MOEPROF_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "moeprof")
     return Path(root) / "kernels"
 
@@ -129,15 +137,13 @@ def cubin_path(variant) -> Path:
     # the cubin depends on the sources and the flags (any nvcc that builds sm_90 makes a loadable one)
     src = variant.source.read_bytes() + HEADER.read_bytes()
     key = hashlib.sha256(src + " ".join(_flags(variant)).encode()).hexdigest()[:16]
-    return _cache_dir() / f"{variant.stem}-{variant.tag()}-{key}.cubin"
+    return cache_dir() / f"{variant.stem}-{variant.tag()}-{key}.cubin"
 
 
 def build(variant: Variant | WgVariant = Variant(), *, nvcc: str | None = None) -> Path:
     """Compile the variant's source (mx_mma.cu or mx_wgmma.cu) for `variant` (cached by source, header
     and flags); the cubin's path."""
-    nvcc = nvcc or _nvcc()
-    if nvcc is None:
-        raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
+    nvcc = _require_nvcc(nvcc)
     flags = _flags(variant)
     out = cubin_path(variant)
     if out.exists():
@@ -160,20 +166,13 @@ class BuildResult:
     error: str = ""
 
 
-def cache_dir() -> Path:
-    """Where the cubins go: $MOEPROF_CACHE_DIR/kernels, default ~/.cache/moeprof/kernels."""
-    return _cache_dir()
-
-
 def build_all(variants, *, jobs: int = 1, nvcc: str | None = None, on_done=None) -> list[BuildResult]:
     """Compile several variants (no GPU needed: nvcc only), `jobs` nvcc processes at a time, so that a GPU
     machine finds them in the cache (or loads them from a carried copy of it) instead of compiling on first
     use. on_done(result) is called as each one finishes. Raises RuntimeError when there is no nvcc."""
     from concurrent.futures import ThreadPoolExecutor
 
-    nvcc = nvcc or _nvcc()
-    if nvcc is None:
-        raise RuntimeError("nvcc not found (set MOEPROF_NVCC or CUDA_HOME)")
+    nvcc = _require_nvcc(nvcc)
 
     def one(v) -> BuildResult:
         was = cubin_path(v).exists()
