@@ -107,6 +107,12 @@ VARIANTS = {
         "d8x1x4-mt1": ((4, 16, 64), "mma:|MT=1"),
         "d4x2x4-mt1": ((4, 16), "mma:|WN=4,WK=2,MT=1"),
         "d2x2x8-mt1": ((4,), "mma:|WN=2,WK=2,D=8,MT=1"),
+        # the persistent kernels (P=1: resident warps, each warp's weight stream running on from one
+        # (expert, tile) item and pass to the next; the expert table built once per CTA) against the
+        # classic kernel with and without the block barriers (FL=11: per-warp scan, barrier-free epilogue)
+        "p": ((16, 64, 256), "mma:P=1"),
+        "p-few": ((1, 4), "mma:WN=4,WK=1,D=8,MT=1,P=1"),
+        "fl11": ((16, 64), "mma:FL=11"),
         # four token groups per pass: at 32 rows per expert (batch 1024) one pass streams an expert's weights
         # once (two groups: twice); at 128 (4096) four passes instead of the dequantize-to-bf16 path
         "g4": ((1024, 4096), "mma:G=4"),
