@@ -26,6 +26,7 @@
 // epilogue. A pass covers G groups of 8 tokens; an expert with more rows takes more passes.
 
 #include <stdint.h>
+#include <type_traits>
 
 #ifndef MX_WN
 #define MX_WN 4
@@ -41,7 +42,8 @@
 #endif
 #ifndef MX_FLAGS
 #define MX_FLAGS 2   // option bits: 1 per-warp expert scan, 2 weights before the token rows, 4 the
-                     // scale factor as one multiply-add, 8 barrier-free epilogue (1 and 8: with WK == 1)
+                     // scale factor as one multiply-add, 8 barrier-free epilogue (1 and 8: with WK == 1),
+                     // 16 the scale bytes read one by one into one multiply-add each
 #endif
 #ifndef MX_PERSIST
 #define MX_PERSIST 0  // 1: also the persistent kernels (*_p: resident warps, one weight stream per warp)
@@ -252,11 +254,20 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
                 cp_async_wait<D - 2>();
                 __syncwarp();
                 uint4 wv[MT];
-                uint32_t s[MT];
+                uint32_t s[MT], s8[MT];
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     wv[m] = wring[warp][slot][m][lane];
-                    s[m] = sring[warp][slot][m][lane];
+                    if constexpr ((MX_FLAGS & 16) && !BIG) {
+                        // the two scale bytes read one by one, so that each becomes its bf16x2 factor in
+                        // one multiply-add (FMA pipe) with no integer-pipe extraction
+                        // (two loads as written: merged into one, the bytes would be split on the integer pipe)
+                        const uint32_t sa = (uint32_t)__cvta_generic_to_shared(&sring[warp][slot][m][lane]);
+                        asm volatile("ld.shared.u8 %0, [%1];" : "=r"(s[m]) : "r"(sa));
+                        asm volatile("ld.shared.u8 %0, [%1+1];" : "=r"(s8[m]) : "r"(sa));
+                    } else {
+                        s[m] = sring[warp][slot][m][lane];
+                    }
                 }
                 if constexpr (ASMEM) {
 #pragma unroll
@@ -270,7 +281,14 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
                 if (!ASMEM && (!guarded || i + 1 < nci)) load_act(nxt, guarded && i + 1 == nci - 1);
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
-                    const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
+                    uint32_t br, br8;
+                    if constexpr ((MX_FLAGS & 16) && !BIG) {
+                        br = s[m] * 0x00800080u + 0x3F003F00u;    // (S + 126) << 7 in both halves
+                        br8 = s8[m] * 0x00800080u + 0x3F003F00u;
+                    } else {
+                        br = scale_word<BIG>(s[m] & 0xFFu);
+                        br8 = scale_word<BIG>(s[m] >> 8);
+                    }
                     const uint32_t words[4] = {wv[m].x, wv[m].y, wv[m].z, wv[m].w};
 #pragma unroll
                     for (int st = 0; st < 4; ++st) {
@@ -734,12 +752,30 @@ __device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, ui
                 cp_async_wait<D - 2>();
                 __syncwarp();
                 uint4 wv[MT];
-                uint32_t sw[MT];
+                uint32_t sw[MT], sb[MT][4];
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     wv[m] = wring[warp][slot][m][lane];
-                    sw[m] = sring[warp][slot][m][r];
+                    if constexpr (MX_FLAGS & 16) {
+                        // the four scale bytes read one by one (each shifted into an exponent by a
+                        // multiply on the FMA pipe; merged, they would be split on the integer pipe)
+                        const uint32_t sa = (uint32_t)__cvta_generic_to_shared(&sring[warp][slot][m][r]);
+                        asm volatile("ld.shared.u8 %0, [%1];" : "=r"(sb[m][0]) : "r"(sa));
+                        asm volatile("ld.shared.u8 %0, [%1+1];" : "=r"(sb[m][1]) : "r"(sa));
+                        asm volatile("ld.shared.u8 %0, [%1+2];" : "=r"(sb[m][2]) : "r"(sa));
+                        asm volatile("ld.shared.u8 %0, [%1+3];" : "=r"(sb[m][3]) : "r"(sa));
+                    } else {
+                        sw[m] = sring[warp][slot][m][r];
+                    }
                 }
+                // byte b of the scale word (an S + 6) -> the fp32 2^(S - 121)
+                auto scale_of = [&](int m, auto b) -> float {
+                    if constexpr (MX_FLAGS & 16) {
+                        return __uint_as_float(sb[m][decltype(b)::value] * 0x00800000u);
+                    } else {
+                        return scale8<decltype(b)::value>(sw[m]);
+                    }
+                };
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
                 if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
                 const bool two = !(guarded && half_last && i == nci - 1);
@@ -768,7 +804,8 @@ __device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, ui
                     {   // step 0: group 2 c
                         unpack8_word(wv[m].x, af[0], af[2]);
                         unpack8_word(wv[m].y, af[1], af[3]);
-                        const float f = scale8<0>(sw[m]), f8 = scale8<1>(sw[m]);
+                        const float f = scale_of(m, std::integral_constant<int, 0>{}),
+                                    f8 = scale_of(m, std::integral_constant<int, 1>{});
 #pragma unroll
                         for (int g = 0; g < G; ++g) {
                             mma_step(part, af, g, 0);
@@ -781,7 +818,8 @@ __device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, ui
                     if (two) {   // step 1: group 2 c + 1
                         unpack8_word(wv[m].z, af[0], af[2]);
                         unpack8_word(wv[m].w, af[1], af[3]);
-                        const float f = scale8<2>(sw[m]), f8 = scale8<3>(sw[m]);
+                        const float f = scale_of(m, std::integral_constant<int, 2>{}),
+                                    f8 = scale_of(m, std::integral_constant<int, 3>{});
 #pragma unroll
                         for (int g = 0; g < G; ++g) {
                             mma_step(part, af, g, 1);
