@@ -107,20 +107,6 @@ VARIANTS = {
         "d8x1x4-mt1": ((4, 16, 64), "mma:|MT=1"),
         "d4x2x4-mt1": ((4, 16), "mma:|WN=4,WK=2,MT=1"),
         "d2x2x8-mt1": ((4,), "mma:|WN=2,WK=2,D=8,MT=1"),
-        # the persistent kernels (P=1: resident warps, each warp's weight stream running on from one
-        # (expert, tile) item and pass to the next; the expert table built once per CTA) against the
-        # classic kernel with and without the block barriers (FL=11: per-warp scan, barrier-free epilogue)
-        "p": ((16, 64, 256), "mma:P=1"),
-        "p-few": ((1, 4), "mma:WN=4,WK=1,D=8,MT=1,P=1"),
-        "fl11": ((16, 64), "mma:FL=11"),
-        # option bit 16: the E8M0 bytes read one by one and made bf16x2 factors by one multiply-add each
-        # (no integer-pipe extraction); FL=31 adds it to the two-token-group default (15)
-        "fl18": ((1, 4, 16, 64), "mma:FL=18"),
-        "fl31": ((128, 256), "mma:FL=31"),
-        # six warps per CTA: 12 tiles divide both GEMMs' row tiles (gemm2: 180 = 15 x 12; with 16 tiles per
-        # CTA every expert's last gemm2 CTA holds 4 tiles, 2 of its 8 warps)
-        "wn6": ((16, 64), "mma:WN=6"),
-        "wn6-fl18": ((16, 64), "mma:WN=6,FL=18"),
         # four token groups per pass: at 32 rows per expert (batch 1024) one pass streams an expert's weights
         # once (two groups: twice); at 128 (4096) four passes instead of the dequantize-to-bf16 path
         "g4": ((1024, 4096), "mma:G=4"),
@@ -161,9 +147,6 @@ VARIANTS = {
         "mma8-g1": ((64, 256), "mma8:WN=8,WK=1,D=4,MT=2,G=1,F16MMA=1"),
         "mma8-g4": ((256, 1024), "mma8:WN=8,WK=1,D=4,MT=2,G=4,F16MMA=1"),
         "mma8-g4-mt1": ((1024,), "mma8:WN=8,WK=1,D=4,MT=1,G=4,F16MMA=1"),
-        # option bit 16 (the scale bytes read one by one, each shifted into an fp32 exponent on the FMA pipe)
-        "mma8-fl18": ((1, 4, 16, 64), "mma8:FL=18,F16MMA=1"),
-        "mma8-fl31": ((128,), "mma8:FL=31,F16MMA=1"),
         # the mxfp4 prefill kernel on the e4m3 activations converted to bf16 (row scales in its epilogue)
         # against the dequantize-to-e4m3 fp8 GEMM ("dq": the default without it) and the W4A16 decode kernel
         "dq": ((1024, 4096, 8192, 16384), "dq"),

@@ -23,12 +23,12 @@ def with_scale_bytes(layer, kernel: str, cfg, set_scales):
                     kernel="triton", cfg=cfg)
 
 
-def real_shape_layer(fmt: str, batch: int, seed: int, cfg=None):
-    """gpt-oss-120b's MoE layer in `fmt` at `batch` tokens on the GPU, the default configuration unless
-    cfg (gemm1, gemm2) is given, weights quantized afresh (not from the cache)."""
+def real_shape_layer(fmt: str, batch: int, seed: int):
+    """gpt-oss-120b's MoE layer in `fmt` at `batch` tokens on the GPU, the default configuration, weights
+    quantized afresh (not from the cache)."""
     from moeprof.models.layer import build_layer_for_model
 
-    return build_layer_for_model("gpt-oss-120b", fmt, batch, seed=seed, device="cuda", cache_weights=False, cfg=cfg)
+    return build_layer_for_model("gpt-oss-120b", fmt, batch, seed=seed, device="cuda", cache_weights=False)
 
 
 def reference_error(layer, *, finite_outputs: bool = False) -> float:

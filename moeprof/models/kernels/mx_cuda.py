@@ -49,18 +49,14 @@ class Variant:
     W2: int = 16
     FL: int = 2      # option bits (mx_mma.cu MX_FLAGS): 1 per-warp expert scan, 2 weights first, 4 the scale
     #                  as one multiply-add, 8 barrier-free epilogue
-    P: int = 0       # 1: the persistent kernels (resident warps, each one weight stream; WK == 1), used
-    #                  when no rows are foreign (the others run the classic kernels of the same build)
 
     def defines(self) -> list[str]:
-        # (MX_PERSIST only when set, so that the other builds keep their flags and cache keys)
         return [f"-DMX_WN={self.WN}", f"-DMX_WK={self.WK}", f"-DMX_D={self.D}", f"-DMX_MT={self.MT}",
                 f"-DMX_ASMEM={self.ASMEM}", f"-DMX_WARPS_G1={self.W1}", f"-DMX_WARPS_G2={self.W2}",
-                f"-DMX_FLAGS={self.FL}"] + (["-DMX_PERSIST=1"] if self.P else [])
+                f"-DMX_FLAGS={self.FL}"]
 
     def tag(self) -> str:
-        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.FL)) + \
-            ("xP" if self.P else "")
+        return "x".join(str(v) for v in (self.WN, self.WK, self.D, self.MT, self.ASMEM, self.W1, self.W2, self.FL))
 
     source = SOURCE
     arch = ARCH
@@ -232,7 +228,6 @@ class _Module:
             drv.check(drv.lib.cuModuleLoadData(ctypes.byref(self.module), image), "cuModuleLoadData")
         self.functions: dict[str, ctypes.c_void_p] = {}
         self.smem_set: dict[int, bool] = {}
-        self.resident: dict[tuple, int] = {}   # (function, threads, smem) -> CTAs resident on the GPU
 
     def function(self, name: str) -> ctypes.c_void_p:
         fn = self.functions.get(name)
@@ -326,8 +321,8 @@ def smem_bytes(variant: Variant, groups: int) -> int:
     return max(ring, red)
 
 
-def kernel_name(groups: int, gated: bool, big_scale: bool, persistent: bool = False) -> str:
-    return f"mx_w4a16_g{groups}_{'gated' if gated else 'down'}{'_big' if big_scale else ''}{'_p' if persistent else ''}"
+def kernel_name(groups: int, gated: bool, big_scale: bool) -> str:
+    return f"mx_w4a16_g{groups}_{'gated' if gated else 'down'}{'_big' if big_scale else ''}"
 
 
 def _p(t) -> ctypes.c_void_p:
@@ -351,39 +346,17 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
     assert a.stride(0) % 8 == 0 and a.data_ptr() % 16 == 0, "activation rows must be 16-byte aligned"
     assert a_scale is None or (a_scale.dtype == torch.float32 and a_scale.is_contiguous())
     assert kc * 64 >= k >= 64 and k % 32 == 0 and e <= MAX_EXPERTS
-    persistent = bool(variant.P) and not has_foreign
-    assert not persistent or (variant.WK == 1 and not variant.ASMEM), "the persistent kernels take WK=1, ASMEM=0"
-    return _launch(kernel_name(groups, gated, big_scale, persistent), variant, smem_bytes(variant, groups), a,
-                   a_scale, w_mma, s_mma, bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k,
-                   a_div=a_div, mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off,
-                   persistent=persistent)
-
-
-def _resident_ctas(mod: _Module, fn, threads: int, smem: int, device_index: int) -> int:
-    """CTAs of `fn` that fit on the whole GPU at once (occupancy per SM, from the driver, x SMs)."""
-    import torch
-
-    key = (id(fn), threads, smem)
-    n = mod.resident.get(key)
-    if n is None:
-        per_sm = ctypes.c_int()
-        drv = _driver()
-        drv.check(drv.lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(per_sm), fn, threads,
-                                                                      ctypes.c_size_t(smem)),
-                  "cuOccupancyMaxActiveBlocksPerMultiprocessor")
-        sms = torch.cuda.get_device_properties(device_index).multi_processor_count
-        n = mod.resident[key] = max(1, per_sm.value) * sms
-    return n
+    return _launch(kernel_name(groups, gated, big_scale), variant, smem_bytes(variant, groups), a, a_scale,
+                   w_mma, s_mma, bias, topk_w, sorted_ids, counts, out=out, n_out=n_out, k=k, a_div=a_div,
+                   mul_routed=mul_routed, block_m=block_m, has_foreign=has_foreign, up_off=up_off)
 
 
 def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s, bias, topk_w, sorted_ids, counts, *, out,
-            n_out: int, k: int, a_div: int, mul_routed: bool, block_m: int, has_foreign: bool, up_off: int,
-            persistent: bool = False):
+            n_out: int, k: int, a_div: int, mul_routed: bool, block_m: int, has_foreign: bool, up_off: int):
     """Launch kernel `name` of `variant` (every kernel takes the same arguments, mx_common.cuh MX_PARAMS:
     MX_ARGS, MX8_ARGS) on torch's current stream: one CTA row per expert with rows (+ one
     for the foreign rows), one CTA column per WN * MT tiles (the prefill kernel: grid x and y swapped, 4 *
-    NWG tiles per CTA; a persistent kernel: one row of as many CTAs as are resident at once, at most one
-    warp per work item)."""
+    NWG tiles per CTA)."""
     import torch
 
     e, nt, kc = w.shape[0], w.shape[1], w.shape[2]
@@ -403,10 +376,6 @@ def _launch(name: str, variant: Variant | WgVariant, smem: int, a, a_scale, w, s
     else:
         threads = 32 * variant.WN * variant.WK
         grid_y = -(-nt // (variant.WN * variant.MT))
-        if persistent:
-            items = grid_x * -(-nt // variant.MT)       # (expert with rows, MT tiles) work items at most
-            grid_x = min(-(-items // variant.WN), _resident_ctas(mod, fn, threads, smem, _device_index(a.device)))
-            grid_y = 1
     if grid_x == 0 or nv == 0:
         return out
     args = [

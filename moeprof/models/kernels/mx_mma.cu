@@ -26,7 +26,6 @@
 // epilogue. A pass covers G groups of 8 tokens; an expert with more rows takes more passes.
 
 #include <stdint.h>
-#include <type_traits>
 
 #ifndef MX_WN
 #define MX_WN 4
@@ -42,11 +41,7 @@
 #endif
 #ifndef MX_FLAGS
 #define MX_FLAGS 2   // option bits: 1 per-warp expert scan, 2 weights before the token rows, 4 the
-                     // scale factor as one multiply-add, 8 barrier-free epilogue (1 and 8: with WK == 1),
-                     // 16 the scale bytes read one by one into one multiply-add each
-#endif
-#ifndef MX_PERSIST
-#define MX_PERSIST 0  // 1: also the persistent kernels (*_p: resident warps, one weight stream per warp)
+                     // scale factor as one multiply-add, 8 barrier-free epilogue (1 and 8: with WK == 1)
 #endif
 #ifndef MX_ASMEM
 #define MX_ASMEM 0  // 1: the activation fragments travel through the ring too (else: L1 loads, 1 ahead)
@@ -254,20 +249,11 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
                 cp_async_wait<D - 2>();
                 __syncwarp();
                 uint4 wv[MT];
-                uint32_t s[MT], s8[MT];
+                uint32_t s[MT];
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     wv[m] = wring[warp][slot][m][lane];
-                    if constexpr ((MX_FLAGS & 16) && !BIG) {
-                        // the two scale bytes read one by one, so that each becomes its bf16x2 factor in
-                        // one multiply-add (FMA pipe) with no integer-pipe extraction
-                        // (two loads as written: merged into one, the bytes would be split on the integer pipe)
-                        const uint32_t sa = (uint32_t)__cvta_generic_to_shared(&sring[warp][slot][m][lane]);
-                        asm volatile("ld.shared.u8 %0, [%1];" : "=r"(s[m]) : "r"(sa));
-                        asm volatile("ld.shared.u8 %0, [%1+1];" : "=r"(s8[m]) : "r"(sa));
-                    } else {
-                        s[m] = sring[warp][slot][m][lane];
-                    }
+                    s[m] = sring[warp][slot][m][lane];
                 }
                 if constexpr (ASMEM) {
 #pragma unroll
@@ -281,14 +267,7 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
                 if (!ASMEM && (!guarded || i + 1 < nci)) load_act(nxt, guarded && i + 1 == nci - 1);
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
-                    uint32_t br, br8;
-                    if constexpr ((MX_FLAGS & 16) && !BIG) {
-                        br = s[m] * 0x00800080u + 0x3F003F00u;    // (S + 126) << 7 in both halves
-                        br8 = s8[m] * 0x00800080u + 0x3F003F00u;
-                    } else {
-                        br = scale_word<BIG>(s[m] & 0xFFu);
-                        br8 = scale_word<BIG>(s[m] >> 8);
-                    }
+                    const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
                     const uint32_t words[4] = {wv[m].x, wv[m].y, wv[m].z, wv[m].w};
 #pragma unroll
                     for (int st = 0; st < 4; ++st) {
@@ -345,221 +324,6 @@ MX_KERNEL(4, true, true, mx_w4a16_g4_gated_big)
 MX_KERNEL(1, false, true, mx_w4a16_g1_down_big)
 MX_KERNEL(2, false, true, mx_w4a16_g2_down_big)
 MX_KERNEL(4, false, true, mx_w4a16_g4_down_big)
-
-// ============================================================================ persistent form (MX_PERSIST)
-// The same warp loop with warps that stay resident: a grid of as many CTAs as fit on the GPU at once,
-// each warp taking the work items (the j-th expert with rows, MT tiles) gw, gw + W, gw + 2 W, ... (gw its
-// global warp index, W the warps launched), one pass of G token groups after another. The weight stream of
-// each warp runs on from one pass to the next through its ring: the chunks of the next pass are copied
-// while the current pass's last chunks are multiplied and its sums stored, so a warp never waits for a
-// first chunk after the first, and the experts' row table is built once per CTA (one block barrier per
-// CTA instead of one per 8 warps' work). ncu showed the classic form's warps stalled 13 % of the time at
-// the block barrier behind the expert scan, at batch 16 and 64 (docs/performance.md, runs 86-88).
-// Launched only without foreign (expert-parallel) rows; one warp per K range (WK == 1).
-#if MX_PERSIST
-template <int G, bool GATED, bool BIG>
-__device__ __forceinline__ void mx_w4a16_persist_body(MX_PARAMS(__restrict__, uint16_t, uint16_t)) {
-    constexpr int WN = MX_WN, D = MX_D, MT = MX_MT;
-    static_assert(MX_WK == 1, "the persistent form runs one warp per K range");
-    static_assert(D >= 2, "the ring needs two stages at least");
-    __shared__ __align__(16) unsigned char smem[WN * D * 32 * MT * (16 + 2)];
-    __shared__ int4 table[MAX_EXPERTS];   // per j-th expert with rows: expert, first sorted row, rows
-    __shared__ int n_with_rows;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int r = lane >> 2, q = lane & 3;
-
-    if (warp == 0) {
-        // the table of experts with rows, in expert order (what scan_rows finds one entry of)
-        int cnt[MAX_EXPERTS / 32];
-#pragma unroll
-        for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
-            int e = i * 32 + lane;
-            cnt[i] = e < num_experts ? counts[e] : 0;
-        }
-        int seen = 0, pad_before = 0;
-#pragma unroll
-        for (int i = 0; i < MAX_EXPERTS / 32; ++i) {
-            const int c = cnt[i];
-            const int padded = (c + block_m - 1) / block_m * block_m;
-            int pre = padded;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                int v = __shfl_up_sync(0xffffffffu, pre, o);
-                if (lane >= o) pre += v;
-            }
-            const unsigned nz = __ballot_sync(0xffffffffu, c > 0);
-            if (c > 0) table[seen + __popc(nz & ((1u << lane) - 1u))] = make_int4(i * 32 + lane, pad_before + pre - padded, c, 0);
-            seen += __popc(nz);
-            pad_before += __shfl_sync(0xffffffffu, pre, 31);
-        }
-        if (lane == 0) n_with_rows = seen;
-    }
-    __syncthreads();
-
-    const int per_expert = (Nt + MT - 1) / MT;                 // work items (MT tiles each) per expert
-    const int n_items = n_with_rows * per_expert;
-    const int stride = gridDim.x * WN;                         // warps launched
-    int it = blockIdx.x * WN + warp;
-    if (it >= n_items) return;
-
-    const int tstride = Kc * 32;                               // uint4 of weights per tile
-    auto& wring = *reinterpret_cast<uint4 (*)[WN][D][MT][32]>(smem);
-    auto& sring = *reinterpret_cast<uint16_t (*)[WN][D][MT][32]>(smem + WN * D * MT * 32 * 16);
-    const uint32_t ring_w = (uint32_t)__cvta_generic_to_shared(&wring[warp][0][0][lane]);
-    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0][0]) + 16 * (lane & 3);
-
-    // the refill stream: the next chunk to copy, of pass rg0 of item rit (rleft chunks left in it)
-    int rit = it, rg0 = 0, rleft = Kc, rcount = 0, rtoff1 = 0;
-    const uint4* rw = nullptr;
-    const uint4* rs = nullptr;
-    auto stream_item = [&]() {    // point the stream at chunk 0 of item rit (rit < n_items)
-        const int4 e = table[rit / per_expert];
-        const int tile = (rit % per_expert) * MT;
-        const long long wbase = ((long long)e.x * Nt + tile) * tstride;
-        rw = w + wbase + lane;
-        rs = reinterpret_cast<const uint4*>(ws + wbase) + (lane & 3);
-        rcount = e.z;
-        rtoff1 = (Nt - 1 - tile >= 1) ? tstride : 0;   // tiles m >= 1 past the last read tile 0 again
-        rleft = Kc;
-    };
-    stream_item();
-    auto issue = [&](int slot) {
-        if (rit < n_items) {
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-                const int toff = m == 0 ? 0 : (m == 1 ? rtoff1 : (m <= Nt - 1 - (rit % per_expert) * MT ? m * tstride : 0));
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-                             :: "r"(ring_w + (slot * MT + m) * 512), "l"(rw + toff));
-                if (lane < 4)
-                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-                                 :: "r"(ring_s + (slot * MT + m) * 64), "l"(rs + toff / 8));
-            }
-            rw += 32;
-            rs += 4;
-            if (--rleft == 0) {
-                if ((rg0 + G) * 8 < rcount) {          // another pass over the same weights
-                    rg0 += G;
-                    rw -= Kc * 32;
-                    rs -= Kc * 4;
-                    rleft = Kc;
-                } else {                               // the warp's next item
-                    rit += stride;
-                    rg0 = 0;
-                    if (rit < n_items) stream_item();
-                }
-            }
-        }
-        cp_async_commit();
-    };
-#pragma unroll
-    for (int j = 0; j < D - 1; ++j) issue(j);
-    int slot = 0, prev = D - 1;
-
-    const long long astep = 64;
-    const bool short_k = (K & 63) != 0;                        // the last chunk has lanes past K
-    for (; it < n_items; it += stride) {
-        const int4 e = table[it / per_expert];
-        const ExpertRows er{e.x, e.y, e.z};
-        const int tile = (it % per_expert) * MT;
-        int mlast = Nt - 1 - tile;
-        mlast = mlast < MT - 1 ? mlast : MT - 1;
-        for (int g0 = 0; g0 * 8 < er.count; g0 += G) {
-            const uint16_t* arow[G];
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                int idx = (g0 + g) * 8 + r;
-                int sl = idx < er.count ? sorted_ids[er.start + idx] : nv;
-                arow[g] = a + (long long)(sl < nv ? sl / a_div : 0) * a_stride + 16 * q;
-            }
-            int ngroups = (er.count - g0 * 8 + 7) / 8;
-            if (ngroups > G) ngroups = G;
-            float acc[MT][G][4];
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int g = 0; g < G; ++g) acc[m][g][0] = acc[m][g][1] = acc[m][g][2] = acc[m][g][3] = 0.f;
-            // the last chunk's activations (K % 64 == 32: lanes past K read chunk 0 of the row)
-            const long long a_last = (short_k && (Kc - 1) * 64 + 16 * q >= K) ? 0 : (long long)(Kc - 1) * astep;
-            const uint16_t* anext[G];
-#pragma unroll
-            for (int g = 0; g < G; ++g) anext[g] = arow[g];
-            auto load_act = [&](uint4 (&dst)[G][2], bool last) {
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const uint16_t* p = last ? arow[g] + a_last : anext[g];
-                    dst[g][0] = ld_v4(p);
-                    dst[g][1] = ld_v4(p + 8);
-                    anext[g] += astep;
-                }
-            };
-            auto step = [&](int i, uint4 (&cur)[G][2], uint4 (&nxt)[G][2]) {
-                cp_async_wait<D - 2>();
-                __syncwarp();
-                uint4 wv[MT];
-                uint32_t s[MT];
-#pragma unroll
-                for (int m = 0; m < MT; ++m) {
-                    wv[m] = wring[warp][slot][m][lane];
-                    s[m] = sring[warp][slot][m][lane];
-                }
-                issue(prev);
-                if (i + 1 < Kc) load_act(nxt, i + 1 == Kc - 1);
-#pragma unroll
-                for (int m = 0; m < MT; ++m) {
-                    const uint32_t br = scale_word<BIG>(s[m] & 0xFFu), br8 = scale_word<BIG>(s[m] >> 8);
-                    const uint32_t words[4] = {wv[m].x, wv[m].y, wv[m].z, wv[m].w};
-#pragma unroll
-                    for (int st = 0; st < 4; ++st) {
-                        uint32_t af[4];
-                        unpack_word<BIG>(words[st], br, br8, af);
-#pragma unroll
-                        for (int g = 0; g < G; ++g) {
-                            const uint4& v = cur[g][st >> 1];
-                            mma_bf16(acc[m][g], af, (st & 1) ? v.z : v.x, (st & 1) ? v.w : v.y);
-                        }
-                    }
-                }
-                prev = slot;
-                slot = slot + 1 == D ? 0 : slot + 1;
-            };
-            uint4 ab0[G][2], ab1[G][2];
-            load_act(ab0, Kc == 1);
-            int i = 0;
-            for (; i + 1 < Kc; i += 2) {
-                step(i, ab0, ab1);
-                step(i + 1, ab1, ab0);
-            }
-            if (i < Kc) step(i, ab0, ab1);
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-                    if (g < ngroups && m <= mlast)
-                        store_tile<GATED, false>(acc[m][g], tile + m, g0 + g, er, r, q, sorted_ids, nv, a_div,
-                                                 a_scale, bias, bias_stride, up_off, topk_w, out, out_stride, n_out);
-        }
-    }
-    cp_async_wait<0>();
-}
-
-#define MX_PKERNEL(G, GATED, BIG, NAME)                                                   \
-    extern "C" __global__ void __launch_bounds__(32 * MX_WN, MX_MIN_BLOCKS(G)) NAME(MX_ARGS) { \
-        mx_w4a16_persist_body<G, GATED, BIG>(MX_PASS);                                     \
-    }
-
-MX_PKERNEL(1, true, false, mx_w4a16_g1_gated_p)
-MX_PKERNEL(2, true, false, mx_w4a16_g2_gated_p)
-MX_PKERNEL(4, true, false, mx_w4a16_g4_gated_p)
-MX_PKERNEL(1, false, false, mx_w4a16_g1_down_p)
-MX_PKERNEL(2, false, false, mx_w4a16_g2_down_p)
-MX_PKERNEL(4, false, false, mx_w4a16_g4_down_p)
-MX_PKERNEL(1, true, true, mx_w4a16_g1_gated_big_p)
-MX_PKERNEL(2, true, true, mx_w4a16_g2_gated_big_p)
-MX_PKERNEL(4, true, true, mx_w4a16_g4_gated_big_p)
-MX_PKERNEL(1, false, true, mx_w4a16_g1_down_big_p)
-MX_PKERNEL(2, false, true, mx_w4a16_g2_down_big_p)
-MX_PKERNEL(4, false, true, mx_w4a16_g4_down_big_p)
-#endif
 
 // ============================================================================ W4A8: e4m3 activations
 // MXFP4 weights x e4m3 activations (mxfp4-w4a8 at decode) through mma.sync m16n8k32 .e4m3: the
@@ -752,30 +516,12 @@ __device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, ui
                 cp_async_wait<D - 2>();
                 __syncwarp();
                 uint4 wv[MT];
-                uint32_t sw[MT], sb[MT][4];
+                uint32_t sw[MT];
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     wv[m] = wring[warp][slot][m][lane];
-                    if constexpr (MX_FLAGS & 16) {
-                        // the four scale bytes read one by one (each shifted into an exponent by a
-                        // multiply on the FMA pipe; merged, they would be split on the integer pipe)
-                        const uint32_t sa = (uint32_t)__cvta_generic_to_shared(&sring[warp][slot][m][r]);
-                        asm volatile("ld.shared.u8 %0, [%1];" : "=r"(sb[m][0]) : "r"(sa));
-                        asm volatile("ld.shared.u8 %0, [%1+1];" : "=r"(sb[m][1]) : "r"(sa));
-                        asm volatile("ld.shared.u8 %0, [%1+2];" : "=r"(sb[m][2]) : "r"(sa));
-                        asm volatile("ld.shared.u8 %0, [%1+3];" : "=r"(sb[m][3]) : "r"(sa));
-                    } else {
-                        sw[m] = sring[warp][slot][m][r];
-                    }
+                    sw[m] = sring[warp][slot][m][r];
                 }
-                // byte b of the scale word (an S + 6) -> the fp32 2^(S - 121)
-                auto scale_of = [&](int m, auto b) -> float {
-                    if constexpr (MX_FLAGS & 16) {
-                        return __uint_as_float(sb[m][decltype(b)::value] * 0x00800000u);
-                    } else {
-                        return scale8<decltype(b)::value>(sw[m]);
-                    }
-                };
                 issue((i + D - 1) % D, !guarded || i + D - 1 < nci);
                 if (!guarded || i + 1 < nci) load_act(nxt, guarded && i + 1 == nci - 1);
                 const bool two = !(guarded && half_last && i == nci - 1);
@@ -804,8 +550,7 @@ __device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, ui
                     {   // step 0: group 2 c
                         unpack8_word(wv[m].x, af[0], af[2]);
                         unpack8_word(wv[m].y, af[1], af[3]);
-                        const float f = scale_of(m, std::integral_constant<int, 0>{}),
-                                    f8 = scale_of(m, std::integral_constant<int, 1>{});
+                        const float f = scale8<0>(sw[m]), f8 = scale8<1>(sw[m]);
 #pragma unroll
                         for (int g = 0; g < G; ++g) {
                             mma_step(part, af, g, 0);
@@ -818,8 +563,7 @@ __device__ __forceinline__ void mx_w4a8_body(MX_PARAMS(__restrict__, uint8_t, ui
                     if (two) {   // step 1: group 2 c + 1
                         unpack8_word(wv[m].z, af[0], af[2]);
                         unpack8_word(wv[m].w, af[1], af[3]);
-                        const float f = scale_of(m, std::integral_constant<int, 2>{}),
-                                    f8 = scale_of(m, std::integral_constant<int, 3>{});
+                        const float f = scale8<2>(sw[m]), f8 = scale8<3>(sw[m]);
 #pragma unroll
                         for (int g = 0; g < G; ++g) {
                             mma_step(part, af, g, 1);
