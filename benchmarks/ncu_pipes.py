@@ -53,27 +53,35 @@ def summarize_raw(d):
 
 
 def sass_tables(path):
-    """The source page: a table per kernel function, after a "Kernel Name" row, each starting at a header
-    row with an 'Address' column (ncu may print a function's table more than once: the first is kept);
-    {kernel name: rows}."""
+    """The source page: a table per kernel function in launch order, after a "Kernel Name" row, each
+    starting at a header row with an 'Address' column (ncu 2025.3 prints each launch's table twice);
+    [(kernel name, rows)]."""
     try:
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
     except OSError:
         return []
-    tables, head, name, cur = {}, None, None, None
+    tables, head, name = [], None, None
     for r in rows:
         if not r:
             continue
         if r[0].strip() == "Kernel Name":
             name = r[1].strip() if len(r) > 1 else "?"
-            cur = None
         elif any(c.strip() in ("Address", "# Address") for c in r):
             head = [c.strip() for c in r]
-            cur = tables.setdefault(name, []) if name not in tables else None
-        elif cur is not None and head is not None and len(r) == len(head):
-            cur.append(dict(zip(head, r)))
+            tables.append((name, []))
+        elif tables and head is not None and len(r) == len(head):
+            tables[-1][1].append(dict(zip(head, r)))
     return tables
+
+
+def table_of_launch(tables, i, n_launches, name):
+    """Launch i's table: tables come in launch order, the same number per launch; None when the
+    layout is not that (or the name differs)."""
+    if not tables or len(tables) % n_launches:
+        return None
+    t_name, rows = tables[i * (len(tables) // n_launches)]
+    return rows if t_name == name else None
 
 
 def summarize_sass(table, top=14):
@@ -115,8 +123,9 @@ def main(stem):
               ", ".join(f"{p} {kind} {v:.1f}" for p, kind, v in busy))
         print("  stalls per issued instruction: " + ", ".join(
             f"{k}={v:.2f}" for k, v in sorted(stalls.items(), key=lambda kv: -kv[1]) if v >= 0.05))
-        if d.get("Kernel Name") in tables:
-            print("\n".join(summarize_sass(tables[d["Kernel Name"]])))
+        table = table_of_launch(tables, i, len(raws), d.get("Kernel Name"))
+        if table is not None:
+            print("\n".join(summarize_sass(table)))
 
 
 if __name__ == "__main__":
