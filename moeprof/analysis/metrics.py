@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from moeprof.analysis.classify import GEMM_ROLES, ROLES
-from moeprof.capture_folder import Manifest
+from moeprof.capture_folder import POINT_CLOCK_COLUMNS, Manifest
 
 TIMING_PREFERENCE = ("nsys", "torch", "ncu")
 COUNTER_SUM_COLUMNS = ["gpu_time_ns", "dram_read_bytes", "dram_write_bytes", "tensor_pipe_active_cycles",
@@ -347,6 +347,10 @@ def layer_table(kernels: pd.DataFrame, points: pd.DataFrame, costs: pd.DataFrame
         t["layer_time_source"] = "points.csv (CUDA events)"
         if "experts_touched" in pts:
             t["experts_touched"] = g["experts_touched"].median().to_numpy()
+        # NVML while the point was timed (one value per point, on each of its rows; NaN where not read)
+        for c in POINT_CLOCK_COLUMNS:
+            if c in pts:
+                t[c] = g[c].median().to_numpy()
     else:
         t = pd.DataFrame(columns=keys)
     if collector is not None:

@@ -313,6 +313,40 @@ def comparison(batch: int, w: str, l: str, speedup: float, wr: pd.Series, lr: pd
     return head + f"; Mann-Whitney p={p:.2g}, {'significant' if significant else 'NOT significant'} at {alpha})."
 
 
+# share of a point's NVML samples under a power reason from which the card counts as at its power limit
+POWER_LIMITED_FRACTION = 0.5
+
+
+def clock_reason(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str | None:
+    """What NVML saw while each format was timed (SM clock, power, power capping); None when neither
+    point has it (captures made before moeprof recorded it, or NVML not readable)."""
+    def one(fmt: str, r: pd.Series) -> tuple[str, bool] | None:
+        clk, cap = get(r, "sm_clock_median_mhz"), get(r, "power_capped_fraction")
+        if not np.isfinite(clk):
+            return None
+        watts, low, hot = get(r, "power_median_w"), get(r, "sm_clock_min_mhz"), get(r, "thermal_slowdown_fraction")
+        w_txt = f", {watts:.0f} W" if np.isfinite(watts) else ""
+        low_txt = f", min {low:.0f} MHz" if np.isfinite(low) and low < clk else ""
+        hot_txt = f"; thermal slowdown in {hot * 100:.0f}% of samples" if np.isfinite(hot) and hot > 0 else ""
+        limited = np.isfinite(cap) and cap >= POWER_LIMITED_FRACTION
+        if limited:
+            txt = (f"{fmt} ran the card at its power limit (power capping in {cap * 100:.0f}% of samples{w_txt}; "
+                   f"SM clock median {clk:.0f} MHz{low_txt}{hot_txt})")
+        else:
+            cap_txt = (f"power-capped in {cap * 100:.0f}% of samples" if np.isfinite(cap) and cap > 0
+                       else "not power-capped" if np.isfinite(cap) else "power capping n/a")
+            txt = f"{fmt}: SM clock median {clk:.0f} MHz{low_txt}{w_txt}, {cap_txt}{hot_txt}"
+        return txt, limited
+    a, b = one(w, wr), one(l, lr)
+    if a is None and b is None:
+        return None
+    parts = [x[0] if x else f"{fmt}: not recorded" for fmt, x in ((w, a), (l, b))]
+    limited = [fmt for fmt, x in ((w, a), (l, b)) if x and x[1]]
+    tail = (f": {' and '.join(limited)}'s time is partly a statement about the card's power budget (a kernel "
+            f"bound by instruction issue slows with the clock)" if limited else "")
+    return "Clocks while timed (NVML): " + "; ".join(parts) + tail + "."
+
+
 def fastest_overall(fastest: str, winner: str, n_formats: int, margin: float, next_fastest: str,
                     missing_pair: tuple[str, str] | None) -> str:
     """Which of all the formats measured at this batch is fastest (the pair may not include it)."""

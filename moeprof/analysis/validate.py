@@ -14,6 +14,8 @@ kernels.csv
   counters         negative or infinite counter values are set to n/a (the row's time is kept).
 points.csv
   batch, repeat    as above; layer_time_ns finite and > 0, else the row is dropped.
+  NVML clocks      sm_clock_*_mhz finite and > 0, power_median_w finite and >= 0, the *_fraction shares
+                   within [0, 1]; else set to n/a (the row's time is kept).
 manifest.json
   workload dims must be consistent (top_k <= experts). (Where gpu.spec and gpu.name name different
   GPUs, analysis.expected trusts the name and says so; a model that is no preset skips the
@@ -39,6 +41,8 @@ LAUNCH_KEY = ["collector", "rank", "format", "batch", "repeat", "nvtx_path", "ke
 CALL_KEY = ["collector", "rank", "format", "batch", "repeat"]
 NON_NEGATIVE_INT_COLUMNS = ["repeat", "grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z",
                             "registers_per_thread", "stream_id", "start_ns", "experts_touched"]
+# Measured quantities that cannot be zero (a clock of 0 MHz is a failed read, not a measurement).
+POSITIVE_FLOAT_COLUMNS = ["sm_clock_median_mhz", "sm_clock_min_mhz"]
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,15 @@ def clean_table(raw: pd.DataFrame, columns: dict[str, str], table: str,
                 bad_rows |= bad
         elif kind == "float64" and col != time_column:
             bad = (text_bad | np.isinf(values) | (values < 0)) & ~bad_rows
+            what = "negative, infinite or not a number"
+            if col in POSITIVE_FLOAT_COLUMNS:
+                bad |= (values == 0) & ~bad_rows
+                what = "not a positive number"
+            elif col.endswith("_fraction"):
+                bad |= (values > 1) & ~bad_rows
+                what = "not a share within [0, 1]"
             if bad.any():
-                dropped.append(Dropped(table, int(bad.sum()), f"{col} negative, infinite or not a number: "
+                dropped.append(Dropped(table, int(bad.sum()), f"{col} {what}: "
                                                                f"set to n/a ({_describe(df[col], bad)})"))
                 parsed[col] = values.where(~bad)
     # Integer columns that arrive as integers (a Parquet table) keep their own values once checked:

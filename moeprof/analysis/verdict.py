@@ -155,6 +155,9 @@ def verdicts(layer: pd.DataFrame, roles: pd.DataFrame, samples: pd.DataFrame, fo
                     sentences.efficiency_reason(w, wr), sentences.efficiency_reason(l, lr),
                     sentences.outside_reason(w, l, wr, lr, roles, int(batch)),
                     sentences.padding_reason(w, wr), sentences.padding_reason(l, lr)]
+        clock = sentences.clock_reason(w, l, wr, lr)
+        if clock:
+            reasons.append(clock)
         others = {str(r["format"]): float(r["layer_time_median_ns"]) for _, r in g.iterrows()}
         out.append(Verdict(int(batch), w, l, speedup, p, sig, others, reasons, fastest=fastest,
                            fastest_margin=margin, next_fastest=nxt, pair=[w, l] if is_pair else None,

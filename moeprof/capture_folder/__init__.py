@@ -101,7 +101,17 @@ POINT_COLUMNS: dict[str, str] = {
     "layer_time_ns": "float64",
     "experts_touched": "Int64",  # experts that received at least one token (measured from routing)
     "kernel": "str",             # implementation that ran the point (e.g. moeprof-triton)
+    # NVML while the point's timed calls ran (the same on each of its rows; empty where not read, and in
+    # captures made before moeprof recorded them): SM clock, board power, and the shares of samples with
+    # a power reason (SW power cap, HW power brake) or a thermal / HW slowdown reason active
+    "sm_clock_median_mhz": "float64",
+    "sm_clock_min_mhz": "float64",
+    "power_median_w": "float64",
+    "power_capped_fraction": "float64",
+    "thermal_slowdown_fraction": "float64",
 }
+POINT_CLOCK_COLUMNS = ("sm_clock_median_mhz", "sm_clock_min_mhz", "power_median_w", "power_capped_fraction",
+                       "thermal_slowdown_fraction")
 
 # NVTX: layer calls are wrapped in nested push/pop ranges moe > <format> > <batch> > <phase>,
 # so the path reads moe/<format>/<batch>/<phase>.

@@ -145,9 +145,15 @@ def run_batch(spec: dict, batch: int) -> dict:
     pilot = _FIRST_POINT and mode != "ncu"   # (ncu replays each kernel under its own clock control)
     _FIRST_POINT = False
     if mode == "events":
+        from moeprof.profiler.clocks import ClockSampler
+
         if pilot:
             time_calls(layer, spec.get("repeats", 20))
-        rec["layer_time_ns"], rec["timing"] = time_calls(layer, spec.get("repeats", 20))
+        # what NVML saw while the timed calls ran (SM clock, power, power capping): profiler/clocks.py
+        with ClockSampler() as clocks:
+            rec["layer_time_ns"], rec["timing"] = time_calls(layer, spec.get("repeats", 20))
+        if clocks.summary is not None:
+            rec.update(clocks.summary.as_record())
         if pilot:
             rec["timing"] += ", after a discarded first timing"
     else:

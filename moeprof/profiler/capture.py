@@ -33,6 +33,7 @@ from moeprof.profiler.collectors import ncu as ncu_mod
 from moeprof.profiler.collectors import nsys as nsys_mod
 from moeprof.profiler.collectors import table, tools
 from moeprof.profiler.collectors import torch_trace
+from moeprof.profiler.clocks import CLOCK_COLUMNS
 
 COLLECTORS = ("nsys", "ncu", "torch")
 _PKG_ROOT = str(Path(moeprof.__file__).resolve().parent.parent)
@@ -682,9 +683,12 @@ class Capture:
         rows = []
         for b, r in st.items():
             if r["status"] == "ok":
+                # the point's NVML clock and power summary (profiler/clocks.py) on each of its rows
+                clock = {c: r.get(c) for c in CLOCK_COLUMNS}
                 for i, t in enumerate(r["layer_time_ns"]):
                     rows.append({"format": fmt, "batch": b, "repeat": i, "layer_time_ns": t,
-                                 "experts_touched": r.get("experts_touched"), "kernel": r.get("kernel", "")})
+                                 "experts_touched": r.get("experts_touched"), "kernel": r.get("kernel", ""),
+                                 **clock})
         if rows:
             folder.append(schema.POINTS_FILE, pd.DataFrame(rows, columns=list(schema.POINT_COLUMNS)), empty_points())
         for b in batches:
