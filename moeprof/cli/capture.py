@@ -43,6 +43,7 @@ def capture(
     collect: str = typer.Option(defaults.COLLECT, "--collect", help="Collectors: nsys, ncu, torch (torch: fallback only)"),
     repeats: int = typer.Option(defaults.REPEATS, "--repeats", "-r", help="Timed layer calls per point (events, nsys)"),
     warmup: int = typer.Option(defaults.WARMUP, "--warmup", help="Untimed calls before measuring, outside NVTX ranges"),
+    sustain_s: float = typer.Option(0.0, "--sustain-s", help="Seconds of back-to-back layer calls before each point's CUDA-event timing, so that the card holds the clock and power of sustained load (serving) rather than a burst's; points.csv records the SM clock and power capping NVML saw while timing"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Capture folder (default captures/<time>)"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted capture in --out (runs only the missing points; an external program comes from `-- CMD` or, confirmed, from the manifest)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="With --resume: run the command stored in the manifest without asking"),
@@ -88,6 +89,10 @@ def capture(
                            ("--ncu-launch-skip", ncu_launch_skip, 0)):
         if v < least:
             raise MoeprofError(f"{name} must be >= {least}, got {v}")
+    import math
+
+    if not (math.isfinite(sustain_s) and 0 <= sustain_s <= 600):
+        raise MoeprofError(f"--sustain-s must be between 0 and 600 seconds, got {sustain_s}")
     from moeprof.models.routing import parse_skew
 
     parse_skew(routing)  # reject a bad --routing before any profiler starts
@@ -125,7 +130,8 @@ def capture(
 
     cfg = CaptureConfig(
         out=out, formats=_words(formats), batches=_ints(batch, "--batch"), model=model, shape=shp, tp=tp, ep=ep,
-        routing=routing, seed=seed, repeats=repeats, warmup=warmup, workload=workload, collect=_words(collect),
+        routing=routing, seed=seed, repeats=repeats, warmup=warmup, sustain_s=sustain_s, workload=workload,
+        collect=_words(collect),
         ncu_repeats=ncu_repeats, ncu_launch_count=ncu_launch_count or None, ncu_nvtx_include=nvtx_include or None,
         ncu_kernel_regex=ncu_kernel, ncu_launch_skip=ncu_launch_skip, labels=run_labels, nvtx_pattern=nvtx_pattern,
         clock_control=clock_control, cache_control=cache_control, command=list(command) if command else None, ranks=ranks,

@@ -117,12 +117,14 @@ def _mirror_nvtx_to_record_function() -> None:
     nv.range_push, nv.range_pop = push, pop
 
 
-def time_calls(layer, repeats: int) -> tuple[list[float], str]:
-    """Per-call CUDA-event times (ns) from timing.time_fn (CUDA graph replays, L2 flushed between calls)."""
+def time_calls(layer, repeats: int, sustain_s: float = 0.0) -> tuple[list[float], str]:
+    """Per-call CUDA-event times (ns) from timing.time_fn (CUDA graph replays, L2 flushed between calls),
+    after sustain_s seconds of back-to-back calls (the clock and power of sustained load, not a burst's)."""
     from moeprof.profiler.timing import time_fn
 
-    r = time_fn(lambda: layer(nvtx=False), warmup=1, repeats=repeats)
-    return [float(x) for x in r.samples_ns], "timing.time_fn " + ("cuda-graph" if r.used_graph else "eager") + ", l2-flush"
+    r = time_fn(lambda: layer(nvtx=False), warmup=1, repeats=repeats, warmup_s=sustain_s)
+    how = "timing.time_fn " + ("cuda-graph" if r.used_graph else "eager") + ", l2-flush"
+    return [float(x) for x in r.samples_ns], how + (f", after {sustain_s:g} s of back-to-back calls" if sustain_s > 0 else "")
 
 
 # The first point a process times runs its timed calls once more before them, untimed (events: one whole
@@ -150,6 +152,9 @@ def run_batch(spec: dict, batch: int) -> dict:
         if pilot:
             time_calls(layer, spec.get("repeats", 20))
         # what NVML saw while the timed calls ran (SM clock, power, power capping): profiler/clocks.py
+        sustain_s = float(spec.get("sustain_s", 0.0) or 0.0)
+        if sustain_s > 0:   # the sustained calls run before the sampler starts: it sees the timed calls only
+            time_calls(layer, 1, sustain_s)
         with ClockSampler() as clocks:
             rec["layer_time_ns"], rec["timing"] = time_calls(layer, spec.get("repeats", 20))
         if clocks.summary is not None:

@@ -52,6 +52,7 @@ class CaptureConfig:
     seed: int = 0
     repeats: int = 20
     warmup: int = 3
+    sustain_s: float = 0.0             # back-to-back calls before each point's timed calls (events), seconds
     kernel: str = "triton"
     workload: str = "moeprof"          # moeprof | toy (self-test layer in _point_runner)
     collect: list[str] = field(default_factory=lambda: list(COLLECTORS))
@@ -454,7 +455,8 @@ class Capture:
             raise MoeprofError(f"unknown collector {unknown[0]!r}; valid: {', '.join(COLLECTORS)}")
         col["events"] = ({"status": "skipped", "reason": "external mode: the program is not a moeprof workload"}
                          if self.external else {"status": "pending", "tool_version": None,
-                                                "options": {"repeats": c.repeats, "warmup": c.warmup}, "files": []})
+                                                "options": {"repeats": c.repeats, "warmup": c.warmup,
+                                                            "sustain_s": c.sustain_s}, "files": []})
         if "nsys" in c.collect:
             path = tools.find_nsys()
             env = tools.nsys_env()
@@ -561,6 +563,9 @@ class Capture:
             c.shape = schema.LayerShape.from_json(w).to_json()
             c.model, c.tp, c.ep, c.routing, c.seed = w.get("model"), w["tp"], w["ep"], w["routing"], w["seed"]
             c.repeats, c.warmup, c.workload = w["repeats"], w.get("warmup", c.warmup), w.get("workload", "moeprof")
+            ev_opts = (old.get("collectors", {}).get("events") or {}).get("options") or {}
+            if isinstance(ev_opts.get("sustain_s"), (int, float)) and ev_opts["sustain_s"] >= 0:
+                c.sustain_s = float(ev_opts["sustain_s"])
             if c.workload == "moeprof":
                 c.kernel = w.get("kernel", c.kernel)
         desc = self._check_host()
@@ -622,6 +627,7 @@ class Capture:
     def _spec(self, folder: CaptureFolder, mode: str, fmt: str, batches: list[int], name: str, repeats: int) -> Path:
         w = folder.manifest["workload"]
         spec = {"mode": mode, "format": fmt, "batches": batches, "repeats": repeats, "warmup": self.cfg.warmup,
+                "sustain_s": self.cfg.sustain_s,
                 "shape": schema.LayerShape.from_json(w).layer_kwargs(),
                 "tp": w["tp"], "ep": w["ep"], "routing": w["routing"], "seed": w["seed"], "kernel": self.cfg.kernel,
                 "workload": self.cfg.workload,
