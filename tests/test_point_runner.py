@@ -21,8 +21,8 @@ def runner(monkeypatch):
 
     calls, timings = [], []
 
-    def fake_time_calls(layer, repeats):
-        timings.append(repeats)
+    def fake_time_calls(layer, repeats, sustain_s=0.0):
+        timings.append(repeats if not sustain_s else ("sustain", sustain_s))
         return [float(len(timings))] * repeats, "timing.time_fn cuda-graph, l2-flush"
 
     monkeypatch.setattr(pr, "build", lambda spec, batch: _FakeLayer(calls))
@@ -59,3 +59,28 @@ def test_ncu_takes_no_extra_pass(runner):
     pr, calls, _ = runner
     pr.run_batch(dict(mode="ncu", format="bf16", repeats=1, warmup=1), 1)
     assert calls == [False, True]
+
+
+def test_events_sustain_first_and_record_the_clocks_of_the_timed_calls(runner, monkeypatch):
+    """--sustain-s: the back-to-back calls run before the timed ones and outside the NVML sampler,
+    which covers the timed calls alone; its summary lands in the point's record."""
+    from moeprof.profiler import clocks
+
+    pr, _, timings = runner
+    opened = []
+
+    class FakeSampler:
+        def __enter__(self):
+            opened.append(list(timings))      # what had run when sampling began
+            return self
+
+        def __exit__(self, *exc):
+            self.summary = clocks.summarize([clocks.Sample(0.0, 1710.0, 692.5, clocks.SW_POWER_CAP)])
+
+    monkeypatch.setattr(clocks, "ClockSampler", FakeSampler)
+    monkeypatch.setattr(pr, "_FIRST_POINT", False)
+    rec = pr.run_batch(dict(mode="events", format="mxfp4", repeats=5, warmup=1, sustain_s=1.5), 64)
+    assert timings == [("sustain", 1.5), 5] and opened == [[("sustain", 1.5)]]
+    assert rec["layer_time_ns"] == [2.0] * 5
+    assert rec["timing"].endswith("after 1.5 s of back-to-back calls")
+    assert (rec["sm_clock_median_mhz"], rec["power_median_w"], rec["power_capped_fraction"]) == (1710.0, 692.5, 1.0)
