@@ -97,6 +97,11 @@ def test_real_capture_clocks_reach_the_layer_table_and_the_verdict(capsys):
             limited = want[(fmt, v["batch"])]["power_capped_fraction"] >= 0.5
             assert (f"{fmt} ran the card at its power limit" in line) == limited, line
             assert f"{want[(fmt, v['batch'])]['sm_clock_median_mhz']:.0f} MHz" in line
+    # one note names the power-limited points, per format
+    note = next(n for n in doc["notes"] if n.startswith("power limit:"))
+    for fmt in ("fp8", "mxfp4"):
+        capped = sorted(b for (f, b), w in want.items() if f == fmt and w["power_capped_fraction"] >= 0.5)
+        assert f"{fmt} at {', '.join(map(str, capped))}" in note, note
     # fp8 at 16 was the one point not capped
     v16 = next(v for v in doc["verdicts"] if v["batch"] == 16)
     assert "fp8: SM clock median 1980 MHz" in " ".join(v16["reasons"]) and "not power-capped" in " ".join(v16["reasons"])
@@ -135,6 +140,7 @@ def test_captures_without_clock_columns_get_no_clock_reason(capsys):
     doc = _analyze(example_capture_path().parent / "example_capture_h100", capsys)
     assert doc["verdicts"]
     assert not any(x.startswith("Clocks while timed") for v in doc["verdicts"] for x in v["reasons"])
+    assert not any(n.startswith("power limit:") for n in doc["notes"])
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "601"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from moeprof.analysis import classify, expected, metrics, validate, verdict
+from moeprof.analysis import classify, expected, metrics, sentences, validate, verdict
 from moeprof.analysis.load import Capture
 from moeprof.errors import MoeprofError
 from moeprof.roofline.cost import ROOFLINE_BASIS, ROOFLINE_BASIS_NOTE
@@ -77,6 +77,9 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     roles = metrics.role_table(k, costs, pk, collector, role_times) if collector else pd.DataFrame()
     layer = metrics.layer_table(k, capture.points, costs, pk, collector, role_times)
     samples = metrics.layer_samples(k, capture.points, collector)
+    power = sentences.power_note(layer, capture.manifest.gpu.sm_clock_max_mhz if capture.manifest.gpu else None)
+    if power:
+        notes.append(power)
     if not ours:
         as_built = ("t_as_built_ns", "pct_of_as_built", "layer_t_as_built_ns", "layer_pct_of_as_built",
                     "bytes_as_built", "gemm1_bytes_as_built", "gemm2_bytes_as_built", "t_as_built_spec_s",

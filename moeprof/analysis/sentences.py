@@ -347,6 +347,28 @@ def clock_reason(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str | None:
     return "Clocks while timed (NVML): " + "; ".join(parts) + tail + "."
 
 
+def power_note(layer: pd.DataFrame, max_clock_mhz: float | None) -> str | None:
+    """One line naming the points timed with the card at its power limit (NVML columns); None if none."""
+    if layer.empty or "power_capped_fraction" not in layer:
+        return None
+    hit = layer[layer["power_capped_fraction"].to_numpy(dtype=float) >= POWER_LIMITED_FRACTION]
+    if hit.empty:
+        return None
+    per_fmt = [f"{fmt} at {', '.join(str(int(b)) for b in sorted(g['batch']))}"
+               for fmt, g in hit.groupby("format", sort=True)]
+    clk = hit["sm_clock_median_mhz"].to_numpy(dtype=float)
+    clk = clk[np.isfinite(clk)]
+    clk_txt = ""
+    if len(clk):
+        lo, hi = clk.min(), clk.max()
+        clk_txt = f"; SM clock median {lo:.0f} MHz" if lo == hi else f"; SM clock median {lo:.0f}-{hi:.0f} MHz"
+        if max_clock_mhz and np.isfinite(max_clock_mhz):
+            clk_txt += f" against the card's {max_clock_mhz:.0f}"
+    return (f"power limit: the card was at its power limit (NVML power capping in >= "
+            f"{POWER_LIMITED_FRACTION * 100:.0f}% of samples) while these points were timed: {'; '.join(per_fmt)}"
+            f"{clk_txt}. Their times are those of a power-capped card; --explain gives each point's clock.")
+
+
 def fastest_overall(fastest: str, winner: str, n_formats: int, margin: float, next_fastest: str,
                     missing_pair: tuple[str, str] | None) -> str:
     """Which of all the formats measured at this batch is fastest (the pair may not include it)."""
