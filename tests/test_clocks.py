@@ -149,3 +149,27 @@ def test_sustain_seconds_out_of_range_are_refused_in_one_line(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert rc == 2 and "--sustain-s must be between 0 and 600 seconds" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+SUSTAIN = Path(__file__).resolve().parent / "data" / "clock_sustain_h200"
+
+
+def test_diff_names_points_whose_power_state_differs():
+    """The same points in a burst (A) and after 3 s of sustained calls (B), run 94: diff warns that the
+    timing differs and names each point where only one capture ran the card at its power limit."""
+    from moeprof.analysis.diff import diff
+    from moeprof.analysis.load import load_capture
+
+    a, b = load_capture(SUSTAIN / "burst"), load_capture(SUSTAIN / "sustained")
+    want_a, want_b = _per_point(SUSTAIN / "burst" / "points.csv"), _per_point(SUSTAIN / "sustained" / "points.csv")
+    d = diff(a, b)
+    assert any("--sustain-s 0 vs 3" in w for w in d.warnings)
+    for key in want_a:
+        la, lb = (w[key]["power_capped_fraction"] >= 0.5 for w in (want_a, want_b))
+        named = any(w.startswith(f"{key[0]} at {key[1]}: the card was at its power limit") for w in d.warnings)
+        assert named == (la != lb), key
+        row = d.rows[(d.rows["format"] == key[0]) & (d.rows["batch"] == key[1]) & (d.rows["role"] == "layer")].iloc[0]
+        assert row["sm_clock_a_mhz"] == want_a[key]["sm_clock_median_mhz"]
+        assert row["sm_clock_b_mhz"] == want_b[key]["sm_clock_median_mhz"]
+    # a capture against itself: no power-state warning
+    assert not any("power limit" in w or "sustain" in w for w in diff(b, b).warnings)

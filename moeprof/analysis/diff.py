@@ -114,11 +114,48 @@ def comparability(a: Capture, b: Capture) -> tuple[list[str], list[str]]:
         for key in ("clock_control", "cache_control", "replay_mode"):
             if oa.get(key) != ob.get(key):
                 warnings.append(f"ncu {key} differs: {oa.get(key)} vs {ob.get(key)} (counter rates may shift)")
+    sus_a, sus_b = (_sustain_s(c) for c in (a, b))
+    if sus_a != sus_b:
+        warnings.append(f"timing after sustained load differs: --sustain-s {sus_a:g} vs {sus_b:g} (times taken "
+                        f"after sustained calls include the card's power state)")
     sa_, sb_ = a.manifest.software, b.manifest.software
     for key in sorted(set(sa_) | set(sb_)):
         if sa_.get(key) != sb_.get(key):
             warnings.append(f"{key} differs: {sa_.get(key)} vs {sb_.get(key)}")
     return errors, warnings
+
+
+def _sustain_s(cap: Capture) -> float:
+    """Seconds of back-to-back calls before each point's timing (0 where the capture has none)."""
+    v = cap.manifest.collector("events").option_dict.get("sustain_s")
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 else 0.0
+
+
+def _clocks(cap: Capture) -> dict[tuple[str, int], tuple[float, float]]:
+    """(SM clock median MHz, power-capped share) per point, from points.csv's NVML columns."""
+    p = cap.points
+    if p.empty or "sm_clock_median_mhz" not in p or p["sm_clock_median_mhz"].isna().all():
+        return {}
+    p = p[p["batch"].notna()]
+    g = p.groupby([p["format"], p["batch"].astype("int64")], sort=False)
+    med = g[["sm_clock_median_mhz", "power_capped_fraction"]].median()
+    return {(str(f), int(b)): (float(r["sm_clock_median_mhz"]), float(r["power_capped_fraction"]))
+            for (f, b), r in med.iterrows()}
+
+
+def _power_warnings(df: pd.DataFrame, clk_a: dict, clk_b: dict) -> list[str]:
+    """Points where one capture ran the card at its power limit and the other did not."""
+    from moeprof.analysis.sentences import POWER_LIMITED_FRACTION
+
+    out = []
+    for key in sorted(set(clk_a) & set(clk_b)):
+        (ca, fa), (cb, fb) = clk_a[key], clk_b[key]
+        la, lb = fa >= POWER_LIMITED_FRACTION, fb >= POWER_LIMITED_FRACTION
+        if la != lb:
+            out.append(f"{key[0]} at {key[1]}: the card was at its power limit in {'A' if la else 'B'} only "
+                       f"(SM clock median {ca:.0f} vs {cb:.0f} MHz): a time change there is partly the card's "
+                       f"power state")
+    return out
 
 
 def _samples(cap: Capture) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -189,6 +226,16 @@ def diff(a: Capture, b: Capture, options: DiffOptions | None = None) -> DiffResu
     else:
         df["dram_bytes_change_pct"] = (df["dram_bytes_b"] / df["dram_bytes_a"] - 1) * 100
         df["tensor_ops_change_pct"] = (df["tensor_ops_b"] / df["tensor_ops_a"] - 1) * 100
+        # NVML while the layer calls were timed (points.csv), on the whole-layer rows
+        clk_a, clk_b = _clocks(a), _clocks(b)
+        if clk_a or clk_b:
+            layer = (df["role"] == LAYER_ROLE).to_numpy()
+            for side, clk in (("a", clk_a), ("b", clk_b)):
+                vals = [clk.get((str(f), int(bt))) if lay else None
+                        for f, bt, lay in zip(df["format"], df["batch"], layer)]
+                df[f"sm_clock_{side}_mhz"] = [v[0] if v else np.nan for v in vals]
+                df[f"power_capped_{side}_fraction"] = [v[1] if v else np.nan for v in vals]
+            warnings += _power_warnings(df, clk_a, clk_b)
     return DiffResult(df, errors, warnings, opt, str(a.path), str(b.path))
 
 
