@@ -342,8 +342,9 @@ def clock_reason(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str | None:
         return None
     parts = [x[0] if x else f"{fmt}: not recorded" for fmt, x in ((w, a), (l, b))]
     limited = [fmt for fmt, x in ((w, a), (l, b)) if x and x[1]]
-    tail = (f": {' and '.join(limited)}'s time is partly a statement about the card's power budget (a kernel "
-            f"bound by instruction issue slows with the clock)" if limited else "")
+    whose = f"{limited[0]}'s time is" if len(limited) == 1 else "both formats' times are"
+    tail = (f": {whose} partly a statement about the card's power budget (a kernel bound by instruction "
+            f"issue slows with the clock)" if limited else "")
     return "Clocks while timed (NVML): " + "; ".join(parts) + tail + "."
 
 
