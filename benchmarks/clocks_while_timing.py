@@ -7,40 +7,20 @@ DRAM-bound one much less).
 
 For each format: the layer's two expert GEMMs (benchmarks/moe_gemm_variants.gemm_callable, CUDA graph,
 cold L2) are timed in rounds of 20 repeats for --seconds, after --spin-s seconds of the bf16 matmul loop
-that moe_gemm_variants.py runs before its first point (0: none). A thread samples NVML every 2 ms.
+that moe_gemm_variants.py runs before its first point (0: none). moeprof.profiler.clocks samples NVML every 2 ms.
 Prints, per round, the median GEMM time and the SM clocks sampled during it; writes OUT_DIR/clocks.json.
 """
 import argparse
-import ctypes
 import json
 import os
 import statistics
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-NVML_CLOCK_SM = 1
-
-
-class Nvml:
-    def __init__(self, index=0):
-        self.lib = ctypes.CDLL("libnvidia-ml.so.1")
-        assert self.lib.nvmlInit_v2() == 0, "nvmlInit failed"
-        self.h = ctypes.c_void_p()
-        assert self.lib.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(self.h)) == 0
-        # (the older name of the same call on drivers before r535)
-        self.reasons_fn = getattr(self.lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-            self.lib.nvmlDeviceGetCurrentClocksThrottleReasons
-
-    def sample(self):
-        clk, mw, reasons = ctypes.c_uint(), ctypes.c_uint(), ctypes.c_ulonglong()
-        self.lib.nvmlDeviceGetClockInfo(self.h, NVML_CLOCK_SM, ctypes.byref(clk))
-        self.lib.nvmlDeviceGetPowerUsage(self.h, ctypes.byref(mw))
-        self.reasons_fn(self.h, ctypes.byref(reasons))
-        return clk.value, mw.value / 1000.0, reasons.value
+from moeprof.profiler.clocks import POWER_REASONS, ClockSampler  # noqa: E402
 
 
 def main():
@@ -57,16 +37,8 @@ def main():
     from moeprof.models.layer import build_layer_for_model
     from moeprof.profiler import timing
 
-    nvml = Nvml(torch.cuda.current_device())
-    samples, stop = [], threading.Event()
-
-    def sampler():
-        while not stop.is_set():
-            samples.append((time.perf_counter(), *nvml.sample()))
-            time.sleep(0.002)
-
-    th = threading.Thread(target=sampler, daemon=True)
-    th.start()
+    sampler = ClockSampler(period_s=0.002).__enter__()
+    samples = sampler.samples           # (t_s, sm_clock_mhz, power_w, reasons), appended by its thread
     out = dict(card=torch.cuda.get_device_name(), batch=args.batch, spin_s=args.spin_s, formats={})
     for fmt in args.formats.split(","):
         layer = build_layer_for_model(MODEL, fmt, args.batch, seed=23)
@@ -87,21 +59,24 @@ def main():
             t0 = time.perf_counter()
             r = timing.time_fn(run, repeats=20, warmup=1)
             t1 = time.perf_counter()
-            clk = [s[1] for s in samples if t0 <= s[0] <= t1]
-            pw = [s[2] for s in samples if t0 <= s[0] <= t1]
-            capped = sum(1 for s in samples if t0 <= s[0] <= t1 and s[3] & 0x4)
+            inside = [s for s in list(samples) if t0 <= s.t_s <= t1]
+            clk = [s.sm_clock_mhz for s in inside]
+            pw = [s.power_w for s in inside]
+            capped = sum(1 for s in inside if s.reasons & POWER_REASONS)
             rounds.append(dict(t0=t0, gemm_us=r.median_ns / 1e3, clk_mhz_med=statistics.median(clk) if clk else None,
                                clk_mhz_min=min(clk) if clk else None, power_w_med=statistics.median(pw) if pw else None,
                                n_samples=len(clk), n_sw_power_cap=capped))
         out["formats"][fmt] = rounds
         t_first = rounds[0]["t0"]
         print(f"{fmt} batch {args.batch} (spin {args.spin_s} s before): round, s after the first, GEMMs us, "
-              f"SM MHz median / min, W, samples with SW power cap / all")
+              f"SM MHz median / min, W, samples under power capping / all")
         for i, rd in enumerate(rounds):
             if i < 5 or i % 10 == 0 or i == len(rounds) - 1:
                 print(f"  {i:3d} {rd['t0'] - t_first:6.2f} {rd['gemm_us']:8.1f} {rd['clk_mhz_med']} / {rd['clk_mhz_min']} "
                       f"{rd['power_w_med']} {rd['n_sw_power_cap']}/{rd['n_samples']}", flush=True)
-    stop.set()
+    sampler.__exit__(None, None, None)
+    if not samples:
+        print("NVML could not be read: no clocks", file=sys.stderr)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "clocks.json"), "w") as fh:
         json.dump(out, fh, indent=1)

@@ -445,6 +445,7 @@ def main():
     from moeprof.models import peers
     from moeprof.models.reference import ERROR_BOUNDS, poisoned_call, rel_err
     from moeprof.profiler import timing
+    from moeprof.profiler.clocks import ClockSampler
 
     batches = [int(x) for x in args.batches.split(",") if x]
     formats = tuple(f for f in args.formats.split(",") if f)
@@ -534,9 +535,14 @@ def main():
                 if not piloted:   # the process's first timing, discarded (see --no-pilot)
                     timing.time_fn(run, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
                     piloted = True
-                r = timing.time_fn(run, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
+                # (NVML beside the timed calls: SM clock, power, power capping; profiler/clocks.py)
+                with ClockSampler() as clocks:
+                    r = timing.time_fn(run, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s)
                 row.update(gemm_us=r.median_ns / 1e3, p10_us=r.p10_ns / 1e3, p90_us=r.p90_ns / 1e3,
                            pct_dram_peak=100 * layer.weight_bytes_read / (r.median_ns * 1e-9) / args.dram_peak)
+                if clocks.summary is not None:
+                    row.update(sm_clock_mhz=clocks.summary.sm_clock_median_mhz,
+                               power_capped_pct=100 * clocks.summary.power_capped_fraction)
                 if name == "default":   # the whole layer call too (route, sort, quant, GEMMs, combine)
                     row["layer_us"] = timing.time_fn(layer, repeats=args.repeats, warmup=3, warmup_s=args.warmup_s).median_ns / 1e3
                 if name == "default" and fmt in PEER_FORMATS:
@@ -616,12 +622,14 @@ def main():
             print("NCU", key, "ERROR", v["error"], flush=True)
     print(f"\nSUMMARY {props.name}: expert GEMMs, us (% of DRAM peak {args.dram_peak / 1e12:.2f} TB/s); "
           f"{time.time() - t0:.0f} s")
-    print(f"{'fmt':6s} {'batch':>5s} {'variant':30s} {'ok':>3s} {'err':>8s} {'gemm_us':>8s} {'%peak':>6s} {'peer_us':>8s} {'layer_us':>8s}")
+    print(f"{'fmt':6s} {'batch':>5s} {'variant':30s} {'ok':>3s} {'err':>8s} {'gemm_us':>8s} {'%peak':>6s} {'peer_us':>8s} "
+          f"{'layer_us':>8s} {'SM_MHz':>6s} {'capped':>6s}")
     for r in rows:
         print(f"{r['fmt']:6s} {r['batch']:5d} {r['variant'][:30]:30s} {'y' if r.get('ok') else 'N':>3s} "
               f"{r.get('rel_err', float('nan')):8.1e} {r.get('gemm_us', float('nan')):8.1f} "
               f"{r.get('pct_dram_peak', float('nan')):6.1f} {r.get('peer_gemm_us', float('nan')):8.1f} "
-              f"{r.get('layer_us', float('nan')):8.1f}"
+              f"{r.get('layer_us', float('nan')):8.1f} {r.get('sm_clock_mhz', float('nan')):6.0f} "
+              f"{r.get('power_capped_pct', float('nan')):5.0f}%"
               + (f" {r['error'][:60]}" if "error" in r else ""))
     if best:
         # fp8 against both peers: moeprof's default, its best configuration, torch's GEMMs, SGLang's best tile
