@@ -173,3 +173,17 @@ def test_diff_names_points_whose_power_state_differs():
         assert row["sm_clock_b_mhz"] == want_b[key]["sm_clock_median_mhz"]
     # a capture against itself: no power-state warning
     assert not any("power limit" in w or "sustain" in w for w in diff(b, b).warnings)
+
+
+def test_explain_layer_table_shows_the_clocks_only_where_recorded(capsys):
+    from moeprof.analysis.load import example_capture_path
+
+    assert main(["analyze", str(CAPTURE), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "SM MHz" in out
+    want = _per_point(CAPTURE / "points.csv")
+    for (fmt, batch), w in want.items():
+        row = next(ln for ln in out.splitlines() if ln.split()[:2] == [fmt, str(batch)] and "µs" in ln)
+        assert row.split()[-2:] == [f"{w['sm_clock_median_mhz']:.0f}", f"{w['power_capped_fraction'] * 100:.0f}%"], row
+    assert main(["analyze", str(example_capture_path().parent / "example_capture_h100"), "--explain"]) == 0
+    assert "SM MHz" not in capsys.readouterr().out

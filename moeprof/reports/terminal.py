@@ -152,16 +152,25 @@ def verdict_screen(a: Analysis, width: int) -> Group:
 # --explain: the per-format tables and every reason
 
 def layer_table(a: Analysis) -> Table:
-    """Whole layer calls: time, spread, throughput, share outside the expert GEMMs."""
+    """Whole layer calls: time, spread, throughput, share outside the expert GEMMs; where the capture has
+    NVML clocks, the SM clock and the share of samples under power capping while they were timed."""
+    clocks = "sm_clock_median_mhz" in a.layer and a.layer["sm_clock_median_mhz"].notna().any()
     t = _table(f"Layer calls on {escape(a.gpu_label)} (per layer call; non-GEMM: share of kernel time outside the "
-               f"expert GEMMs)")
-    for col, right in (("fmt", False), ("batch", True), ("median", True), ("p10–p90", True), ("n", True),
-                       ("tok/s", True), ("non-GEMM", True)):
+               f"expert GEMMs" + ("; SM MHz, capped: NVML's SM clock median and share of samples under power "
+                                  "capping while timed" if clocks else "") + ")")
+    cols = [("fmt", False), ("batch", True), ("median", True), ("p10–p90", True), ("n", True), ("tok/s", True),
+            ("non-GEMM", True)] + ([("SM MHz", True), ("capped", True)] if clocks else [])
+    for col, right in cols:
         _col(t, col, right)
     for _, r in a.layer.iterrows():
-        t.add_row(str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
-                  _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), fmt_num(r.get("repeats")),
-                  fmt_num(r.get("tokens_per_s"), "{:,.0f}"), fmt_num(r.get("outside_gemm_pct"), suffix="%"))
+        cells = [str(r["format"]), str(r["batch"]), fmt_time(r["layer_time_median_ns"]),
+                 _spread(r, "layer_time_p10_ns", "layer_time_p90_ns"), fmt_num(r.get("repeats")),
+                 fmt_num(r.get("tokens_per_s"), "{:,.0f}"), fmt_num(r.get("outside_gemm_pct"), suffix="%")]
+        if clocks:
+            cap = r.get("power_capped_fraction")
+            cells += [fmt_num(r.get("sm_clock_median_mhz")),
+                      fmt_num(cap * 100 if cap is not None and pd.notna(cap) else None, suffix="%")]
+        t.add_row(*cells)
     return t
 
 
