@@ -33,49 +33,41 @@ def main():
     args = ap.parse_args()
     import torch
 
-    from moe_gemm_variants import MODEL, gemm_callable
+    from moe_gemm_variants import MODEL, gemm_callable, spin_gpu
     from moeprof.models.layer import build_layer_for_model
     from moeprof.profiler import timing
 
-    sampler = ClockSampler(period_s=0.002).__enter__()
-    samples = sampler.samples           # (t_s, sm_clock_mhz, power_w, reasons), appended by its thread
     out = dict(card=torch.cuda.get_device_name(), batch=args.batch, spin_s=args.spin_s, formats={})
-    for fmt in args.formats.split(","):
-        layer = build_layer_for_model(MODEL, fmt, args.batch, seed=23)
-        run = gemm_callable(layer)
-        timing.time_fn(run, repeats=5)
-        torch.cuda.synchronize()
-        if args.spin_s > 0:
-            a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-            t_spin = time.perf_counter()
-            while time.perf_counter() - t_spin < args.spin_s:
-                for _ in range(20):
-                    a @ a
-                torch.cuda.synchronize()
-            del a
-        rounds = []
-        t_end = time.perf_counter() + args.seconds
-        while time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            r = timing.time_fn(run, repeats=20, warmup=1)
-            t1 = time.perf_counter()
-            inside = [s for s in list(samples) if t0 <= s.t_s <= t1]
-            clk = [s.sm_clock_mhz for s in inside]
-            pw = [s.power_w for s in inside]
-            capped = sum(1 for s in inside if s.reasons & POWER_REASONS)
-            rounds.append(dict(t0=t0, gemm_us=r.median_ns / 1e3, clk_mhz_med=statistics.median(clk) if clk else None,
-                               clk_mhz_min=min(clk) if clk else None, power_w_med=statistics.median(pw) if pw else None,
-                               n_samples=len(clk), n_sw_power_cap=capped))
-        out["formats"][fmt] = rounds
-        t_first = rounds[0]["t0"]
-        print(f"{fmt} batch {args.batch} (spin {args.spin_s} s before): round, s after the first, GEMMs us, "
-              f"SM MHz median / min, W, samples under power capping / all")
-        for i, rd in enumerate(rounds):
-            if i < 5 or i % 10 == 0 or i == len(rounds) - 1:
-                print(f"  {i:3d} {rd['t0'] - t_first:6.2f} {rd['gemm_us']:8.1f} {rd['clk_mhz_med']} / {rd['clk_mhz_min']} "
-                      f"{rd['power_w_med']} {rd['n_sw_power_cap']}/{rd['n_samples']}", flush=True)
-    sampler.__exit__(None, None, None)
-    if not samples:
+    # (NVML every 2 ms on a thread: Sample(t_s, sm_clock_mhz, power_w, reasons) in sampler.samples)
+    with ClockSampler(period_s=0.002) as sampler:
+        for fmt in args.formats.split(","):
+            layer = build_layer_for_model(MODEL, fmt, args.batch, seed=23)
+            run = gemm_callable(layer)
+            timing.time_fn(run, repeats=5)
+            torch.cuda.synchronize()
+            spin_gpu(args.spin_s)
+            rounds = []
+            t_end = time.perf_counter() + args.seconds
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                r = timing.time_fn(run, repeats=20, warmup=1)
+                t1 = time.perf_counter()
+                inside = [s for s in list(sampler.samples) if t0 <= s.t_s <= t1]
+                clk = [s.sm_clock_mhz for s in inside]
+                pw = [s.power_w for s in inside]
+                capped = sum(1 for s in inside if s.reasons & POWER_REASONS)
+                rounds.append(dict(t0=t0, gemm_us=r.median_ns / 1e3, clk_mhz_med=statistics.median(clk) if clk else None,
+                                   clk_mhz_min=min(clk) if clk else None, power_w_med=statistics.median(pw) if pw else None,
+                                   n_samples=len(clk), n_sw_power_cap=capped))
+            out["formats"][fmt] = rounds
+            t_first = rounds[0]["t0"]
+            print(f"{fmt} batch {args.batch} (spin {args.spin_s} s before): round, s after the first, GEMMs us, "
+                  f"SM MHz median / min, W, samples under power capping / all")
+            for i, rd in enumerate(rounds):
+                if i < 5 or i % 10 == 0 or i == len(rounds) - 1:
+                    print(f"  {i:3d} {rd['t0'] - t_first:6.2f} {rd['gemm_us']:8.1f} {rd['clk_mhz_med']} / {rd['clk_mhz_min']} "
+                          f"{rd['power_w_med']} {rd['n_sw_power_cap']}/{rd['n_samples']}", flush=True)
+    if not sampler.samples:
         print("NVML could not be read: no clocks", file=sys.stderr)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "clocks.json"), "w") as fh:

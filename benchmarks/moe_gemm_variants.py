@@ -266,6 +266,19 @@ def _build(fmt, b, cfg, kernel="triton"):
     return build_layer_for_model(MODEL, fmt, b, seed=SEED, kernel=kernel, cfg=pair)
 
 
+def spin_gpu(seconds: float) -> None:
+    """Untimed bf16 matmul loop for `seconds` (clocks up from idle before the first timed point)."""
+    import torch
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t_spin = time.time()
+    while time.time() - t_spin < seconds:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
+    del a
+
+
 def _warm(batch_of_points):
     """Worker: one call per point, so that Triton compiles and caches every kernel."""
     import torch
@@ -496,14 +509,7 @@ def main():
     if args.phase == "warm":
         return
 
-    # clocks up from idle before the first timed point (a bf16 matmul loop, untimed)
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    t_spin = time.time()
-    while time.time() - t_spin < args.spin_s:
-        for _ in range(20):
-            a @ a
-        torch.cuda.synchronize()
-    del a
+    spin_gpu(args.spin_s)
 
     rows = []
     refs = {}

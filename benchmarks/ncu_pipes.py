@@ -46,7 +46,7 @@ def summarize_raw(d):
     for k, v in d.items():
         m = PIPE.match(k)
         if m and _num(v) is not None:
-            kind = "busy" if m.group(3) or m.group(1) == "pipe_" else "issue"
+            kind = "busy" if m.group(1) == "pipe_" else "issue"   # pipe_X_cycles_active: cycles busy
             pipes[(m.group(2), kind)] = _num(v)
     stalls = {m.group(1): _num(v) for k, v in d.items() if (m := STALL.match(k)) and _num(v) is not None}
     return out, pipes, stalls
@@ -96,7 +96,8 @@ def summarize_sass(table, top=14):
         ins = re.sub(r"^@!?U?P\w+\s+", "", r[src].strip())
         op = ins.split(" ")[0] if ins else "?"
         by_op[op][0] += _num(r[samp]) or 0
-        by_op[op][1] += _num(r[execd]) or 0 if execd else 0
+        if execd:
+            by_op[op][1] += _num(r[execd]) or 0
     lines = [f"  stall samples by opcode (of {total:.0f}; warp instructions executed):"]
     for op, (s, e) in sorted(by_op.items(), key=lambda kv: -kv[1][0])[:top]:
         lines.append(f"    {op:26s} {100 * s / total:5.1f} %   {e:14.0f}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from moeprof.capture_folder import POINT_CLOCK_COLUMNS
 from moeprof.cli import main
 from moeprof.profiler import clocks
 
@@ -68,7 +69,7 @@ def _per_point(path: Path) -> dict[tuple[str, int], dict[str, float]]:
     out: dict[tuple[str, int], dict[str, float]] = {}
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
-            vals = {c: float(r[c]) for c in clocks.CLOCK_COLUMNS}
+            vals = {c: float(r[c]) for c in POINT_CLOCK_COLUMNS}
             key = (r["format"], int(r["batch"]))
             assert out.setdefault(key, vals) == vals, key
     return out
@@ -88,7 +89,7 @@ def test_real_capture_clocks_reach_the_layer_table_and_the_verdict(capsys):
     max_mhz = json.loads((CAPTURE / "manifest.json").read_text())["gpu"]["sm_clock_max_mhz"]
     for r in doc["layer"]:
         w = want[(r["format"], r["batch"])]
-        for c in clocks.CLOCK_COLUMNS:
+        for c in POINT_CLOCK_COLUMNS:
             assert r[c] == pytest.approx(w[c]), (r["format"], r["batch"], c)
         assert 0 < r["sm_clock_median_mhz"] <= max_mhz
     for v in doc["verdicts"]:
@@ -187,3 +188,4 @@ def test_explain_layer_table_shows_the_clocks_only_where_recorded(capsys):
         assert row.split()[-2:] == [f"{w['sm_clock_median_mhz']:.0f}", f"{w['power_capped_fraction'] * 100:.0f}%"], row
     assert main(["analyze", str(example_capture_path().parent / "example_capture_h100"), "--explain"]) == 0
     assert "SM MHz" not in capsys.readouterr().out
+

@@ -29,6 +29,7 @@ import pandas as pd
 
 from moeprof.analysis import classify, metrics
 from moeprof.analysis.load import Capture
+from moeprof.analysis.sentences import POWER_LIMITED_FRACTION
 from moeprof.analysis.stats import BOOTSTRAP_SEED, block_bootstrap_medians, run_drift, sample_range
 from moeprof.capture_folder import LayerShape, Workload
 from moeprof.errors import MoeprofError
@@ -145,8 +146,6 @@ def _clocks(cap: Capture) -> dict[tuple[str, int], tuple[float, float]]:
 
 def _power_warnings(df: pd.DataFrame, clk_a: dict, clk_b: dict) -> list[str]:
     """Points where one capture ran the card at its power limit and the other did not."""
-    from moeprof.analysis.sentences import POWER_LIMITED_FRACTION
-
     out = []
     for key in sorted(set(clk_a) & set(clk_b)):
         (ca, fa), (cb, fb) = clk_a[key], clk_b[key]

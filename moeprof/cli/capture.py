@@ -89,10 +89,10 @@ def capture(
                            ("--ncu-launch-skip", ncu_launch_skip, 0)):
         if v < least:
             raise MoeprofError(f"{name} must be >= {least}, got {v}")
-    import math
+    from moeprof.profiler.capture import MAX_SUSTAIN_S
 
-    if not (math.isfinite(sustain_s) and 0 <= sustain_s <= 600):
-        raise MoeprofError(f"--sustain-s must be between 0 and 600 seconds, got {sustain_s}")
+    if not 0 <= sustain_s <= MAX_SUSTAIN_S:   # (NaN fails both comparisons)
+        raise MoeprofError(f"--sustain-s must be between 0 and {MAX_SUSTAIN_S:g} seconds, got {sustain_s}")
     from moeprof.models.routing import parse_skew
 
     parse_skew(routing)  # reject a bad --routing before any profiler starts

@@ -33,9 +33,10 @@ from moeprof.profiler.collectors import ncu as ncu_mod
 from moeprof.profiler.collectors import nsys as nsys_mod
 from moeprof.profiler.collectors import table, tools
 from moeprof.profiler.collectors import torch_trace
-from moeprof.profiler.clocks import CLOCK_COLUMNS
 
 COLLECTORS = ("nsys", "ncu", "torch")
+MAX_SUSTAIN_S = 600.0   # --sustain-s bound (seconds)
+
 _PKG_ROOT = str(Path(moeprof.__file__).resolve().parent.parent)
 
 
@@ -53,6 +54,7 @@ class CaptureConfig:
     repeats: int = 20
     warmup: int = 3
     sustain_s: float = 0.0             # back-to-back calls before each point's timed calls (events), seconds
+    #                                    (0..MAX_SUSTAIN_S)
     kernel: str = "triton"
     workload: str = "moeprof"          # moeprof | toy (self-test layer in _point_runner)
     collect: list[str] = field(default_factory=lambda: list(COLLECTORS))
@@ -690,7 +692,7 @@ class Capture:
         for b, r in st.items():
             if r["status"] == "ok":
                 # the point's NVML clock and power summary (profiler/clocks.py) on each of its rows
-                clock = {c: r.get(c) for c in CLOCK_COLUMNS}
+                clock = {c: r.get(c) for c in schema.POINT_CLOCK_COLUMNS}
                 for i, t in enumerate(r["layer_time_ns"]):
                     rows.append({"format": fmt, "batch": b, "repeat": i, "layer_time_ns": t,
                                  "experts_touched": r.get("experts_touched"), "kernel": r.get("kernel", ""),

@@ -32,8 +32,6 @@ HW_POWER_BRAKE_SLOWDOWN = 0x80
 POWER_REASONS = SW_POWER_CAP | HW_POWER_BRAKE_SLOWDOWN
 THERMAL_REASONS = SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN | HW_SLOWDOWN
 
-# the points.csv columns a timed point gets
-CLOCK_COLUMNS = POINT_CLOCK_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,8 @@ class ClockSummary:
     samples: int
 
     def as_record(self) -> dict:
-        return {"sm_clock_median_mhz": self.sm_clock_median_mhz, "sm_clock_min_mhz": self.sm_clock_min_mhz,
-                "power_median_w": self.power_median_w, "power_capped_fraction": self.power_capped_fraction,
-                "thermal_slowdown_fraction": self.thermal_slowdown_fraction, "clock_samples": self.samples}
+        """The points.csv columns (fields of the same names) and the sample count."""
+        return {**{c: getattr(self, c) for c in POINT_CLOCK_COLUMNS}, "clock_samples": self.samples}
 
 
 def summarize(samples: list[Sample]) -> ClockSummary | None:
