@@ -189,3 +189,10 @@ def test_explain_layer_table_shows_the_clocks_only_where_recorded(capsys):
     assert main(["analyze", str(example_capture_path().parent / "example_capture_h100"), "--explain"]) == 0
     assert "SM MHz" not in capsys.readouterr().out
 
+
+@pytest.mark.parametrize("stored, want", [(3, 3.0), (0.5, 0.5), (1e9, 0.0), (-1, 0.0), (float("nan"), 0.0),
+                                          (True, 0.0), ("3", 0.0), (None, 0.0)])
+def test_resume_takes_a_stored_sustain_only_within_the_bound(stored, want):
+    from moeprof.profiler.capture import stored_sustain_s
+
+    assert stored_sustain_s(stored, 0.0) == want

@@ -35,8 +35,15 @@ from moeprof.profiler.collectors import table, tools
 from moeprof.profiler.collectors import torch_trace
 
 COLLECTORS = ("nsys", "ncu", "torch")
-MAX_SUSTAIN_S = 600.0   # --sustain-s bound (seconds)
+MAX_SUSTAIN_S = 600.0   # --sustain-s bound, also on a value read back from a folder's manifest
 
+
+def stored_sustain_s(value, default: float) -> float:
+    """--sustain-s as a resumed folder's manifest stored it: a folder is data, so only a number within
+    the command line's bound reaches a child; anything else keeps `default`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_SUSTAIN_S:
+        return float(value)
+    return default
 _PKG_ROOT = str(Path(moeprof.__file__).resolve().parent.parent)
 
 
@@ -566,8 +573,7 @@ class Capture:
             c.model, c.tp, c.ep, c.routing, c.seed = w.get("model"), w["tp"], w["ep"], w["routing"], w["seed"]
             c.repeats, c.warmup, c.workload = w["repeats"], w.get("warmup", c.warmup), w.get("workload", "moeprof")
             ev_opts = (old.get("collectors", {}).get("events") or {}).get("options") or {}
-            if isinstance(ev_opts.get("sustain_s"), (int, float)) and ev_opts["sustain_s"] >= 0:
-                c.sustain_s = float(ev_opts["sustain_s"])
+            c.sustain_s = stored_sustain_s(ev_opts.get("sustain_s"), c.sustain_s)
             if c.workload == "moeprof":
                 c.kernel = w.get("kernel", c.kernel)
         desc = self._check_host()
