@@ -12,9 +12,12 @@ OUT_DIR=${1:?usage: bash scripts/make_example_capture.sh OUT_DIR}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 CAP=$OUT_DIR/example_capture
 BATCHES=${BATCHES:-1,4,16,64,256,1024,4096,16384}
+# each point is timed after this many seconds of back-to-back layer calls: the clocks and power of
+# sustained serving, not of a short burst (0: no sustained calls)
+SUSTAIN_S=${SUSTAIN_S:-2}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader
 args=(capture -m gpt-oss-120b -f bf16,fp8,mxfp4 -b "$BATCHES" --collect nsys,ncu -r 20
-      --nvtx-include 'moe/*/*/gemm1/' --nvtx-include 'moe/*/*/gemm2/' -o "$CAP" -q)
+      --nvtx-include 'moe/*/*/gemm1/' --nvtx-include 'moe/*/*/gemm2/' --sustain-s "$SUSTAIN_S" -o "$CAP" -q)
 [ -f "$CAP/manifest.json" ] && args+=(--resume)
 timeout "${CAPTURE_TIMEOUT:-900}" python3 -m moeprof "${args[@]}"
 echo "capture rc=$?"

@@ -1,4 +1,4 @@
-"""The verdicts moeprof ships (moeprof/data/example_capture, H200, 2026-11-30, and the earlier H100 capture
+"""The verdicts moeprof ships (moeprof/data/example_capture, H200, 2026-12-02, and the earlier H100 capture
 in moeprof/data/example_capture_h100, 2026-11-26) against values recomputed from the raw points.csv rows
 with plain pandas: winners, speedups, the crossover interval."""
 

@@ -115,7 +115,7 @@ def comparability(a: Capture, b: Capture) -> tuple[list[str], list[str]]:
         for key in ("clock_control", "cache_control", "replay_mode"):
             if oa.get(key) != ob.get(key):
                 warnings.append(f"ncu {key} differs: {oa.get(key)} vs {ob.get(key)} (counter rates may shift)")
-    sus_a, sus_b = (_sustain_s(c) for c in (a, b))
+    sus_a, sus_b = a.sustain_s, b.sustain_s
     if sus_a != sus_b:
         warnings.append(f"timing after sustained load differs: --sustain-s {sus_a:g} vs {sus_b:g} (times taken "
                         f"after sustained calls include the card's power state)")
@@ -124,12 +124,6 @@ def comparability(a: Capture, b: Capture) -> tuple[list[str], list[str]]:
         if sa_.get(key) != sb_.get(key):
             warnings.append(f"{key} differs: {sa_.get(key)} vs {sb_.get(key)}")
     return errors, warnings
-
-
-def _sustain_s(cap: Capture) -> float:
-    """Seconds of back-to-back calls before each point's timing (0 where the capture has none)."""
-    v = cap.manifest.collector("events").option_dict.get("sustain_s")
-    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 else 0.0
 
 
 def _clocks(cap: Capture) -> dict[tuple[str, int], tuple[float, float]]:

@@ -55,6 +55,13 @@ class Capture:
     def label(self) -> str:
         return self.manifest.label
 
+    @property
+    def sustain_s(self) -> float:
+        """Seconds of back-to-back calls before each point's CUDA-event timing (--sustain-s; 0 where the
+        capture has none or its manifest holds no sound number: a folder is data)."""
+        v = self.manifest.collector("events").option_dict.get("sustain_s")
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf") else 0.0
+
 
 def example_capture_path() -> Path:
     """The shipped example capture (override with $MOEPROF_EXAMPLE_CAPTURE)."""

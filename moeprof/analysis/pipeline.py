@@ -76,6 +76,9 @@ def analyze(capture: Capture, pair: tuple[str, str] | None = None, timing: str |
     costs = expected.dequant_as_seen(exp.costs, k) if ours else exp.costs
     roles = metrics.role_table(k, costs, pk, collector, role_times) if collector else pd.DataFrame()
     layer = metrics.layer_table(k, capture.points, costs, pk, collector, role_times)
+    if capture.sustain_s > 0 and "layer_time_source" in layer:   # charts and tables say how the calls were timed
+        layer["layer_time_source"] = layer["layer_time_source"].str.replace(
+            "(CUDA events)", f"(CUDA events after {capture.sustain_s:g} s of back-to-back calls)", regex=False)
     samples = metrics.layer_samples(k, capture.points, collector)
     power = sentences.power_note(layer, capture.manifest.gpu.sm_clock_max_mhz if capture.manifest.gpu else None)
     if power:

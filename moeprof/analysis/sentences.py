@@ -348,26 +348,44 @@ def clock_reason(w: str, l: str, wr: pd.Series, lr: pd.Series) -> str | None:
     return "Clocks while timed (NVML): " + "; ".join(parts) + tail + "."
 
 
+def _batch_runs(batches: list[int], hit: set[int]) -> str:
+    """The batches in `hit` as runs over the measured sweep `batches` ("64–16384" where every batch the
+    format measured from 64 to 16384 is in `hit`), so that a note stays one line per format."""
+    runs: list[list[int]] = []
+    prev_hit = False
+    for b in batches:
+        if b in hit:
+            if prev_hit:
+                runs[-1].append(b)
+            else:
+                runs.append([b])
+        prev_hit = b in hit
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+
+
 def power_note(layer: pd.DataFrame, max_clock_mhz: float | None) -> str | None:
     """One line naming the points timed with the card at its power limit (NVML columns); None if none."""
     if layer.empty or "power_capped_fraction" not in layer:
         return None
-    hit = layer[layer["power_capped_fraction"].to_numpy(dtype=float) >= POWER_LIMITED_FRACTION]
+    capped = layer["power_capped_fraction"].to_numpy(dtype=float) >= POWER_LIMITED_FRACTION
+    hit = layer[capped]
     if hit.empty:
         return None
-    per_fmt = [f"{fmt} at {', '.join(str(int(b)) for b in sorted(g['batch']))}"
-               for fmt, g in hit.groupby("format", sort=True)]
+    per_fmt = []
+    for fmt, g in layer.groupby("format", sort=True):
+        in_hit = {int(b) for b in hit.loc[hit["format"] == fmt, "batch"]}
+        if in_hit:
+            per_fmt.append(f"{fmt} at {_batch_runs(sorted(int(b) for b in g['batch'].unique()), in_hit)}")
     clk = hit["sm_clock_median_mhz"].to_numpy(dtype=float)
     clk = clk[np.isfinite(clk)]
     clk_txt = ""
     if len(clk):
         lo, hi = clk.min(), clk.max()
-        clk_txt = f"; SM clock median {lo:.0f} MHz" if lo == hi else f"; SM clock median {lo:.0f}-{hi:.0f} MHz"
-        if max_clock_mhz and np.isfinite(max_clock_mhz):
-            clk_txt += f" against the card's {max_clock_mhz:.0f}"
-    return (f"power limit: the card was at its power limit (NVML power capping in >= "
-            f"{POWER_LIMITED_FRACTION * 100:.0f}% of samples) while these points were timed: {'; '.join(per_fmt)}"
-            f"{clk_txt}. Their times are those of a power-capped card; --explain gives each point's clock.")
+        clk_txt = f", SM clock median {lo:.0f}" if lo == hi else f", SM clock median {lo:.0f}-{hi:.0f}"
+        clk_txt += f" of {max_clock_mhz:.0f} MHz" if max_clock_mhz and np.isfinite(max_clock_mhz) else " MHz"
+    return (f"power limit: these points were timed on a power-capped card (NVML capping in >= "
+            f"{POWER_LIMITED_FRACTION * 100:.0f}% of samples{clk_txt}): {'; '.join(per_fmt)}. "
+            f"--explain gives each point's clock.")
 
 
 def fastest_overall(fastest: str, winner: str, n_formats: int, margin: float, next_fastest: str,
