@@ -45,7 +45,7 @@ def _emulate(w: torch.Tensor, s: torch.Tensor, act: torch.Tensor, k: int) -> tor
                 for lane in range(32):
                     r, qq = lane // 4, lane % 4
                     x = int(words[t, c, lane, st])
-                    s_r, s_r8 = int(s[t, c, lane, 0]), int(s[t, c, lane, 1])
+                    s_r, s_r8 = int(s[t, c, 2 * r + qq // 2, 0]), int(s[t, c, 2 * r + qq // 2, 1])   # lane's MX group qq // 2
                     ta = x & M
                     tb = (x << 3) & M
                     tc = (x << 6) & M
@@ -83,7 +83,7 @@ def test_emulated_kernel_matches_dequantized_weights(n, k, gated_half):
     tokens = 5
     act = torch.randn(tokens, k, generator=g).bfloat16()
     w, s = q.mma_mx_weights(codes, scales, gated_half)
-    assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.shape[2:] == (32, 2)
+    assert w.dtype == torch.uint8 and w.shape[2:] == (32, 16) and s.shape[2:] == (16, 2)
     got = _emulate(w, s, act, k)
     ref_w = q.dequant_mxfp4(codes, scales).double()                 # [n, k]
     rows = q.mma_tile_rows(n, gated_half)
@@ -233,11 +233,12 @@ def test_default_config_routes_by_rows_when_the_kernel_is_available(monkeypatch)
 
 
 def test_asmem_shared_memory_matches_the_kernel_formula():
-    """The launcher's dynamic shared memory for the ring-activation variant: weights 16 + scales 2 +
-    activations 32 * G bytes per lane per stage, against the partial-sum buffer (written out by hand)."""
+    """The launcher's dynamic shared memory for the ring-activation variant: per lane and stage, 16 bytes
+    of weights and 1 of scales (32 bytes per warp: 16 rows x 2 MX groups) per tile, and 32 * G bytes of
+    activations, against the partial-sum buffer (written out by hand)."""
     from moeprof.models.kernels import mx_cuda
 
     v = mx_cuda.Variant(WN=8, WK=1, D=4, MT=2, ASMEM=1)
-    assert mx_cuda.smem_bytes(v, 1) == 8 * 4 * 32 * (2 * 18 + 32) == 69632
-    assert mx_cuda.smem_bytes(v, 2) == 8 * 4 * 32 * (2 * 18 + 64)
+    assert mx_cuda.smem_bytes(v, 1) == 8 * 4 * 32 * (2 * 17 + 32) == 67584
+    assert mx_cuda.smem_bytes(v, 2) == 8 * 4 * 32 * (2 * 17 + 64)
     assert mx_cuda.smem_bytes(mx_cuda.Variant(), 2) == 0     # static buffer without ASMEM

@@ -339,19 +339,19 @@ def _mma_tiles(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None,
 def mma_mx_weights(codes: torch.Tensor, scale: torch.Tensor, gated_half: int | None = None):
     """One expert's E2M1 codes [N, K] (unpacked, uint8) and E8M0 scales [N, K/32] -> the layouts the
     CUDA MXFP4 kernel reads (kernels/mx_mma.cu): weights uint8 [Nt, Kc, 32, 16] and scales uint8
-    [Nt, Kc, 32, 2], Nt tiles of 16 rows (mma_tile_rows), Kc = ceil(K / 64) chunks (zero padded).
+    [Nt, Kc, 16, 2], Nt tiles of 16 rows (mma_tile_rows), Kc = ceil(K / 64) chunks (zero padded).
 
     Lane L = 4 r + q of tile t, chunk c holds rows r and r + 8 and K elements 64 c + 16 q .. + 15 (one
     MX group) as four little-endian 32-bit words; word s covers K 64 c + 16 q + 4 s + (0..3): its low
     16-bit lane holds the even elements, its high lane the odd ones, in the "lanes" bit slots
-    A = (row r, k), B = (row r, k + 2), C = (row r + 8, k), D = (row r + 8, k + 2). The scale pair is
-    (row r, row r + 8) of that MX group."""
+    A = (row r, k), B = (row r, k + 2), C = (row r + 8, k), D = (row r + 8, k + 2). Scales: entry
+    2 r + g of a tile's chunk is the byte pair (row r, row r + 8) of MX group g of the chunk, which lanes
+    4 r + 2 g and 4 r + 2 g + 1 both read: each E8M0 byte is stored (and streamed from memory) once."""
     c, sp, nt, kc = _mma_tiles(codes, scale, gated_half, torch.int32)
     # [Nt, half, r, Kc, q, s, j]: row = 8 half + r, k = 64 c + 16 q + 4 s + j
     w = _lanes_words(c.reshape(nt, 2, 8, kc, 4, 4, 4))
     sp = sp.reshape(nt, 2, 8, kc, 2)                     # [Nt, half, r, Kc, group in chunk]
-    sq = sp[..., torch.tensor([0, 0, 1, 1], device=codes.device)]   # q -> group q // 2: [Nt, half, r, Kc, q]
-    s = sq.permute(0, 3, 2, 4, 1).reshape(nt, kc, 32, 2).contiguous()
+    s = sp.permute(0, 3, 2, 4, 1).reshape(nt, kc, 16, 2).contiguous()   # [Nt, Kc, (r, group), half]
     return w, s
 
 
@@ -391,7 +391,7 @@ def unmma_mx_weights(w: torch.Tensor, s: torch.Tensor, n: int, k: int, gated_hal
     ok = rows >= 0
     codes = torch.zeros(n, k, dtype=torch.uint8, device=w.device)
     codes[rows[ok]] = c[ok, :k].to(torch.uint8)
-    sc = s.reshape(nt, kc, 8, 4, 2)[:, :, :, ::2, :]                  # q = 0, 2: groups 2c, 2c + 1
+    sc = s.reshape(nt, kc, 8, 2, 2)                                   # [Nt, Kc, r, g, half]
     sc = sc.permute(0, 4, 2, 1, 3).reshape(nt * 16, kc * 2)           # [Nt, half, r, Kc, g]
     scales = torch.zeros(n, k // MX_BLOCK, dtype=torch.uint8, device=w.device)
     scales[rows[ok]] = sc[ok, : k // MX_BLOCK]

@@ -316,7 +316,7 @@ def smem_bytes(variant: Variant, groups: int) -> int:
     if not variant.ASMEM:
         return 0
     warps = variant.WN * variant.WK
-    ring = warps * variant.D * 32 * (variant.MT * (16 + 2) + groups * 32)
+    ring = warps * variant.D * 32 * (variant.MT * (16 + 1) + groups * 32)
     red = warps * variant.MT * groups * 4 * 32 * 4
     return max(ring, red)
 
@@ -333,7 +333,7 @@ def moe_gemm_mx(a, w_mma, s_mma, bias, topk_w, sorted_ids, counts, *, out, n_out
                 gated: bool, mul_routed: bool, big_scale: bool, block_m: int, has_foreign: bool,
                 groups: int = 1, variant: Variant = Variant(), up_off: int = 0, a_scale=None):
     """One grouped GEMM through the CUDA kernel. a: bf16 [rows, k] (row = slot // a_div); w_mma / s_mma:
-    [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 32, 2] (quant.mma_mx_weights); bias fp32 [E, *] or None;
+    [E, Nt, Kc, 32, 16] / [E, Nt, Kc, 16, 2] (quant.mma_mx_weights); bias fp32 [E, *] or None;
     sorted_ids / counts from moe_align(block_m); out bf16 [slots, n_out]: gated -> SwiGLU(gate, up) of
     column j (up bias at up_off + j), else (acc + bias) * topk_w[slot] when mul_routed. a_scale: fp32
     per row of a (e4m3 activations handed over as their exact bf16 values), applied before the bias."""

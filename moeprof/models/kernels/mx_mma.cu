@@ -14,7 +14,8 @@
 //            each word in the "lanes" bit layout: low 16 bits the even K element, high the odd one,
 //            slot A = (row r, k), B = (row r, k + 2), C = (row r + 8, k), D = (row r + 8, k + 2).
 //            The MMA's K order is a permutation of the real one, the same for weights and activations.
-//   scales   s [E, Nt, Kc, 32 lanes] x 2 bytes: E8M0 of rows r and r + 8 for the lane's MX group.
+//   scales   s [E, Nt, Kc, 16] x 2 bytes: entry 2 r + g holds the E8M0 of rows r and r + 8 for MX group g
+//            of the chunk (read by lanes 4 r + 2 g and 4 r + 2 g + 1; each byte is streamed once).
 //   gated (gemm1): tile rows 0-7 are gate rows 8 t .. 8 t + 7, rows 8-15 the matching up rows, so
 //            one lane holds gate and up of the same output column and applies the SwiGLU in place.
 //
@@ -111,7 +112,7 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
     static_assert(D >= 2, "the ring needs two stages at least");
     // one buffer: the warps' cp.async rings during the K loop, then the partial tiles to sum
     constexpr bool ASMEM = MX_ASMEM != 0;
-    constexpr int RING_BYTES = WN * WK * D * 32 * (MT * (16 + 2) + (ASMEM ? G * 32 : 0));
+    constexpr int RING_BYTES = WN * WK * D * 32 * (MT * (16 + 1) + (ASMEM ? G * 32 : 0));
     constexpr int RED_BYTES = WK * WN * MT * G * 4 * 32 * 4;
 #if MX_ASMEM
     // with the activations in the ring the buffer outgrows the 48 KB of static shared memory: dynamic,
@@ -143,20 +144,21 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
     int mlast = Nt - 1 - tile;                                              // tiles m <= mlast exist
     mlast = mlast < MT - 1 ? mlast : MT - 1;
     const uint4* wq = w + wbase + (long long)wk * 32 + lane;
-    const uint4* sq = reinterpret_cast<const uint4*>(ws + wbase + (long long)wk * 32) + (lane & 3);
+    // scales: 32 bytes (two uint4) per tile chunk, at 1/16 of the weights' uint4 index
+    const uint4* sq = reinterpret_cast<const uint4*>(ws) + (wbase + (long long)wk * 32) / 16 + (lane & 1);
     // K % 64 == 32: the lanes with q >= 2 have no K elements in the last chunk; their weights there
     // are zero, and they read a valid (finite) piece of the same row instead of what lies past K
     const bool last_short = nci > 0 && wk + (nci - 1) * WK == Kc - 1 && (Kc - 1) * 64 + 16 * q >= K;
     // each warp's ring of D chunks in flight: 512 bytes of weights (16 per lane, read back by the
-    // same lane) and 64 bytes of scales (copied by lanes 0-3, read by all: __syncwarp between)
+    // same lane) and 32 bytes of scales (copied by lanes 0-1, read by all: __syncwarp between)
     auto& wring = *reinterpret_cast<uint4 (*)[WN * WK][D][MT][32]>(smem);
-    auto& sring = *reinterpret_cast<uint16_t (*)[WN * WK][D][MT][32]>(smem + WN * WK * D * MT * 32 * 16);
-    auto& aring = *reinterpret_cast<uint4 (*)[WN * WK][D][G][32][2]>(smem + WN * WK * D * MT * 32 * 18);
+    auto& sring = *reinterpret_cast<uint16_t (*)[WN * WK][D][MT][16]>(smem + WN * WK * D * MT * 32 * 16);
+    auto& aring = *reinterpret_cast<uint4 (*)[WN * WK][D][G][32][2]>(smem + WN * WK * D * MT * 32 * 17);
     // the next chunk to copy into the ring (running pointers: no index arithmetic per chunk)
     const uint4* wsrc = wq;
     const uint4* ssrc = sq;
     const uint32_t ring_w = (uint32_t)__cvta_generic_to_shared(&wring[warp][0][0][lane]);
-    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0][0]) + 16 * (lane & 3);
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(&sring[warp][0][0][0]) + 16 * (lane & 1);
     auto issue = [&](int slot, bool live) {
         if (live) {
 #pragma unroll
@@ -164,12 +166,12 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
                 const long long toff = (m <= mlast ? m : 0) * tstride;
                 asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
                              :: "r"(ring_w + (slot * MT + m) * 512), "l"(wsrc + toff));
-                if (lane < 4)
+                if (lane < 2)
                     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-                                 :: "r"(ring_s + (slot * MT + m) * 64), "l"(ssrc + toff / 8));
+                                 :: "r"(ring_s + (slot * MT + m) * 32), "l"(ssrc + toff / 16));
             }
             wsrc += wstep;
-            ssrc += wstep / 8;
+            ssrc += wstep / 16;
         }
         cp_async_commit();
     };
@@ -253,7 +255,7 @@ __device__ __forceinline__ void mx_w4a16_body(MX_PARAMS(__restrict__, uint16_t, 
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     wv[m] = wring[warp][slot][m][lane];
-                    s[m] = sring[warp][slot][m][lane];
+                    s[m] = sring[warp][slot][m][2 * r + (q >> 1)];
                 }
                 if constexpr (ASMEM) {
 #pragma unroll
